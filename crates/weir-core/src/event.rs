@@ -1,0 +1,88 @@
+//! Rows and events: what flows between operators.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::value::Value;
+
+/// An ordered record of named fields. Field order is kept so that output looks like input;
+/// lookups are linear, which beats hashing for the handful of fields sensor events carry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row {
+    fields: Vec<(Arc<str>, Value)>,
+}
+
+impl Row {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Row {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets a field, replacing an existing one of the same name.
+    pub fn set(&mut self, name: &str, value: Value) {
+        match self.fields.iter_mut().find(|(k, _)| &**k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((Arc::from(name), value)),
+        }
+    }
+
+    /// Appends a field whose name is known not to be present yet (cheap: shares the name).
+    pub fn push(&mut self, name: Arc<str>, value: Value) {
+        self.fields.push((name, value));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(Arc<str>, Value)> {
+        self.fields.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl FromIterator<(Arc<str>, Value)> for Row {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Value)>>(iter: I) -> Self {
+        Row {
+            fields: iter.into_iter().collect(),
+        }
+    }
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// One event: a row and its event time in epoch milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub ts: i64,
+    pub row: Row,
+}
+
+impl Event {
+    pub fn new(ts: i64, row: Row) -> Self {
+        Event { ts, row }
+    }
+}
