@@ -1,0 +1,15 @@
+//! weir's streaming SQL. Text goes through [`parse`] (tokens, statements, the weir dialect),
+//! then [`bind`] (names, types, windows, patterns) into a [`plan::Program`] that the engine runs.
+
+pub mod bind;
+pub mod dialect;
+pub mod diag;
+pub mod expr;
+pub mod functions;
+pub mod parse;
+pub mod plan;
+pub mod types;
+
+
+pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use plan::Program;

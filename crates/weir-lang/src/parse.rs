@@ -1,0 +1,223 @@
+//! From text to sqlparser statements, keeping every error: the text is tokenized once, split at
+//! top-level semicolons, and each statement parsed on its own so one mistake does not hide the
+//! next. `WITHIN INTERVAL ...` after a `MATCH_RECOGNIZE` pattern (which sqlparser does not know)
+//! is lifted out of the tokens here.
+
+use sqlparser::ast::Statement;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::dialect::WeirDialect;
+use crate::diag::{Diagnostic, Pos};
+
+/// One parsed statement and what was lifted out of it.
+#[derive(Debug)]
+pub struct ParsedStatement {
+    pub statement: Statement,
+    pub pos: Pos,
+    /// `WITHIN` bounds in milliseconds, in the order their `MATCH_RECOGNIZE` clauses appear.
+    pub within: Vec<(i64, Pos)>,
+}
+
+/// Parses every statement of a rule file; the diagnostics name every statement that failed.
+pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
+    let dialect = WeirDialect::default();
+    let tokens = match Tokenizer::new(&dialect, source).tokenize_with_location() {
+        Ok(t) => t,
+        Err(e) => {
+            let pos = Pos {
+                line: e.location.line as u32,
+                col: e.location.column as u32,
+            };
+            let d = Diagnostic::new(pos, e.message.clone())
+                .hint("check for an unclosed quote or a stray character");
+            return (Vec::new(), vec![d]);
+        }
+    };
+    let mut out = Vec::new();
+    let mut diags = Vec::new();
+    for chunk in split_statements(tokens) {
+        let pos = chunk
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)))
+            .map(|t| Pos::from(t.span))
+            .unwrap_or_default();
+        let (chunk, within, mut errs) = lift_within(chunk);
+        diags.append(&mut errs);
+        let mut parser = Parser::new(&dialect).with_tokens_with_locations(chunk);
+        match parser.parse_statement() {
+            Ok(statement) => {
+                if parser.peek_token_ref().token != Token::EOF {
+                    let t = parser.peek_token();
+                    diags.push(
+                        Diagnostic::new(t.span, format!("unexpected '{}' after the statement", t.token))
+                            .hint("end each statement with ';'"),
+                    );
+                } else {
+                    out.push(ParsedStatement {
+                        statement,
+                        pos,
+                        within,
+                    });
+                }
+            }
+            Err(e) => diags.push(parser_diagnostic(&e, pos)),
+        }
+    }
+    (out, diags)
+}
+
+/// Splits tokens into statements at semicolons outside parentheses, dropping empty statements.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<TokenWithSpan> = Vec::new();
+    let mut depth = 0i32;
+    let mut flush = |cur: &mut Vec<TokenWithSpan>, end: TokenWithSpan| {
+        let has_content = cur
+            .iter()
+            .any(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF));
+        let mut stmt = std::mem::take(cur);
+        if has_content {
+            stmt.push(TokenWithSpan::new(Token::EOF, end.span));
+            out.push(stmt);
+        }
+    };
+    for t in tokens {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth <= 0 => {
+                flush(&mut cur, t);
+                depth = 0;
+                continue;
+            }
+            Token::EOF => {
+                flush(&mut cur, t);
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(t);
+    }
+    if let Some(last) = cur.last().cloned() {
+        flush(&mut cur, last);
+    }
+    out
+}
+
+type Lifted = (Vec<TokenWithSpan>, Vec<(i64, Pos)>, Vec<Diagnostic>);
+
+/// Removes `WITHIN INTERVAL '<n>' [unit]` (and `WITHIN '<duration>'`) from a statement's tokens.
+fn lift_within(tokens: Vec<TokenWithSpan>) -> Lifted {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut within = Vec::new();
+    let mut diags = Vec::new();
+    let mut i = 0;
+    let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.value.eq_ignore_ascii_case(w));
+    let next_solid = |from: usize| {
+        (from..tokens.len()).find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)))
+    };
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if word(t, "within") {
+            if let Some(j) = next_solid(i + 1) {
+                if !word(&tokens[j], "group") {
+                    let mut k = j;
+                    if word(&tokens[j], "interval") {
+                        k = next_solid(j + 1).unwrap_or(j);
+                    }
+                    let text = match &tokens[k].token {
+                        Token::SingleQuotedString(s) => Some(s.clone()),
+                        _ => None,
+                    };
+                    let mut end = k;
+                    let mut unit = String::new();
+                    if let Some(u) = next_solid(k + 1) {
+                        if let Token::Word(w) = &tokens[u].token {
+                            if weir_core::time::unit_millis(&w.value).is_some() {
+                                unit = w.value.clone();
+                                end = u;
+                            }
+                        }
+                    }
+                    let pos = Pos::from(t.span);
+                    match text.map(|s| weir_core::parse_duration(&format!("{s} {unit}"))) {
+                        Some(Ok(ms)) if ms > 0 => within.push((ms, pos)),
+                        Some(Ok(_)) => diags.push(Diagnostic::new(pos, "WITHIN needs a positive time bound")),
+                        Some(Err(e)) => diags.push(Diagnostic::new(pos, e)),
+                        None => diags.push(
+                            Diagnostic::new(pos, "WITHIN needs a time bound")
+                                .hint("write WITHIN INTERVAL '10' SECOND after PATTERN (...)"),
+                        ),
+                    }
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    (out, within, diags)
+}
+
+/// Turns sqlparser's message into a positioned diagnostic with a hint where one helps.
+fn parser_diagnostic(e: &ParserError, fallback: Pos) -> Diagnostic {
+    let msg = match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "the statement nests too deeply".to_owned(),
+    };
+    let (text, pos) = match msg.rfind(" at Line: ") {
+        Some(i) => {
+            let nums: Vec<u32> = msg[i..]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            let pos = match nums[..] {
+                [line, col, ..] => Pos { line, col },
+                _ => fallback,
+            };
+            (msg[..i].to_owned(), pos)
+        }
+        None => (msg.clone(), fallback),
+    };
+    let text = text.replace("sql parser error: ", "");
+    let hint = if text.contains("found: EOF") {
+        "the statement ends too early: is a closing parenthesis or an expression missing?"
+    } else if text.contains("found: STREAM") || text.contains("found: stream") {
+        "write CREATE STREAM name (col TYPE, ...) WITH (...)"
+    } else if text.contains("Expected: an expression") {
+        "an operand is missing, or a keyword is used as a name (quote it with \"...\")"
+    } else if text.contains("Expected: end of statement") {
+        "is a ';' missing between two statements, or a comma between two items?"
+    } else {
+        "see docs/language.md for the grammar weir accepts"
+    };
+    Diagnostic::new(pos, text).hint(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_is_parsed_on_its_own() {
+        let (stmts, diags) = parse(
+            "CREATE STREAM s (a INT) WITH (timestamp = 'a');\nSELECT FROM;\nINSERT INTO o SELECT * FROM s;\nINSERT INTO ;",
+        );
+        assert_eq!(stmts.len(), 2);
+        assert_eq!(diags.len(), 2);
+        assert_eq!(diags[0].pos.line, 2);
+        assert_eq!(diags[1].pos.line, 4);
+    }
+
+    #[test]
+    fn within_is_lifted() {
+        let (stmts, diags) = parse(
+            "INSERT INTO o SELECT * FROM s MATCH_RECOGNIZE (ORDER BY ts MEASURES A.x AS x PATTERN (A B) WITHIN INTERVAL '10' SECOND DEFINE A AS x > 1)",
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(stmts[0].within.len(), 1);
+        assert_eq!(stmts[0].within[0].0, 10_000);
+    }
+}

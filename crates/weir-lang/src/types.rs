@@ -1,0 +1,116 @@
+//! Column types of typed streams and `CAST` targets.
+
+use std::fmt;
+use std::sync::Arc;
+
+use weir_core::Value;
+
+/// The SQL types weir knows. Timestamps are epoch milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataType {
+    Boolean,
+    BigInt,
+    Double,
+    String,
+    Timestamp,
+    /// Arrays, objects, JSON: any value, left as it is.
+    Any,
+}
+
+impl DataType {
+    /// Maps a SQL type name to a weir type; `None` for names weir does not know.
+    pub fn from_sql(name: &str) -> Option<DataType> {
+        let base = name
+            .split(['(', '<', ' '])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        Some(match base.as_str() {
+            "BOOLEAN" | "BOOL" => DataType::Boolean,
+            "INT" | "INTEGER" | "BIGINT" | "SMALLINT" | "TINYINT" | "INT64" | "INT32" | "LONG" => {
+                DataType::BigInt
+            }
+            "DOUBLE" | "FLOAT" | "REAL" | "DECIMAL" | "NUMERIC" | "FLOAT64" | "FLOAT32" => {
+                DataType::Double
+            }
+            "VARCHAR" | "STRING" | "TEXT" | "CHAR" | "CHARACTER" => DataType::String,
+            "TIMESTAMP" | "DATETIME" | "TIMESTAMP_LTZ" => DataType::Timestamp,
+            "JSON" | "ARRAY" | "MAP" | "ROW" | "STRUCT" | "OBJECT" | "ANY" => DataType::Any,
+            _ => return None,
+        })
+    }
+
+    /// Converts a value to this type; `Err` with the reason when it cannot be.
+    pub fn cast(&self, v: &Value) -> Result<Value, String> {
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        let fail = || format!("cannot cast {} {} to {}", v.type_name(), v, self);
+        Ok(match (self, v) {
+            (DataType::Any, v) => v.clone(),
+            (DataType::Boolean, Value::Bool(_)) => v.clone(),
+            (DataType::Boolean, Value::Int(i)) => Value::Bool(*i != 0),
+            (DataType::Boolean, Value::Str(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" | "yes" => Value::Bool(true),
+                "false" | "f" | "0" | "no" => Value::Bool(false),
+                _ => return Err(fail()),
+            },
+            (DataType::BigInt, Value::Int(_)) => v.clone(),
+            (DataType::BigInt, Value::Float(f)) if f.is_finite() => Value::Int(f.trunc() as i64),
+            (DataType::BigInt, Value::Bool(b)) => Value::Int(*b as i64),
+            (DataType::BigInt, Value::Str(s)) => match s.trim().parse::<i64>() {
+                Ok(i) => Value::Int(i),
+                Err(_) => match s.trim().parse::<f64>() {
+                    Ok(f) if f.is_finite() => Value::Int(f.trunc() as i64),
+                    _ => return Err(fail()),
+                },
+            },
+            (DataType::Double, Value::Int(i)) => Value::Float(*i as f64),
+            (DataType::Double, Value::Float(_)) => v.clone(),
+            (DataType::Double, Value::Bool(b)) => Value::Float(*b as i64 as f64),
+            (DataType::Double, Value::Str(s)) => {
+                Value::Float(s.trim().parse::<f64>().map_err(|_| fail())?)
+            }
+            (DataType::String, Value::Str(_)) => v.clone(),
+            (DataType::String, v) => Value::Str(Arc::from(v.to_text())),
+            (DataType::Timestamp, Value::Int(_)) => v.clone(),
+            (DataType::Timestamp, Value::Float(f)) => Value::Int(*f as i64),
+            (DataType::Timestamp, Value::Str(s)) => {
+                Value::Int(crate::functions::parse_timestamp(s).ok_or_else(fail)?)
+            }
+            _ => return Err(fail()),
+        })
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataType::Boolean => "BOOLEAN",
+            DataType::BigInt => "BIGINT",
+            DataType::Double => "DOUBLE",
+            DataType::String => "STRING",
+            DataType::Timestamp => "TIMESTAMP",
+            DataType::Any => "ANY",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn casts() {
+        assert_eq!(DataType::BigInt.cast(&Value::str("42")), Ok(Value::Int(42)));
+        assert_eq!(DataType::Double.cast(&Value::Int(2)), Ok(Value::Float(2.0)));
+        assert_eq!(DataType::String.cast(&Value::Float(1.5)), Ok(Value::str("1.5")));
+        assert_eq!(
+            DataType::Timestamp.cast(&Value::str("2023-11-14T22:13:20Z")),
+            Ok(Value::Int(1_700_000_000_000))
+        );
+        assert!(DataType::BigInt.cast(&Value::str("x")).is_err());
+        assert_eq!(DataType::from_sql("varchar(20)"), Some(DataType::String));
+        assert_eq!(DataType::from_sql("blob"), None);
+    }
+}
