@@ -11,5 +11,6 @@ pub mod plan;
 pub mod types;
 
 
+pub use bind::compile;
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use plan::Program;
