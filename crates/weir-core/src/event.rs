@@ -75,7 +75,7 @@ impl fmt::Display for Row {
 }
 
 /// One event: a row and its event time in epoch milliseconds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub ts: i64,
     pub row: Row,

@@ -154,6 +154,19 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
+/// The total order of [`Value::total_cmp`], so values can key ordered state.
+impl Ord for Value {
+    fn cmp(&self, other: &Value) -> Ordering {
+        self.total_cmp(other)
+    }
+}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Value) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {

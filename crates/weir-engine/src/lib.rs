@@ -1,0 +1,11 @@
+//! The operator engine. A [`plan::Program`](weir_lang::plan::Program) becomes a [`Dataflow`]:
+//! per rule a chain of [`Operator`]s, keyed rules partitioned across worker threads, all joined
+//! by bounded channels that carry small batches of events and watermarks.
+
+
+pub mod operator;
+pub mod ops;
+pub mod state;
+
+
+pub use operator::{Operator, Output};

@@ -1,0 +1,121 @@
+//! The one operator trait. Every stage of a rule implements it; only `on_event` is required, the
+//! lifecycle hooks default to doing nothing so stateless stages stay short.
+
+use weir_core::Event;
+
+use crate::state::StateError;
+
+/// Where an operator puts what it produces.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub events: Vec<Event>,
+    /// Events that arrived after the watermark had passed them, with the reason.
+    pub late: Vec<(Event, String)>,
+}
+
+impl Output {
+    pub fn emit(&mut self, e: Event) {
+        self.events.push(e);
+    }
+
+    pub fn late(&mut self, e: Event, reason: String) {
+        self.late.push((e, reason));
+    }
+}
+
+pub trait Operator: Send {
+    /// One input event. `input` tells which input it came from (joins have two).
+    fn on_event(&mut self, input: usize, event: Event, out: &mut Output);
+
+    /// Event time has reached `wm`: no more events with `ts <= wm` are expected.
+    fn on_watermark(&mut self, _wm: i64, _out: &mut Output) {}
+
+    /// The input has ended: emit everything still held (open windows, pending matches).
+    fn on_end(&mut self, out: &mut Output) {
+        self.on_watermark(i64::MAX, out);
+    }
+
+    /// The operator's state, for checkpoints and moves.
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    fn restore(&mut self, _snapshot: serde_json::Value) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// Operators run one after the other: the output of each is the input of the next.
+pub struct Chain {
+    ops: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    pub fn new(ops: Vec<Box<dyn Operator>>) -> Chain {
+        Chain { ops }
+    }
+
+    /// Pushes what stage `from` produced through the remaining stages.
+    fn forward(&mut self, from: usize, out: &mut Output, wm: Option<i64>, end: bool) {
+        let mut batch = std::mem::take(&mut out.events);
+        for op in self.ops[from + 1..].iter_mut() {
+            let mut next = Output::default();
+            for e in batch {
+                op.on_event(0, e, &mut next);
+            }
+            if end {
+                op.on_end(&mut next);
+            } else if let Some(wm) = wm {
+                op.on_watermark(wm, &mut next);
+            }
+            out.late.append(&mut next.late);
+            batch = next.events;
+        }
+        out.events = batch;
+    }
+}
+
+impl Operator for Chain {
+    fn on_event(&mut self, input: usize, event: Event, out: &mut Output) {
+        let mut first = Output::default();
+        self.ops[0].on_event(input, event, &mut first);
+        if !first.events.is_empty() {
+            self.forward(0, &mut first, None, false);
+        }
+        out.events.append(&mut first.events);
+        out.late.append(&mut first.late);
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        let mut first = Output::default();
+        self.ops[0].on_watermark(wm, &mut first);
+        self.forward(0, &mut first, Some(wm), false);
+        out.events.append(&mut first.events);
+        out.late.append(&mut first.late);
+    }
+
+    fn on_end(&mut self, out: &mut Output) {
+        let mut first = Output::default();
+        self.ops[0].on_end(&mut first);
+        self.forward(0, &mut first, None, true);
+        out.events.append(&mut first.events);
+        out.late.append(&mut first.late);
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.ops.iter().map(|o| o.snapshot()).collect())
+    }
+
+    fn restore(&mut self, snapshot: serde_json::Value) -> Result<(), StateError> {
+        let serde_json::Value::Array(parts) = snapshot else {
+            return Err(StateError::Incompatible("a chain snapshot is a list".into()));
+        };
+        if parts.len() != self.ops.len() {
+            return Err(StateError::Incompatible(format!("{} stages in the snapshot, {} in the rule", parts.len(), self.ops.len())));
+        }
+        for (op, s) in self.ops.iter_mut().zip(parts) {
+            op.restore(s)?;
+        }
+        Ok(())
+    }
+}

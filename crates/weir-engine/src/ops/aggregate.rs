@@ -1,0 +1,328 @@
+//! Accumulators for the aggregate functions. Each can add a value, merge another (session
+//! windows merge), and give its result; all serialise for snapshots.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use weir_core::Value;
+use weir_lang::plan::{AggCall, AggFunc};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Acc {
+    Count(i64),
+    Sum { int: i64, float: f64, floats: bool, n: i64 },
+    /// Count, mean and sum of squared deviations (Welford); serves avg, stddev and variance.
+    Moments { n: i64, mean: f64, m2: f64 },
+    Min(Value),
+    Max(Value),
+    Values(Vec<f64>),
+    /// Earliest or latest by event time: (ts, value).
+    First(Option<(i64, Value)>),
+    Last(Option<(i64, Value)>),
+    Regr { n: i64, sx: f64, sy: f64, sxx: f64, sxy: f64 },
+    Collect(Vec<(i64, Value)>),
+}
+
+/// An accumulator with its call's `DISTINCT` bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accumulator {
+    acc: Acc,
+    seen: Option<HashSet<Value>>,
+}
+
+impl Accumulator {
+    pub fn new(call: &AggCall) -> Accumulator {
+        Accumulator {
+            acc: Acc::new(call.func),
+            seen: call.distinct.then(HashSet::new),
+        }
+    }
+
+    pub fn add(&mut self, args: &[Value], ts: i64) {
+        if let (Some(seen), Some(v)) = (self.seen.as_mut(), args.first()) {
+            if !seen.insert(v.clone()) {
+                return;
+            }
+        }
+        self.acc.add(args, ts);
+    }
+
+    pub fn merge(&mut self, other: &Accumulator) {
+        match (self.seen.as_mut(), other.seen.as_ref()) {
+            (Some(mine), Some(theirs)) => {
+                // Re-adding distinct values is only exact for count/sum-like results when the
+                // sets are disjoint; sessions merge disjoint event sets, so they are.
+                mine.extend(theirs.iter().cloned());
+                self.acc.merge(&other.acc);
+            }
+            _ => self.acc.merge(&other.acc),
+        }
+    }
+
+    pub fn result(&self, func: AggFunc) -> Value {
+        self.acc.result(func)
+    }
+}
+
+impl Acc {
+    pub fn new(f: AggFunc) -> Acc {
+        match f {
+            AggFunc::Count | AggFunc::CountStar => Acc::Count(0),
+            AggFunc::Sum => Acc::Sum { int: 0, float: 0.0, floats: false, n: 0 },
+            AggFunc::Avg | AggFunc::StddevSamp | AggFunc::StddevPop | AggFunc::VarSamp | AggFunc::VarPop => {
+                Acc::Moments { n: 0, mean: 0.0, m2: 0.0 }
+            }
+            AggFunc::Min => Acc::Min(Value::Null),
+            AggFunc::Max => Acc::Max(Value::Null),
+            AggFunc::Percentile(_) => Acc::Values(Vec::new()),
+            AggFunc::FirstValue => Acc::First(None),
+            AggFunc::LastValue => Acc::Last(None),
+            AggFunc::RegrSlope | AggFunc::RegrIntercept => Acc::Regr { n: 0, sx: 0.0, sy: 0.0, sxx: 0.0, sxy: 0.0 },
+            AggFunc::Collect => Acc::Collect(Vec::new()),
+        }
+    }
+
+    /// Adds one row's arguments; nulls are skipped, as SQL aggregates do (except `count(*)`).
+    pub fn add(&mut self, args: &[Value], ts: i64) {
+        let v = args.first().unwrap_or(&Value::Null);
+        match self {
+            Acc::Count(n) => {
+                if args.is_empty() || !v.is_null() {
+                    *n += 1
+                }
+            }
+            Acc::Sum { int, float, floats, n } => match v {
+                Value::Int(i) if !*floats => match int.checked_add(*i) {
+                    Some(s) => {
+                        *int = s;
+                        *n += 1;
+                    }
+                    None => {
+                        *floats = true;
+                        *float = *int as f64 + *i as f64;
+                        *n += 1;
+                    }
+                },
+                other => {
+                    if let Some(x) = other.as_f64() {
+                        if !*floats {
+                            *floats = true;
+                            *float = *int as f64;
+                        }
+                        *float += x;
+                        *n += 1;
+                    }
+                }
+            },
+            Acc::Moments { n, mean, m2 } => {
+                if let Some(x) = v.as_f64() {
+                    *n += 1;
+                    let d = x - *mean;
+                    *mean += d / *n as f64;
+                    *m2 += d * (x - *mean);
+                }
+            }
+            Acc::Min(m) => {
+                if !v.is_null() && (m.is_null() || v.total_cmp(m).is_lt()) {
+                    *m = v.clone();
+                }
+            }
+            Acc::Max(m) => {
+                if !v.is_null() && (m.is_null() || v.total_cmp(m).is_gt()) {
+                    *m = v.clone();
+                }
+            }
+            Acc::Values(vs) => {
+                if let Some(x) = v.as_f64() {
+                    vs.push(x)
+                }
+            }
+            Acc::First(cur) => {
+                if !v.is_null() && cur.as_ref().is_none_or(|(t, _)| ts < *t) {
+                    *cur = Some((ts, v.clone()));
+                }
+            }
+            Acc::Last(cur) => {
+                if !v.is_null() && cur.as_ref().is_none_or(|(t, _)| ts >= *t) {
+                    *cur = Some((ts, v.clone()));
+                }
+            }
+            Acc::Regr { n, sx, sy, sxx, sxy } => {
+                if let (Some(y), Some(x)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
+                    *n += 1;
+                    *sx += x;
+                    *sy += y;
+                    *sxx += x * x;
+                    *sxy += x * y;
+                }
+            }
+            Acc::Collect(vs) => vs.push((ts, v.clone())),
+        }
+    }
+
+    pub fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum { int, float, floats, n }, Acc::Sum { int: i2, float: f2, floats: fl2, n: n2 }) => {
+                if *floats || *fl2 {
+                    let mine = if *floats { *float } else { *int as f64 };
+                    let theirs = if *fl2 { *f2 } else { *i2 as f64 };
+                    *float = mine + theirs;
+                    *floats = true;
+                } else {
+                    *int += i2;
+                }
+                *n += n2;
+            }
+            (Acc::Moments { n, mean, m2 }, Acc::Moments { n: n2, mean: mean2, m2: m22 }) => {
+                if *n2 == 0 {
+                    return;
+                }
+                let total = *n + n2;
+                let d = mean2 - *mean;
+                *m2 += m22 + d * d * (*n as f64) * (*n2 as f64) / total as f64;
+                *mean += d * (*n2 as f64) / total as f64;
+                *n = total;
+            }
+            (Acc::Min(a), Acc::Min(b)) => {
+                if !b.is_null() && (a.is_null() || b.total_cmp(a).is_lt()) {
+                    *a = b.clone()
+                }
+            }
+            (Acc::Max(a), Acc::Max(b)) => {
+                if !b.is_null() && (a.is_null() || b.total_cmp(a).is_gt()) {
+                    *a = b.clone()
+                }
+            }
+            (Acc::Values(a), Acc::Values(b)) => a.extend_from_slice(b),
+            (me @ Acc::First(_), Acc::First(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
+            (me @ Acc::Last(_), Acc::Last(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
+            (Acc::Regr { n, sx, sy, sxx, sxy }, Acc::Regr { n: n2, sx: a, sy: b, sxx: c, sxy: d }) => {
+                *n += n2;
+                *sx += a;
+                *sy += b;
+                *sxx += c;
+                *sxy += d;
+            }
+            (Acc::Collect(a), Acc::Collect(b)) => {
+                a.extend(b.iter().cloned());
+                a.sort_by_key(|(t, _)| *t);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn result(&self, f: AggFunc) -> Value {
+        match self {
+            Acc::Count(n) => Value::Int(*n),
+            Acc::Sum { n: 0, .. } => Value::Null,
+            Acc::Sum { int, float, floats, .. } => {
+                if *floats {
+                    Value::Float(*float)
+                } else {
+                    Value::Int(*int)
+                }
+            }
+            Acc::Moments { n, mean, m2 } => {
+                let n = *n as f64;
+                let var = |d: f64| if n - d > 0.0 { Some(m2 / (n - d)) } else { None };
+                let r = match f {
+                    AggFunc::Avg => (n > 0.0).then_some(*mean),
+                    AggFunc::VarSamp => var(1.0),
+                    AggFunc::VarPop => var(0.0),
+                    AggFunc::StddevSamp => var(1.0).map(f64::sqrt),
+                    AggFunc::StddevPop => var(0.0).map(f64::sqrt),
+                    _ => None,
+                };
+                r.map(Value::Float).unwrap_or_default()
+            }
+            Acc::Min(v) | Acc::Max(v) => v.clone(),
+            Acc::Values(vs) => match f {
+                AggFunc::Percentile(p) => percentile(vs, p),
+                _ => Value::Null,
+            },
+            Acc::First(v) | Acc::Last(v) => v.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+            Acc::Regr { n, sx, sy, sxx, sxy } => {
+                let n = *n as f64;
+                let den = n * sxx - sx * sx;
+                if n < 2.0 || den == 0.0 {
+                    return Value::Null;
+                }
+                let slope = (n * sxy - sx * sy) / den;
+                match f {
+                    AggFunc::RegrSlope => Value::Float(slope),
+                    _ => Value::Float((sy - slope * sx) / n),
+                }
+            }
+            Acc::Collect(vs) => Value::Array(Arc::new(vs.iter().map(|(_, v)| v.clone()).collect())),
+        }
+    }
+}
+
+/// Continuous percentile with linear interpolation (`percentile_cont`).
+fn percentile(vs: &[f64], p: f64) -> Value {
+    if vs.is_empty() {
+        return Value::Null;
+    }
+    let mut s = vs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = p * (s.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Value::Float(s[lo] + (s[hi] - s[lo]) * (rank - lo as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(f: AggFunc, xs: &[f64]) -> Value {
+        let mut a = Acc::new(f);
+        for (i, x) in xs.iter().enumerate() {
+            a.add(&[Value::Float(*x)], i as i64);
+        }
+        a.result(f)
+    }
+
+    #[test]
+    fn statistics() {
+        let xs = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        assert_eq!(run(AggFunc::Avg, &xs), Value::Float(5.0));
+        assert_eq!(run(AggFunc::StddevPop, &xs), Value::Float(2.0));
+        assert_eq!(run(AggFunc::Percentile(0.5), &xs), Value::Float(4.5));
+        assert_eq!(run(AggFunc::FirstValue, &xs), Value::Float(2.0));
+        assert_eq!(run(AggFunc::LastValue, &xs), Value::Float(9.0));
+    }
+
+    #[test]
+    fn regression_is_least_squares() {
+        let mut a = Acc::new(AggFunc::RegrSlope);
+        for x in 0..10 {
+            a.add(&[Value::Float(3.0 * x as f64 + 1.0), Value::Int(x)], x);
+        }
+        assert_eq!(a.result(AggFunc::RegrSlope), Value::Float(3.0));
+        assert_eq!(a.result(AggFunc::RegrIntercept), Value::Float(1.0));
+    }
+
+    #[test]
+    fn merged_moments_equal_one_pass() {
+        let xs: Vec<f64> = (0..20).map(|i| (i * i % 7) as f64).collect();
+        let mut a = Acc::new(AggFunc::VarSamp);
+        let mut b = Acc::new(AggFunc::VarSamp);
+        for (i, x) in xs.iter().enumerate() {
+            if i < 8 { &mut a } else { &mut b }.add(&[Value::Float(*x)], 0);
+        }
+        a.merge(&b);
+        let whole = run(AggFunc::VarSamp, &xs).as_f64().unwrap();
+        assert!((a.result(AggFunc::VarSamp).as_f64().unwrap() - whole).abs() < 1e-9);
+    }
+
+    #[test]
+    fn integer_sums_stay_integers() {
+        let mut a = Acc::new(AggFunc::Sum);
+        a.add(&[Value::Int(2)], 0);
+        a.add(&[Value::Int(3)], 0);
+        a.add(&[Value::Null], 0);
+        assert_eq!(a.result(AggFunc::Sum), Value::Int(5));
+    }
+}

@@ -1,0 +1,118 @@
+//! Filter and projection, with the per-key change functions `changed`, `lag` and `delta`.
+//! Without change functions this is the cheap stateless path: no buffering, no state.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use weir_core::{Event, Row, Value};
+use weir_lang::expr::{binary, BinOp, Expr, SlotScope};
+use weir_lang::plan::{ChangeCall, ChangeKind, SelectItem};
+
+use crate::operator::{Operator, Output};
+use crate::ops::order::EventOrder;
+use crate::state::{from_snapshot, to_snapshot, Key, KeyedState, StateError};
+
+pub struct ProjectOp {
+    filter: Option<Expr>,
+    items: Vec<SelectItem>,
+    changes: Vec<ChangeCall>,
+    partition: Vec<Expr>,
+    state: ChangeState,
+}
+
+/// What the change functions remember: the last values of each call, per partition key.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChangeState {
+    history: KeyedState<Key, Vec<VecDeque<Value>>>,
+    order: EventOrder,
+}
+
+impl ProjectOp {
+    pub fn new(filter: Option<Expr>, items: Vec<SelectItem>, changes: Vec<ChangeCall>, partition: Vec<Expr>) -> Self {
+        ProjectOp { filter, items, changes, partition, state: ChangeState::default() }
+    }
+
+    /// Whether the output is the input unchanged when the filter passes (`SELECT *`).
+    fn passes_through(&self) -> bool {
+        matches!(self.items[..], [SelectItem::Star])
+    }
+
+    fn project(&self, ev: Event, slots: &[Value], out: &mut Output) {
+        let scope = SlotScope { row: &ev.row, slots };
+        if let Some(f) = &self.filter {
+            if !f.eval(&scope).is_true() {
+                return;
+            }
+        }
+        if self.passes_through() {
+            out.emit(ev);
+            return;
+        }
+        let mut row = Row::with_capacity(self.items.len() + ev.row.len());
+        for it in &self.items {
+            match it {
+                SelectItem::Star => {
+                    for (k, v) in ev.row.iter() {
+                        row.push(k.clone(), v.clone());
+                    }
+                }
+                SelectItem::Expr(name, e) => row.set(name, e.eval(&scope)),
+            }
+        }
+        out.emit(Event::new(ev.ts, row));
+    }
+
+    /// Computes the change functions for one event, in event-time order, updating their state.
+    fn changes_for(&mut self, ev: &Event) -> Vec<Value> {
+        let key: Key = self.partition.iter().map(|e| e.eval(&ev.row)).collect();
+        let n = self.changes.len();
+        let hist = self.state.history.entry(&key, || vec![VecDeque::new(); n]);
+        let mut slots = Vec::with_capacity(n);
+        for (call, h) in self.changes.iter().zip(hist.iter_mut()) {
+            let v = call.arg.eval(&ev.row);
+            let default = || call.default.as_ref().map(|d| d.eval(&ev.row)).unwrap_or_default();
+            let (depth, result) = match call.kind {
+                ChangeKind::Changed => (1, if v.is_null() { Value::Null } else { Value::Bool(h.back() != Some(&v)) }),
+                ChangeKind::Delta => (1, h.back().map(|p| binary(BinOp::Sub, &v, p)).unwrap_or_default()),
+                ChangeKind::Lag(k) => (k, if h.len() >= k { h[h.len() - k].clone() } else { default() }),
+            };
+            slots.push(result);
+            if !v.is_null() || matches!(call.kind, ChangeKind::Lag(_)) {
+                h.push_back(v);
+                while h.len() > depth {
+                    h.pop_front();
+                }
+            }
+        }
+        slots
+    }
+}
+
+impl Operator for ProjectOp {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        if self.changes.is_empty() {
+            self.project(ev, &[], out);
+        } else {
+            self.state.order.push(ev, out, "change functions");
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        if self.changes.is_empty() {
+            return;
+        }
+        for ev in self.state.order.release(wm) {
+            let slots = self.changes_for(&ev);
+            self.project(ev, &slots, out);
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}

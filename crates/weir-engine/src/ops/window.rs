@@ -1,0 +1,410 @@
+//! Grouped aggregation over windows: tumbling and hopping (panes by window), session (merging
+//! per key), sliding (one result per event), count, and unbounded running aggregates.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use weir_core::{Event, Row, Value};
+use weir_lang::expr::{Expr, SlotScope};
+use weir_lang::plan::{Aggregate, Window};
+
+use crate::operator::{Operator, Output};
+use crate::ops::aggregate::Accumulator;
+use crate::ops::order::EventOrder;
+use crate::state::{from_snapshot, pairs, to_snapshot, Key, KeyedState, StateError, Timers};
+
+/// What every window kind shares: the rule's filter, keys, aggregates and output.
+pub struct AggCore {
+    filter: Option<Expr>,
+    spec: Aggregate,
+}
+
+/// The aggregate arguments of one event, evaluated once.
+type Args = Vec<Vec<Value>>;
+
+impl AggCore {
+    pub fn new(filter: Option<Expr>, spec: Aggregate) -> AggCore {
+        AggCore { filter, spec }
+    }
+
+    /// The group key of a row, or `None` if the filter drops it.
+    fn admit(&self, row: &Row) -> Option<Key> {
+        if let Some(f) = &self.filter {
+            if !f.eval(row).is_true() {
+                return None;
+            }
+        }
+        Some(self.spec.keys.iter().map(|k| k.eval(row)).collect())
+    }
+
+    fn new_accs(&self) -> Vec<Accumulator> {
+        self.spec.aggs.iter().map(Accumulator::new).collect()
+    }
+
+    fn args(&self, row: &Row) -> Args {
+        self.spec
+            .aggs
+            .iter()
+            .map(|a| {
+                let pass = a.filter.as_ref().is_none_or(|f| f.eval(row).is_true());
+                if pass {
+                    a.args.iter().map(|e| e.eval(row)).collect()
+                } else {
+                    vec![Value::Null; a.args.len().max(1)]
+                }
+            })
+            .collect()
+    }
+
+    fn add(&self, accs: &mut [Accumulator], args: &Args, ts: i64) {
+        for (acc, a) in accs.iter_mut().zip(args) {
+            acc.add(a, ts);
+        }
+    }
+
+    /// Renders one group's result, if `HAVING` keeps it.
+    fn emit(&self, key: &Key, accs: &[Accumulator], start: Value, end: Value, ts: i64, out: &mut Output) {
+        let mut slots = Vec::with_capacity(2 + key.len() + accs.len());
+        slots.push(start);
+        slots.push(end);
+        slots.extend(key.iter().cloned());
+        slots.extend(accs.iter().zip(&self.spec.aggs).map(|(a, c)| a.result(c.func)));
+        let empty = Row::new();
+        let scope = SlotScope { row: &empty, slots: &slots };
+        if let Some(h) = &self.spec.having {
+            if !h.eval(&scope).is_true() {
+                return;
+            }
+        }
+        let mut row = Row::with_capacity(self.spec.items.len());
+        for (name, e) in &self.spec.items {
+            row.push(name.clone(), e.eval(&scope));
+        }
+        out.emit(Event::new(ts, row));
+    }
+}
+
+/// Builds the operator for an aggregate's window kind.
+pub fn window_operator(filter: Option<Expr>, spec: Aggregate, lateness: i64) -> Box<dyn Operator> {
+    let window = spec.window;
+    let core = AggCore::new(filter, spec);
+    match window {
+        Window::Tumble { size } => Box::new(PaneWindows::new(core, size, size, lateness)),
+        Window::Hop { slide, size } => Box::new(PaneWindows::new(core, slide, size, lateness)),
+        Window::Session { gap } => Box::new(SessionWindows { core, gap, lateness, state: Default::default() }),
+        Window::Sliding { size } => Box::new(SlidingWindows { core, size, state: Default::default() }),
+        Window::Count { size, slide } => Box::new(CountWindows { core, size, slide, state: KeyedState::default() }),
+        Window::Unbounded => Box::new(RunningAggregate { core, state: KeyedState::default() }),
+    }
+}
+
+fn sorted_keys<V>(m: &HashMap<Key, V>) -> Vec<&Key> {
+    let mut keys: Vec<&Key> = m.keys().collect();
+    keys.sort();
+    keys
+}
+
+/// Tumbling and hopping windows: one pane per window, holding accumulators per key.
+pub struct PaneWindows {
+    core: AggCore,
+    slide: i64,
+    size: i64,
+    lateness: i64,
+    state: PaneState,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PaneState {
+    watermark: Option<i64>,
+    /// Keyed by (end, start) so windows close in order.
+    #[serde(with = "pairs")]
+    panes: BTreeMap<(i64, i64), Pane>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Pane {
+    fired: bool,
+    #[serde(with = "pairs")]
+    groups: HashMap<Key, Vec<Accumulator>>,
+}
+
+impl PaneWindows {
+    fn new(core: AggCore, slide: i64, size: i64, lateness: i64) -> Self {
+        PaneWindows { core, slide, size, lateness, state: PaneState::default() }
+    }
+
+    fn closed(&self, end: i64) -> bool {
+        self.state.watermark.is_some_and(|wm| end - 1 + self.lateness <= wm)
+    }
+}
+
+impl Operator for PaneWindows {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        let Some(key) = self.core.admit(&ev.row) else {
+            return;
+        };
+        let args = self.core.args(&ev.row);
+        let last_start = ev.ts - ev.ts.rem_euclid(self.slide);
+        let mut start = last_start;
+        let mut accepted = false;
+        while start > ev.ts - self.size {
+            let end = start + self.size;
+            if !self.closed(end) {
+                accepted = true;
+                let pane = self.state.panes.entry((end, start)).or_default();
+                let accs = match pane.groups.get_mut(&key) {
+                    Some(a) => a,
+                    None => pane.groups.entry(key.clone()).or_insert_with(|| self.core.new_accs()),
+                };
+                self.core.add(accs, &args, ev.ts);
+                if pane.fired {
+                    // A late event within the allowed lateness: emit the updated result.
+                    self.core.emit(&key, accs, Value::Int(start), Value::Int(end), end - 1, out);
+                }
+            }
+            start -= self.slide;
+        }
+        if !accepted {
+            let wm = self.state.watermark.unwrap_or(i64::MIN);
+            out.late(ev, format!("its windows closed: watermark {wm}, allowed lateness {} ms", self.lateness));
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
+        let due: Vec<(i64, i64)> = self.state.panes.range(..(wm.saturating_add(2), i64::MIN)).map(|(k, _)| *k).filter(|(end, _)| end - 1 <= wm).collect();
+        for (end, start) in due {
+            let lateness = self.lateness;
+            let pane = self.state.panes.get_mut(&(end, start)).expect("listed above");
+            if !pane.fired {
+                pane.fired = true;
+                for key in sorted_keys(&pane.groups) {
+                    self.core.emit(key, &pane.groups[key], Value::Int(start), Value::Int(end), end - 1, out);
+                }
+            }
+            if end - 1 + lateness <= wm {
+                self.state.panes.remove(&(end, start));
+            }
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    start: i64,
+    /// Exclusive: the last event's time plus the gap.
+    end: i64,
+    fired: bool,
+    accs: Vec<Accumulator>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SessionState {
+    watermark: Option<i64>,
+    sessions: KeyedState<Key, Vec<Session>>,
+    timers: Timers<Key>,
+}
+
+/// Session windows: per key, events closer than the gap share a session; sessions merge.
+pub struct SessionWindows {
+    core: AggCore,
+    gap: i64,
+    lateness: i64,
+    state: SessionState,
+}
+
+impl Operator for SessionWindows {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        let Some(key) = self.core.admit(&ev.row) else {
+            return;
+        };
+        let (start, end) = (ev.ts, ev.ts + self.gap);
+        if let Some(wm) = self.state.watermark {
+            if end - 1 + self.lateness <= wm {
+                out.late(ev, format!("its session closed: watermark {wm}, gap {} ms", self.gap));
+                return;
+            }
+        }
+        let args = self.core.args(&ev.row);
+        let sessions = self.state.sessions.entry(&key, Vec::new);
+        let mut merged = Session { start, end, fired: false, accs: self.core.new_accs() };
+        self.core.add(&mut merged.accs, &args, ev.ts);
+        let mut rest = Vec::with_capacity(sessions.len());
+        for s in sessions.drain(..) {
+            if s.start < merged.end && merged.start < s.end {
+                merged.start = merged.start.min(s.start);
+                merged.end = merged.end.max(s.end);
+                merged.fired |= s.fired;
+                for (a, b) in merged.accs.iter_mut().zip(&s.accs) {
+                    a.merge(b);
+                }
+            } else {
+                rest.push(s);
+            }
+        }
+        let wm = self.state.watermark.unwrap_or(i64::MIN);
+        if merged.fired && merged.end - 1 <= wm {
+            self.core.emit(&key, &merged.accs, Value::Int(merged.start), Value::Int(merged.end), merged.end - 1, out);
+        } else {
+            merged.fired = false;
+        }
+        self.state.timers.register(merged.end - 1, key.clone());
+        rest.push(merged);
+        *sessions = rest;
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
+        for (_, key) in self.state.timers.pop_due(wm) {
+            let Some(sessions) = self.state.sessions.get_mut(&key) else {
+                continue;
+            };
+            sessions.sort_by_key(|s| s.start);
+            for s in sessions.iter_mut().filter(|s| s.end - 1 <= wm && !s.fired) {
+                s.fired = true;
+                self.core.emit(&key, &s.accs, Value::Int(s.start), Value::Int(s.end), s.end - 1, out);
+            }
+            let lateness = self.lateness;
+            sessions.retain(|s| s.end - 1 + lateness > wm);
+            if let Some(next) = sessions.iter().map(|s| if s.fired { s.end - 1 + lateness } else { s.end - 1 }).min() {
+                self.state.timers.register(next, key.clone());
+            } else {
+                self.state.sessions.remove(&key);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SlidingState {
+    order: EventOrder,
+    recent: KeyedState<Key, VecDeque<(i64, Args)>>,
+}
+
+/// Sliding windows: for each event at time t, the aggregate over the key's events in (t - size, t].
+pub struct SlidingWindows {
+    core: AggCore,
+    size: i64,
+    state: SlidingState,
+}
+
+impl Operator for SlidingWindows {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        if self.core.admit(&ev.row).is_some() {
+            self.state.order.push(ev, out, "sliding window");
+        }
+    }
+
+    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        for ev in self.state.order.release(wm) {
+            let key = self.core.admit(&ev.row).unwrap_or_default();
+            let args = self.core.args(&ev.row);
+            let recent = self.state.recent.entry(&key, VecDeque::new);
+            recent.push_back((ev.ts, args));
+            while recent.front().is_some_and(|(t, _)| *t <= ev.ts - self.size) {
+                recent.pop_front();
+            }
+            let mut accs = self.core.new_accs();
+            for (t, a) in recent.iter() {
+                self.core.add(&mut accs, a, *t);
+            }
+            self.core.emit(&key, &accs, Value::Int(ev.ts - self.size), Value::Int(ev.ts), ev.ts, out);
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}
+
+/// Count windows: every `slide` events of a key, the aggregate over its last `size` events.
+pub struct CountWindows {
+    core: AggCore,
+    size: u64,
+    slide: u64,
+    state: KeyedState<Key, (u64, VecDeque<(i64, Args)>)>,
+}
+
+impl Operator for CountWindows {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        let Some(key) = self.core.admit(&ev.row) else {
+            return;
+        };
+        let args = self.core.args(&ev.row);
+        let (seen, recent) = self.state.entry(&key, Default::default);
+        recent.push_back((ev.ts, args));
+        if recent.len() as u64 > self.size {
+            recent.pop_front();
+        }
+        *seen += 1;
+        if *seen % self.slide == 0 {
+            let mut accs = self.core.new_accs();
+            for (t, a) in recent.iter() {
+                self.core.add(&mut accs, a, *t);
+            }
+            let first = recent.front().map_or(ev.ts, |(t, _)| *t);
+            let last = recent.iter().map(|(t, _)| *t).max().unwrap_or(ev.ts);
+            self.core.emit(&key, &accs, Value::Int(first), Value::Int(last + 1), last, out);
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}
+
+/// A running aggregate without a window: every event emits its key's updated result.
+pub struct RunningAggregate {
+    core: AggCore,
+    state: KeyedState<Key, Vec<Accumulator>>,
+}
+
+impl Operator for RunningAggregate {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        let Some(key) = self.core.admit(&ev.row) else {
+            return;
+        };
+        let args = self.core.args(&ev.row);
+        let core = &self.core;
+        let accs = self.state.entry(&key, || core.new_accs());
+        core.add(accs, &args, ev.ts);
+        core.emit(&key, accs, Value::Null, Value::Null, ev.ts, out);
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        to_snapshot(&self.state)
+    }
+
+    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
+        self.state = from_snapshot(s)?;
+        Ok(())
+    }
+}
