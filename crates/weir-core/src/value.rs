@@ -353,9 +353,9 @@ impl<'de> Deserialize<'de> for Row {
     }
 }
 
-/// Parses one JSON object into a row.
-pub fn parse_json_row(text: &str) -> Result<Row, String> {
-    serde_json::from_str::<Row>(text).map_err(|e| {
+/// Parses one JSON object (UTF-8 bytes) into a row.
+pub fn parse_json_row(text: &[u8]) -> Result<Row, String> {
+    serde_json::from_slice::<Row>(text).map_err(|e| {
         let s = e.to_string();
         if s.contains("invalid type") {
             format!("not a JSON object: {s}")
@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn json_round_trip_keeps_types_and_order() {
         let text = r#"{"b":1,"a":2.5,"s":"x","n":null,"t":true,"arr":[1,{"z":1}],"o":{"k":"v"}}"#;
-        let row = parse_json_row(text).unwrap();
+        let row = parse_json_row(text.as_bytes()).unwrap();
         assert_eq!(serde_json::to_string(&row).unwrap(), text);
         assert_eq!(row.get("a"), Some(&Value::Float(2.5)));
     }
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn non_objects_are_rejected_with_a_reason() {
-        assert!(parse_json_row("[1,2]").unwrap_err().contains("not a JSON object"));
-        assert!(parse_json_row("{\"a\":").unwrap_err().contains("invalid JSON"));
+        assert!(parse_json_row(b"[1,2]").unwrap_err().contains("not a JSON object"));
+        assert!(parse_json_row(b"{\"a\":").unwrap_err().contains("invalid JSON"));
     }
 }

@@ -3,9 +3,11 @@
 //! by bounded channels that carry small batches of events and watermarks.
 
 
+pub mod dataflow;
 pub mod operator;
 pub mod ops;
 pub mod state;
 
 
+pub use dataflow::{BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream, RuleStats};
 pub use operator::{Operator, Output};

@@ -68,10 +68,12 @@ pub fn compile(source: &str) -> Result<Program, Diagnostics> {
             );
         }
     }
-    for (n, s) in statements.iter().enumerate() {
-        if let Statement::Insert(ins) = &s.statement {
-            b.rule(ins, s, n + 1);
-        }
+    let inserts = statements.iter().filter_map(|s| match &s.statement {
+        Statement::Insert(ins) => Some((ins, s)),
+        _ => None,
+    });
+    for (n, (ins, s)) in inserts.enumerate() {
+        b.rule(ins, s, n + 1);
     }
     b.check_cycles();
     diags.append(&mut b.diags);

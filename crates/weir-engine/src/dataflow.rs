@@ -1,0 +1,659 @@
+//! The runtime: turns a program into threads joined by bounded channels.
+//!
+//! Every stream has producers (an [`Ingest`] for outside input, or the workers of the rules that
+//! write it) and consumers (rules and [`OutputStream`]s). A consumer tracks the watermark of
+//! each producer of each input and advances to their minimum, so event time stays correct with
+//! any number of parallel producers. A keyed rule runs one operator chain per worker thread;
+//! its router thread hashes each event's key to pick the worker, so a key's state lives in one
+//! place. Channels are bounded: a slow stage blocks its producers instead of growing memory.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use weir_core::{Clock, Event, Row, SystemClock, Value};
+use weir_lang::expr::Expr;
+use weir_lang::functions::parse_timestamp;
+use weir_lang::plan::{Body, Input, Program, Rule, StreamDef, TimeMode};
+
+use crate::operator::{Chain, Operator, Output};
+use crate::ops::join::JoinOp;
+use crate::ops::pattern::PatternOp;
+use crate::ops::project::ProjectOp;
+use crate::ops::window::window_operator;
+
+/// What flows on a channel.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Data(Vec<Event>),
+    Watermark(i64),
+    End,
+}
+
+/// A message and the consumer-side slot (input × producer) it arrived on.
+struct Envelope {
+    slot: usize,
+    msg: Msg,
+}
+
+/// Engine settings, validated by [`EngineConfig::validate`] before anything starts.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Worker threads per keyed rule.
+    pub workers: usize,
+    /// Batches a channel holds before its producer waits.
+    pub channel_capacity: usize,
+    /// Events per batch at ingest.
+    pub batch_size: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            channel_capacity: 16,
+            batch_size: 1024,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Errors building a dataflow.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+    #[error("unknown stream '{0}'")]
+    UnknownStream(String),
+    #[error("could not start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl weir_core::Classify for BuildError {
+    fn blame(&self) -> weir_core::Blame {
+        match self {
+            BuildError::Thread(_) => weir_core::Blame::External,
+            _ => weir_core::Blame::User,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let mut problems = Vec::new();
+        if self.workers == 0 || self.workers > 256 {
+            problems.push(format!("workers must be 1..=256, not {}", self.workers));
+        }
+        if self.channel_capacity == 0 {
+            problems.push("channel_capacity must be at least 1".to_owned());
+        }
+        if self.batch_size == 0 {
+            problems.push("batch_size must be at least 1".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BuildError::Config(problems.join("; ")))
+        }
+    }
+}
+
+/// An event that arrived after its time had passed, with the rule and the reason.
+#[derive(Debug, Clone)]
+pub struct LateEvent {
+    pub rule: String,
+    pub reason: String,
+    pub event: Event,
+}
+
+/// Live counters of one rule.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    pub name: String,
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+    pub late: AtomicU64,
+}
+
+/// Sends one producer's messages to every consumer of a stream.
+#[derive(Clone, Default)]
+struct Publisher {
+    subs: Vec<(SyncSender<Envelope>, usize)>,
+    /// The stream's timestamp column, when events take their time from a field on the way in.
+    retime: Option<Arc<str>>,
+    /// Extra watermark delay declared on the stream.
+    delay: i64,
+}
+
+impl Publisher {
+    fn send(&self, msg: Msg) {
+        let msg = match msg {
+            Msg::Data(mut evs) if self.retime.is_some() => {
+                let col = self.retime.as_deref().unwrap_or_default();
+                for e in evs.iter_mut() {
+                    if let Some(ts) = e.row.get(col).and_then(timestamp_of) {
+                        e.ts = ts;
+                    }
+                }
+                Msg::Data(evs)
+            }
+            Msg::Watermark(w) if w != i64::MAX => Msg::Watermark(w.saturating_sub(self.delay)),
+            other => other,
+        };
+        if let Msg::Data(d) = &msg {
+            if d.is_empty() {
+                return;
+            }
+        }
+        let mut msg = Some(msg);
+        let n = self.subs.len();
+        for (i, (tx, slot)) in self.subs.iter().enumerate() {
+            // The last subscriber takes the message itself; only fan-out pays for copies.
+            let m = if i + 1 == n { msg.take() } else { msg.clone() };
+            if let Some(m) = m {
+                // A consumer that has gone away (output closed) is not an error for the producer.
+                let _ = tx.send(Envelope { slot: *slot, msg: m });
+            }
+        }
+    }
+}
+
+/// Combines the watermarks of several slots: the minimum of those not yet ended.
+struct Tracker {
+    wms: Vec<i64>,
+    ended: Vec<bool>,
+    current: i64,
+}
+
+impl Tracker {
+    fn new(slots: usize) -> Tracker {
+        Tracker { wms: vec![i64::MIN; slots], ended: vec![false; slots], current: i64::MIN }
+    }
+
+    /// Records a slot's watermark; returns the combined one if it advanced.
+    fn watermark(&mut self, slot: usize, wm: i64) -> Option<i64> {
+        self.wms[slot] = self.wms[slot].max(wm);
+        self.advance()
+    }
+
+    fn end(&mut self, slot: usize) -> Option<i64> {
+        self.ended[slot] = true;
+        self.advance()
+    }
+
+    fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    fn advance(&mut self) -> Option<i64> {
+        let min = self
+            .wms
+            .iter()
+            .zip(&self.ended)
+            .filter(|(_, e)| !**e)
+            .map(|(w, _)| *w)
+            .min()
+            .unwrap_or(i64::MAX);
+        if min > self.current && !self.all_ended() {
+            self.current = min;
+            Some(min)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads a timestamp from a field: epoch milliseconds, or ISO-8601 text.
+fn timestamp_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Float(f) if f.is_finite() => Some(*f as i64),
+        Value::Str(s) => parse_timestamp(s),
+        _ => None,
+    }
+}
+
+/// Feeds outside events into one stream: types them, stamps their time, batches them and
+/// generates watermarks (bounded out-of-orderness).
+pub struct Ingest {
+    def: StreamDef,
+    publisher: Publisher,
+    batch: Vec<Event>,
+    batch_size: usize,
+    max_ts: i64,
+    last_wm: i64,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ingest {
+    /// Accepts one row; `Err` says why the row cannot be an event (it should go to the dead
+    /// letters).
+    pub fn push(&mut self, mut row: Row) -> Result<(), String> {
+        if let Some(cols) = &self.def.columns {
+            for c in cols {
+                if let Some(v) = row.get(&c.name) {
+                    match c.ty.cast(v) {
+                        Ok(typed) => row.set(&c.name, typed),
+                        Err(e) => return Err(format!("field {}: {e}", c.name)),
+                    }
+                }
+            }
+        }
+        let ts = match (self.def.time, &self.def.timestamp) {
+            (TimeMode::Event, Some(col)) => match row.get(col) {
+                None | Some(Value::Null) => return Err(format!("missing timestamp field '{col}'")),
+                Some(v) => timestamp_of(v).ok_or_else(|| format!("timestamp field '{col}' holds {v}, not epoch milliseconds or ISO-8601 text"))?,
+            },
+            _ => self.clock.now_ms(),
+        };
+        self.max_ts = self.max_ts.max(ts);
+        self.batch.push(Event::new(ts, row));
+        if self.batch.len() >= self.batch_size {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch and the watermark it allows.
+    pub fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+            self.publisher.send(Msg::Data(batch));
+        }
+        let wm = match self.def.time {
+            TimeMode::Processing => self.clock.now_ms() - 1,
+            TimeMode::Event if self.max_ts == i64::MIN => return,
+            TimeMode::Event => self.max_ts - self.def.watermark_ms - 1,
+        };
+        if wm > self.last_wm {
+            self.last_wm = wm;
+            self.publisher.send(Msg::Watermark(wm));
+        }
+    }
+
+    /// Ends the stream: everything is flushed and consumers learn no more events will come.
+    pub fn finish(mut self) {
+        self.flush();
+        self.publisher.send(Msg::End);
+    }
+
+    pub fn stream(&self) -> &StreamDef {
+        &self.def
+    }
+}
+
+/// The events of one stream, for the program that runs the dataflow (files, stdout, tests).
+pub struct OutputStream {
+    rx: Receiver<Envelope>,
+    tracker: Tracker,
+}
+
+impl Iterator for OutputStream {
+    type Item = Vec<Event>;
+
+    /// The next batch; `None` once every producer has ended.
+    fn next(&mut self) -> Option<Vec<Event>> {
+        if self.tracker.all_ended() {
+            return None;
+        }
+        while let Ok(env) = self.rx.recv() {
+            match env.msg {
+                Msg::Data(d) => return Some(d),
+                Msg::Watermark(w) => {
+                    self.tracker.watermark(env.slot, w);
+                }
+                Msg::End => {
+                    self.tracker.end(env.slot);
+                    if self.tracker.all_ended() {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A running program.
+pub struct Dataflow {
+    ingests: Vec<Ingest>,
+    outputs: Vec<(String, OutputStream)>,
+    late: Option<Receiver<LateEvent>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<RuleStats>>,
+}
+
+/// How a rule's events are spread over workers.
+enum Routing {
+    /// One operator chain, run by the router thread itself.
+    Single,
+    /// Key expressions per input; equal keys go to the same worker.
+    Keyed(Vec<Vec<Expr>>),
+}
+
+fn routing(rule: &Rule) -> Routing {
+    let stateless_body = matches!(&rule.body, Body::Project(p) if p.changes.is_empty());
+    match (&rule.input, &rule.body) {
+        (Input::Stream(_), Body::Aggregate(a)) if !a.keys.is_empty() => Routing::Keyed(vec![a.keys.clone()]),
+        (Input::Stream(_), Body::Project(p)) if !p.changes.is_empty() && !p.partition.is_empty() => {
+            Routing::Keyed(vec![p.partition.clone()])
+        }
+        (Input::Join(j), _) if stateless_body => Routing::Keyed(vec![j.left_keys.clone(), j.right_keys.clone()]),
+        (Input::Pattern(p), _) if stateless_body && !p.partition.is_empty() => Routing::Keyed(vec![p.partition.clone()]),
+        _ => Routing::Single,
+    }
+}
+
+/// The operator chain of one rule (one per worker).
+fn build_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
+    let first_input = program.stream(rule.inputs()[0]);
+    let lateness = first_input.map_or(0, |s| s.allowed_lateness_ms);
+    let body: Box<dyn Operator> = match &rule.body {
+        Body::Project(p) => Box::new(ProjectOp::new(rule.filter.clone(), p.items.clone(), p.changes.clone(), p.partition.clone())),
+        Body::Aggregate(a) => window_operator(rule.filter.clone(), a.clone(), lateness),
+    };
+    match &rule.input {
+        Input::Stream(_) => body,
+        Input::Join(j) => Box::new(Chain::new(vec![Box::new(JoinOp::new((**j).clone())), body])),
+        Input::Pattern(p) => Box::new(Chain::new(vec![Box::new(PatternOp::new((**p).clone())), body])),
+    }
+}
+
+fn route(keys: &[Expr], row: &Row, workers: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    for k in keys {
+        k.eval(row).hash(&mut h);
+    }
+    (h.finish() % workers as u64) as usize
+}
+
+/// Runs an operator over one message and publishes what it produced.
+struct Runner {
+    op: Box<dyn Operator>,
+    out: Publisher,
+    late: SyncSender<LateEvent>,
+    stats: Arc<RuleStats>,
+}
+
+impl Runner {
+    fn data(&mut self, input: usize, batch: Vec<Event>) {
+        self.stats.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut out = Output::default();
+        for e in batch {
+            self.op.on_event(input, e, &mut out);
+        }
+        self.publish(out);
+    }
+
+    fn watermark(&mut self, wm: i64) {
+        let mut out = Output::default();
+        self.op.on_watermark(wm, &mut out);
+        self.publish(out);
+        self.out.send(Msg::Watermark(wm));
+    }
+
+    fn end(&mut self) {
+        let mut out = Output::default();
+        self.op.on_end(&mut out);
+        self.publish(out);
+        self.out.send(Msg::End);
+    }
+
+    fn publish(&mut self, out: Output) {
+        self.stats.events_out.fetch_add(out.events.len() as u64, Ordering::Relaxed);
+        self.stats.late.fetch_add(out.late.len() as u64, Ordering::Relaxed);
+        for (event, reason) in out.late {
+            let _ = self.late.send(LateEvent { rule: self.stats.name.clone(), reason, event });
+        }
+        self.out.send(Msg::Data(out.events));
+    }
+}
+
+enum WorkerMsg {
+    Data(usize, Vec<Event>),
+    Watermark(i64),
+    End,
+}
+
+impl Dataflow {
+    /// Wires and starts a program. `inputs` are the streams fed from outside through
+    /// [`Dataflow::take_ingest`]; `outputs` the streams read through [`Dataflow::take_output`].
+    pub fn build(program: &Program, inputs: &[String], outputs: &[String], config: EngineConfig) -> Result<Dataflow, BuildError> {
+        config.validate()?;
+        let find = |name: &str| program.stream(name).cloned().ok_or_else(|| BuildError::UnknownStream(name.to_owned()));
+        let input_defs: Vec<StreamDef> = inputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let output_defs: Vec<StreamDef> = outputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let key = |s: &str| s.to_ascii_lowercase();
+
+        // Producers of each stream: ingest, and each worker of each rule writing it.
+        let plans: Vec<(Routing, usize)> = program
+            .rules
+            .iter()
+            .map(|r| {
+                let rt = routing(r);
+                let workers = match rt {
+                    Routing::Single => 1,
+                    Routing::Keyed(_) => config.workers,
+                };
+                (rt, workers)
+            })
+            .collect();
+        #[derive(Clone, Copy)]
+        enum Producer {
+            Ingest(usize),
+            Worker(usize, usize),
+        }
+        let mut producers: std::collections::HashMap<String, Vec<Producer>> = Default::default();
+        for (i, d) in input_defs.iter().enumerate() {
+            producers.entry(key(&d.name)).or_default().push(Producer::Ingest(i));
+        }
+        for (r, rule) in program.rules.iter().enumerate() {
+            for w in 0..plans[r].1 {
+                producers.entry(key(&rule.sink)).or_default().push(Producer::Worker(r, w));
+            }
+        }
+        let mut ingest_pubs: Vec<Publisher> = vec![Publisher::default(); input_defs.len()];
+        let mut worker_pubs: Vec<Vec<Publisher>> = plans.iter().map(|(_, w)| vec![Publisher::default(); *w]).collect();
+        for (r, rule) in program.rules.iter().enumerate() {
+            let sink = program.stream(&rule.sink);
+            for p in worker_pubs[r].iter_mut() {
+                if let Some(s) = sink.filter(|s| s.declared) {
+                    p.retime = s.timestamp.clone().filter(|_| s.time == TimeMode::Event);
+                    p.delay = s.watermark_ms;
+                }
+            }
+        }
+        // Subscribes a consumer to a stream; returns the slots it will see, each tagged with the input.
+        let mut subscribe = |tx: &SyncSender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
+            for p in producers.get(&key(stream)).into_iter().flatten() {
+                let slot = slots.len();
+                slots.push(input);
+                let publisher = match *p {
+                    Producer::Ingest(i) => &mut ingest_pubs[i],
+                    Producer::Worker(r, w) => &mut worker_pubs[r][w],
+                };
+                publisher.subs.push((tx.clone(), slot));
+            }
+        };
+
+        let (late_tx, late_rx) = sync_channel::<LateEvent>(config.channel_capacity * 64);
+        let mut rule_rx = Vec::new();
+        let mut stats = Vec::new();
+        for rule in &program.rules {
+            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let mut slots = Vec::new();
+            for (i, s) in rule.inputs().iter().enumerate() {
+                subscribe(&tx, s, i, &mut slots);
+            }
+            rule_rx.push((rx, slots));
+            stats.push(Arc::new(RuleStats { name: rule.name.clone(), ..Default::default() }));
+        }
+        let mut outs = Vec::new();
+        for d in &output_defs {
+            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let mut slots = Vec::new();
+            subscribe(&tx, &d.name, 0, &mut slots);
+            outs.push((d.name.clone(), OutputStream { rx, tracker: Tracker::new(slots.len()) }));
+        }
+
+        let mut threads = Vec::new();
+        for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
+            let rule = &program.rules[r];
+            let pubs = std::mem::take(&mut worker_pubs[r]);
+            let mut runners: Vec<Runner> = pubs
+                .into_iter()
+                .map(|out| Runner { op: build_operator(program, rule), out, late: late_tx.clone(), stats: stats[r].clone() })
+                .collect();
+            let name = format!("rule-{r}");
+            match rt {
+                Routing::Single => {
+                    let runner = runners.pop().expect("one runner");
+                    threads.push(std::thread::Builder::new().name(name).spawn(move || run_single(rx, slots, runner))?);
+                }
+                Routing::Keyed(keys) => {
+                    let mut worker_tx = Vec::new();
+                    for (w, runner) in runners.into_iter().enumerate() {
+                        let (tx, wrx) = sync_channel::<WorkerMsg>(config.channel_capacity);
+                        worker_tx.push(tx);
+                        threads.push(std::thread::Builder::new().name(format!("{name}-w{w}")).spawn(move || run_worker(wrx, runner))?);
+                    }
+                    threads.push(std::thread::Builder::new().name(name).spawn(move || run_router(rx, slots, keys, worker_tx))?);
+                }
+            }
+        }
+        let ingests = input_defs
+            .into_iter()
+            .zip(ingest_pubs)
+            .map(|(def, publisher)| Ingest {
+                def,
+                publisher,
+                batch: Vec::with_capacity(config.batch_size),
+                batch_size: config.batch_size,
+                max_ts: i64::MIN,
+                last_wm: i64::MIN,
+                clock: config.clock.clone(),
+            })
+            .collect();
+        Ok(Dataflow { ingests, outputs: outs, late: Some(late_rx), threads, stats })
+    }
+
+    /// The ingest handle of an input stream named at build time.
+    pub fn take_ingest(&mut self, stream: &str) -> Option<Ingest> {
+        let i = self.ingests.iter().position(|g| g.def.name.eq_ignore_ascii_case(stream))?;
+        Some(self.ingests.swap_remove(i))
+    }
+
+    pub fn take_output(&mut self, stream: &str) -> Option<OutputStream> {
+        let i = self.outputs.iter().position(|(n, _)| n.eq_ignore_ascii_case(stream))?;
+        Some(self.outputs.swap_remove(i).1)
+    }
+
+    /// Late events of every rule; read it, or late events will eventually block their rules.
+    pub fn take_late(&mut self) -> Option<Receiver<LateEvent>> {
+        self.late.take()
+    }
+
+    pub fn stats(&self) -> &[Arc<RuleStats>] {
+        &self.stats
+    }
+
+    /// Waits for every rule to finish (after all inputs ended).
+    pub fn join(mut self) {
+        // Unused ingests and late receivers must not keep the flow alive.
+        for g in std::mem::take(&mut self.ingests) {
+            g.finish();
+        }
+        drop(self.late.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
+    let mut tracker = Tracker::new(slots.len());
+    if slots.is_empty() {
+        runner.end();
+        return;
+    }
+    while let Ok(env) = rx.recv() {
+        match env.msg {
+            Msg::Data(d) => runner.data(slots[env.slot], d),
+            Msg::Watermark(w) => {
+                if let Some(wm) = tracker.watermark(env.slot, w) {
+                    runner.watermark(wm);
+                }
+            }
+            Msg::End => {
+                if let Some(wm) = tracker.end(env.slot) {
+                    runner.watermark(wm);
+                }
+                if tracker.all_ended() {
+                    runner.end();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn run_router(rx: Receiver<Envelope>, slots: Vec<usize>, keys: Vec<Vec<Expr>>, workers: Vec<SyncSender<WorkerMsg>>) {
+    let mut tracker = Tracker::new(slots.len());
+    let n = workers.len();
+    let broadcast = |m: &dyn Fn() -> WorkerMsg| {
+        for w in &workers {
+            let _ = w.send(m());
+        }
+    };
+    if slots.is_empty() {
+        broadcast(&|| WorkerMsg::End);
+        return;
+    }
+    while let Ok(env) = rx.recv() {
+        match env.msg {
+            Msg::Data(d) => {
+                let input = slots[env.slot];
+                let mut parts: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+                for e in d {
+                    parts[route(&keys[input], &e.row, n)].push(e);
+                }
+                for (w, part) in parts.into_iter().enumerate() {
+                    if !part.is_empty() {
+                        let _ = workers[w].send(WorkerMsg::Data(input, part));
+                    }
+                }
+            }
+            Msg::Watermark(w) => {
+                if let Some(wm) = tracker.watermark(env.slot, w) {
+                    broadcast(&|| WorkerMsg::Watermark(wm));
+                }
+            }
+            Msg::End => {
+                if let Some(wm) = tracker.end(env.slot) {
+                    broadcast(&|| WorkerMsg::Watermark(wm));
+                }
+                if tracker.all_ended() {
+                    broadcast(&|| WorkerMsg::End);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn run_worker(rx: Receiver<WorkerMsg>, mut runner: Runner) {
+    while let Ok(m) = rx.recv() {
+        match m {
+            WorkerMsg::Data(input, d) => runner.data(input, d),
+            WorkerMsg::Watermark(wm) => runner.watermark(wm),
+            WorkerMsg::End => {
+                runner.end();
+                return;
+            }
+        }
+    }
+}

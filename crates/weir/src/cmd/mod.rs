@@ -1,0 +1,21 @@
+//! One module per subcommand.
+
+pub mod check;
+pub mod functions;
+pub mod run;
+pub mod simulate;
+
+use weir_lang::Program;
+
+/// Reads and compiles a rule file; on errors prints every diagnostic and returns `None`.
+pub fn load_rules(path: &str) -> Result<Option<(String, Program)>, String> {
+    let source = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    match weir_lang::compile(&source) {
+        Ok(p) => Ok(Some((source, p))),
+        Err(d) => {
+            eprint!("{}", d.render(path, &source));
+            eprintln!("{path}: {} error(s); nothing was run", d.0.len());
+            Ok(None)
+        }
+    }
+}

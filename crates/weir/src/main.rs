@@ -1,0 +1,49 @@
+//! The `weir` command line.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weir — streaming SQL for IoT and digital twins.
+///
+/// Rules are continuous queries in streaming SQL: CREATE STREAM declares where events come from
+/// and how their time is read; INSERT INTO ... SELECT ... turns streams into new streams with
+/// filters, windows, joins, patterns (MATCH_RECOGNIZE) and change detection.
+///
+/// Start here:
+///   weir simulate readings --count 100000 --seed 42 > readings.jsonl
+///   weir check examples/readings/tumbling_avg.sql
+///   weir run examples/readings/tumbling_avg.sql --input readings=readings.jsonl --output avg_per_second=-
+#[derive(Parser)]
+#[command(name = "weir", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(cmd::run::RunArgs),
+    Check(cmd::check::CheckArgs),
+    Simulate(cmd::simulate::SimulateArgs),
+    Functions(cmd::functions::FunctionsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Check(a) => cmd::check::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Functions(a) => cmd::functions::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
