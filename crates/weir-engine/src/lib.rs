@@ -9,5 +9,5 @@ pub mod ops;
 pub mod state;
 
 
-pub use dataflow::{BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream, RuleStats};
+pub use dataflow::{run_batch, BatchResult, BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream, RuleStats};
 pub use operator::{Operator, Output};

@@ -283,6 +283,10 @@ impl Binder {
         if select.distinct.is_some() {
             self.err(st.pos, "SELECT DISTINCT is not supported on streams", "group by the columns with a window instead");
         }
+        if select.from.is_empty() {
+            self.err(st.pos, "the SELECT reads from no stream", "add FROM <stream>; if FROM is there, the expression just before it is incomplete");
+            return;
+        }
         if select.from.len() != 1 {
             self.err(st.pos, "a rule reads FROM exactly one stream, join or MATCH_RECOGNIZE", "write FROM <stream> [JOIN <stream> ON ...]");
             return;
@@ -326,6 +330,7 @@ impl Binder {
         let filter = select.selection.as_ref().map(|w| {
             if grouped && contains_aggregate(w) {
                 self.err(span_of(w), "aggregates are not allowed in WHERE", "filter on aggregates with HAVING");
+                return lit_null();
             }
             self.bind_expr(w, &mut ctx)
         });

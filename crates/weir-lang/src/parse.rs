@@ -22,20 +22,9 @@ pub struct ParsedStatement {
 /// Parses every statement of a rule file; the diagnostics name every statement that failed.
 pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
     let dialect = WeirDialect::default();
-    let tokens = match Tokenizer::new(&dialect, source).tokenize_with_location() {
-        Ok(t) => t,
-        Err(e) => {
-            let pos = Pos {
-                line: e.location.line as u32,
-                col: e.location.column as u32,
-            };
-            let d = Diagnostic::new(pos, e.message.clone())
-                .hint("check for an unclosed quote or a stray character");
-            return (Vec::new(), vec![d]);
-        }
-    };
-    let mut out = Vec::new();
     let mut diags = Vec::new();
+    let tokens = tokenize(&dialect, source, &mut diags);
+    let mut out = Vec::new();
     for chunk in split_statements(tokens) {
         let pos = chunk
             .iter()
@@ -65,6 +54,42 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
         }
     }
     (out, diags)
+}
+
+/// Tokenizes the whole text. A tokenizer error (an unclosed quote, a stray character) is
+/// reported and the rest of its line blanked out, so the statements around it are still checked.
+fn tokenize(dialect: &WeirDialect, source: &str, diags: &mut Vec<Diagnostic>) -> Vec<TokenWithSpan> {
+    let mut text = source.to_owned();
+    for _ in 0..100 {
+        match Tokenizer::new(dialect, &text).tokenize_with_location() {
+            Ok(tokens) => return tokens,
+            Err(e) => {
+                let pos = Pos {
+                    line: e.location.line as u32,
+                    col: e.location.column as u32,
+                };
+                diags.push(Diagnostic::new(pos, e.message.clone()).hint("check for an unclosed quote or a stray character"));
+                text = blank_rest_of_line(&text, pos);
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Replaces the text from `pos` to the end of its line with spaces, keeping every position.
+fn blank_rest_of_line(text: &str, pos: Pos) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, line)| {
+            if i + 1 != pos.line as usize {
+                return line.to_owned();
+            }
+            line.chars()
+                .enumerate()
+                .map(|(c, ch)| if c + 1 >= pos.col as usize && ch != '\n' { ' ' } else { ch })
+                .collect()
+        })
+        .collect()
 }
 
 /// Splits tokens into statements at semicolons outside parentheses, dropping empty statements.

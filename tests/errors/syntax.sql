@@ -1,0 +1,4 @@
+CREATE STREAM s (a BIGINT, ts BIGINT) WITH (timestamp = 'ts');
+INSERT INTO o SELECT a + FROM s;
+INSERT INTO o2 SELECT a FROM s WHERE (a > 1;
+INSERT INTO o3 SELECT a FROM s WHERE a = 'unterminated;
