@@ -18,7 +18,9 @@ impl Format {
         match option.map(str::to_ascii_lowercase).as_deref() {
             Some("json") | Some("jsonl") | Some("ndjson") => Ok(Format::JsonLines),
             Some("csv") => Ok(Format::Csv),
-            Some(other) => Err(format!("format '{other}' is not supported by the file connector; use json or csv")),
+            Some(other) => Err(format!(
+                "format '{other}' is not supported by the file connector; use json or csv"
+            )),
             None if path.to_ascii_lowercase().ends_with(".csv") => Ok(Format::Csv),
             None => Ok(Format::JsonLines),
         }
@@ -53,9 +55,17 @@ pub fn csv_value(cell: &str) -> Value {
 /// Builds a row from a CSV record and its header.
 pub fn decode_csv(header: &[Arc<str>], record: &csv::StringRecord) -> Result<Row, String> {
     if record.len() != header.len() {
-        return Err(format!("{} fields, but the header names {}", record.len(), header.len()));
+        return Err(format!(
+            "{} fields, but the header names {}",
+            record.len(),
+            header.len()
+        ));
     }
-    Ok(header.iter().cloned().zip(record.iter().map(csv_value)).collect())
+    Ok(header
+        .iter()
+        .cloned()
+        .zip(record.iter().map(csv_value))
+        .collect())
 }
 
 /// Writes a row as one JSON line.

@@ -46,7 +46,10 @@ impl Clock for ManualClock {
 /// Milliseconds in one unit, for the unit names users write (`ms`, `s`, `second`, `minutes`, ...).
 pub fn unit_millis(unit: &str) -> Option<i64> {
     let u = unit.trim().to_ascii_lowercase();
-    let u = u.strip_suffix('s').filter(|s| !s.is_empty() && *s != "m").unwrap_or(&u);
+    let u = u
+        .strip_suffix('s')
+        .filter(|s| !s.is_empty() && *s != "m")
+        .unwrap_or(&u);
     Some(match u {
         "ms" | "milli" | "millisecond" => 1,
         "s" | "sec" | "second" => 1_000,

@@ -242,7 +242,9 @@ impl From<serde_json::Value> for Value {
                 Value::Array(Arc::new(a.into_iter().map(Value::from).collect()))
             }
             serde_json::Value::Object(o) => Value::Object(Arc::new(
-                o.into_iter().map(|(k, v)| (Arc::from(k), Value::from(v))).collect(),
+                o.into_iter()
+                    .map(|(k, v)| (Arc::from(k), Value::from(v)))
+                    .collect(),
             )),
         }
     }
@@ -319,7 +321,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Array(Arc::new(out)))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        RowVisitor.visit_map(map).map(|r| Value::Object(Arc::new(r)))
+        RowVisitor
+            .visit_map(map)
+            .map(|r| Value::Object(Arc::new(r)))
     }
 }
 
@@ -387,13 +391,20 @@ mod tests {
         };
         assert_eq!(Value::Int(3), Value::Float(3.0));
         assert_eq!(h(&Value::Int(3)), h(&Value::Float(3.0)));
-        assert_eq!(Value::Int(2).sql_cmp(&Value::Float(2.5)), Some(Ordering::Less));
+        assert_eq!(
+            Value::Int(2).sql_cmp(&Value::Float(2.5)),
+            Some(Ordering::Less)
+        );
         assert_eq!(Value::Null.sql_cmp(&Value::Int(1)), None);
     }
 
     #[test]
     fn non_objects_are_rejected_with_a_reason() {
-        assert!(parse_json_row(b"[1,2]").unwrap_err().contains("not a JSON object"));
-        assert!(parse_json_row(b"{\"a\":").unwrap_err().contains("invalid JSON"));
+        assert!(parse_json_row(b"[1,2]")
+            .unwrap_err()
+            .contains("not a JSON object"));
+        assert!(parse_json_row(b"{\"a\":")
+            .unwrap_err()
+            .contains("invalid JSON"));
     }
 }

@@ -156,7 +156,10 @@ impl Publisher {
             let m = if i + 1 == n { msg.take() } else { msg.clone() };
             if let Some(m) = m {
                 // A consumer that has gone away (output closed) is not an error for the producer.
-                let _ = tx.send(Envelope { slot: *slot, msg: m });
+                let _ = tx.send(Envelope {
+                    slot: *slot,
+                    msg: m,
+                });
             }
         }
     }
@@ -171,7 +174,11 @@ struct Tracker {
 
 impl Tracker {
     fn new(slots: usize) -> Tracker {
-        Tracker { wms: vec![i64::MIN; slots], ended: vec![false; slots], current: i64::MIN }
+        Tracker {
+            wms: vec![i64::MIN; slots],
+            ended: vec![false; slots],
+            current: i64::MIN,
+        }
     }
 
     /// Records a slot's watermark; returns the combined one if it advanced.
@@ -338,12 +345,20 @@ enum Routing {
 fn routing(rule: &Rule) -> Routing {
     let stateless_body = matches!(&rule.body, Body::Project(p) if p.changes.is_empty());
     match (&rule.input, &rule.body) {
-        (Input::Stream(_), Body::Aggregate(a)) if !a.keys.is_empty() => Routing::Keyed(vec![a.keys.clone()]),
-        (Input::Stream(_), Body::Project(p)) if !p.changes.is_empty() && !p.partition.is_empty() => {
+        (Input::Stream(_), Body::Aggregate(a)) if !a.keys.is_empty() => {
+            Routing::Keyed(vec![a.keys.clone()])
+        }
+        (Input::Stream(_), Body::Project(p))
+            if !p.changes.is_empty() && !p.partition.is_empty() =>
+        {
             Routing::Keyed(vec![p.partition.clone()])
         }
-        (Input::Join(j), _) if stateless_body => Routing::Keyed(vec![j.left_keys.clone(), j.right_keys.clone()]),
-        (Input::Pattern(p), _) if stateless_body && !p.partition.is_empty() => Routing::Keyed(vec![p.partition.clone()]),
+        (Input::Join(j), _) if stateless_body => {
+            Routing::Keyed(vec![j.left_keys.clone(), j.right_keys.clone()])
+        }
+        (Input::Pattern(p), _) if stateless_body && !p.partition.is_empty() => {
+            Routing::Keyed(vec![p.partition.clone()])
+        }
         _ => Routing::Single,
     }
 }
@@ -353,13 +368,21 @@ fn build_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
     let first_input = program.stream(rule.inputs()[0]);
     let lateness = first_input.map_or(0, |s| s.allowed_lateness_ms);
     let body: Box<dyn Operator> = match &rule.body {
-        Body::Project(p) => Box::new(ProjectOp::new(rule.filter.clone(), p.items.clone(), p.changes.clone(), p.partition.clone())),
+        Body::Project(p) => Box::new(ProjectOp::new(
+            rule.filter.clone(),
+            p.items.clone(),
+            p.changes.clone(),
+            p.partition.clone(),
+        )),
         Body::Aggregate(a) => window_operator(rule.filter.clone(), a.clone(), lateness),
     };
     match &rule.input {
         Input::Stream(_) => body,
         Input::Join(j) => Box::new(Chain::new(vec![Box::new(JoinOp::new((**j).clone())), body])),
-        Input::Pattern(p) => Box::new(Chain::new(vec![Box::new(PatternOp::new((**p).clone())), body])),
+        Input::Pattern(p) => Box::new(Chain::new(vec![
+            Box::new(PatternOp::new((**p).clone())),
+            body,
+        ])),
     }
 }
 
@@ -381,7 +404,9 @@ struct Runner {
 
 impl Runner {
     fn data(&mut self, input: usize, batch: Vec<Event>) {
-        self.stats.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
         for e in batch {
             self.op.on_event(input, e, &mut out);
@@ -404,10 +429,18 @@ impl Runner {
     }
 
     fn publish(&mut self, out: Output) {
-        self.stats.events_out.fetch_add(out.events.len() as u64, Ordering::Relaxed);
-        self.stats.late.fetch_add(out.late.len() as u64, Ordering::Relaxed);
+        self.stats
+            .events_out
+            .fetch_add(out.events.len() as u64, Ordering::Relaxed);
+        self.stats
+            .late
+            .fetch_add(out.late.len() as u64, Ordering::Relaxed);
         for (event, reason) in out.late {
-            let _ = self.late.send(LateEvent { rule: self.stats.name.clone(), reason, event });
+            let _ = self.late.send(LateEvent {
+                rule: self.stats.name.clone(),
+                reason,
+                event,
+            });
         }
         self.out.send(Msg::Data(out.events));
     }
@@ -422,11 +455,23 @@ enum WorkerMsg {
 impl Dataflow {
     /// Wires and starts a program. `inputs` are the streams fed from outside through
     /// [`Dataflow::take_ingest`]; `outputs` the streams read through [`Dataflow::take_output`].
-    pub fn build(program: &Program, inputs: &[String], outputs: &[String], config: EngineConfig) -> Result<Dataflow, BuildError> {
+    pub fn build(
+        program: &Program,
+        inputs: &[String],
+        outputs: &[String],
+        config: EngineConfig,
+    ) -> Result<Dataflow, BuildError> {
         config.validate()?;
-        let find = |name: &str| program.stream(name).cloned().ok_or_else(|| BuildError::UnknownStream(name.to_owned()));
-        let input_defs: Vec<StreamDef> = inputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
-        let output_defs: Vec<StreamDef> = outputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let find = |name: &str| {
+            program
+                .stream(name)
+                .cloned()
+                .ok_or_else(|| BuildError::UnknownStream(name.to_owned()))
+        };
+        let input_defs: Vec<StreamDef> =
+            inputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let output_defs: Vec<StreamDef> =
+            outputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
         let key = |s: &str| s.to_ascii_lowercase();
 
         // Producers of each stream: ingest, and each worker of each rule writing it.
@@ -449,15 +494,24 @@ impl Dataflow {
         }
         let mut producers: std::collections::HashMap<String, Vec<Producer>> = Default::default();
         for (i, d) in input_defs.iter().enumerate() {
-            producers.entry(key(&d.name)).or_default().push(Producer::Ingest(i));
+            producers
+                .entry(key(&d.name))
+                .or_default()
+                .push(Producer::Ingest(i));
         }
         for (r, rule) in program.rules.iter().enumerate() {
             for w in 0..plans[r].1 {
-                producers.entry(key(&rule.sink)).or_default().push(Producer::Worker(r, w));
+                producers
+                    .entry(key(&rule.sink))
+                    .or_default()
+                    .push(Producer::Worker(r, w));
             }
         }
         let mut ingest_pubs: Vec<Publisher> = vec![Publisher::default(); input_defs.len()];
-        let mut worker_pubs: Vec<Vec<Publisher>> = plans.iter().map(|(_, w)| vec![Publisher::default(); *w]).collect();
+        let mut worker_pubs: Vec<Vec<Publisher>> = plans
+            .iter()
+            .map(|(_, w)| vec![Publisher::default(); *w])
+            .collect();
         for (r, rule) in program.rules.iter().enumerate() {
             let sink = program.stream(&rule.sink);
             for p in worker_pubs[r].iter_mut() {
@@ -468,17 +522,18 @@ impl Dataflow {
             }
         }
         // Subscribes a consumer to a stream; returns the slots it will see, each tagged with the input.
-        let mut subscribe = |tx: &SyncSender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
-            for p in producers.get(&key(stream)).into_iter().flatten() {
-                let slot = slots.len();
-                slots.push(input);
-                let publisher = match *p {
-                    Producer::Ingest(i) => &mut ingest_pubs[i],
-                    Producer::Worker(r, w) => &mut worker_pubs[r][w],
-                };
-                publisher.subs.push((tx.clone(), slot));
-            }
-        };
+        let mut subscribe =
+            |tx: &SyncSender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
+                for p in producers.get(&key(stream)).into_iter().flatten() {
+                    let slot = slots.len();
+                    slots.push(input);
+                    let publisher = match *p {
+                        Producer::Ingest(i) => &mut ingest_pubs[i],
+                        Producer::Worker(r, w) => &mut worker_pubs[r][w],
+                    };
+                    publisher.subs.push((tx.clone(), slot));
+                }
+            };
 
         let (late_tx, late_rx) = sync_channel::<LateEvent>(config.channel_capacity * 64);
         let mut rule_rx = Vec::new();
@@ -490,14 +545,23 @@ impl Dataflow {
                 subscribe(&tx, s, i, &mut slots);
             }
             rule_rx.push((rx, slots));
-            stats.push(Arc::new(RuleStats { name: rule.name.clone(), ..Default::default() }));
+            stats.push(Arc::new(RuleStats {
+                name: rule.name.clone(),
+                ..Default::default()
+            }));
         }
         let mut outs = Vec::new();
         for d in &output_defs {
             let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
             let mut slots = Vec::new();
             subscribe(&tx, &d.name, 0, &mut slots);
-            outs.push((d.name.clone(), OutputStream { rx, tracker: Tracker::new(slots.len()) }));
+            outs.push((
+                d.name.clone(),
+                OutputStream {
+                    rx,
+                    tracker: Tracker::new(slots.len()),
+                },
+            ));
         }
 
         let mut threads = Vec::new();
@@ -506,22 +570,39 @@ impl Dataflow {
             let pubs = std::mem::take(&mut worker_pubs[r]);
             let mut runners: Vec<Runner> = pubs
                 .into_iter()
-                .map(|out| Runner { op: build_operator(program, rule), out, late: late_tx.clone(), stats: stats[r].clone() })
+                .map(|out| Runner {
+                    op: build_operator(program, rule),
+                    out,
+                    late: late_tx.clone(),
+                    stats: stats[r].clone(),
+                })
                 .collect();
             let name = format!("rule-{r}");
             match rt {
                 Routing::Single => {
                     let runner = runners.pop().expect("one runner");
-                    threads.push(std::thread::Builder::new().name(name).spawn(move || run_single(rx, slots, runner))?);
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn(move || run_single(rx, slots, runner))?,
+                    );
                 }
                 Routing::Keyed(keys) => {
                     let mut worker_tx = Vec::new();
                     for (w, runner) in runners.into_iter().enumerate() {
                         let (tx, wrx) = sync_channel::<WorkerMsg>(config.channel_capacity);
                         worker_tx.push(tx);
-                        threads.push(std::thread::Builder::new().name(format!("{name}-w{w}")).spawn(move || run_worker(wrx, runner))?);
+                        threads.push(
+                            std::thread::Builder::new()
+                                .name(format!("{name}-w{w}"))
+                                .spawn(move || run_worker(wrx, runner))?,
+                        );
                     }
-                    threads.push(std::thread::Builder::new().name(name).spawn(move || run_router(rx, slots, keys, worker_tx))?);
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn(move || run_router(rx, slots, keys, worker_tx))?,
+                    );
                 }
             }
         }
@@ -538,17 +619,29 @@ impl Dataflow {
                 clock: config.clock.clone(),
             })
             .collect();
-        Ok(Dataflow { ingests, outputs: outs, late: Some(late_rx), threads, stats })
+        Ok(Dataflow {
+            ingests,
+            outputs: outs,
+            late: Some(late_rx),
+            threads,
+            stats,
+        })
     }
 
     /// The ingest handle of an input stream named at build time.
     pub fn take_ingest(&mut self, stream: &str) -> Option<Ingest> {
-        let i = self.ingests.iter().position(|g| g.def.name.eq_ignore_ascii_case(stream))?;
+        let i = self
+            .ingests
+            .iter()
+            .position(|g| g.def.name.eq_ignore_ascii_case(stream))?;
         Some(self.ingests.swap_remove(i))
     }
 
     pub fn take_output(&mut self, stream: &str) -> Option<OutputStream> {
-        let i = self.outputs.iter().position(|(n, _)| n.eq_ignore_ascii_case(stream))?;
+        let i = self
+            .outputs
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(stream))?;
         Some(self.outputs.swap_remove(i).1)
     }
 
@@ -601,7 +694,12 @@ fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
     }
 }
 
-fn run_router(rx: Receiver<Envelope>, slots: Vec<usize>, keys: Vec<Vec<Expr>>, workers: Vec<SyncSender<WorkerMsg>>) {
+fn run_router(
+    rx: Receiver<Envelope>,
+    slots: Vec<usize>,
+    keys: Vec<Vec<Expr>>,
+    workers: Vec<SyncSender<WorkerMsg>>,
+) {
     let mut tracker = Tracker::new(slots.len());
     let n = workers.len();
     let broadcast = |m: &dyn Fn() -> WorkerMsg| {
@@ -670,7 +768,12 @@ pub struct BatchResult {
 
 /// Runs a program to completion over in-memory inputs: every input is read, every window
 /// flushed. For tests, examples and tools that hold their input already.
-pub fn run_batch(program: &Program, inputs: Vec<(String, Vec<Row>)>, outputs: &[String], config: EngineConfig) -> Result<BatchResult, BuildError> {
+pub fn run_batch(
+    program: &Program,
+    inputs: Vec<(String, Vec<Row>)>,
+    outputs: &[String],
+    config: EngineConfig,
+) -> Result<BatchResult, BuildError> {
     let names: Vec<String> = inputs.iter().map(|(n, _)| n.clone()).collect();
     let mut flow = Dataflow::build(program, &names, outputs, config)?;
     let late = flow.take_late().expect("fresh dataflow");

@@ -2,12 +2,13 @@
 //! per rule a chain of [`Operator`]s, keyed rules partitioned across worker threads, all joined
 //! by bounded channels that carry small batches of events and watermarks.
 
-
 pub mod dataflow;
 pub mod operator;
 pub mod ops;
 pub mod state;
 
-
-pub use dataflow::{run_batch, BatchResult, BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream, RuleStats};
+pub use dataflow::{
+    run_batch, BatchResult, BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream,
+    RuleStats,
+};
 pub use operator::{Operator, Output};

@@ -108,10 +108,16 @@ impl Operator for Chain {
 
     fn restore(&mut self, snapshot: serde_json::Value) -> Result<(), StateError> {
         let serde_json::Value::Array(parts) = snapshot else {
-            return Err(StateError::Incompatible("a chain snapshot is a list".into()));
+            return Err(StateError::Incompatible(
+                "a chain snapshot is a list".into(),
+            ));
         };
         if parts.len() != self.ops.len() {
-            return Err(StateError::Incompatible(format!("{} stages in the snapshot, {} in the rule", parts.len(), self.ops.len())));
+            return Err(StateError::Incompatible(format!(
+                "{} stages in the snapshot, {} in the rule",
+                parts.len(),
+                self.ops.len()
+            )));
         }
         for (op, s) in self.ops.iter_mut().zip(parts) {
             op.restore(s)?;

@@ -27,7 +27,10 @@ impl weir_core::Classify for StateError {
 
 /// State per key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(serialize = "K: Serialize + Eq + Hash, V: Serialize", deserialize = "K: DeserializeOwned + Eq + Hash, V: DeserializeOwned"))]
+#[serde(bound(
+    serialize = "K: Serialize + Eq + Hash, V: Serialize",
+    deserialize = "K: DeserializeOwned + Eq + Hash, V: DeserializeOwned"
+))]
 pub struct KeyedState<K: Eq + Hash = Key, V = ()> {
     #[serde(with = "pairs")]
     map: HashMap<K, V>,
@@ -35,7 +38,9 @@ pub struct KeyedState<K: Eq + Hash = Key, V = ()> {
 
 impl<K: Eq + Hash, V> Default for KeyedState<K, V> {
     fn default() -> Self {
-        KeyedState { map: HashMap::new() }
+        KeyedState {
+            map: HashMap::new(),
+        }
     }
 }
 

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    self, BinaryOperator, CastKind, CreateTable, CreateTableOptions, DateTimeField,
-    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Insert, JoinConstraint,
-    JoinOperator, MatchRecognizePattern, MatchRecognizeSymbol, RepetitionQuantifier, SetExpr,
-    SqlOption, Statement, TableFactor, TableObject, UnaryOperator,
+    self, BinaryOperator, CastKind, CreateTable, CreateTableOptions, DateTimeField, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Insert, JoinConstraint, JoinOperator,
+    MatchRecognizePattern, MatchRecognizeSymbol, RepetitionQuantifier, SetExpr, SqlOption,
+    Statement, TableFactor, TableObject, UnaryOperator,
 };
 use sqlparser::tokenizer::Span;
 use weir_core::Value;
@@ -161,7 +161,11 @@ impl Binder {
         let name = ct.name.to_string();
         if let Some(prev) = self.program.stream(&name) {
             let line = prev.pos.line;
-            self.err(pos, format!("stream '{name}' is declared twice"), format!("it is first declared on line {line}"));
+            self.err(
+                pos,
+                format!("stream '{name}' is declared twice"),
+                format!("it is first declared on line {line}"),
+            );
             return;
         }
         let mut def = StreamDef::implied(&name);
@@ -196,27 +200,47 @@ impl Binder {
             };
             let k = key.value.to_ascii_lowercase();
             let Some(v) = option_text(value) else {
-                self.err(key.span, format!("option {k} needs a literal value"), "write e.g. watermark = '2 seconds'");
+                self.err(
+                    key.span,
+                    format!("option {k} needs a literal value"),
+                    "write e.g. watermark = '2 seconds'",
+                );
                 continue;
             };
             let duration = |b: &mut Binder| match weir_core::parse_duration(&v) {
                 Ok(ms) if ms >= 0 => Some(ms),
                 Ok(_) => None,
                 Err(e) => {
-                    b.err(key.span, format!("option {k}: {e}"), "write a duration such as '2 seconds'");
+                    b.err(
+                        key.span,
+                        format!("option {k}: {e}"),
+                        "write a duration such as '2 seconds'",
+                    );
                     None
                 }
             };
             match k.as_str() {
                 "timestamp" => {
                     if def.columns.is_some() && def.column(&v).is_none() {
-                        let cols: Vec<String> = def.columns.iter().flatten().map(|c| c.name.to_string()).collect();
+                        let cols: Vec<String> = def
+                            .columns
+                            .iter()
+                            .flatten()
+                            .map(|c| c.name.to_string())
+                            .collect();
                         let hint = closest(&v, cols.iter().map(String::as_str))
                             .map(|c| format!("did you mean '{c}'?"))
                             .unwrap_or_else(|| format!("the columns are: {}", cols.join(", ")));
-                        self.err(key.span, format!("timestamp column '{v}' is not a column of {name}"), hint);
+                        self.err(
+                            key.span,
+                            format!("timestamp column '{v}' is not a column of {name}"),
+                            hint,
+                        );
                     }
-                    let col = def.column(&v).map(|c| c.name.clone()).unwrap_or_else(|| Arc::from(v.as_str()));
+                    let col = def
+                        .column(&v)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_else(|| Arc::from(v.as_str()));
                     def.timestamp = Some(col);
                 }
                 "watermark" => def.watermark_ms = duration(self).unwrap_or(0),
@@ -224,7 +248,11 @@ impl Binder {
                 "time" => match v.to_ascii_lowercase().as_str() {
                     "event" => time_set = Some(TimeMode::Event),
                     "processing" => time_set = Some(TimeMode::Processing),
-                    _ => self.err(key.span, format!("time = '{v}' is not a time mode"), "use time = 'event' or time = 'processing'"),
+                    _ => self.err(
+                        key.span,
+                        format!("time = '{v}' is not a time mode"),
+                        "use time = 'event' or time = 'processing'",
+                    ),
                 },
                 "key" => def.key = Some(Arc::from(v.as_str())),
                 _ if STREAM_OPTIONS.contains(&k.as_str()) => {}
@@ -240,7 +268,11 @@ impl Binder {
         }
         def.time = match (time_set, &def.timestamp) {
             (Some(TimeMode::Event), None) => {
-                self.err(pos, format!("stream {name} uses event time but names no timestamp column"), "add timestamp = '<column>' to WITH (...)");
+                self.err(
+                    pos,
+                    format!("stream {name} uses event time but names no timestamp column"),
+                    "add timestamp = '<column>' to WITH (...)",
+                );
                 TimeMode::Event
             }
             (Some(t), _) => t,
@@ -262,33 +294,68 @@ impl Binder {
 
     fn rule(&mut self, ins: &Insert, st: &ParsedStatement, n: usize) {
         let TableObject::TableName(sink) = &ins.table else {
-            self.err(st.pos, "INSERT INTO needs a stream name", "write INSERT INTO <stream> SELECT ...");
+            self.err(
+                st.pos,
+                "INSERT INTO needs a stream name",
+                "write INSERT INTO <stream> SELECT ...",
+            );
             return;
         };
-        let sink = self.lookup_stream(&sink.to_string()).map(|s| s.name).unwrap_or_default();
+        let sink = self
+            .lookup_stream(&sink.to_string())
+            .map(|s| s.name)
+            .unwrap_or_default();
         let Some(query) = &ins.source else {
-            self.err(st.pos, "INSERT needs a SELECT", "write INSERT INTO <stream> SELECT ... FROM ...");
+            self.err(
+                st.pos,
+                "INSERT needs a SELECT",
+                "write INSERT INTO <stream> SELECT ... FROM ...",
+            );
             return;
         };
         if !ins.columns.is_empty() {
-            self.err(st.pos, "INSERT INTO with a column list is not supported", "name the output fields with AS in the SELECT list");
+            self.err(
+                st.pos,
+                "INSERT INTO with a column list is not supported",
+                "name the output fields with AS in the SELECT list",
+            );
         }
         if query.order_by.is_some() || query.limit_clause.is_some() || query.with.is_some() {
-            self.err(st.pos, "ORDER BY, LIMIT and WITH do not apply to an endless stream", "remove them; windows and MATCH_RECOGNIZE order by event time");
+            self.err(
+                st.pos,
+                "ORDER BY, LIMIT and WITH do not apply to an endless stream",
+                "remove them; windows and MATCH_RECOGNIZE order by event time",
+            );
         }
         let SetExpr::Select(select) = query.body.as_ref() else {
-            self.err(st.pos, "only a plain SELECT can feed a stream", "UNION and VALUES are not supported in rules");
+            self.err(
+                st.pos,
+                "only a plain SELECT can feed a stream",
+                "UNION and VALUES are not supported in rules",
+            );
             return;
         };
         if select.distinct.is_some() {
-            self.err(st.pos, "SELECT DISTINCT is not supported on streams", "group by the columns with a window instead");
+            self.err(
+                st.pos,
+                "SELECT DISTINCT is not supported on streams",
+                "group by the columns with a window instead",
+            );
         }
         if select.from.is_empty() {
-            self.err(st.pos, "the SELECT reads from no stream", "add FROM <stream>; if FROM is there, the expression just before it is incomplete");
+            self.err(
+                st.pos,
+                "the SELECT reads from no stream",
+                "add FROM <stream>; if FROM is there, the expression just before it is incomplete",
+            );
             return;
         }
         if select.from.len() != 1 {
-            self.err(st.pos, "a rule reads FROM exactly one stream, join or MATCH_RECOGNIZE", "write FROM <stream> [JOIN <stream> ON ...]");
+            self.err(
+                st.pos,
+                "a rule reads FROM exactly one stream, join or MATCH_RECOGNIZE",
+                "write FROM <stream> [JOIN <stream> ON ...]",
+            );
             return;
         }
         let from = &select.from[0];
@@ -298,29 +365,47 @@ impl Binder {
             None => return,
         };
         for (_, pos) in within {
-            self.err(pos, "WITHIN belongs after the PATTERN of a MATCH_RECOGNIZE", "move it to PATTERN (...) WITHIN INTERVAL '10' SECOND");
+            self.err(
+                pos,
+                "WITHIN belongs after the PATTERN of a MATCH_RECOGNIZE",
+                "move it to PATTERN (...) WITHIN INTERVAL '10' SECOND",
+            );
         }
         let mut ctx = Ctx::new(shape);
         let group_by = match &select.group_by {
             GroupByExpr::Expressions(e, _) => e.clone(),
             GroupByExpr::All(_) => {
-                self.err(st.pos, "GROUP BY ALL is not supported", "list the keys and the window");
+                self.err(
+                    st.pos,
+                    "GROUP BY ALL is not supported",
+                    "list the keys and the window",
+                );
                 Vec::new()
             }
         };
-        let grouped = !group_by.is_empty() || select.projection.iter().any(|i| match i {
-            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
-            _ => false,
-        });
+        let grouped = !group_by.is_empty()
+            || select.projection.iter().any(|i| match i {
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
+                _ => false,
+            });
         let body = if grouped {
             self.bind_aggregate(select, &group_by, &mut ctx, &input)
         } else {
             if select.having.is_some() {
-                self.err(st.pos, "HAVING needs GROUP BY or an aggregate", "use WHERE to filter single rows");
+                self.err(
+                    st.pos,
+                    "HAVING needs GROUP BY or an aggregate",
+                    "use WHERE to filter single rows",
+                );
             }
             ctx.changes = Some(Vec::new());
             let items = self.bind_items(&select.projection, &mut ctx, true);
-            Body::Project(Projection { items, changes: Vec::new(), partition: Vec::new() })
+            Body::Project(Projection {
+                items,
+                changes: Vec::new(),
+                partition: Vec::new(),
+            })
         };
         // WHERE is bound after the SELECT list so it may use the same change functions.
         if grouped {
@@ -329,7 +414,11 @@ impl Binder {
         }
         let filter = select.selection.as_ref().map(|w| {
             if grouped && contains_aggregate(w) {
-                self.err(span_of(w), "aggregates are not allowed in WHERE", "filter on aggregates with HAVING");
+                self.err(
+                    span_of(w),
+                    "aggregates are not allowed in WHERE",
+                    "filter on aggregates with HAVING",
+                );
                 return lit_null();
             }
             self.bind_expr(w, &mut ctx)
@@ -377,20 +466,34 @@ impl Binder {
             TableFactor::Table { name, alias, .. } if from.joins.is_empty() => {
                 let stream = self.input_stream(name)?;
                 let alias = alias.as_ref().map(|a| a.name.value.clone());
-                Some((Input::Stream(stream.name.clone()), Shape::Single { stream, alias }))
+                Some((
+                    Input::Stream(stream.name.clone()),
+                    Shape::Single { stream, alias },
+                ))
             }
             TableFactor::Table { name, alias, .. } => {
                 if from.joins.len() > 1 {
-                    self.err(from.joins[1].relation_span(), "a rule joins two streams at most", "chain joins through an intermediate stream");
+                    self.err(
+                        from.joins[1].relation_span(),
+                        "a rule joins two streams at most",
+                        "chain joins through an intermediate stream",
+                    );
                 }
                 let left = self.input_stream(name)?;
-                let left_alias = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(left.name.clone());
+                let left_alias = alias
+                    .as_ref()
+                    .map(|a| a.name.value.clone())
+                    .unwrap_or(left.name.clone());
                 self.bind_join(left, left_alias, &from.joins[0])
             }
             TableFactor::MatchRecognize { .. } => self.bind_pattern(&from.relation, within),
             other => {
                 use sqlparser::ast::Spanned;
-                self.err(other.span(), "FROM takes a stream name", "subqueries and table functions are not supported in rules");
+                self.err(
+                    other.span(),
+                    "FROM takes a stream name",
+                    "subqueries and table functions are not supported in rules",
+                );
                 None
             }
         }
@@ -402,29 +505,53 @@ impl Binder {
             Some(s) => Some(s),
             None => {
                 use sqlparser::ast::Spanned;
-                let names: Vec<String> = self.program.streams.iter().map(|s| s.name.clone()).collect();
+                let names: Vec<String> = self
+                    .program
+                    .streams
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect();
                 let hint = closest(&text, names.iter().map(String::as_str))
                     .map(|c| format!("did you mean '{c}'?"))
-                    .unwrap_or_else(|| format!("declare it with CREATE STREAM {text} (...) WITH (...)"));
+                    .unwrap_or_else(|| {
+                        format!("declare it with CREATE STREAM {text} (...) WITH (...)")
+                    });
                 self.err(name.span(), format!("unknown stream '{text}'"), hint);
                 None
             }
         }
     }
 
-    fn bind_join(&mut self, left: StreamDef, left_alias: String, join: &ast::Join) -> Option<(Input, Shape)> {
+    fn bind_join(
+        &mut self,
+        left: StreamDef,
+        left_alias: String,
+        join: &ast::Join,
+    ) -> Option<(Input, Shape)> {
         let TableFactor::Table { name, alias, .. } = &join.relation else {
-            self.err(join.relation_span(), "JOIN takes a stream name", "write JOIN <stream> [AS alias] ON ...");
+            self.err(
+                join.relation_span(),
+                "JOIN takes a stream name",
+                "write JOIN <stream> [AS alias] ON ...",
+            );
             return None;
         };
         let right = self.input_stream(name)?;
-        let right_alias = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(right.name.clone());
+        let right_alias = alias
+            .as_ref()
+            .map(|a| a.name.value.clone())
+            .unwrap_or(right.name.clone());
         if left_alias.eq_ignore_ascii_case(&right_alias) {
-            self.err(join.relation_span(), "both sides of the join have the same name", "give them aliases: FROM s AS a JOIN s AS b ON ...");
+            self.err(
+                join.relation_span(),
+                "both sides of the join have the same name",
+                "give them aliases: FROM s AS a JOIN s AS b ON ...",
+            );
             return None;
         }
         let on = match &join.join_operator {
-            JoinOperator::Join(JoinConstraint::On(e)) | JoinOperator::Inner(JoinConstraint::On(e)) => e,
+            JoinOperator::Join(JoinConstraint::On(e))
+            | JoinOperator::Inner(JoinConstraint::On(e)) => e,
             _ => {
                 self.err(join.relation_span(), "only inner joins with ON are supported between streams", "write JOIN <stream> ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL '5' SECOND AND a.ts + INTERVAL '5' SECOND");
                 return None;
@@ -451,7 +578,12 @@ impl Binder {
                 }
                 continue;
             }
-            if let ast::Expr::BinaryOp { left: l, op: BinaryOperator::Eq, right: r } = c {
+            if let ast::Expr::BinaryOp {
+                left: l,
+                op: BinaryOperator::Eq,
+                right: r,
+            } = c
+            {
                 match (sides.side_of(l), sides.side_of(r)) {
                     (Some(Side::Left), Some(Side::Right)) => {
                         keys.push((l.as_ref().clone(), r.as_ref().clone()));
@@ -468,17 +600,31 @@ impl Binder {
         }
         let pos = span_of(on);
         if keys.is_empty() {
-            self.err(pos, "a stream-stream join needs an equality between a key of each side", format!("add {left_alias}.id = {right_alias}.id to ON"));
+            self.err(
+                pos,
+                "a stream-stream join needs an equality between a key of each side",
+                format!("add {left_alias}.id = {right_alias}.id to ON"),
+            );
         }
         let (Some(lower_ms), Some(upper_ms)) = (lower, upper) else {
             self.err(pos, "a stream-stream join needs a time bound on both sides, or its state grows forever", format!("add AND {right_alias}.ts BETWEEN {left_alias}.ts - INTERVAL '5' SECOND AND {left_alias}.ts + INTERVAL '5' SECOND (using the streams' timestamp columns)"));
             return None;
         };
         if lower_ms > upper_ms {
-            self.err(pos, "the join's time bounds admit no pair of events", "the lower bound must not exceed the upper bound");
+            self.err(
+                pos,
+                "the join's time bounds admit no pair of events",
+                "the lower bound must not exceed the upper bound",
+            );
         }
-        let mut lctx = Ctx::new(Shape::Single { stream: left.clone(), alias: Some(left_alias.clone()) });
-        let mut rctx = Ctx::new(Shape::Single { stream: right.clone(), alias: Some(right_alias.clone()) });
+        let mut lctx = Ctx::new(Shape::Single {
+            stream: left.clone(),
+            alias: Some(left_alias.clone()),
+        });
+        let mut rctx = Ctx::new(Shape::Single {
+            stream: right.clone(),
+            alias: Some(right_alias.clone()),
+        });
         let (left_keys, right_keys) = keys
             .iter()
             .map(|(l, r)| (self.bind_expr(l, &mut lctx), self.bind_expr(r, &mut rctx)))
@@ -528,56 +674,122 @@ impl Binder {
         use sqlparser::ast::Spanned;
         let pos = Pos::from(factor.span());
         let TableFactor::Table { name, alias, .. } = table.as_ref() else {
-            self.err(pos, "MATCH_RECOGNIZE reads a stream", "write FROM <stream> MATCH_RECOGNIZE (...)");
+            self.err(
+                pos,
+                "MATCH_RECOGNIZE reads a stream",
+                "write FROM <stream> MATCH_RECOGNIZE (...)",
+            );
             return None;
         };
         let stream = self.input_stream(name)?;
         let alias = alias.as_ref().map(|a| a.name.value.clone());
         if let Some(ast::RowsPerMatch::AllRows(_)) = rows_per_match {
-            self.err(pos, "ALL ROWS PER MATCH is not supported yet", "use ONE ROW PER MATCH with MEASURES");
+            self.err(
+                pos,
+                "ALL ROWS PER MATCH is not supported yet",
+                "use ONE ROW PER MATCH with MEASURES",
+            );
         }
         match order_by.as_slice() {
             [] => {}
             [o] => {
                 let ok = match (&o.expr, &stream.timestamp) {
                     (ast::Expr::Identifier(i), Some(ts)) => i.value.eq_ignore_ascii_case(ts),
-                    (ast::Expr::CompoundIdentifier(ids), Some(ts)) => ids.last().is_some_and(|i| i.value.eq_ignore_ascii_case(ts)),
+                    (ast::Expr::CompoundIdentifier(ids), Some(ts)) => {
+                        ids.last().is_some_and(|i| i.value.eq_ignore_ascii_case(ts))
+                    }
                     _ => false,
                 };
                 if !ok {
-                    self.err(span_of(&o.expr), "MATCH_RECOGNIZE orders rows by event time only", format!("write ORDER BY {}", stream.timestamp.as_deref().unwrap_or("<timestamp column>")));
+                    self.err(
+                        span_of(&o.expr),
+                        "MATCH_RECOGNIZE orders rows by event time only",
+                        format!(
+                            "write ORDER BY {}",
+                            stream.timestamp.as_deref().unwrap_or("<timestamp column>")
+                        ),
+                    );
                 }
             }
-            _ => self.err(pos, "MATCH_RECOGNIZE orders rows by event time only", "ORDER BY the stream's timestamp column"),
+            _ => self.err(
+                pos,
+                "MATCH_RECOGNIZE orders rows by event time only",
+                "ORDER BY the stream's timestamp column",
+            ),
         }
         let mut symbols: Vec<Arc<str>> = Vec::new();
         let pattern = self.bind_pattern_expr(pattern, &mut symbols, pos);
-        let mut single = Ctx::new(Shape::Single { stream: stream.clone(), alias: alias.clone() });
-        let partition: Vec<Expr> = partition_by.iter().map(|e| self.bind_expr(e, &mut single)).collect();
-        let partition_names: Vec<Arc<str>> = partition_by.iter().map(|e| Arc::from(default_name(e))).collect();
+        let mut single = Ctx::new(Shape::Single {
+            stream: stream.clone(),
+            alias: alias.clone(),
+        });
+        let partition: Vec<Expr> = partition_by
+            .iter()
+            .map(|e| self.bind_expr(e, &mut single))
+            .collect();
+        let partition_names: Vec<Arc<str>> = partition_by
+            .iter()
+            .map(|e| Arc::from(default_name(e)))
+            .collect();
         let mut defs: Vec<Option<Expr>> = vec![None; symbols.len()];
         for d in defines {
-            let Some(idx) = symbols.iter().position(|s| s.eq_ignore_ascii_case(&d.symbol.value)) else {
-                self.err(d.symbol.span, format!("DEFINE names '{}', which the PATTERN does not use", d.symbol.value), format!("the pattern's symbols are: {}", symbols.join(", ")));
+            let Some(idx) = symbols
+                .iter()
+                .position(|s| s.eq_ignore_ascii_case(&d.symbol.value))
+            else {
+                self.err(
+                    d.symbol.span,
+                    format!(
+                        "DEFINE names '{}', which the PATTERN does not use",
+                        d.symbol.value
+                    ),
+                    format!("the pattern's symbols are: {}", symbols.join(", ")),
+                );
                 continue;
             };
-            let mut ctx = Ctx::new(Shape::Pattern { stream: stream.clone(), alias: alias.clone(), symbols: symbols.clone(), defining: Some(idx) });
+            let mut ctx = Ctx::new(Shape::Pattern {
+                stream: stream.clone(),
+                alias: alias.clone(),
+                symbols: symbols.clone(),
+                defining: Some(idx),
+            });
             defs[idx] = Some(self.bind_expr(&d.definition, &mut ctx));
         }
-        let mut mctx = Ctx::new(Shape::Pattern { stream: stream.clone(), alias: alias.clone(), symbols: symbols.clone(), defining: None });
+        let mut mctx = Ctx::new(Shape::Pattern {
+            stream: stream.clone(),
+            alias: alias.clone(),
+            symbols: symbols.clone(),
+            defining: None,
+        });
         let measures: Vec<(Arc<str>, Expr)> = measures
             .iter()
-            .map(|m| (Arc::from(m.alias.value.as_str()), self.bind_expr(&m.expr, &mut mctx)))
+            .map(|m| {
+                (
+                    Arc::from(m.alias.value.as_str()),
+                    self.bind_expr(&m.expr, &mut mctx),
+                )
+            })
             .collect();
         let skip = match after_match_skip {
             None | Some(ast::AfterMatchSkip::PastLastRow) => Skip::PastLastRow,
             Some(ast::AfterMatchSkip::ToNextRow) => Skip::ToNextRow,
             Some(ast::AfterMatchSkip::ToFirst(s)) | Some(ast::AfterMatchSkip::ToLast(s)) => {
-                match symbols.iter().position(|x| x.eq_ignore_ascii_case(&s.value)) {
-                    Some(i) if matches!(after_match_skip, Some(ast::AfterMatchSkip::ToFirst(_))) => Skip::ToFirst(i),
+                match symbols
+                    .iter()
+                    .position(|x| x.eq_ignore_ascii_case(&s.value))
+                {
+                    Some(i)
+                        if matches!(after_match_skip, Some(ast::AfterMatchSkip::ToFirst(_))) =>
+                    {
+                        Skip::ToFirst(i)
+                    }
                     Some(i) => Skip::ToLast(i),
                     None => {
-                        self.err(s.span, format!("AFTER MATCH SKIP names unknown symbol '{}'", s.value), "name a symbol of the PATTERN");
+                        self.err(
+                            s.span,
+                            format!("AFTER MATCH SKIP names unknown symbol '{}'", s.value),
+                            "name a symbol of the PATTERN",
+                        );
                         Skip::PastLastRow
                     }
                 }
@@ -599,24 +811,44 @@ impl Binder {
         Some((Input::Pattern(Box::new(spec)), Shape::Rows(names)))
     }
 
-    fn bind_pattern_expr(&mut self, p: &MatchRecognizePattern, symbols: &mut Vec<Arc<str>>, pos: Pos) -> Pattern {
+    fn bind_pattern_expr(
+        &mut self,
+        p: &MatchRecognizePattern,
+        symbols: &mut Vec<Arc<str>>,
+        pos: Pos,
+    ) -> Pattern {
         let mut symbol = |b: &mut Binder, s: &MatchRecognizeSymbol| match s {
             MatchRecognizeSymbol::Named(id) => {
-                let idx = symbols.iter().position(|x| x.eq_ignore_ascii_case(&id.value)).unwrap_or_else(|| {
-                    symbols.push(Arc::from(id.value.as_str()));
-                    symbols.len() - 1
-                });
+                let idx = symbols
+                    .iter()
+                    .position(|x| x.eq_ignore_ascii_case(&id.value))
+                    .unwrap_or_else(|| {
+                        symbols.push(Arc::from(id.value.as_str()));
+                        symbols.len() - 1
+                    });
                 Pattern::Symbol(idx)
             }
             _ => {
-                b.err(pos, "^ and $ anchors do not apply to endless streams", "remove the anchor");
+                b.err(
+                    pos,
+                    "^ and $ anchors do not apply to endless streams",
+                    "remove the anchor",
+                );
                 Pattern::Concat(Vec::new())
             }
         };
         match p {
             MatchRecognizePattern::Symbol(s) => symbol(self, s),
-            MatchRecognizePattern::Concat(v) => Pattern::Concat(v.iter().map(|x| self.bind_pattern_expr(x, symbols, pos)).collect()),
-            MatchRecognizePattern::Alternation(v) => Pattern::Alt(v.iter().map(|x| self.bind_pattern_expr(x, symbols, pos)).collect()),
+            MatchRecognizePattern::Concat(v) => Pattern::Concat(
+                v.iter()
+                    .map(|x| self.bind_pattern_expr(x, symbols, pos))
+                    .collect(),
+            ),
+            MatchRecognizePattern::Alternation(v) => Pattern::Alt(
+                v.iter()
+                    .map(|x| self.bind_pattern_expr(x, symbols, pos))
+                    .collect(),
+            ),
             MatchRecognizePattern::Group(g) => self.bind_pattern_expr(g, symbols, pos),
             MatchRecognizePattern::Repetition(inner, q) => {
                 let inner = Box::new(self.bind_pattern_expr(inner, symbols, pos));
@@ -630,18 +862,35 @@ impl Binder {
                     RepetitionQuantifier::Range(a, b) => (*a, Some(*b)),
                 };
                 if max.is_some_and(|m| m < min) {
-                    self.err(pos, format!("quantifier {{{min},{}}} has its bounds reversed", max.unwrap_or(0)), "write {n,m} with n <= m");
+                    self.err(
+                        pos,
+                        format!(
+                            "quantifier {{{min},{}}} has its bounds reversed",
+                            max.unwrap_or(0)
+                        ),
+                        "write {n,m} with n <= m",
+                    );
                 }
                 Pattern::Repeat(inner, min, max)
             }
             MatchRecognizePattern::Exclude(_) | MatchRecognizePattern::Permute(_) => {
-                self.err(pos, "exclusion {- -} and PERMUTE are not supported", "spell the alternatives out with |");
+                self.err(
+                    pos,
+                    "exclusion {- -} and PERMUTE are not supported",
+                    "spell the alternatives out with |",
+                );
                 Pattern::Concat(Vec::new())
             }
         }
     }
 
-    fn bind_aggregate(&mut self, select: &ast::Select, group_by: &[ast::Expr], ctx: &mut Ctx, input: &Input) -> Body {
+    fn bind_aggregate(
+        &mut self,
+        select: &ast::Select,
+        group_by: &[ast::Expr],
+        ctx: &mut Ctx,
+        input: &Input,
+    ) -> Body {
         let mut window = None;
         let mut keys = Vec::new();
         let mut key_texts = Vec::new();
@@ -650,7 +899,11 @@ impl Binder {
                 let fname = f.name.to_string().to_ascii_lowercase();
                 if WINDOW_FUNCS.contains(&fname.as_str()) {
                     if window.is_some() {
-                        self.err(span_of(g), "a rule has one window", "remove the second window function from GROUP BY");
+                        self.err(
+                            span_of(g),
+                            "a rule has one window",
+                            "remove the second window function from GROUP BY",
+                        );
                     }
                     window = self.bind_window(&fname, f, g, ctx, input);
                     continue;
@@ -688,7 +941,14 @@ impl Binder {
         })
     }
 
-    fn bind_window(&mut self, name: &str, f: &ast::Function, g: &ast::Expr, ctx: &mut Ctx, input: &Input) -> Option<Window> {
+    fn bind_window(
+        &mut self,
+        name: &str,
+        f: &ast::Function,
+        g: &ast::Expr,
+        ctx: &mut Ctx,
+        input: &Input,
+    ) -> Option<Window> {
         let args = function_args(f);
         let pos = span_of(g);
         let want = match name {
@@ -703,9 +963,25 @@ impl Binder {
             "sliding" => "SLIDING(ts, INTERVAL '10' SECOND)",
             _ => "COUNT_WINDOW(100) or COUNT_WINDOW(100, 10)",
         };
-        let ok_arity = if name == "count_window" { (1..=2).contains(&args.len()) } else { args.len() == want };
+        let ok_arity = if name == "count_window" {
+            (1..=2).contains(&args.len())
+        } else {
+            args.len() == want
+        };
         if !ok_arity {
-            self.err(pos, format!("{} takes {} arguments", name.to_uppercase(), if name == "count_window" { "1 or 2".to_owned() } else { want.to_string() }), format!("write {usage}"));
+            self.err(
+                pos,
+                format!(
+                    "{} takes {} arguments",
+                    name.to_uppercase(),
+                    if name == "count_window" {
+                        "1 or 2".to_owned()
+                    } else {
+                        want.to_string()
+                    }
+                ),
+                format!("write {usage}"),
+            );
             return None;
         }
         if name != "count_window" {
@@ -714,14 +990,24 @@ impl Binder {
         let dur = |b: &mut Binder, e: &ast::Expr| match const_ms(e) {
             Some(ms) if ms > 0 => Some(ms),
             _ => {
-                b.err(span_of(e), "a window length must be a positive interval", format!("write {usage}"));
+                b.err(
+                    span_of(e),
+                    "a window length must be a positive interval",
+                    format!("write {usage}"),
+                );
                 None
             }
         };
         Some(match name {
-            "tumble" => Window::Tumble { size: dur(self, args[1])? },
-            "session" => Window::Session { gap: dur(self, args[1])? },
-            "sliding" => Window::Sliding { size: dur(self, args[1])? },
+            "tumble" => Window::Tumble {
+                size: dur(self, args[1])?,
+            },
+            "session" => Window::Session {
+                gap: dur(self, args[1])?,
+            },
+            "sliding" => Window::Sliding {
+                size: dur(self, args[1])?,
+            },
             "hop" => {
                 let (slide, size) = (dur(self, args[1])?, dur(self, args[2])?);
                 if slide > size {
@@ -733,7 +1019,11 @@ impl Binder {
                 let n = |b: &mut Binder, e: &ast::Expr| match literal(e).and_then(|v| v.as_i64()) {
                     Some(n) if n > 0 => Some(n as u64),
                     _ => {
-                        b.err(span_of(e), "a count window needs a positive whole number", format!("write {usage}"));
+                        b.err(
+                            span_of(e),
+                            "a count window needs a positive whole number",
+                            format!("write {usage}"),
+                        );
                         None
                     }
                 };
@@ -751,7 +1041,9 @@ impl Binder {
     fn check_time_arg(&mut self, e: &ast::Expr, ctx: &Ctx, input: &Input, usage: &str) {
         let name = match e {
             ast::Expr::Identifier(i) => i.value.clone(),
-            ast::Expr::CompoundIdentifier(ids) => ids.last().map(|i| i.value.clone()).unwrap_or_default(),
+            ast::Expr::CompoundIdentifier(ids) => {
+                ids.last().map(|i| i.value.clone()).unwrap_or_default()
+            }
             ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime") => return,
             _ => String::new(),
         };
@@ -766,11 +1058,20 @@ impl Binder {
         };
         if !ok || name.is_empty() {
             let t = ts.as_deref().unwrap_or("rowtime");
-            self.err(span_of(e), format!("windows are over the stream's time attribute, '{t}', not '{e}'"), format!("write {}", usage.replace("ts", t)));
+            self.err(
+                span_of(e),
+                format!("windows are over the stream's time attribute, '{t}', not '{e}'"),
+                format!("write {}", usage.replace("ts", t)),
+            );
         }
     }
 
-    fn bind_items(&mut self, items: &[ast::SelectItem], ctx: &mut Ctx, allow_star: bool) -> Vec<SelectItem> {
+    fn bind_items(
+        &mut self,
+        items: &[ast::SelectItem],
+        ctx: &mut Ctx,
+        allow_star: bool,
+    ) -> Vec<SelectItem> {
         let mut out = Vec::new();
         for it in items {
             match it {
@@ -784,11 +1085,19 @@ impl Binder {
                 }
                 ast::SelectItem::Wildcard(_) if allow_star => out.push(SelectItem::Star),
                 ast::SelectItem::Wildcard(w) => {
-                    self.err(w.wildcard_token.0.span, "SELECT * cannot be used with GROUP BY", "list the keys and aggregates to output");
+                    self.err(
+                        w.wildcard_token.0.span,
+                        "SELECT * cannot be used with GROUP BY",
+                        "list the keys and aggregates to output",
+                    );
                 }
                 _ => {
                     use sqlparser::ast::Spanned;
-                    self.err(it.span(), "this select item is not supported", "use expr [AS name] or *");
+                    self.err(
+                        it.span(),
+                        "this select item is not supported",
+                        "use expr [AS name] or *",
+                    );
                 }
             }
         }
@@ -796,7 +1105,11 @@ impl Binder {
         for it in &out {
             if let SelectItem::Expr(n, _) = it {
                 if seen.insert(n.to_string(), ()).is_some() {
-                    self.err(items.first().map(select_item_pos).unwrap_or_default(), format!("two output fields are named '{n}'"), "give one of them another name with AS");
+                    self.err(
+                        items.first().map(select_item_pos).unwrap_or_default(),
+                        format!("two output fields are named '{n}'"),
+                        "give one of them another name with AS",
+                    );
                 }
             }
         }
@@ -812,20 +1125,32 @@ impl Binder {
         }
         let pos = span_of(e);
         match e {
-            ast::Expr::Identifier(id) => self.column(&[id.clone()], ctx, pos),
+            ast::Expr::Identifier(id) => self.column(std::slice::from_ref(id), ctx, pos),
             ast::Expr::CompoundIdentifier(ids) => self.column(ids, ctx, pos),
             ast::Expr::CompoundFieldAccess { root, access_chain } => {
                 let base = self.bind_expr(root, ctx);
                 let mut path = Vec::new();
                 for a in access_chain {
                     match a {
-                        ast::AccessExpr::Dot(ast::Expr::Identifier(i)) => path.push(PathSeg::Key(Arc::from(i.value.as_str()))),
-                        ast::AccessExpr::Subscript(ast::Subscript::Index { index }) => match literal(index) {
-                            Some(Value::Int(i)) => path.push(PathSeg::Index(i)),
-                            Some(Value::Str(s)) => path.push(PathSeg::Key(s)),
-                            _ => self.err(span_of(index), "a subscript must be a literal index or key", "write a[0] or a['key']"),
-                        },
-                        _ => self.err(pos, "this field access is not supported", "write a.b, a[0] or a['key']"),
+                        ast::AccessExpr::Dot(ast::Expr::Identifier(i)) => {
+                            path.push(PathSeg::Key(Arc::from(i.value.as_str())))
+                        }
+                        ast::AccessExpr::Subscript(ast::Subscript::Index { index }) => {
+                            match literal(index) {
+                                Some(Value::Int(i)) => path.push(PathSeg::Index(i)),
+                                Some(Value::Str(s)) => path.push(PathSeg::Key(s)),
+                                _ => self.err(
+                                    span_of(index),
+                                    "a subscript must be a literal index or key",
+                                    "write a[0] or a['key']",
+                                ),
+                            }
+                        }
+                        _ => self.err(
+                            pos,
+                            "this field access is not supported",
+                            "write a.b, a[0] or a['key']",
+                        ),
                     }
                 }
                 push_path(base, path)
@@ -833,14 +1158,22 @@ impl Binder {
             ast::Expr::Value(v) => match value_of(&v.value) {
                 Some(v) => Expr::Lit(v),
                 None => {
-                    self.err(pos, format!("literal {v} is not supported"), "use numbers, 'strings', TRUE, FALSE or NULL");
+                    self.err(
+                        pos,
+                        format!("literal {v} is not supported"),
+                        "use numbers, 'strings', TRUE, FALSE or NULL",
+                    );
                     lit_null()
                 }
             },
             ast::Expr::Interval(_) => match const_ms(e) {
                 Some(ms) => Expr::Lit(Value::Int(ms)),
                 None => {
-                    self.err(pos, "this interval is not understood", "write INTERVAL '5' SECOND or INTERVAL '2 minutes'");
+                    self.err(
+                        pos,
+                        "this interval is not understood",
+                        "write INTERVAL '5' SECOND or INTERVAL '2 minutes'",
+                    );
                     lit_null()
                 }
             },
@@ -870,7 +1203,11 @@ impl Binder {
                     UnaryOperator::Plus => inner,
                     UnaryOperator::Not => Expr::Not(Box::new(inner)),
                     _ => {
-                        self.err(pos, format!("operator {op} is not supported"), "use -, + or NOT");
+                        self.err(
+                            pos,
+                            format!("operator {op} is not supported"),
+                            "use -, + or NOT",
+                        );
                         lit_null()
                     }
                 }
@@ -882,12 +1219,20 @@ impl Binder {
                         Some(Value::Int(i)) => PathSeg::Index(i),
                         Some(Value::Str(s)) => PathSeg::Key(s),
                         _ => {
-                            self.err(span_of(right), "-> takes a literal key or index", "write payload -> 'field'");
+                            self.err(
+                                span_of(right),
+                                "-> takes a literal key or index",
+                                "write payload -> 'field'",
+                            );
                             return lit_null();
                         }
                     };
                     let p = push_path(l, vec![seg]);
-                    return if *op == BinaryOperator::LongArrow { Expr::Cast(Box::new(p), DataType::String, false) } else { p };
+                    return if *op == BinaryOperator::LongArrow {
+                        Expr::Cast(Box::new(p), DataType::String, false)
+                    } else {
+                        p
+                    };
                 }
                 let r = self.bind_expr(right, ctx);
                 let bop = match op {
@@ -906,7 +1251,11 @@ impl Binder {
                     BinaryOperator::Or => BinOp::Or,
                     BinaryOperator::StringConcat => BinOp::Concat,
                     _ => {
-                        self.err(pos, format!("operator {op} is not supported"), "use + - * / % = <> < <= > >= AND OR ||");
+                        self.err(
+                            pos,
+                            format!("operator {op} is not supported"),
+                            "use + - * / % = <> < <= > >= AND OR ||",
+                        );
                         return lit_null();
                     }
                 };
@@ -914,56 +1263,140 @@ impl Binder {
             }
             ast::Expr::IsNull(x) => Expr::IsNull(Box::new(self.bind_expr(x, ctx)), false),
             ast::Expr::IsNotNull(x) => Expr::IsNull(Box::new(self.bind_expr(x, ctx)), true),
-            ast::Expr::IsTrue(x) | ast::Expr::IsNotTrue(x) | ast::Expr::IsFalse(x) | ast::Expr::IsNotFalse(x) => {
+            ast::Expr::IsTrue(x)
+            | ast::Expr::IsNotTrue(x)
+            | ast::Expr::IsFalse(x)
+            | ast::Expr::IsNotFalse(x) => {
                 let want = matches!(e, ast::Expr::IsTrue(_) | ast::Expr::IsNotFalse(_));
                 let inner = self.bind_expr(x, ctx);
-                let is = Expr::Binary(BinOp::Eq, Box::new(Expr::Call(Func::Coalesce, vec![inner, Expr::Lit(Value::Bool(!want))])), Box::new(Expr::Lit(Value::Bool(true))));
-                if matches!(e, ast::Expr::IsTrue(_) | ast::Expr::IsFalse(_)) { is } else { Expr::Not(Box::new(is)) }
+                let is = Expr::Binary(
+                    BinOp::Eq,
+                    Box::new(Expr::Call(
+                        Func::Coalesce,
+                        vec![inner, Expr::Lit(Value::Bool(!want))],
+                    )),
+                    Box::new(Expr::Lit(Value::Bool(true))),
+                );
+                if matches!(e, ast::Expr::IsTrue(_) | ast::Expr::IsFalse(_)) {
+                    is
+                } else {
+                    Expr::Not(Box::new(is))
+                }
             }
-            ast::Expr::InList { expr, list, negated } => {
+            ast::Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
                 let x = self.bind_expr(expr, ctx);
                 let l = list.iter().map(|i| self.bind_expr(i, ctx)).collect();
                 Expr::InList(Box::new(x), l, *negated)
             }
-            ast::Expr::Between { expr, negated, low, high } => Expr::Between(
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => Expr::Between(
                 Box::new(self.bind_expr(expr, ctx)),
                 Box::new(self.bind_expr(low, ctx)),
                 Box::new(self.bind_expr(high, ctx)),
                 *negated,
             ),
-            ast::Expr::Like { negated, expr, pattern, any: false, .. } | ast::Expr::ILike { negated, expr, pattern, any: false, .. } => Expr::Like {
+            ast::Expr::Like {
+                negated,
+                expr,
+                pattern,
+                any: false,
+                ..
+            }
+            | ast::Expr::ILike {
+                negated,
+                expr,
+                pattern,
+                any: false,
+                ..
+            } => Expr::Like {
                 expr: Box::new(self.bind_expr(expr, ctx)),
                 pattern: Box::new(self.bind_expr(pattern, ctx)),
                 negated: *negated,
                 case_insensitive: matches!(e, ast::Expr::ILike { .. }),
             },
-            ast::Expr::Case { operand, conditions, else_result, .. } => Expr::Case {
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => Expr::Case {
                 operand: operand.as_ref().map(|o| Box::new(self.bind_expr(o, ctx))),
-                whens: conditions.iter().map(|c| (self.bind_expr(&c.condition, ctx), self.bind_expr(&c.result, ctx))).collect(),
-                otherwise: else_result.as_ref().map(|o| Box::new(self.bind_expr(o, ctx))),
+                whens: conditions
+                    .iter()
+                    .map(|c| {
+                        (
+                            self.bind_expr(&c.condition, ctx),
+                            self.bind_expr(&c.result, ctx),
+                        )
+                    })
+                    .collect(),
+                otherwise: else_result
+                    .as_ref()
+                    .map(|o| Box::new(self.bind_expr(o, ctx))),
             },
-            ast::Expr::Cast { kind, expr, data_type, .. } => {
+            ast::Expr::Cast {
+                kind,
+                expr,
+                data_type,
+                ..
+            } => {
                 let inner = self.bind_expr(expr, ctx);
                 match DataType::from_sql(&data_type.to_string()) {
-                    Some(ty) => Expr::Cast(Box::new(inner), ty, !matches!(kind, CastKind::Cast | CastKind::DoubleColon)),
+                    Some(ty) => Expr::Cast(
+                        Box::new(inner),
+                        ty,
+                        !matches!(kind, CastKind::Cast | CastKind::DoubleColon),
+                    ),
                     None => {
-                        self.err(pos, format!("cannot cast to {data_type}"), "cast to BOOLEAN, BIGINT, DOUBLE, STRING, TIMESTAMP or JSON");
+                        self.err(
+                            pos,
+                            format!("cannot cast to {data_type}"),
+                            "cast to BOOLEAN, BIGINT, DOUBLE, STRING, TIMESTAMP or JSON",
+                        );
                         lit_null()
                     }
                 }
             }
             ast::Expr::Ceil { expr, .. } => Expr::Call(Func::Ceil, vec![self.bind_expr(expr, ctx)]),
-            ast::Expr::Floor { expr, .. } => Expr::Call(Func::Floor, vec![self.bind_expr(expr, ctx)]),
-            ast::Expr::Position { expr, r#in } => Expr::Call(Func::Position, vec![self.bind_expr(expr, ctx), self.bind_expr(r#in, ctx)]),
-            ast::Expr::Substring { expr, substring_from, substring_for, .. } => {
+            ast::Expr::Floor { expr, .. } => {
+                Expr::Call(Func::Floor, vec![self.bind_expr(expr, ctx)])
+            }
+            ast::Expr::Position { expr, r#in } => Expr::Call(
+                Func::Position,
+                vec![self.bind_expr(expr, ctx), self.bind_expr(r#in, ctx)],
+            ),
+            ast::Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
                 let mut args = vec![self.bind_expr(expr, ctx)];
-                args.push(substring_from.as_ref().map(|f| self.bind_expr(f, ctx)).unwrap_or(Expr::Lit(Value::Int(1))));
+                args.push(
+                    substring_from
+                        .as_ref()
+                        .map(|f| self.bind_expr(f, ctx))
+                        .unwrap_or(Expr::Lit(Value::Int(1))),
+                );
                 if let Some(n) = substring_for {
                     args.push(self.bind_expr(n, ctx));
                 }
                 Expr::Call(Func::Substring, args)
             }
-            ast::Expr::Trim { expr, trim_where, trim_what: None, trim_characters: None } => {
+            ast::Expr::Trim {
+                expr,
+                trim_where,
+                trim_what: None,
+                trim_characters: None,
+            } => {
                 let f = match trim_where {
                     Some(ast::TrimWhereField::Leading) => Func::Ltrim,
                     Some(ast::TrimWhereField::Trailing) => Func::Rtrim,
@@ -991,7 +1424,11 @@ impl Binder {
             }
             ast::Expr::Function(f) => self.bind_function(f, e, ctx),
             _ => {
-                self.err(pos, format!("'{e}' is not supported in rules"), "see docs/language.md for the expressions weir supports");
+                self.err(
+                    pos,
+                    format!("'{e}' is not supported in rules"),
+                    "see docs/language.md for the expressions weir supports",
+                );
                 lit_null()
             }
         }
@@ -1008,7 +1445,17 @@ impl Binder {
                     return Expr::Slot(Aggregate::WINDOW_END);
                 }
             }
-            self.err(pos, format!("column '{}' must appear in GROUP BY or inside an aggregate", names.join(".")), format!("use last_value({0}) or add {0} to GROUP BY", names.join(".")));
+            self.err(
+                pos,
+                format!(
+                    "column '{}' must appear in GROUP BY or inside an aggregate",
+                    names.join(".")
+                ),
+                format!(
+                    "use last_value({0}) or add {0} to GROUP BY",
+                    names.join(".")
+                ),
+            );
             return lit_null();
         }
         let shape = ctx.shape.clone();
@@ -1030,29 +1477,57 @@ impl Binder {
                     None => {
                         let in_l = left.0.columns.is_none() || left.0.column(names[0]).is_some();
                         let in_r = right.0.columns.is_none() || right.0.column(names[0]).is_some();
-                        match (in_l, in_r, left.0.columns.is_some() && right.0.columns.is_some()) {
+                        match (
+                            in_l,
+                            in_r,
+                            left.0.columns.is_some() && right.0.columns.is_some(),
+                        ) {
                             (true, true, true) => {
-                                self.err(pos, format!("column '{}' is ambiguous: both sides of the join have it", names[0]), format!("write {}.{} or {}.{}", left.1, names[0], right.1, names[0]));
+                                self.err(
+                                    pos,
+                                    format!(
+                                        "column '{}' is ambiguous: both sides of the join have it",
+                                        names[0]
+                                    ),
+                                    format!(
+                                        "write {}.{} or {}.{}",
+                                        left.1, names[0], right.1, names[0]
+                                    ),
+                                );
                                 lit_null()
                             }
                             (true, false, _) => self.field_of(&left.0, &names, pos, Some(&left.1)),
-                            (false, true, _) => self.field_of(&right.0, &names, pos, Some(&right.1)),
+                            (false, true, _) => {
+                                self.field_of(&right.0, &names, pos, Some(&right.1))
+                            }
                             (true, true, false) => {
                                 let l = self.field_of(&left.0, &names, pos, Some(&left.1));
                                 let r = self.field_of(&right.0, &names, pos, Some(&right.1));
                                 Expr::Call(Func::Coalesce, vec![l, r])
                             }
                             (false, false, _) => {
-                                self.err(pos, format!("neither side of the join has a column '{}'", names[0]), "check the spelling, or qualify it with the stream alias");
+                                self.err(
+                                    pos,
+                                    format!("neither side of the join has a column '{}'", names[0]),
+                                    "check the spelling, or qualify it with the stream alias",
+                                );
                                 lit_null()
                             }
                         }
                     }
                 }
             }
-            Shape::Pattern { stream, alias, symbols, defining } => {
+            Shape::Pattern {
+                stream,
+                alias,
+                symbols,
+                defining,
+            } => {
                 let rest = strip_qualifier(&names, &[alias.as_deref(), Some(stream.name.as_str())]);
-                let (symbol, rest) = match symbols.iter().position(|s| rest.len() > 1 && s.eq_ignore_ascii_case(rest[0])) {
+                let (symbol, rest) = match symbols
+                    .iter()
+                    .position(|s| rest.len() > 1 && s.eq_ignore_ascii_case(rest[0]))
+                {
                     Some(i) => (Some(i), &rest[1..]),
                     None => (None, rest),
                 };
@@ -1064,23 +1539,44 @@ impl Binder {
                     (Some(s), Some(d)) if s == *d => Nav::Current,
                     (Some(_), _) => Nav::Last(0),
                 };
-                let path = rest[1..].iter().map(|k| PathSeg::Key(Arc::from(*k))).collect();
-                Expr::Pattern(PatternRef { symbol, nav, field, path })
+                let path = rest[1..]
+                    .iter()
+                    .map(|k| PathSeg::Key(Arc::from(*k)))
+                    .collect();
+                Expr::Pattern(PatternRef {
+                    symbol,
+                    nav,
+                    field,
+                    path,
+                })
             }
             Shape::Rows(known) => {
                 if !known.iter().any(|k| k.eq_ignore_ascii_case(names[0])) {
-                    let hint = closest(names[0], known.iter().map(|k| &**k)).map(|c| format!("did you mean '{c}'?")).unwrap_or_else(|| format!("MATCH_RECOGNIZE outputs: {}", known.join(", ")));
+                    let hint = closest(names[0], known.iter().map(|k| &**k))
+                        .map(|c| format!("did you mean '{c}'?"))
+                        .unwrap_or_else(|| {
+                            format!("MATCH_RECOGNIZE outputs: {}", known.join(", "))
+                        });
                     self.err(pos, format!("unknown column '{}'", names[0]), hint);
                     return lit_null();
                 }
-                let path = names[1..].iter().map(|k| PathSeg::Key(Arc::from(*k))).collect();
+                let path = names[1..]
+                    .iter()
+                    .map(|k| PathSeg::Key(Arc::from(*k)))
+                    .collect();
                 push_path(Expr::field(names[0]), path)
             }
         }
     }
 
     /// A field of one stream: checked against the schema of typed streams, nested parts as a path.
-    fn field_of(&mut self, stream: &StreamDef, names: &[&str], pos: Pos, prefix: Option<&str>) -> Expr {
+    fn field_of(
+        &mut self,
+        stream: &StreamDef,
+        names: &[&str],
+        pos: Pos,
+        prefix: Option<&str>,
+    ) -> Expr {
         let Some(first) = names.first() else {
             return lit_null();
         };
@@ -1090,8 +1586,21 @@ impl Binder {
             (Some(cols), None) => {
                 let hint = closest(first, cols.iter().map(|c| &*c.name))
                     .map(|c| format!("did you mean '{c}'?"))
-                    .unwrap_or_else(|| format!("the columns of {} are: {}", stream.name, cols.iter().map(|c| c.name.to_string()).collect::<Vec<_>>().join(", ")));
-                self.err(pos, format!("stream {} has no column '{first}'", stream.name), hint);
+                    .unwrap_or_else(|| {
+                        format!(
+                            "the columns of {} are: {}",
+                            stream.name,
+                            cols.iter()
+                                .map(|c| c.name.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    });
+                self.err(
+                    pos,
+                    format!("stream {} has no column '{first}'", stream.name),
+                    hint,
+                );
                 return lit_null();
             }
         };
@@ -1099,7 +1608,10 @@ impl Binder {
             Some(p) => Arc::from(format!("{p}.{name}")),
             None => name,
         };
-        let path = names[1..].iter().map(|k| PathSeg::Key(Arc::from(*k))).collect();
+        let path = names[1..]
+            .iter()
+            .map(|k| PathSeg::Key(Arc::from(*k)))
+            .collect();
         push_path(Expr::Field(full), path)
     }
 
@@ -1116,8 +1628,15 @@ impl Binder {
                 return nav_expr;
             }
         }
-        if ctx.group_keys.is_some() && (name == "window_start" || name == "window_end") && args.is_empty() {
-            return Expr::Slot(if name == "window_start" { Aggregate::WINDOW_START } else { Aggregate::WINDOW_END });
+        if ctx.group_keys.is_some()
+            && (name == "window_start" || name == "window_end")
+            && args.is_empty()
+        {
+            return Expr::Slot(if name == "window_start" {
+                Aggregate::WINDOW_START
+            } else {
+                Aggregate::WINDOW_END
+            });
         }
         if matches!(name.as_str(), "changed" | "lag" | "delta") {
             return self.bind_change(&name, f, &args, ctx, pos);
@@ -1130,7 +1649,10 @@ impl Binder {
             if let AggFunc::Percentile(_) = func {
                 if name != "median" {
                     let frac = if !f.within_group.is_empty() {
-                        let p = args.first().and_then(|a| literal(a)).and_then(|v| v.as_f64());
+                        let p = args
+                            .first()
+                            .and_then(|a| literal(a))
+                            .and_then(|v| v.as_f64());
                         value_args = f.within_group.iter().map(|o| &o.expr).collect();
                         p
                     } else if args.len() == 2 {
@@ -1143,27 +1665,62 @@ impl Binder {
                     match frac {
                         Some(p) if (0.0..=1.0).contains(&p) => func = AggFunc::Percentile(p),
                         _ => {
-                            self.err(pos, format!("{name} needs a fraction between 0 and 1"), format!("write {name}(value, 0.95)"));
+                            self.err(
+                                pos,
+                                format!("{name} needs a fraction between 0 and 1"),
+                                format!("write {name}(value, 0.95)"),
+                            );
                             return lit_null();
                         }
                     }
                 }
             }
             if value_args.len() != func.arity() {
-                self.err(pos, format!("{name} takes {} argument(s), got {}", func.arity(), value_args.len()), aggregate_usage(func));
+                self.err(
+                    pos,
+                    format!(
+                        "{name} takes {} argument(s), got {}",
+                        func.arity(),
+                        value_args.len()
+                    ),
+                    aggregate_usage(func),
+                );
                 return lit_null();
             }
             return self.bind_aggregate_call(func, &value_args, distinct, f, ctx, pos);
         }
         let Some(info) = Func::lookup(&name) else {
             let mut candidates: Vec<&str> = FUNCTIONS.iter().map(|f| f.name).collect();
-            candidates.extend(["count", "sum", "avg", "min", "max", "stddev", "variance", "percentile", "median", "first_value", "last_value", "regr_slope", "regr_intercept", "changed", "lag", "delta"]);
-            let hint = closest(&name, candidates).map(|c| format!("did you mean {c}()?")).unwrap_or_else(|| "`weir functions` lists the built-in functions".to_owned());
+            candidates.extend([
+                "count",
+                "sum",
+                "avg",
+                "min",
+                "max",
+                "stddev",
+                "variance",
+                "percentile",
+                "median",
+                "first_value",
+                "last_value",
+                "regr_slope",
+                "regr_intercept",
+                "changed",
+                "lag",
+                "delta",
+            ]);
+            let hint = closest(&name, candidates)
+                .map(|c| format!("did you mean {c}()?"))
+                .unwrap_or_else(|| "`weir functions` lists the built-in functions".to_owned());
             self.err(pos, format!("unknown function {name}()"), hint);
             return lit_null();
         };
         if f.over.is_some() {
-            self.err(pos, format!("{name}() is not a window function"), "OVER applies to changed(), lag() and delta()");
+            self.err(
+                pos,
+                format!("{name}() is not a window function"),
+                "OVER applies to changed(), lag() and delta()",
+            );
         }
         if args.len() < info.min_args || args.len() > info.max_args {
             let arity = if info.max_args == usize::MAX {
@@ -1173,17 +1730,32 @@ impl Binder {
             } else {
                 format!("{} to {}", info.min_args, info.max_args)
             };
-            self.err(pos, format!("{name}() takes {arity} argument(s), got {}", args.len()), format!("{name}: {}", info.doc));
+            self.err(
+                pos,
+                format!("{name}() takes {arity} argument(s), got {}", args.len()),
+                format!("{name}: {}", info.doc),
+            );
             return lit_null();
         }
         let bound = args.iter().map(|a| self.bind_expr(a, ctx)).collect();
         Expr::Call(info.func, bound)
     }
 
-    fn bind_aggregate_call(&mut self, func: AggFunc, args: &[&ast::Expr], distinct: bool, f: &ast::Function, ctx: &mut Ctx, pos: Pos) -> Expr {
+    fn bind_aggregate_call(
+        &mut self,
+        func: AggFunc,
+        args: &[&ast::Expr],
+        distinct: bool,
+        f: &ast::Function,
+        ctx: &mut Ctx,
+        pos: Pos,
+    ) -> Expr {
         if let Shape::Pattern { .. } = ctx.shape {
             // An aggregate over the rows of one symbol: AVG(A.price), COUNT(A.*).
-            let symbol = args.first().and_then(|a| pattern_symbol(a, &ctx.shape)).or_else(|| star_symbol(f, &ctx.shape));
+            let symbol = args
+                .first()
+                .and_then(|a| pattern_symbol(a, &ctx.shape))
+                .or_else(|| star_symbol(f, &ctx.shape));
             let arg = args.first().map(|a| {
                 let saved = ctx.shape.clone();
                 if let Shape::Pattern { defining, .. } = &mut ctx.shape {
@@ -1196,20 +1768,39 @@ impl Binder {
             return Expr::PatternAgg(PatternAgg { func, symbol, arg });
         }
         if !ctx.allow_aggs || ctx.in_agg {
-            let why = if ctx.in_agg { "aggregates cannot be nested" } else { "aggregates need GROUP BY (with a window) or a SELECT of aggregates only" };
-            self.err(pos, format!("{why}"), "write SELECT key, avg(x) FROM s GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND)");
+            let why = if ctx.in_agg {
+                "aggregates cannot be nested"
+            } else {
+                "aggregates need GROUP BY (with a window) or a SELECT of aggregates only"
+            };
+            self.err(
+                pos,
+                why,
+                "write SELECT key, avg(x) FROM s GROUP BY key, TUMBLE(ts, INTERVAL '1' SECOND)",
+            );
             return lit_null();
         }
         ctx.in_agg = true;
         let bound: Vec<Expr> = args.iter().map(|a| self.bind_expr(a, ctx)).collect();
         let filter = f.filter.as_ref().map(|w| self.bind_expr(w, ctx));
         ctx.in_agg = false;
-        ctx.aggs.push(AggCall { func, args: bound, distinct, filter });
+        ctx.aggs.push(AggCall {
+            func,
+            args: bound,
+            distinct,
+            filter,
+        });
         Expr::Slot(AGG_MARK + ctx.aggs.len() - 1)
     }
 
     /// `PREV`, `FIRST`, `LAST` inside `MATCH_RECOGNIZE`.
-    fn bind_navigation(&mut self, name: &str, args: &[&ast::Expr], ctx: &mut Ctx, pos: Pos) -> Option<Expr> {
+    fn bind_navigation(
+        &mut self,
+        name: &str,
+        args: &[&ast::Expr],
+        ctx: &mut Ctx,
+        pos: Pos,
+    ) -> Option<Expr> {
         if !matches!(name, "prev" | "first" | "last") {
             return None;
         }
@@ -1218,13 +1809,21 @@ impl Binder {
             Some(a) => match literal(a).and_then(|v| v.as_i64()) {
                 Some(n) if n >= 0 => n as usize,
                 _ => {
-                    self.err(pos, format!("{} takes a non-negative whole offset", name.to_uppercase()), format!("write {}(A.x, 1)", name.to_uppercase()));
+                    self.err(
+                        pos,
+                        format!("{} takes a non-negative whole offset", name.to_uppercase()),
+                        format!("write {}(A.x, 1)", name.to_uppercase()),
+                    );
                     0
                 }
             },
         };
         let Some(arg) = args.first() else {
-            self.err(pos, format!("{} needs a column", name.to_uppercase()), format!("write {}(x)", name.to_uppercase()));
+            self.err(
+                pos,
+                format!("{} needs a column", name.to_uppercase()),
+                format!("write {}(x)", name.to_uppercase()),
+            );
             return Some(lit_null());
         };
         match self.bind_expr(arg, ctx) {
@@ -1237,27 +1836,63 @@ impl Binder {
                 Some(Expr::Pattern(r))
             }
             _ => {
-                self.err(pos, format!("{} takes a column reference", name.to_uppercase()), format!("write {}(A.price)", name.to_uppercase()));
+                self.err(
+                    pos,
+                    format!("{} takes a column reference", name.to_uppercase()),
+                    format!("write {}(A.price)", name.to_uppercase()),
+                );
                 Some(lit_null())
             }
         }
     }
 
-    fn bind_change(&mut self, name: &str, f: &ast::Function, args: &[&ast::Expr], ctx: &mut Ctx, pos: Pos) -> Expr {
+    fn bind_change(
+        &mut self,
+        name: &str,
+        f: &ast::Function,
+        args: &[&ast::Expr],
+        ctx: &mut Ctx,
+        pos: Pos,
+    ) -> Expr {
         let (min, max) = if name == "lag" { (1, 3) } else { (1, 1) };
         if args.len() < min || args.len() > max {
-            let usage = if name == "lag" { "lag(x [, n [, default]])" } else if name == "changed" { "changed(x)" } else { "delta(x)" };
-            self.err(pos, format!("{name}() takes {}", if name == "lag" { "1 to 3 arguments" } else { "1 argument" }), format!("write {usage}"));
+            let usage = if name == "lag" {
+                "lag(x [, n [, default]])"
+            } else if name == "changed" {
+                "changed(x)"
+            } else {
+                "delta(x)"
+            };
+            self.err(
+                pos,
+                format!(
+                    "{name}() takes {}",
+                    if name == "lag" {
+                        "1 to 3 arguments"
+                    } else {
+                        "1 argument"
+                    }
+                ),
+                format!("write {usage}"),
+            );
             return lit_null();
         }
         if ctx.changes.is_none() {
-            self.err(pos, format!("{name}() keeps state per row and cannot be used in a grouped query"), "compute it in a rule of its own and aggregate its output stream");
+            self.err(
+                pos,
+                format!("{name}() keeps state per row and cannot be used in a grouped query"),
+                "compute it in a rule of its own and aggregate its output stream",
+            );
             return lit_null();
         }
         if let Some(ast::WindowType::WindowSpec(spec)) = &f.over {
             match &ctx.change_partition {
                 Some((prev, _)) if *prev != spec.partition_by => {
-                    self.err(pos, "change functions of one rule must share one PARTITION BY", "use the same OVER (PARTITION BY ...) everywhere in the rule");
+                    self.err(
+                        pos,
+                        "change functions of one rule must share one PARTITION BY",
+                        "use the same OVER (PARTITION BY ...) everywhere in the rule",
+                    );
                 }
                 _ => ctx.change_partition = Some((spec.partition_by.clone(), pos)),
             }
@@ -1270,7 +1905,11 @@ impl Binder {
                 None => ChangeKind::Lag(1),
                 Some(Some(n)) if n >= 1 => ChangeKind::Lag(n as usize),
                 Some(_) => {
-                    self.err(pos, "lag's offset must be a whole number of at least 1", "write lag(x, 2)");
+                    self.err(
+                        pos,
+                        "lag's offset must be a whole number of at least 1",
+                        "write lag(x, 2)",
+                    );
                     ChangeKind::Lag(1)
                 }
             },
@@ -1286,7 +1925,10 @@ impl Binder {
         let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &self.program.rules {
             for i in r.inputs() {
-                edges.entry(i.to_ascii_lowercase()).or_default().push(r.sink.to_ascii_lowercase());
+                edges
+                    .entry(i.to_ascii_lowercase())
+                    .or_default()
+                    .push(r.sink.to_ascii_lowercase());
             }
         }
         for r in &self.program.rules {
@@ -1298,9 +1940,15 @@ impl Binder {
                     continue;
                 }
                 for next in edges.get(&s).into_iter().flatten() {
-                    if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(next)) || *next == start && s != start {
+                    if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(next))
+                        || *next == start && s != start
+                    {
                         let (pos, sink) = (r.pos, r.sink.clone());
-                        self.err(pos, format!("rules form a loop: {sink} feeds back into this rule"), "break the loop; a rule cannot read its own output");
+                        self.err(
+                            pos,
+                            format!("rules form a loop: {sink} feeds back into this rule"),
+                            "break the loop; a rule cannot read its own output",
+                        );
                         return;
                     }
                     stack.push(next.clone());
@@ -1317,7 +1965,11 @@ fn shift_agg_slots(e: &mut Expr, shift: usize) {
     fn go(e: &mut Expr, shift: usize) {
         match e {
             Expr::Slot(i) if *i >= AGG_MARK => *i = *i - AGG_MARK + shift,
-            Expr::Path(b, _) | Expr::Neg(b) | Expr::Not(b) | Expr::IsNull(b, _) | Expr::Cast(b, _, _) => go(b, shift),
+            Expr::Path(b, _)
+            | Expr::Neg(b)
+            | Expr::Not(b)
+            | Expr::IsNull(b, _)
+            | Expr::Cast(b, _, _) => go(b, shift),
             Expr::Binary(_, l, r) => {
                 go(l, shift);
                 go(r, shift);
@@ -1335,7 +1987,11 @@ fn shift_agg_slots(e: &mut Expr, shift: usize) {
                 go(expr, shift);
                 go(pattern, shift);
             }
-            Expr::Case { operand, whens, otherwise } => {
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
                 if let Some(o) = operand {
                     go(o, shift);
                 }
@@ -1381,7 +2037,11 @@ impl JoinSides<'_> {
         let mut found = None;
         let mut mixed = false;
         visit_idents(e, &mut |ids| {
-            let s = if ids.len() > 1 { self.side_named(&ids[0].value) } else { None };
+            let s = if ids.len() > 1 {
+                self.side_named(&ids[0].value)
+            } else {
+                None
+            };
             match (found, s) {
                 (_, None) => mixed = true,
                 (None, s) => found = s,
@@ -1401,15 +2061,30 @@ impl JoinSides<'_> {
         match e {
             ast::Expr::CompoundIdentifier(ids) if ids.len() == 2 => {
                 let side = self.side_named(&ids[0].value)?;
-                let stream = if side == Side::Left { self.left.0 } else { self.right.0 };
+                let stream = if side == Side::Left {
+                    self.left.0
+                } else {
+                    self.right.0
+                };
                 let ts = stream.timestamp.as_deref()?;
                 ids[1].value.eq_ignore_ascii_case(ts).then_some((side, 0))
             }
             ast::Expr::Nested(x) => self.ts_term(x),
-            ast::Expr::BinaryOp { left, op: op @ (BinaryOperator::Plus | BinaryOperator::Minus), right } => {
+            ast::Expr::BinaryOp {
+                left,
+                op: op @ (BinaryOperator::Plus | BinaryOperator::Minus),
+                right,
+            } => {
                 let (side, off) = self.ts_term(left)?;
                 let ms = const_ms(right)?;
-                Some((side, if *op == BinaryOperator::Plus { off + ms } else { off - ms }))
+                Some((
+                    side,
+                    if *op == BinaryOperator::Plus {
+                        off + ms
+                    } else {
+                        off - ms
+                    },
+                ))
             }
             _ => None,
         }
@@ -1418,7 +2093,12 @@ impl JoinSides<'_> {
     /// Bounds on `right.ts - left.ts` stated by one conjunct, as (lower, upper) pairs.
     fn time_bounds(&self, c: &ast::Expr) -> Option<Vec<(Option<i64>, Option<i64>)>> {
         match c {
-            ast::Expr::Between { expr, negated: false, low, high } => {
+            ast::Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } => {
                 let a = self.compare(expr, &BinaryOperator::GtEq, low)?;
                 let b = self.compare(expr, &BinaryOperator::LtEq, high)?;
                 Some(vec![a, b])
@@ -1429,7 +2109,12 @@ impl JoinSides<'_> {
         }
     }
 
-    fn compare(&self, x: &ast::Expr, op: &BinaryOperator, y: &ast::Expr) -> Option<(Option<i64>, Option<i64>)> {
+    fn compare(
+        &self,
+        x: &ast::Expr,
+        op: &BinaryOperator,
+        y: &ast::Expr,
+    ) -> Option<(Option<i64>, Option<i64>)> {
         let (sx, ox) = self.ts_term(x)?;
         let (sy, oy) = self.ts_term(y)?;
         if sx == sy {
@@ -1463,7 +2148,9 @@ fn visit_idents(e: &ast::Expr, f: &mut dyn FnMut(&[ast::Ident])) {
     match e {
         ast::Expr::Identifier(i) => f(std::slice::from_ref(i)),
         ast::Expr::CompoundIdentifier(ids) => f(ids),
-        ast::Expr::Nested(x) | ast::Expr::UnaryOp { expr: x, .. } | ast::Expr::Cast { expr: x, .. } => visit_idents(x, f),
+        ast::Expr::Nested(x)
+        | ast::Expr::UnaryOp { expr: x, .. }
+        | ast::Expr::Cast { expr: x, .. } => visit_idents(x, f),
         ast::Expr::BinaryOp { left, right, .. } => {
             visit_idents(left, f);
             visit_idents(right, f);
@@ -1483,17 +2170,36 @@ fn visit_idents(e: &ast::Expr, f: &mut dyn FnMut(&[ast::Ident])) {
 
 fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     match e {
-        ast::Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             split_and(left, out);
             split_and(right, out);
         }
-        ast::Expr::Nested(x) if matches!(x.as_ref(), ast::Expr::BinaryOp { op: BinaryOperator::And, .. }) => split_and(x, out),
+        ast::Expr::Nested(x)
+            if matches!(
+                x.as_ref(),
+                ast::Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            split_and(x, out)
+        }
         other => out.push(other),
     }
 }
 
 fn strip_qualifier<'a, 'b>(names: &'a [&'b str], quals: &[Option<&str>]) -> &'a [&'b str] {
-    if names.len() > 1 && quals.iter().flatten().any(|q| q.eq_ignore_ascii_case(names[0])) {
+    if names.len() > 1
+        && quals
+            .iter()
+            .flatten()
+            .any(|q| q.eq_ignore_ascii_case(names[0]))
+    {
         &names[1..]
     } else {
         names
@@ -1523,7 +2229,11 @@ fn function_args(f: &ast::Function) -> Vec<&ast::Expr> {
             .args
             .iter()
             .filter_map(|a| match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) | FunctionArg::Named { arg: FunctionArgExpr::Expr(e), .. } => Some(e),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => Some(e),
                 _ => None,
             })
             .collect(),
@@ -1544,7 +2254,9 @@ fn star_symbol(f: &ast::Function, shape: &Shape) -> Option<usize> {
         return None;
     };
     l.args.iter().find_map(|a| match a {
-        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(n)) => symbols.iter().position(|s| s.eq_ignore_ascii_case(&n.to_string())),
+        FunctionArg::Unnamed(FunctionArgExpr::QualifiedWildcard(n)) => symbols
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case(&n.to_string())),
         _ => None,
     })
 }
@@ -1557,7 +2269,10 @@ fn pattern_symbol(e: &ast::Expr, shape: &Shape) -> Option<usize> {
     let mut found = None;
     visit_idents(e, &mut |ids| {
         if ids.len() > 1 {
-            if let Some(i) = symbols.iter().position(|s| s.eq_ignore_ascii_case(&ids[0].value)) {
+            if let Some(i) = symbols
+                .iter()
+                .position(|s| s.eq_ignore_ascii_case(&ids[0].value))
+            {
                 found = Some(i);
             }
         }
@@ -1567,7 +2282,9 @@ fn pattern_symbol(e: &ast::Expr, shape: &Shape) -> Option<usize> {
 
 fn aggregate_usage(f: AggFunc) -> String {
     match f {
-        AggFunc::RegrSlope | AggFunc::RegrIntercept => "write regr_slope(y, x): the least-squares slope of y over x".to_owned(),
+        AggFunc::RegrSlope | AggFunc::RegrIntercept => {
+            "write regr_slope(y, x): the least-squares slope of y over x".to_owned()
+        }
         AggFunc::Percentile(_) => "write percentile(value, 0.95)".to_owned(),
         AggFunc::CountStar => "write count(*)".to_owned(),
         _ => "aggregates take one value: avg(x)".to_owned(),
@@ -1583,13 +2300,25 @@ fn contains_aggregate(e: &ast::Expr) -> bool {
     match e {
         ast::Expr::Function(f) => {
             let n = f.name.to_string();
-            (AggFunc::lookup(&n).is_some() && f.over.is_none()) || function_args(f).into_iter().any(contains_aggregate)
+            (AggFunc::lookup(&n).is_some() && f.over.is_none())
+                || function_args(f).into_iter().any(contains_aggregate)
         }
-        ast::Expr::BinaryOp { left, right, .. } => contains_aggregate(left) || contains_aggregate(right),
-        ast::Expr::Nested(x) | ast::Expr::UnaryOp { expr: x, .. } | ast::Expr::Cast { expr: x, .. } => contains_aggregate(x),
-        ast::Expr::Case { operand, conditions, else_result, .. } => {
+        ast::Expr::BinaryOp { left, right, .. } => {
+            contains_aggregate(left) || contains_aggregate(right)
+        }
+        ast::Expr::Nested(x)
+        | ast::Expr::UnaryOp { expr: x, .. }
+        | ast::Expr::Cast { expr: x, .. } => contains_aggregate(x),
+        ast::Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
             operand.as_deref().is_some_and(contains_aggregate)
-                || conditions.iter().any(|c| contains_aggregate(&c.condition) || contains_aggregate(&c.result))
+                || conditions
+                    .iter()
+                    .any(|c| contains_aggregate(&c.condition) || contains_aggregate(&c.result))
                 || else_result.as_deref().is_some_and(contains_aggregate)
         }
         _ => false,
@@ -1600,7 +2329,9 @@ fn contains_aggregate(e: &ast::Expr) -> bool {
 fn default_name(e: &ast::Expr) -> String {
     match e {
         ast::Expr::Identifier(i) => i.value.clone(),
-        ast::Expr::CompoundIdentifier(ids) => ids.last().map(|i| i.value.clone()).unwrap_or_default(),
+        ast::Expr::CompoundIdentifier(ids) => {
+            ids.last().map(|i| i.value.clone()).unwrap_or_default()
+        }
         ast::Expr::Function(f) => f.name.to_string().to_ascii_lowercase(),
         other => other.to_string(),
     }
@@ -1612,7 +2343,9 @@ fn value_of(v: &ast::Value) -> Option<Value> {
             Ok(i) => Value::Int(i),
             Err(_) => Value::Float(n.parse().ok()?),
         },
-        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => Value::from(s.as_str()),
+        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+            Value::from(s.as_str())
+        }
         ast::Value::Boolean(b) => Value::Bool(*b),
         ast::Value::Null => Value::Null,
         _ => return None,
@@ -1622,7 +2355,10 @@ fn value_of(v: &ast::Value) -> Option<Value> {
 fn literal(e: &ast::Expr) -> Option<Value> {
     match e {
         ast::Expr::Value(v) => value_of(&v.value),
-        ast::Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal(expr)? {
+        ast::Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal(expr)? {
             Value::Int(i) => Some(Value::Int(-i)),
             Value::Float(f) => Some(Value::Float(-f)),
             _ => None,

@@ -49,7 +49,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: error: {}", self.pos.line, self.pos.col, self.message)?;
+        write!(
+            f,
+            "{}:{}: error: {}",
+            self.pos.line, self.pos.col, self.message
+        )?;
         if let Some(h) = &self.hint {
             write!(f, "\n  hint: {h}")?;
         }
@@ -123,7 +127,10 @@ mod tests {
 
     #[test]
     fn did_you_mean() {
-        assert_eq!(closest("sensr_id", ["ts", "sensor_id", "value"]), Some("sensor_id"));
+        assert_eq!(
+            closest("sensr_id", ["ts", "sensor_id", "value"]),
+            Some("sensor_id")
+        );
         assert_eq!(closest("zzz", ["ts", "sensor_id"]), None);
     }
 }

@@ -277,10 +277,12 @@ pub fn walk_path(base: &Value, path: &[PathSeg]) -> Value {
                     None => return Value::Null,
                 }
             }
-            (Value::Array(a), PathSeg::Key(k)) => match k.parse::<usize>().ok().and_then(|i| a.get(i)) {
-                Some(v) => v,
-                None => return Value::Null,
-            },
+            (Value::Array(a), PathSeg::Key(k)) => {
+                match k.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                    Some(v) => v,
+                    None => return Value::Null,
+                }
+            }
             _ => return Value::Null,
         };
     }
@@ -370,7 +372,10 @@ fn arith(op: BinOp, a: &Value, b: &Value) -> Value {
 /// SQL `LIKE` with `%` and `_`, without building a regex.
 pub fn like(text: &str, pattern: &str, case_insensitive: bool) -> bool {
     let (t, p): (Vec<char>, Vec<char>) = if case_insensitive {
-        (text.to_lowercase().chars().collect(), pattern.to_lowercase().chars().collect())
+        (
+            text.to_lowercase().chars().collect(),
+            pattern.to_lowercase().chars().collect(),
+        )
     } else {
         (text.chars().collect(), pattern.chars().collect())
     };
@@ -418,10 +423,23 @@ mod tests {
 
     #[test]
     fn null_semantics() {
-        assert_eq!(binary(BinOp::Add, &Value::Int(1), &Value::Null), Value::Null);
-        assert_eq!(binary(BinOp::Div, &Value::Int(1), &Value::Int(0)), Value::Null);
-        assert_eq!(binary(BinOp::Div, &Value::Float(1.0), &Value::Int(4)), Value::Float(0.25));
-        let f = Expr::Binary(BinOp::And, Box::new(Expr::Lit(Value::Null)), Box::new(Expr::Lit(Value::Bool(false))));
+        assert_eq!(
+            binary(BinOp::Add, &Value::Int(1), &Value::Null),
+            Value::Null
+        );
+        assert_eq!(
+            binary(BinOp::Div, &Value::Int(1), &Value::Int(0)),
+            Value::Null
+        );
+        assert_eq!(
+            binary(BinOp::Div, &Value::Float(1.0), &Value::Int(4)),
+            Value::Float(0.25)
+        );
+        let f = Expr::Binary(
+            BinOp::And,
+            Box::new(Expr::Lit(Value::Null)),
+            Box::new(Expr::Lit(Value::Bool(false))),
+        );
         assert_eq!(f.eval(&Row::new()), Value::Bool(false));
     }
 }

@@ -170,7 +170,14 @@ impl Func {
             Round | Trunc => {
                 let d = int(1).unwrap_or(0) as i32;
                 if d == 0 {
-                    return keep_int(&a[0], if *self == Round { f64::round } else { f64::trunc });
+                    return keep_int(
+                        &a[0],
+                        if *self == Round {
+                            f64::round
+                        } else {
+                            f64::trunc
+                        },
+                    );
                 }
                 let p = 10f64.powi(d);
                 f(0).map(|x| {
@@ -227,8 +234,11 @@ impl Func {
             Concat => Value::from(a.iter().map(Value::to_text).collect::<String>()),
             ConcatWs => {
                 let sep = a[0].to_text();
-                let parts: Vec<String> =
-                    a[1..].iter().filter(|v| !v.is_null()).map(Value::to_text).collect();
+                let parts: Vec<String> = a[1..]
+                    .iter()
+                    .filter(|v| !v.is_null())
+                    .map(Value::to_text)
+                    .collect();
                 Value::from(parts.join(&sep))
             }
             Lower => on_text(a, |s| s.to_lowercase()),
@@ -280,14 +290,25 @@ impl Func {
             StartsWith => opt2(text(0), text(1), |s, p| Value::Bool(s.starts_with(&p))),
             EndsWith => opt2(text(0), text(1), |s, p| Value::Bool(s.ends_with(&p))),
             Position => opt2(text(0), text(1), |needle, s| {
-                Value::Int(s.find(&needle).map_or(0, |i| s[..i].chars().count() as i64 + 1))
+                Value::Int(
+                    s.find(&needle)
+                        .map_or(0, |i| s[..i].chars().count() as i64 + 1),
+                )
             }),
             Reverse => on_text(a, |s| s.chars().rev().collect()),
-            Repeat => opt2(text(0), int(1), |s, n| Value::from(s.repeat(n.clamp(0, 10_000) as usize))),
-            Left => opt2(text(0), int(1), |s, n| Value::from(s.chars().take(n.max(0) as usize).collect::<String>())),
+            Repeat => opt2(text(0), int(1), |s, n| {
+                Value::from(s.repeat(n.clamp(0, 10_000) as usize))
+            }),
+            Left => opt2(text(0), int(1), |s, n| {
+                Value::from(s.chars().take(n.max(0) as usize).collect::<String>())
+            }),
             Right => opt2(text(0), int(1), |s, n| {
                 let len = s.chars().count();
-                Value::from(s.chars().skip(len.saturating_sub(n.max(0) as usize)).collect::<String>())
+                Value::from(
+                    s.chars()
+                        .skip(len.saturating_sub(n.max(0) as usize))
+                        .collect::<String>(),
+                )
             }),
             Initcap => on_text(a, |s| {
                 let mut out = String::with_capacity(s.len());
@@ -306,9 +327,9 @@ impl Func {
                 with_regex(&re, |r| Value::Bool(r.is_match(&s)))
             }),
             RegexpReplace => match (text(0), text(1), text(2)) {
-                (Some(s), Some(re), Some(to)) => {
-                    with_regex(&re, |r| Value::from(r.replace_all(&s, to.as_str()).into_owned()))
-                }
+                (Some(s), Some(re), Some(to)) => with_regex(&re, |r| {
+                    Value::from(r.replace_all(&s, to.as_str()).into_owned())
+                }),
                 _ => Value::Null,
             },
             RegexpExtract => opt2(text(0), text(1), |s, re| {
@@ -552,7 +573,9 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
             return Some(t.and_utc().timestamp_millis());
         }
         if let Ok(d) = chrono::NaiveDate::parse_from_str(s, fmt) {
-            return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis());
+            return d
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_millis());
         }
     }
     None
@@ -585,23 +608,71 @@ mod tests {
 
     #[test]
     fn samples() {
-        assert_eq!(call("round", &[Value::Float(2.345), Value::Int(2)]), Value::Float(2.35));
-        assert_eq!(call("abs", &[Value::Int(-3)]), Value::Int(3));
-        assert_eq!(call("substr", &[Value::str("sensor"), Value::Int(2), Value::Int(3)]), Value::str("ens"));
-        assert_eq!(call("lpad", &[Value::str("7"), Value::Int(3), Value::str("0")]), Value::str("007"));
-        assert_eq!(call("split_part", &[Value::str("a/b/c"), Value::str("/"), Value::Int(2)]), Value::str("b"));
-        assert_eq!(call("regexp_extract", &[Value::str("bm05"), Value::str("[0-9]+")]), Value::str("05"));
-        assert_eq!(call("hour", &[Value::Int(1_700_000_000_000)]), Value::Int(22));
         assert_eq!(
-            call("date_format", &[Value::Int(1_700_000_000_000), Value::str("%Y-%m-%d")]),
+            call("round", &[Value::Float(2.345), Value::Int(2)]),
+            Value::Float(2.35)
+        );
+        assert_eq!(call("abs", &[Value::Int(-3)]), Value::Int(3));
+        assert_eq!(
+            call(
+                "substr",
+                &[Value::str("sensor"), Value::Int(2), Value::Int(3)]
+            ),
+            Value::str("ens")
+        );
+        assert_eq!(
+            call("lpad", &[Value::str("7"), Value::Int(3), Value::str("0")]),
+            Value::str("007")
+        );
+        assert_eq!(
+            call(
+                "split_part",
+                &[Value::str("a/b/c"), Value::str("/"), Value::Int(2)]
+            ),
+            Value::str("b")
+        );
+        assert_eq!(
+            call(
+                "regexp_extract",
+                &[Value::str("bm05"), Value::str("[0-9]+")]
+            ),
+            Value::str("05")
+        );
+        assert_eq!(
+            call("hour", &[Value::Int(1_700_000_000_000)]),
+            Value::Int(22)
+        );
+        assert_eq!(
+            call(
+                "date_format",
+                &[Value::Int(1_700_000_000_000), Value::str("%Y-%m-%d")]
+            ),
             Value::str("2023-11-14")
         );
         let doc = serde_json::from_str::<Value>(r#"{"a":{"b":[10,20]}}"#).unwrap();
-        assert_eq!(call("json_path", &[doc.clone(), Value::str("$.a.b[1]")]), Value::Int(20));
-        assert_eq!(call("json_path", &[Value::str(r#"{"x":1}"#), Value::str("x")]), Value::Int(1));
-        assert_eq!(call("coalesce", &[Value::Null, Value::Int(2)]), Value::Int(2));
-        assert_eq!(call("greatest", &[Value::Int(2), Value::Float(2.5), Value::Null]), Value::Float(2.5));
-        assert_eq!(call("date_trunc", &[Value::str("minute"), Value::Int(1_700_000_059_999)]), Value::Int(1_700_000_040_000));
+        assert_eq!(
+            call("json_path", &[doc.clone(), Value::str("$.a.b[1]")]),
+            Value::Int(20)
+        );
+        assert_eq!(
+            call("json_path", &[Value::str(r#"{"x":1}"#), Value::str("x")]),
+            Value::Int(1)
+        );
+        assert_eq!(
+            call("coalesce", &[Value::Null, Value::Int(2)]),
+            Value::Int(2)
+        );
+        assert_eq!(
+            call("greatest", &[Value::Int(2), Value::Float(2.5), Value::Null]),
+            Value::Float(2.5)
+        );
+        assert_eq!(
+            call(
+                "date_trunc",
+                &[Value::str("minute"), Value::Int(1_700_000_059_999)]
+            ),
+            Value::Int(1_700_000_040_000)
+        );
         assert_eq!(call("sqrt", &[Value::str("x")]), Value::Null);
     }
 }

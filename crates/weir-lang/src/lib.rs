@@ -2,14 +2,13 @@
 //! then [`bind`] (names, types, windows, patterns) into a [`plan::Program`] that the engine runs.
 
 pub mod bind;
-pub mod dialect;
 pub mod diag;
+pub mod dialect;
 pub mod expr;
 pub mod functions;
 pub mod parse;
 pub mod plan;
 pub mod types;
-
 
 pub use bind::compile;
 pub use diag::{Diagnostic, Diagnostics, Pos};

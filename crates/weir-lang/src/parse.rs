@@ -7,8 +7,8 @@ use sqlparser::ast::Statement;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use crate::dialect::WeirDialect;
 use crate::diag::{Diagnostic, Pos};
+use crate::dialect::WeirDialect;
 
 /// One parsed statement and what was lifted out of it.
 #[derive(Debug)]
@@ -39,8 +39,11 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
                 if parser.peek_token_ref().token != Token::EOF {
                     let t = parser.peek_token();
                     diags.push(
-                        Diagnostic::new(t.span, format!("unexpected '{}' after the statement", t.token))
-                            .hint("end each statement with ';'"),
+                        Diagnostic::new(
+                            t.span,
+                            format!("unexpected '{}' after the statement", t.token),
+                        )
+                        .hint("end each statement with ';'"),
                     );
                 } else {
                     out.push(ParsedStatement {
@@ -58,7 +61,11 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
 
 /// Tokenizes the whole text. A tokenizer error (an unclosed quote, a stray character) is
 /// reported and the rest of its line blanked out, so the statements around it are still checked.
-fn tokenize(dialect: &WeirDialect, source: &str, diags: &mut Vec<Diagnostic>) -> Vec<TokenWithSpan> {
+fn tokenize(
+    dialect: &WeirDialect,
+    source: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<TokenWithSpan> {
     let mut text = source.to_owned();
     for _ in 0..100 {
         match Tokenizer::new(dialect, &text).tokenize_with_location() {
@@ -68,7 +75,10 @@ fn tokenize(dialect: &WeirDialect, source: &str, diags: &mut Vec<Diagnostic>) ->
                     line: e.location.line as u32,
                     col: e.location.column as u32,
                 };
-                diags.push(Diagnostic::new(pos, e.message.clone()).hint("check for an unclosed quote or a stray character"));
+                diags.push(
+                    Diagnostic::new(pos, e.message.clone())
+                        .hint("check for an unclosed quote or a stray character"),
+                );
                 text = blank_rest_of_line(&text, pos);
             }
         }
@@ -86,7 +96,13 @@ fn blank_rest_of_line(text: &str, pos: Pos) -> String {
             }
             line.chars()
                 .enumerate()
-                .map(|(c, ch)| if c + 1 >= pos.col as usize && ch != '\n' { ' ' } else { ch })
+                .map(|(c, ch)| {
+                    if c + 1 >= pos.col as usize && ch != '\n' {
+                        ' '
+                    } else {
+                        ch
+                    }
+                })
                 .collect()
         })
         .collect()
@@ -168,7 +184,9 @@ fn lift_within(tokens: Vec<TokenWithSpan>) -> Lifted {
                     let pos = Pos::from(t.span);
                     match text.map(|s| weir_core::parse_duration(&format!("{s} {unit}"))) {
                         Some(Ok(ms)) if ms > 0 => within.push((ms, pos)),
-                        Some(Ok(_)) => diags.push(Diagnostic::new(pos, "WITHIN needs a positive time bound")),
+                        Some(Ok(_)) => {
+                            diags.push(Diagnostic::new(pos, "WITHIN needs a positive time bound"))
+                        }
                         Some(Err(e)) => diags.push(Diagnostic::new(pos, e)),
                         None => diags.push(
                             Diagnostic::new(pos, "WITHIN needs a time bound")

@@ -17,7 +17,9 @@ pub struct Program {
 
 impl Program {
     pub fn stream(&self, name: &str) -> Option<&StreamDef> {
-        self.streams.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+        self.streams
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
     }
 }
 

@@ -104,7 +104,10 @@ mod tests {
     fn casts() {
         assert_eq!(DataType::BigInt.cast(&Value::str("42")), Ok(Value::Int(42)));
         assert_eq!(DataType::Double.cast(&Value::Int(2)), Ok(Value::Float(2.0)));
-        assert_eq!(DataType::String.cast(&Value::Float(1.5)), Ok(Value::str("1.5")));
+        assert_eq!(
+            DataType::String.cast(&Value::Float(1.5)),
+            Ok(Value::str("1.5"))
+        );
         assert_eq!(
             DataType::Timestamp.cast(&Value::str("2023-11-14T22:13:20Z")),
             Ok(Value::Int(1_700_000_000_000))

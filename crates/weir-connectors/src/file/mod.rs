@@ -24,7 +24,10 @@ impl FileConfig {
             return Err(ConnectorError::Config("a file path is empty".into()));
         }
         let format = Format::choose(format_option, path).map_err(ConnectorError::Config)?;
-        Ok(FileConfig { path: path.to_owned(), format })
+        Ok(FileConfig {
+            path: path.to_owned(),
+            format,
+        })
     }
 
     pub fn is_std(&self) -> bool {

@@ -11,16 +11,31 @@ use weir_lang::plan::{AggCall, AggFunc};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Acc {
     Count(i64),
-    Sum { int: i64, float: f64, floats: bool, n: i64 },
+    Sum {
+        int: i64,
+        float: f64,
+        floats: bool,
+        n: i64,
+    },
     /// Count, mean and sum of squared deviations (Welford); serves avg, stddev and variance.
-    Moments { n: i64, mean: f64, m2: f64 },
+    Moments {
+        n: i64,
+        mean: f64,
+        m2: f64,
+    },
     Min(Value),
     Max(Value),
     Values(Vec<f64>),
     /// Earliest or latest by event time: (ts, value).
     First(Option<(i64, Value)>),
     Last(Option<(i64, Value)>),
-    Regr { n: i64, sx: f64, sy: f64, sxx: f64, sxy: f64 },
+    Regr {
+        n: i64,
+        sx: f64,
+        sy: f64,
+        sxx: f64,
+        sxy: f64,
+    },
     Collect(Vec<(i64, Value)>),
 }
 
@@ -69,16 +84,33 @@ impl Acc {
     pub fn new(f: AggFunc) -> Acc {
         match f {
             AggFunc::Count | AggFunc::CountStar => Acc::Count(0),
-            AggFunc::Sum => Acc::Sum { int: 0, float: 0.0, floats: false, n: 0 },
-            AggFunc::Avg | AggFunc::StddevSamp | AggFunc::StddevPop | AggFunc::VarSamp | AggFunc::VarPop => {
-                Acc::Moments { n: 0, mean: 0.0, m2: 0.0 }
-            }
+            AggFunc::Sum => Acc::Sum {
+                int: 0,
+                float: 0.0,
+                floats: false,
+                n: 0,
+            },
+            AggFunc::Avg
+            | AggFunc::StddevSamp
+            | AggFunc::StddevPop
+            | AggFunc::VarSamp
+            | AggFunc::VarPop => Acc::Moments {
+                n: 0,
+                mean: 0.0,
+                m2: 0.0,
+            },
             AggFunc::Min => Acc::Min(Value::Null),
             AggFunc::Max => Acc::Max(Value::Null),
             AggFunc::Percentile(_) => Acc::Values(Vec::new()),
             AggFunc::FirstValue => Acc::First(None),
             AggFunc::LastValue => Acc::Last(None),
-            AggFunc::RegrSlope | AggFunc::RegrIntercept => Acc::Regr { n: 0, sx: 0.0, sy: 0.0, sxx: 0.0, sxy: 0.0 },
+            AggFunc::RegrSlope | AggFunc::RegrIntercept => Acc::Regr {
+                n: 0,
+                sx: 0.0,
+                sy: 0.0,
+                sxx: 0.0,
+                sxy: 0.0,
+            },
             AggFunc::Collect => Acc::Collect(Vec::new()),
         }
     }
@@ -92,7 +124,12 @@ impl Acc {
                     *n += 1
                 }
             }
-            Acc::Sum { int, float, floats, n } => match v {
+            Acc::Sum {
+                int,
+                float,
+                floats,
+                n,
+            } => match v {
                 Value::Int(i) if !*floats => match int.checked_add(*i) {
                     Some(s) => {
                         *int = s;
@@ -148,7 +185,13 @@ impl Acc {
                     *cur = Some((ts, v.clone()));
                 }
             }
-            Acc::Regr { n, sx, sy, sxx, sxy } => {
+            Acc::Regr {
+                n,
+                sx,
+                sy,
+                sxx,
+                sxy,
+            } => {
                 if let (Some(y), Some(x)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
                     *n += 1;
                     *sx += x;
@@ -164,7 +207,20 @@ impl Acc {
     pub fn merge(&mut self, other: &Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
-            (Acc::Sum { int, float, floats, n }, Acc::Sum { int: i2, float: f2, floats: fl2, n: n2 }) => {
+            (
+                Acc::Sum {
+                    int,
+                    float,
+                    floats,
+                    n,
+                },
+                Acc::Sum {
+                    int: i2,
+                    float: f2,
+                    floats: fl2,
+                    n: n2,
+                },
+            ) => {
                 if *floats || *fl2 {
                     let mine = if *floats { *float } else { *int as f64 };
                     let theirs = if *fl2 { *f2 } else { *i2 as f64 };
@@ -175,7 +231,14 @@ impl Acc {
                 }
                 *n += n2;
             }
-            (Acc::Moments { n, mean, m2 }, Acc::Moments { n: n2, mean: mean2, m2: m22 }) => {
+            (
+                Acc::Moments { n, mean, m2 },
+                Acc::Moments {
+                    n: n2,
+                    mean: mean2,
+                    m2: m22,
+                },
+            ) => {
                 if *n2 == 0 {
                     return;
                 }
@@ -185,20 +248,26 @@ impl Acc {
                 *mean += d * (*n2 as f64) / total as f64;
                 *n = total;
             }
-            (Acc::Min(a), Acc::Min(b)) => {
-                if !b.is_null() && (a.is_null() || b.total_cmp(a).is_lt()) {
-                    *a = b.clone()
-                }
-            }
-            (Acc::Max(a), Acc::Max(b)) => {
-                if !b.is_null() && (a.is_null() || b.total_cmp(a).is_gt()) {
-                    *a = b.clone()
-                }
-            }
+            (me @ Acc::Min(_), Acc::Min(b)) | (me @ Acc::Max(_), Acc::Max(b)) => me.add(std::slice::from_ref(b), 0),
             (Acc::Values(a), Acc::Values(b)) => a.extend_from_slice(b),
             (me @ Acc::First(_), Acc::First(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
             (me @ Acc::Last(_), Acc::Last(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
-            (Acc::Regr { n, sx, sy, sxx, sxy }, Acc::Regr { n: n2, sx: a, sy: b, sxx: c, sxy: d }) => {
+            (
+                Acc::Regr {
+                    n,
+                    sx,
+                    sy,
+                    sxx,
+                    sxy,
+                },
+                Acc::Regr {
+                    n: n2,
+                    sx: a,
+                    sy: b,
+                    sxx: c,
+                    sxy: d,
+                },
+            ) => {
                 *n += n2;
                 *sx += a;
                 *sy += b;
@@ -217,7 +286,9 @@ impl Acc {
         match self {
             Acc::Count(n) => Value::Int(*n),
             Acc::Sum { n: 0, .. } => Value::Null,
-            Acc::Sum { int, float, floats, .. } => {
+            Acc::Sum {
+                int, float, floats, ..
+            } => {
                 if *floats {
                     Value::Float(*float)
                 } else {
@@ -226,7 +297,13 @@ impl Acc {
             }
             Acc::Moments { n, mean, m2 } => {
                 let n = *n as f64;
-                let var = |d: f64| if n - d > 0.0 { Some(m2 / (n - d)) } else { None };
+                let var = |d: f64| {
+                    if n - d > 0.0 {
+                        Some(m2 / (n - d))
+                    } else {
+                        None
+                    }
+                };
                 let r = match f {
                     AggFunc::Avg => (n > 0.0).then_some(*mean),
                     AggFunc::VarSamp => var(1.0),
@@ -243,7 +320,13 @@ impl Acc {
                 _ => Value::Null,
             },
             Acc::First(v) | Acc::Last(v) => v.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
-            Acc::Regr { n, sx, sy, sxx, sxy } => {
+            Acc::Regr {
+                n,
+                sx,
+                sy,
+                sxx,
+                sxy,
+            } => {
                 let n = *n as f64;
                 let den = n * sxx - sx * sx;
                 if n < 2.0 || den == 0.0 {

@@ -27,7 +27,10 @@ pub const RIGHT: usize = 1;
 
 impl JoinOp {
     pub fn new(spec: JoinSpec) -> JoinOp {
-        JoinOp { spec, state: JoinState::default() }
+        JoinOp {
+            spec,
+            state: JoinState::default(),
+        }
     }
 
     fn joined(&self, l: &Event, r: &Event) -> Event {
@@ -43,7 +46,11 @@ impl JoinOp {
 
 /// The join key of a row on one side; `None` when part of it is null (null joins nothing).
 pub fn join_key(spec: &JoinSpec, side: usize, row: &Row) -> Option<Key> {
-    let exprs = if side == LEFT { &spec.left_keys } else { &spec.right_keys };
+    let exprs = if side == LEFT {
+        &spec.left_keys
+    } else {
+        &spec.right_keys
+    };
     let key: Key = exprs.iter().map(|e| e.eval(row)).collect();
     (!key.iter().any(|v| v.is_null())).then_some(key)
 }
@@ -52,7 +59,10 @@ impl Operator for JoinOp {
     fn on_event(&mut self, input: usize, ev: Event, out: &mut Output) {
         if let Some(wm) = self.state.watermark {
             if ev.ts <= wm {
-                out.late(ev, format!("join: event time is not after the watermark {wm}"));
+                out.late(
+                    ev,
+                    format!("join: event time is not after the watermark {wm}"),
+                );
                 return;
             }
         }
@@ -68,7 +78,12 @@ impl Operator for JoinOp {
                     continue;
                 }
                 let j = self.joined(l, r);
-                if self.spec.residual.as_ref().is_none_or(|c| c.eval(&j.row).is_true()) {
+                if self
+                    .spec
+                    .residual
+                    .as_ref()
+                    .is_none_or(|c| c.eval(&j.row).is_true())
+                {
                     out.emit(j);
                 }
             }

@@ -32,7 +32,10 @@ impl EventOrder {
     /// Buffers an event, or sends it to the late output if its time has already passed.
     pub fn push(&mut self, e: Event, out: &mut Output, what: &str) {
         if e.ts <= self.watermark {
-            let reason = format!("{what}: event time {} is not after the watermark {}", e.ts, self.watermark);
+            let reason = format!(
+                "{what}: event time {} is not after the watermark {}",
+                e.ts, self.watermark
+            );
             out.late(e, reason);
             return;
         }
@@ -47,7 +50,9 @@ impl EventOrder {
             Some(next) => self.pending.split_off(&(next, 0)),
             None => BTreeMap::new(),
         };
-        std::mem::replace(&mut self.pending, rest).into_values().collect()
+        std::mem::replace(&mut self.pending, rest)
+            .into_values()
+            .collect()
     }
 
     pub fn watermark(&self) -> i64 {

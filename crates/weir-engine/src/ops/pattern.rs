@@ -59,14 +59,22 @@ impl Matcher<'_> {
         match &self.spec.defines[sym] {
             None => true,
             Some(def) => {
-                let scope = MatchScope { m: self, path, current: i, defining: Some(sym) };
+                let scope = MatchScope {
+                    m: self,
+                    path,
+                    current: i,
+                    defining: Some(sym),
+                };
                 def.eval(&scope).is_true()
             }
         }
     }
 
     fn end_reached(&self) -> Step {
-        let expired = self.spec.within_ms.is_some_and(|w| self.watermark.saturating_sub(self.rows[self.start].ts) > w);
+        let expired = self
+            .spec
+            .within_ms
+            .is_some_and(|w| self.watermark.saturating_sub(self.rows[self.start].ts) > w);
         if self.final_ || expired {
             Step::Fail
         } else {
@@ -74,14 +82,28 @@ impl Matcher<'_> {
         }
     }
 
-    fn seq(&self, ps: &[Pattern], i: usize, path: &mut Path, k: &mut dyn FnMut(usize, &mut Path) -> Step) -> Step {
+    fn seq(
+        &self,
+        ps: &[Pattern],
+        i: usize,
+        path: &mut Path,
+        k: &mut dyn FnMut(usize, &mut Path) -> Step,
+    ) -> Step {
         match ps.split_first() {
             None => k(i, path),
-            Some((first, rest)) => self.one(first, i, path, &mut |j, path: &mut Path| self.seq(rest, j, path, k)),
+            Some((first, rest)) => self.one(first, i, path, &mut |j, path: &mut Path| {
+                self.seq(rest, j, path, k)
+            }),
         }
     }
 
-    fn one(&self, p: &Pattern, i: usize, path: &mut Path, k: &mut dyn FnMut(usize, &mut Path) -> Step) -> Step {
+    fn one(
+        &self,
+        p: &Pattern,
+        i: usize,
+        path: &mut Path,
+        k: &mut dyn FnMut(usize, &mut Path) -> Step,
+    ) -> Step {
         match p {
             Pattern::Symbol(s) => {
                 if i >= self.rows.len() {
@@ -117,7 +139,16 @@ impl Matcher<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn repeat(&self, inner: &Pattern, min: u32, max: Option<u32>, n: u32, i: usize, path: &mut Path, k: &mut dyn FnMut(usize, &mut Path) -> Step) -> Step {
+    fn repeat(
+        &self,
+        inner: &Pattern,
+        min: u32,
+        max: Option<u32>,
+        n: u32,
+        i: usize,
+        path: &mut Path,
+        k: &mut dyn FnMut(usize, &mut Path) -> Step,
+    ) -> Step {
         if max.is_none_or(|m| n < m) {
             let r = self.one(inner, i, path, &mut |j, path: &mut Path| {
                 if j == i {
@@ -149,7 +180,12 @@ struct MatchScope<'a, 'b> {
 impl MatchScope<'_, '_> {
     /// Rows mapped to `symbol` (all rows for `None`), including the row being classified.
     fn rows_of(&self, symbol: Option<usize>) -> Vec<usize> {
-        let mut v: Vec<usize> = self.path.iter().filter(|(_, s)| symbol.is_none_or(|x| x == *s)).map(|(i, _)| *i).collect();
+        let mut v: Vec<usize> = self
+            .path
+            .iter()
+            .filter(|(_, s)| symbol.is_none_or(|x| x == *s))
+            .map(|(i, _)| *i)
+            .collect();
         if let Some(d) = self.defining {
             if symbol.is_none_or(|x| x == d) && v.last() != Some(&self.current) {
                 v.push(self.current);
@@ -183,7 +219,12 @@ impl Scope for MatchScope<'_, '_> {
     fn pattern_agg(&self, a: &PatternAgg) -> Value {
         let mut acc = Acc::new(a.func);
         for i in self.rows_of(a.symbol) {
-            let row_scope = MatchScope { m: self.m, path: self.path, current: i, defining: None };
+            let row_scope = MatchScope {
+                m: self.m,
+                path: self.path,
+                current: i,
+                defining: None,
+            };
             let args: Vec<Value> = a.arg.iter().map(|e| e.eval(&row_scope)).collect();
             acc.add(&args, self.m.rows[i].ts);
         }
@@ -193,21 +234,48 @@ impl Scope for MatchScope<'_, '_> {
 
 impl PatternOp {
     pub fn new(spec: PatternSpec) -> PatternOp {
-        PatternOp { spec, state: PatternState::default() }
+        PatternOp {
+            spec,
+            state: PatternState::default(),
+        }
     }
 
-    fn run(spec: &PatternSpec, part: &mut Partition, watermark: i64, final_: bool, out: &mut Output) {
+    fn run(
+        spec: &PatternSpec,
+        part: &mut Partition,
+        watermark: i64,
+        final_: bool,
+        out: &mut Output,
+    ) {
         while part.start < part.rows.len() {
-            let m = Matcher { spec, rows: &part.rows, start: part.start, watermark, final_ };
+            let m = Matcher {
+                spec,
+                rows: &part.rows,
+                start: part.start,
+                watermark,
+                final_,
+            };
             let mut path = Path::new();
-            let step = m.one(&spec.pattern, part.start, &mut path, &mut |j, _| if j > part.start { Step::Match(j) } else { Step::Fail });
+            let step = m.one(&spec.pattern, part.start, &mut path, &mut |j, _| {
+                if j > part.start {
+                    Step::Match(j)
+                } else {
+                    Step::Fail
+                }
+            });
             match step {
                 Step::NeedMore => break,
                 Step::Fail => part.start += 1,
                 Step::Match(end) => {
                     let last = end - 1;
-                    let scope = MatchScope { m: &m, path: &path, current: last, defining: None };
-                    let mut row = Row::with_capacity(spec.partition_names.len() + spec.measures.len());
+                    let scope = MatchScope {
+                        m: &m,
+                        path: &path,
+                        current: last,
+                        defining: None,
+                    };
+                    let mut row =
+                        Row::with_capacity(spec.partition_names.len() + spec.measures.len());
                     for (n, v) in spec.partition_names.iter().zip(&part.key_values) {
                         row.push(n.clone(), v.clone());
                     }
@@ -216,7 +284,8 @@ impl PatternOp {
                     }
                     out.emit(Event::new(part.rows[last].ts, row));
                     let first_of = |s: usize| path.iter().find(|(_, x)| *x == s).map(|(i, _)| *i);
-                    let last_of = |s: usize| path.iter().rev().find(|(_, x)| *x == s).map(|(i, _)| *i);
+                    let last_of =
+                        |s: usize| path.iter().rev().find(|(_, x)| *x == s).map(|(i, _)| *i);
                     let next = match spec.skip {
                         Skip::PastLastRow => end,
                         Skip::ToNextRow => part.start + 1,
@@ -236,8 +305,16 @@ impl PatternOp {
 
     fn feed(&mut self, wm: i64, final_: bool, out: &mut Output) {
         for ev in self.state.order.release(wm) {
-            let key: Key = self.spec.partition.iter().map(|e| e.eval(&ev.row)).collect();
-            let part = self.state.partitions.entry(&key, || Partition { key_values: key.clone(), ..Default::default() });
+            let key: Key = self
+                .spec
+                .partition
+                .iter()
+                .map(|e| e.eval(&ev.row))
+                .collect();
+            let part = self.state.partitions.entry(&key, || Partition {
+                key_values: key.clone(),
+                ..Default::default()
+            });
             part.rows.push(ev);
             Self::run(&self.spec, part, wm, false, out);
         }

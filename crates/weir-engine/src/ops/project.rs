@@ -28,8 +28,19 @@ struct ChangeState {
 }
 
 impl ProjectOp {
-    pub fn new(filter: Option<Expr>, items: Vec<SelectItem>, changes: Vec<ChangeCall>, partition: Vec<Expr>) -> Self {
-        ProjectOp { filter, items, changes, partition, state: ChangeState::default() }
+    pub fn new(
+        filter: Option<Expr>,
+        items: Vec<SelectItem>,
+        changes: Vec<ChangeCall>,
+        partition: Vec<Expr>,
+    ) -> Self {
+        ProjectOp {
+            filter,
+            items,
+            changes,
+            partition,
+            state: ChangeState::default(),
+        }
     }
 
     /// Whether the output is the input unchanged when the filter passes (`SELECT *`).
@@ -38,7 +49,10 @@ impl ProjectOp {
     }
 
     fn project(&self, ev: Event, slots: &[Value], out: &mut Output) {
-        let scope = SlotScope { row: &ev.row, slots };
+        let scope = SlotScope {
+            row: &ev.row,
+            slots,
+        };
         if let Some(f) = &self.filter {
             if !f.eval(&scope).is_true() {
                 return;
@@ -70,11 +84,35 @@ impl ProjectOp {
         let mut slots = Vec::with_capacity(n);
         for (call, h) in self.changes.iter().zip(hist.iter_mut()) {
             let v = call.arg.eval(&ev.row);
-            let default = || call.default.as_ref().map(|d| d.eval(&ev.row)).unwrap_or_default();
+            let default = || {
+                call.default
+                    .as_ref()
+                    .map(|d| d.eval(&ev.row))
+                    .unwrap_or_default()
+            };
             let (depth, result) = match call.kind {
-                ChangeKind::Changed => (1, if v.is_null() { Value::Null } else { Value::Bool(h.back() != Some(&v)) }),
-                ChangeKind::Delta => (1, h.back().map(|p| binary(BinOp::Sub, &v, p)).unwrap_or_default()),
-                ChangeKind::Lag(k) => (k, if h.len() >= k { h[h.len() - k].clone() } else { default() }),
+                ChangeKind::Changed => (
+                    1,
+                    if v.is_null() {
+                        Value::Null
+                    } else {
+                        Value::Bool(h.back() != Some(&v))
+                    },
+                ),
+                ChangeKind::Delta => (
+                    1,
+                    h.back()
+                        .map(|p| binary(BinOp::Sub, &v, p))
+                        .unwrap_or_default(),
+                ),
+                ChangeKind::Lag(k) => (
+                    k,
+                    if h.len() >= k {
+                        h[h.len() - k].clone()
+                    } else {
+                        default()
+                    },
+                ),
             };
             slots.push(result);
             if !v.is_null() || matches!(call.kind, ChangeKind::Lag(_)) {

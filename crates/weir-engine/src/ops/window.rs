@@ -63,14 +63,29 @@ impl AggCore {
     }
 
     /// Renders one group's result, if `HAVING` keeps it.
-    fn emit(&self, key: &Key, accs: &[Accumulator], start: Value, end: Value, ts: i64, out: &mut Output) {
+    fn emit(
+        &self,
+        key: &Key,
+        accs: &[Accumulator],
+        start: Value,
+        end: Value,
+        ts: i64,
+        out: &mut Output,
+    ) {
         let mut slots = Vec::with_capacity(2 + key.len() + accs.len());
         slots.push(start);
         slots.push(end);
         slots.extend(key.iter().cloned());
-        slots.extend(accs.iter().zip(&self.spec.aggs).map(|(a, c)| a.result(c.func)));
+        slots.extend(
+            accs.iter()
+                .zip(&self.spec.aggs)
+                .map(|(a, c)| a.result(c.func)),
+        );
         let empty = Row::new();
-        let scope = SlotScope { row: &empty, slots: &slots };
+        let scope = SlotScope {
+            row: &empty,
+            slots: &slots,
+        };
         if let Some(h) = &self.spec.having {
             if !h.eval(&scope).is_true() {
                 return;
@@ -91,10 +106,27 @@ pub fn window_operator(filter: Option<Expr>, spec: Aggregate, lateness: i64) -> 
     match window {
         Window::Tumble { size } => Box::new(PaneWindows::new(core, size, size, lateness)),
         Window::Hop { slide, size } => Box::new(PaneWindows::new(core, slide, size, lateness)),
-        Window::Session { gap } => Box::new(SessionWindows { core, gap, lateness, state: Default::default() }),
-        Window::Sliding { size } => Box::new(SlidingWindows { core, size, state: Default::default() }),
-        Window::Count { size, slide } => Box::new(CountWindows { core, size, slide, state: KeyedState::default() }),
-        Window::Unbounded => Box::new(RunningAggregate { core, state: KeyedState::default() }),
+        Window::Session { gap } => Box::new(SessionWindows {
+            core,
+            gap,
+            lateness,
+            state: Default::default(),
+        }),
+        Window::Sliding { size } => Box::new(SlidingWindows {
+            core,
+            size,
+            state: Default::default(),
+        }),
+        Window::Count { size, slide } => Box::new(CountWindows {
+            core,
+            size,
+            slide,
+            state: KeyedState::default(),
+        }),
+        Window::Unbounded => Box::new(RunningAggregate {
+            core,
+            state: KeyedState::default(),
+        }),
     }
 }
 
@@ -130,11 +162,19 @@ struct Pane {
 
 impl PaneWindows {
     fn new(core: AggCore, slide: i64, size: i64, lateness: i64) -> Self {
-        PaneWindows { core, slide, size, lateness, state: PaneState::default() }
+        PaneWindows {
+            core,
+            slide,
+            size,
+            lateness,
+            state: PaneState::default(),
+        }
     }
 
     fn closed(&self, end: i64) -> bool {
-        self.state.watermark.is_some_and(|wm| end - 1 + self.lateness <= wm)
+        self.state
+            .watermark
+            .is_some_and(|wm| end - 1 + self.lateness <= wm)
     }
 }
 
@@ -154,32 +194,59 @@ impl Operator for PaneWindows {
                 let pane = self.state.panes.entry((end, start)).or_default();
                 let accs = match pane.groups.get_mut(&key) {
                     Some(a) => a,
-                    None => pane.groups.entry(key.clone()).or_insert_with(|| self.core.new_accs()),
+                    None => pane
+                        .groups
+                        .entry(key.clone())
+                        .or_insert_with(|| self.core.new_accs()),
                 };
                 self.core.add(accs, &args, ev.ts);
                 if pane.fired {
                     // A late event within the allowed lateness: emit the updated result.
-                    self.core.emit(&key, accs, Value::Int(start), Value::Int(end), end - 1, out);
+                    self.core
+                        .emit(&key, accs, Value::Int(start), Value::Int(end), end - 1, out);
                 }
             }
             start -= self.slide;
         }
         if !accepted {
             let wm = self.state.watermark.unwrap_or(i64::MIN);
-            out.late(ev, format!("its windows closed: watermark {wm}, allowed lateness {} ms", self.lateness));
+            out.late(
+                ev,
+                format!(
+                    "its windows closed: watermark {wm}, allowed lateness {} ms",
+                    self.lateness
+                ),
+            );
         }
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
-        let due: Vec<(i64, i64)> = self.state.panes.range(..(wm.saturating_add(2), i64::MIN)).map(|(k, _)| *k).filter(|(end, _)| end - 1 <= wm).collect();
+        let due: Vec<(i64, i64)> = self
+            .state
+            .panes
+            .range(..(wm.saturating_add(2), i64::MIN))
+            .map(|(k, _)| *k)
+            .filter(|(end, _)| end - 1 <= wm)
+            .collect();
         for (end, start) in due {
             let lateness = self.lateness;
-            let pane = self.state.panes.get_mut(&(end, start)).expect("listed above");
+            let pane = self
+                .state
+                .panes
+                .get_mut(&(end, start))
+                .expect("listed above");
             if !pane.fired {
                 pane.fired = true;
                 for key in sorted_keys(&pane.groups) {
-                    self.core.emit(key, &pane.groups[key], Value::Int(start), Value::Int(end), end - 1, out);
+                    self.core.emit(
+                        key,
+                        &pane.groups[key],
+                        Value::Int(start),
+                        Value::Int(end),
+                        end - 1,
+                        out,
+                    );
                 }
             }
             if end - 1 + lateness <= wm {
@@ -230,13 +297,21 @@ impl Operator for SessionWindows {
         let (start, end) = (ev.ts, ev.ts + self.gap);
         if let Some(wm) = self.state.watermark {
             if end - 1 + self.lateness <= wm {
-                out.late(ev, format!("its session closed: watermark {wm}, gap {} ms", self.gap));
+                out.late(
+                    ev,
+                    format!("its session closed: watermark {wm}, gap {} ms", self.gap),
+                );
                 return;
             }
         }
         let args = self.core.args(&ev.row);
         let sessions = self.state.sessions.entry(&key, Vec::new);
-        let mut merged = Session { start, end, fired: false, accs: self.core.new_accs() };
+        let mut merged = Session {
+            start,
+            end,
+            fired: false,
+            accs: self.core.new_accs(),
+        };
         self.core.add(&mut merged.accs, &args, ev.ts);
         let mut rest = Vec::with_capacity(sessions.len());
         for s in sessions.drain(..) {
@@ -253,7 +328,14 @@ impl Operator for SessionWindows {
         }
         let wm = self.state.watermark.unwrap_or(i64::MIN);
         if merged.fired && merged.end - 1 <= wm {
-            self.core.emit(&key, &merged.accs, Value::Int(merged.start), Value::Int(merged.end), merged.end - 1, out);
+            self.core.emit(
+                &key,
+                &merged.accs,
+                Value::Int(merged.start),
+                Value::Int(merged.end),
+                merged.end - 1,
+                out,
+            );
         } else {
             merged.fired = false;
         }
@@ -271,11 +353,28 @@ impl Operator for SessionWindows {
             sessions.sort_by_key(|s| s.start);
             for s in sessions.iter_mut().filter(|s| s.end - 1 <= wm && !s.fired) {
                 s.fired = true;
-                self.core.emit(&key, &s.accs, Value::Int(s.start), Value::Int(s.end), s.end - 1, out);
+                self.core.emit(
+                    &key,
+                    &s.accs,
+                    Value::Int(s.start),
+                    Value::Int(s.end),
+                    s.end - 1,
+                    out,
+                );
             }
             let lateness = self.lateness;
             sessions.retain(|s| s.end - 1 + lateness > wm);
-            if let Some(next) = sessions.iter().map(|s| if s.fired { s.end - 1 + lateness } else { s.end - 1 }).min() {
+            if let Some(next) = sessions
+                .iter()
+                .map(|s| {
+                    if s.fired {
+                        s.end - 1 + lateness
+                    } else {
+                        s.end - 1
+                    }
+                })
+                .min()
+            {
                 self.state.timers.register(next, key.clone());
             } else {
                 self.state.sessions.remove(&key);
@@ -326,7 +425,14 @@ impl Operator for SlidingWindows {
             for (t, a) in recent.iter() {
                 self.core.add(&mut accs, a, *t);
             }
-            self.core.emit(&key, &accs, Value::Int(ev.ts - self.size), Value::Int(ev.ts), ev.ts, out);
+            self.core.emit(
+                &key,
+                &accs,
+                Value::Int(ev.ts - self.size),
+                Value::Int(ev.ts),
+                ev.ts,
+                out,
+            );
         }
     }
 
@@ -367,7 +473,14 @@ impl Operator for CountWindows {
             }
             let first = recent.front().map_or(ev.ts, |(t, _)| *t);
             let last = recent.iter().map(|(t, _)| *t).max().unwrap_or(ev.ts);
-            self.core.emit(&key, &accs, Value::Int(first), Value::Int(last + 1), last, out);
+            self.core.emit(
+                &key,
+                &accs,
+                Value::Int(first),
+                Value::Int(last + 1),
+                last,
+                out,
+            );
         }
     }
 

@@ -16,17 +16,32 @@ pub fn run(a: CheckArgs) -> Result<ExitCode, String> {
     let Some((_, program)) = super::load_rules(&a.rules)? else {
         return Ok(ExitCode::from(2));
     };
-    println!("{}: ok — {} stream(s), {} rule(s)", a.rules, program.streams.len(), program.rules.len());
+    println!(
+        "{}: ok — {} stream(s), {} rule(s)",
+        a.rules,
+        program.streams.len(),
+        program.rules.len()
+    );
     for r in &program.rules {
         let input = match &r.input {
             Input::Stream(s) => s.clone(),
-            Input::Join(j) => format!("{} JOIN {} within [{} ms, {} ms]", j.left, j.right, j.lower_ms, j.upper_ms),
-            Input::Pattern(p) => format!("{} MATCH_RECOGNIZE ({} symbols)", p.stream, p.symbols.len()),
+            Input::Join(j) => format!(
+                "{} JOIN {} within [{} ms, {} ms]",
+                j.left, j.right, j.lower_ms, j.upper_ms
+            ),
+            Input::Pattern(p) => {
+                format!("{} MATCH_RECOGNIZE ({} symbols)", p.stream, p.symbols.len())
+            }
         };
         let body = match &r.body {
             Body::Project(p) if p.changes.is_empty() => "projection".to_owned(),
             Body::Project(p) => format!("projection with {} change function(s)", p.changes.len()),
-            Body::Aggregate(g) => format!("{:?} window, {} key(s), {} aggregate(s)", g.window, g.keys.len(), g.aggs.len()),
+            Body::Aggregate(g) => format!(
+                "{:?} window, {} key(s), {} aggregate(s)",
+                g.window,
+                g.keys.len(),
+                g.aggs.len()
+            ),
         };
         println!("  {} (line {}): {input} -> {body}", r.name, r.pos.line);
     }

@@ -14,7 +14,10 @@ pub struct FunctionsArgs {
 }
 
 pub fn run(a: FunctionsArgs) -> Result<ExitCode, String> {
-    for f in FUNCTIONS.iter().filter(|f| a.category.as_deref().is_none_or(|c| c == f.category)) {
+    for f in FUNCTIONS
+        .iter()
+        .filter(|f| a.category.as_deref().is_none_or(|c| c == f.category))
+    {
         let arity = match (f.min_args, f.max_args) {
             (a, usize::MAX) => format!("{a}+"),
             (a, b) if a == b => a.to_string(),
@@ -23,6 +26,8 @@ pub fn run(a: FunctionsArgs) -> Result<ExitCode, String> {
         println!("{:<12} {:<16} {:<5} {}", f.category, f.name, arity, f.doc);
     }
     println!("aggregates   count sum avg min max stddev stddev_pop variance var_pop percentile median first_value last_value regr_slope regr_intercept collect");
-    println!("per key      changed(x) lag(x [, n [, default]]) delta(x)  [OVER (PARTITION BY ...)]");
+    println!(
+        "per key      changed(x) lag(x [, n [, default]]) delta(x)  [OVER (PARTITION BY ...)]"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -64,10 +64,17 @@ struct SideOutput {
 impl SideOutput {
     fn open(path: &Option<String>, what: &'static str) -> Result<SideOutput, String> {
         let file = match path {
-            Some(p) => Some(BufWriter::new(File::create(p).map_err(|e| format!("{p}: {e}"))?)),
+            Some(p) => Some(BufWriter::new(
+                File::create(p).map_err(|e| format!("{p}: {e}"))?,
+            )),
             None => None,
         };
-        Ok(SideOutput { file, shown: 0, count: 0, what })
+        Ok(SideOutput {
+            file,
+            shown: 0,
+            count: 0,
+            what,
+        })
     }
 
     fn write(&mut self, json: String) {
@@ -88,7 +95,11 @@ impl SideOutput {
         if let Some(f) = &mut self.file {
             let _ = f.flush();
         } else if self.count > self.shown {
-            eprintln!("weir: {} more {} not shown (name a file to keep them all)", self.count - self.shown, self.what);
+            eprintln!(
+                "weir: {} more {} not shown (name a file to keep them all)",
+                self.count - self.shown,
+                self.what
+            );
         }
         self.count
     }
@@ -98,20 +109,42 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
     let Some((_, program)) = super::load_rules(&a.rules)? else {
         return Ok(ExitCode::from(2));
     };
-    let inputs: Vec<(String, String)> = a.inputs.iter().map(|b| split_binding(b)).collect::<Result<_, _>>()?;
-    let mut outputs: Vec<(String, String)> = a.outputs.iter().map(|b| split_binding(b)).collect::<Result<_, _>>()?;
+    let inputs: Vec<(String, String)> = a
+        .inputs
+        .iter()
+        .map(|b| split_binding(b))
+        .collect::<Result<_, _>>()?;
+    let mut outputs: Vec<(String, String)> = a
+        .outputs
+        .iter()
+        .map(|b| split_binding(b))
+        .collect::<Result<_, _>>()?;
     for (s, _) in inputs.iter().chain(outputs.iter()) {
         if program.stream(s).is_none() {
             let names: Vec<&str> = program.streams.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!("the rules have no stream '{s}'; they have: {}", names.join(", ")));
+            return Err(format!(
+                "the rules have no stream '{s}'; they have: {}",
+                names.join(", ")
+            ));
         }
     }
-    let read: BTreeSet<String> = program.rules.iter().flat_map(|r| r.inputs()).map(str::to_ascii_lowercase).collect();
-    let fed: BTreeSet<String> = inputs.iter().map(|(s, _)| s.to_ascii_lowercase()).chain(program.rules.iter().map(|r| r.sink.to_ascii_lowercase())).collect();
+    let read: BTreeSet<String> = program
+        .rules
+        .iter()
+        .flat_map(|r| r.inputs())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let fed: BTreeSet<String> = inputs
+        .iter()
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .chain(program.rules.iter().map(|r| r.sink.to_ascii_lowercase()))
+        .collect();
     for s in &read {
         if !fed.contains(s) {
             let name = program.stream(s).map_or(s.as_str(), |d| d.name.as_str());
-            return Err(format!("rules read stream '{name}', but nothing feeds it: add --input {name}=PATH"));
+            return Err(format!(
+                "rules read stream '{name}', but nothing feeds it: add --input {name}=PATH"
+            ));
         }
     }
     // Terminal sinks without an --output go to stdout.
@@ -125,12 +158,23 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
     // Open every file before anything runs, so a bad path fails fast.
     let mut sources = Vec::new();
     for (s, p) in &inputs {
-        let format = program.stream(s).and_then(|d| d.options.get("format")).map(String::as_str);
-        sources.push((s.clone(), FileSource::open(FileConfig::new(p, format).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?));
+        let format = program
+            .stream(s)
+            .and_then(|d| d.options.get("format"))
+            .map(String::as_str);
+        sources.push((
+            s.clone(),
+            FileSource::open(FileConfig::new(p, format).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?,
+        ));
     }
     let mut sinks = Vec::new();
     for (s, p) in &outputs {
-        sinks.push((s.clone(), FileSink::create(FileConfig::new(p, Some("json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?));
+        sinks.push((
+            s.clone(),
+            FileSink::create(FileConfig::new(p, Some("json")).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?,
+        ));
     }
     let mut dead = SideOutput::open(&a.dead_letter, "dead letters")?;
     let mut late = SideOutput::open(&a.late, "late events")?;
@@ -142,7 +186,8 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
     let input_names: Vec<String> = inputs.iter().map(|(s, _)| s.clone()).collect();
     let output_names: Vec<String> = outputs.iter().map(|(s, _)| s.clone()).collect();
     let started = Instant::now();
-    let mut flow = Dataflow::build(&program, &input_names, &output_names, config).map_err(|e| e.to_string())?;
+    let mut flow = Dataflow::build(&program, &input_names, &output_names, config)
+        .map_err(|e| e.to_string())?;
     let late_rx = flow.take_late().ok_or("late events already taken")?;
 
     let (dead_tx, dead_rx) = std::sync::mpsc::sync_channel::<DeadLetter>(1024);
@@ -151,9 +196,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
         for (s, src) in sources {
             let ingest = flow.take_ingest(&s).expect("declared at build");
             let tx = dead_tx.clone();
-            source_threads.push(scope.spawn(move || src.run(ingest, &mut |d| {
-                let _ = tx.send(d);
-            })));
+            source_threads.push(scope.spawn(move || {
+                src.run(ingest, &mut |d| {
+                    let _ = tx.send(d);
+                })
+            }));
         }
         drop(dead_tx);
         let mut sink_threads = Vec::new();
@@ -203,7 +250,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
             );
             for s in stats {
                 use std::sync::atomic::Ordering::Relaxed;
-                eprintln!("weir:   {}: in {}, out {}, late {}", s.name, s.events_in.load(Relaxed), s.events_out.load(Relaxed), s.late.load(Relaxed));
+                eprintln!(
+                    "weir:   {}: in {}, out {}, late {}",
+                    s.name,
+                    s.events_in.load(Relaxed),
+                    s.events_out.load(Relaxed),
+                    s.late.load(Relaxed)
+                );
             }
         }
         failures

@@ -55,7 +55,12 @@ fn readings(w: &mut impl Write, count: u64, seed: u64) -> std::io::Result<()> {
         let milli: u32 = rng.random_range(0..100_000);
         let flag: bool = rng.random();
         let ts = 1_700_000_000_000u64 + 10 * i;
-        writeln!(w, "{{\"sensor_id\":{sensor},\"ts\":{ts},\"value\":{}.{:03},\"flag\":{flag}}}", milli / 1000, milli % 1000)?;
+        writeln!(
+            w,
+            "{{\"sensor_id\":{sensor},\"ts\":{ts},\"value\":{}.{:03},\"flag\":{flag}}}",
+            milli / 1000,
+            milli % 1000
+        )?;
     }
     Ok(())
 }
