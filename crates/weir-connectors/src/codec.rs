@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use weir_core::value::intern;
 use weir_core::{parse_json_row, Row, Value};
 
 /// The formats a file connector reads.
@@ -27,9 +28,108 @@ impl Format {
     }
 }
 
-/// Decodes one JSON line into a row.
+/// Decodes one JSON line into a row. Flat objects of plain scalars, the usual sensor event,
+/// take a fast path; anything else (nesting, escapes, odd numbers, errors) the full parser.
 pub fn decode_json(line: &[u8]) -> Result<Row, String> {
-    parse_json_row(line)
+    match flat_object(line) {
+        Some(row) => Ok(row),
+        None => parse_json_row(line),
+    }
+}
+
+/// Parses `{"k": scalar, ...}` without escapes or nesting; `None` hands the line to the full
+/// parser, which also produces the error messages.
+fn flat_object(b: &[u8]) -> Option<Row> {
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut row = Row::with_capacity(8);
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            ws(&mut i);
+            let key = plain_string(b, &mut i)?;
+            ws(&mut i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            ws(&mut i);
+            let value = match *b.get(i)? {
+                b'"' => Value::str(plain_string(b, &mut i)?),
+                b't' if b[i..].starts_with(b"true") => {
+                    i += 4;
+                    Value::Bool(true)
+                }
+                b'f' if b[i..].starts_with(b"false") => {
+                    i += 5;
+                    Value::Bool(false)
+                }
+                b'n' if b[i..].starts_with(b"null") => {
+                    i += 4;
+                    Value::Null
+                }
+                b'-' | b'0'..=b'9' => {
+                    let start = i;
+                    let mut float = false;
+                    while i < b.len()
+                        && matches!(b[i], b'-' | b'+' | b'0'..=b'9' | b'.' | b'e' | b'E')
+                    {
+                        float |= matches!(b[i], b'.' | b'e' | b'E');
+                        i += 1;
+                    }
+                    let text = std::str::from_utf8(&b[start..i]).ok()?;
+                    if float {
+                        Value::Float(text.parse::<f64>().ok().filter(|f| f.is_finite())?)
+                    } else {
+                        Value::Int(text.parse::<i64>().ok()?)
+                    }
+                }
+                _ => return None,
+            };
+            if row.get(key).is_some() {
+                return None;
+            }
+            row.push(intern(key), value);
+            ws(&mut i);
+            match b.get(i)? {
+                b',' => i += 1,
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    ws(&mut i);
+    (i == b.len()).then_some(row)
+}
+
+/// A string without escapes or control characters, at `b[*i] == '"'`.
+fn plain_string<'a>(b: &'a [u8], i: &mut usize) -> Option<&'a str> {
+    if b.get(*i) != Some(&b'"') {
+        return None;
+    }
+    let start = *i + 1;
+    let len = b[start..]
+        .iter()
+        .position(|c| *c == b'"' || *c == b'\\' || *c < 0x20)?;
+    if b[start + len] != b'"' {
+        return None;
+    }
+    *i = start + len + 1;
+    std::str::from_utf8(&b[start..start + len]).ok()
 }
 
 /// A CSV cell as the most specific value it spells: integer, float, boolean, empty as null.
@@ -85,6 +185,30 @@ mod tests {
         assert_eq!(csv_value("true"), Value::Bool(true));
         assert_eq!(csv_value(""), Value::Null);
         assert_eq!(csv_value("bm05"), Value::str("bm05"));
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parser() {
+        let lines: [&[u8]; 9] = [
+            br#"{"sensor_id":224,"ts":1700000000000,"value":68.189,"flag":false}"#,
+            br#" { "a" : "x y" , "b" : null, "c": -1.5e3, "d": true } "#,
+            br#"{}"#,
+            br#"{"s":"caf\u00e9","n":{"x":1}}"#,
+            br#"{"a":1,"a":2}"#,
+            br#"{"big":123456789012345678901234}"#,
+            br#"{"a":1,}"#,
+            br#"{"a":1} trailing"#,
+            br#"[1,2]"#,
+        ];
+        for l in lines {
+            let full = parse_json_row(l);
+            assert_eq!(decode_json(l), full, "{}", String::from_utf8_lossy(l));
+            if let Some(fast) = flat_object(l) {
+                assert_eq!(Ok(fast), full);
+            }
+        }
+        assert!(flat_object(lines[0]).is_some());
+        assert!(flat_object(lines[3]).is_none());
     }
 
     #[test]

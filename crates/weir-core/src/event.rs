@@ -30,6 +30,13 @@ impl Row {
             .map(|(_, v)| v)
     }
 
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
+        self.fields
+            .iter_mut()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v)
+    }
+
     /// Sets a field, replacing an existing one of the same name.
     pub fn set(&mut self, name: &str, value: Value) {
         match self.fields.iter_mut().find(|(k, _)| &**k == name) {

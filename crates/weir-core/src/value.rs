@@ -335,6 +335,28 @@ impl<'de> Deserialize<'de> for Value {
 
 struct RowVisitor;
 
+thread_local! {
+    /// Field names seen by this thread: events of a stream repeat the same few names, so sharing
+    /// them saves an allocation per field per event.
+    static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A shared copy of a field name.
+pub fn intern(name: &str) -> Arc<str> {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(n) = names.iter().find(|n| &***n == name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        // Bounded, so a stream of ever-new names cannot grow it without limit.
+        if names.len() < 256 {
+            names.push(n.clone());
+        }
+        n
+    })
+}
+
 impl<'de> Visitor<'de> for RowVisitor {
     type Value = Row;
 
@@ -345,7 +367,10 @@ impl<'de> Visitor<'de> for RowVisitor {
         let mut row = Row::with_capacity(map.size_hint().unwrap_or(4));
         while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let v = map.next_value::<Value>()?;
-            row.set(&k, v);
+            match row.get_mut(&k) {
+                Some(slot) => *slot = v,
+                None => row.push(intern(&k), v),
+            }
         }
         Ok(row)
     }

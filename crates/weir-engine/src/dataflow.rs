@@ -224,28 +224,22 @@ fn timestamp_of(v: &Value) -> Option<i64> {
     }
 }
 
-/// Feeds outside events into one stream: types them, stamps their time, batches them and
-/// generates watermarks (bounded out-of-orderness).
-pub struct Ingest {
-    def: StreamDef,
-    publisher: Publisher,
-    batch: Vec<Event>,
-    batch_size: usize,
-    max_ts: i64,
-    last_wm: i64,
+/// Turns a row of an outside stream into an event: converts declared columns to their types and
+/// reads the event time. Cheap to clone, so decoders can stamp rows in parallel.
+#[derive(Clone)]
+pub struct Stamp {
+    def: Arc<StreamDef>,
     clock: Arc<dyn Clock>,
 }
 
-impl Ingest {
-    /// Accepts one row; `Err` says why the row cannot be an event (it should go to the dead
-    /// letters).
-    pub fn push(&mut self, mut row: Row) -> Result<(), String> {
+impl Stamp {
+    /// `Err` says why the row cannot be an event (it should go to the dead letters).
+    pub fn event(&self, mut row: Row) -> Result<Event, String> {
         if let Some(cols) = &self.def.columns {
             for c in cols {
-                if let Some(v) = row.get(&c.name) {
-                    match c.ty.cast(v) {
-                        Ok(typed) => row.set(&c.name, typed),
-                        Err(e) => return Err(format!("field {}: {e}", c.name)),
+                if let Some(v) = row.get_mut(&c.name) {
+                    if !c.ty.holds(v) {
+                        *v = c.ty.cast(v).map_err(|e| format!("field {}: {e}", c.name))?;
                     }
                 }
             }
@@ -257,12 +251,41 @@ impl Ingest {
             },
             _ => self.clock.now_ms(),
         };
-        self.max_ts = self.max_ts.max(ts);
-        self.batch.push(Event::new(ts, row));
+        Ok(Event::new(ts, row))
+    }
+}
+
+/// Feeds outside events into one stream: stamps them, batches them and generates watermarks
+/// (bounded out-of-orderness).
+pub struct Ingest {
+    stamp: Stamp,
+    publisher: Publisher,
+    batch: Vec<Event>,
+    batch_size: usize,
+    max_ts: i64,
+    last_wm: i64,
+}
+
+impl Ingest {
+    /// Accepts one row; `Err` says why the row cannot be an event (it should go to the dead
+    /// letters).
+    pub fn push(&mut self, row: Row) -> Result<(), String> {
+        let ev = self.stamp.event(row)?;
+        self.push_event(ev);
+        Ok(())
+    }
+
+    /// Accepts an event already stamped by this stream's [`Stamp`].
+    pub fn push_event(&mut self, ev: Event) {
+        self.max_ts = self.max_ts.max(ev.ts);
+        self.batch.push(ev);
         if self.batch.len() >= self.batch_size {
             self.flush();
         }
-        Ok(())
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        self.stamp.clone()
     }
 
     /// Sends the pending batch and the watermark it allows.
@@ -271,10 +294,10 @@ impl Ingest {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
             self.publisher.send(Msg::Data(batch));
         }
-        let wm = match self.def.time {
-            TimeMode::Processing => self.clock.now_ms() - 1,
+        let wm = match self.stamp.def.time {
+            TimeMode::Processing => self.stamp.clock.now_ms() - 1,
             TimeMode::Event if self.max_ts == i64::MIN => return,
-            TimeMode::Event => self.max_ts - self.def.watermark_ms - 1,
+            TimeMode::Event => self.max_ts - self.stamp.def.watermark_ms - 1,
         };
         if wm > self.last_wm {
             self.last_wm = wm;
@@ -289,7 +312,7 @@ impl Ingest {
     }
 
     pub fn stream(&self) -> &StreamDef {
-        &self.def
+        &self.stamp.def
     }
 }
 
@@ -610,13 +633,15 @@ impl Dataflow {
             .into_iter()
             .zip(ingest_pubs)
             .map(|(def, publisher)| Ingest {
-                def,
+                stamp: Stamp {
+                    def: Arc::new(def),
+                    clock: config.clock.clone(),
+                },
                 publisher,
                 batch: Vec::with_capacity(config.batch_size),
                 batch_size: config.batch_size,
                 max_ts: i64::MIN,
                 last_wm: i64::MIN,
-                clock: config.clock.clone(),
             })
             .collect();
         Ok(Dataflow {
@@ -633,7 +658,7 @@ impl Dataflow {
         let i = self
             .ingests
             .iter()
-            .position(|g| g.def.name.eq_ignore_ascii_case(stream))?;
+            .position(|g| g.stream().name.eq_ignore_ascii_case(stream))?;
         Some(self.ingests.swap_remove(i))
     }
 

@@ -9,6 +9,6 @@ pub mod state;
 
 pub use dataflow::{
     run_batch, BatchResult, BuildError, Dataflow, EngineConfig, Ingest, LateEvent, OutputStream,
-    RuleStats,
+    RuleStats, Stamp,
 };
 pub use operator::{Operator, Output};

@@ -40,6 +40,19 @@ impl DataType {
         })
     }
 
+    /// Whether a value already has this type (null fits every type).
+    pub fn holds(&self, v: &Value) -> bool {
+        matches!(
+            (self, v),
+            (_, Value::Null)
+                | (DataType::Any, _)
+                | (DataType::Boolean, Value::Bool(_))
+                | (DataType::BigInt | DataType::Timestamp, Value::Int(_))
+                | (DataType::Double, Value::Float(_))
+                | (DataType::String, Value::Str(_))
+        )
+    }
+
     /// Converts a value to this type; `Err` with the reason when it cannot be.
     pub fn cast(&self, v: &Value) -> Result<Value, String> {
         if v.is_null() {

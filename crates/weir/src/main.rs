@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Events are many small allocations moving between threads; mimalloc's per-thread heaps make
+/// that markedly cheaper than the system allocator (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// weir — streaming SQL for IoT and digital twins.
 ///
 /// Rules are continuous queries in streaming SQL: CREATE STREAM declares where events come from

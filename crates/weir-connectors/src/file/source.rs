@@ -2,7 +2,10 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 
-use weir_engine::Ingest;
+use std::sync::mpsc::sync_channel;
+
+use weir_core::Event;
+use weir_engine::{Ingest, Stamp};
 
 use super::FileConfig;
 use crate::codec::{decode_csv, decode_json, Format};
@@ -60,30 +63,14 @@ impl FileSource {
         };
         match self.config.format {
             Format::JsonLines => {
-                let mut reader = self.reader;
-                let mut buf = Vec::with_capacity(256);
-                let mut line_no = 0u64;
-                loop {
-                    buf.clear();
-                    if reader.read_until(b'\n', &mut buf).map_err(io_err)? == 0 {
-                        break;
-                    }
-                    line_no += 1;
-                    let line = buf.trim_ascii_end();
-                    if line.trim_ascii_start().is_empty() {
-                        continue;
-                    }
-                    stats.records += 1;
-                    match decode_json(line).and_then(|row| ingest.push(row)) {
-                        Ok(()) => {}
-                        Err(reason) => reject(
-                            line_no,
-                            reason,
-                            String::from_utf8_lossy(line).into_owned(),
-                            &mut stats,
-                        ),
-                    }
-                }
+                let decoders = std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(1, 8);
+                let mut on_dead = |d: DeadLetter| reject(d.line, d.reason, d.raw, &mut stats);
+                let records =
+                    decode_parallel(self.reader, &mut ingest, decoders, &stream, &mut on_dead)
+                        .map_err(io_err)?;
+                stats.records = records;
             }
             Format::Csv => {
                 let mut rdr = csv::ReaderBuilder::new()
@@ -119,4 +106,138 @@ impl FileSource {
         ingest.finish();
         Ok(stats)
     }
+}
+
+/// About this many bytes of whole lines go to a decoder at a time.
+const BLOCK: usize = 256 * 1024;
+
+/// One decoded block: events in input order, and its dead letters.
+struct Decoded {
+    records: u64,
+    items: Vec<Result<Event, DeadLetter>>,
+}
+
+/// Reads blocks of whole lines on this thread's helper, decodes and stamps them on `decoders`
+/// threads, and feeds the events to `ingest` in input order (blocks are dealt round-robin and
+/// collected in the same rotation, so no reordering buffer is needed).
+fn decode_parallel(
+    mut reader: Box<dyn BufRead + Send>,
+    ingest: &mut Ingest,
+    decoders: usize,
+    stream: &str,
+    dead: &mut dyn FnMut(DeadLetter),
+) -> std::io::Result<u64> {
+    let stamp = ingest.stamp();
+    std::thread::scope(|scope| {
+        let mut to_decoders = Vec::new();
+        let mut from_decoders = Vec::new();
+        for _ in 0..decoders {
+            let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(2);
+            let (out_tx, out_rx) = sync_channel::<Decoded>(2);
+            let stamp = stamp.clone();
+            let stream = stream.to_owned();
+            scope.spawn(move || {
+                for (first_line, block) in rx {
+                    if out_tx
+                        .send(decode_block(&block, first_line, &stamp, &stream))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            to_decoders.push(tx);
+            from_decoders.push(out_rx);
+        }
+        let reader_thread = scope.spawn(move || -> std::io::Result<()> {
+            let mut line_no = 1u64;
+            let mut carry: Vec<u8> = Vec::new();
+            for turn in 0.. {
+                let mut block = std::mem::take(&mut carry);
+                block.reserve(BLOCK + 4096);
+                let eof = fill(&mut reader, &mut block, BLOCK)?;
+                if !eof {
+                    // Keep the partial last line for the next block.
+                    match block.iter().rposition(|c| *c == b'\n') {
+                        Some(p) => carry = block.split_off(p + 1),
+                        None => continue_reading_line(&mut reader, &mut block)?,
+                    }
+                }
+                if block.is_empty() {
+                    break;
+                }
+                let lines = block.iter().filter(|c| **c == b'\n').count() as u64
+                    + u64::from(block.last() != Some(&b'\n'));
+                if to_decoders[turn % to_decoders.len()]
+                    .send((line_no, block))
+                    .is_err()
+                {
+                    break;
+                }
+                line_no += lines;
+                if eof {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut records = 0;
+        'collect: for turn in 0.. {
+            let Ok(decoded) = from_decoders[turn % from_decoders.len()].recv() else {
+                break 'collect;
+            };
+            records += decoded.records;
+            for item in decoded.items {
+                match item {
+                    Ok(ev) => ingest.push_event(ev),
+                    Err(d) => dead(d),
+                }
+            }
+        }
+        reader_thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the file reader panicked")))?;
+        Ok(records)
+    })
+}
+
+/// Appends up to about `want` bytes; true at the end of the input.
+fn fill(reader: &mut dyn BufRead, block: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    while block.len() < want {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        let n = buf.len().min(want - block.len()).max(1).min(buf.len());
+        block.extend_from_slice(&buf[..n]);
+        reader.consume(n);
+    }
+    Ok(false)
+}
+
+/// A block without a newline (one very long line): read on to the end of that line.
+fn continue_reading_line(reader: &mut dyn BufRead, block: &mut Vec<u8>) -> std::io::Result<()> {
+    reader.read_until(b'\n', block).map(|_| ())
+}
+
+fn decode_block(block: &[u8], first_line: u64, stamp: &Stamp, stream: &str) -> Decoded {
+    let mut items = Vec::with_capacity(block.len() / 64);
+    let mut records = 0;
+    for (i, line) in block.split(|c| *c == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        records += 1;
+        let item = decode_json(line)
+            .and_then(|row| stamp.event(row))
+            .map_err(|reason| DeadLetter {
+                stream: stream.to_owned(),
+                line: first_line + i as u64,
+                reason,
+                raw: String::from_utf8_lossy(line).into_owned(),
+            });
+        items.push(item);
+    }
+    Decoded { records, items }
 }

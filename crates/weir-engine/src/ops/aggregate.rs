@@ -248,7 +248,9 @@ impl Acc {
                 *mean += d * (*n2 as f64) / total as f64;
                 *n = total;
             }
-            (me @ Acc::Min(_), Acc::Min(b)) | (me @ Acc::Max(_), Acc::Max(b)) => me.add(std::slice::from_ref(b), 0),
+            (me @ Acc::Min(_), Acc::Min(b)) | (me @ Acc::Max(_), Acc::Max(b)) => {
+                me.add(std::slice::from_ref(b), 0)
+            }
             (Acc::Values(a), Acc::Values(b)) => a.extend_from_slice(b),
             (me @ Acc::First(_), Acc::First(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
             (me @ Acc::Last(_), Acc::Last(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),

@@ -29,12 +29,20 @@ impl AggCore {
 
     /// The group key of a row, or `None` if the filter drops it.
     fn admit(&self, row: &Row) -> Option<Key> {
+        let mut key = Key::new();
+        self.admit_into(row, &mut key).then_some(key)
+    }
+
+    /// Like `admit`, into a buffer the caller reuses: the hot path allocates no key.
+    fn admit_into(&self, row: &Row, key: &mut Key) -> bool {
         if let Some(f) = &self.filter {
             if !f.eval(row).is_true() {
-                return None;
+                return false;
             }
         }
-        Some(self.spec.keys.iter().map(|k| k.eval(row)).collect())
+        key.clear();
+        key.extend(self.spec.keys.iter().map(|k| k.eval(row)));
+        true
     }
 
     fn new_accs(&self) -> Vec<Accumulator> {
@@ -42,18 +50,22 @@ impl AggCore {
     }
 
     fn args(&self, row: &Row) -> Args {
-        self.spec
-            .aggs
-            .iter()
-            .map(|a| {
-                let pass = a.filter.as_ref().is_none_or(|f| f.eval(row).is_true());
-                if pass {
-                    a.args.iter().map(|e| e.eval(row)).collect()
-                } else {
-                    vec![Value::Null; a.args.len().max(1)]
-                }
-            })
-            .collect()
+        let mut args = Args::new();
+        self.args_into(row, &mut args);
+        args
+    }
+
+    /// The aggregate arguments of a row, into a buffer the caller reuses.
+    fn args_into(&self, row: &Row, args: &mut Args) {
+        args.resize_with(self.spec.aggs.len(), Vec::new);
+        for (a, buf) in self.spec.aggs.iter().zip(args.iter_mut()) {
+            buf.clear();
+            if a.filter.as_ref().is_none_or(|f| f.eval(row).is_true()) {
+                buf.extend(a.args.iter().map(|e| e.eval(row)));
+            } else {
+                buf.resize(a.args.len().max(1), Value::Null);
+            }
+        }
     }
 
     fn add(&self, accs: &mut [Accumulator], args: &Args, ts: i64) {
@@ -143,6 +155,9 @@ pub struct PaneWindows {
     size: i64,
     lateness: i64,
     state: PaneState,
+    /// Scratch buffers reused for every event.
+    key: Key,
+    args: Args,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -168,42 +183,44 @@ impl PaneWindows {
             size,
             lateness,
             state: PaneState::default(),
+            key: Key::new(),
+            args: Args::new(),
         }
-    }
-
-    fn closed(&self, end: i64) -> bool {
-        self.state
-            .watermark
-            .is_some_and(|wm| end - 1 + self.lateness <= wm)
     }
 }
 
 impl Operator for PaneWindows {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
-        let Some(key) = self.core.admit(&ev.row) else {
+        if !self.core.admit_into(&ev.row, &mut self.key) {
             return;
-        };
-        let args = self.core.args(&ev.row);
+        }
+        self.core.args_into(&ev.row, &mut self.args);
+        let key = &self.key;
+        let args = &self.args;
         let last_start = ev.ts - ev.ts.rem_euclid(self.slide);
         let mut start = last_start;
         let mut accepted = false;
         while start > ev.ts - self.size {
             let end = start + self.size;
-            if !self.closed(end) {
+            let closed = self
+                .state
+                .watermark
+                .is_some_and(|wm| end - 1 + self.lateness <= wm);
+            if !closed {
                 accepted = true;
                 let pane = self.state.panes.entry((end, start)).or_default();
-                let accs = match pane.groups.get_mut(&key) {
+                let accs = match pane.groups.get_mut(key.as_slice()) {
                     Some(a) => a,
                     None => pane
                         .groups
                         .entry(key.clone())
                         .or_insert_with(|| self.core.new_accs()),
                 };
-                self.core.add(accs, &args, ev.ts);
+                self.core.add(accs, args, ev.ts);
                 if pane.fired {
                     // A late event within the allowed lateness: emit the updated result.
                     self.core
-                        .emit(&key, accs, Value::Int(start), Value::Int(end), end - 1, out);
+                        .emit(key, accs, Value::Int(start), Value::Int(end), end - 1, out);
                 }
             }
             start -= self.slide;
