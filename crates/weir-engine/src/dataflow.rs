@@ -387,7 +387,7 @@ fn routing(rule: &Rule) -> Routing {
 }
 
 /// The operator chain of one rule (one per worker).
-fn build_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
+pub fn rule_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
     let first_input = program.stream(rule.inputs()[0]);
     let lateness = first_input.map_or(0, |s| s.allowed_lateness_ms);
     let body: Box<dyn Operator> = match &rule.body {
@@ -594,7 +594,7 @@ impl Dataflow {
             let mut runners: Vec<Runner> = pubs
                 .into_iter()
                 .map(|out| Runner {
-                    op: build_operator(program, rule),
+                    op: rule_operator(program, rule),
                     out,
                     late: late_tx.clone(),
                     stats: stats[r].clone(),

@@ -32,7 +32,9 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 const SAMPLE: &str = "examples/readings/readings.sample.jsonl";
@@ -44,32 +46,65 @@ fn sample() -> Vec<serde_json::Value> {
 #[test]
 fn filter_example_keeps_exactly_the_high_readings() {
     let out = tmp("high.jsonl");
-    let o = weir(&["run", "examples/readings/filter.sql", "--input", &format!("readings={SAMPLE}"), "--output", &format!("high_readings={}", out.display())], None);
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/filter.sql",
+            "--input",
+            &format!("readings={SAMPLE}"),
+            "--output",
+            &format!("high_readings={}", out.display()),
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = json_lines(&std::fs::read_to_string(&out).unwrap());
-    let want: Vec<_> = sample().into_iter().filter(|e| e["value"].as_f64().unwrap() > 90.0).collect();
+    let want: Vec<_> = sample()
+        .into_iter()
+        .filter(|e| e["value"].as_f64().unwrap() > 90.0)
+        .collect();
     assert!(!want.is_empty());
     assert_eq!(got, want, "a stateless rule keeps input order");
 }
 
 #[test]
 fn tumbling_example_matches_a_plain_recomputation() {
-    let o = weir(&["run", "examples/readings/tumbling_avg.sql", "--input", &format!("readings={SAMPLE}")], None);
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/tumbling_avg.sql",
+            "--input",
+            &format!("readings={SAMPLE}"),
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut got = BTreeMap::new();
     for r in json_lines(&String::from_utf8(o.stdout).unwrap()) {
-        let key = (r["sensor_id"].as_i64().unwrap(), r["window_start"].as_i64().unwrap());
+        let key = (
+            r["sensor_id"].as_i64().unwrap(),
+            r["window_start"].as_i64().unwrap(),
+        );
         assert_eq!(r["window_end"].as_i64().unwrap(), key.1 + 1000);
-        got.insert(key, (r["n"].as_i64().unwrap(), r["avg_value"].as_f64().unwrap()));
+        got.insert(
+            key,
+            (r["n"].as_i64().unwrap(), r["avg_value"].as_f64().unwrap()),
+        );
     }
     let mut sums: BTreeMap<(i64, i64), (i64, f64)> = BTreeMap::new();
     for e in sample() {
         let ts = e["ts"].as_i64().unwrap();
-        let s = sums.entry((e["sensor_id"].as_i64().unwrap(), ts - ts % 1000)).or_default();
+        let s = sums
+            .entry((e["sensor_id"].as_i64().unwrap(), ts - ts % 1000))
+            .or_default();
         s.0 += 1;
         s.1 += e["value"].as_f64().unwrap();
     }
-    assert_eq!(got.len(), sums.len(), "every window, including the last ones, is emitted");
+    assert_eq!(
+        got.len(),
+        sums.len(),
+        "every window, including the last ones, is emitted"
+    );
     for (k, (n, sum)) in sums {
         let (gn, gavg) = got[&k];
         assert_eq!(gn, n, "{k:?}");
@@ -81,7 +116,17 @@ fn tumbling_example_matches_a_plain_recomputation() {
 fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
     let dead = tmp("dead.jsonl");
     let input = "{\"sensor_id\":1,\"ts\":1000,\"value\":95.5,\"flag\":true}\nnot json\n{\"sensor_id\":2,\"ts\":\"later\",\"value\":1,\"flag\":true}\n[1]\n{\"sensor_id\":3,\"ts\":1010,\"value\":99,\"flag\":false}\n";
-    let o = weir(&["run", "examples/readings/filter.sql", "--input", "readings=-", "--dead-letter", dead.to_str().unwrap()], Some(input));
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/filter.sql",
+            "--input",
+            "readings=-",
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ],
+        Some(input),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = json_lines(&String::from_utf8(o.stdout).unwrap());
     assert_eq!(out.len(), 2);
@@ -91,7 +136,10 @@ fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
     assert_eq!(lines, [2, 3, 4]);
     assert!(dead[0]["reason"].as_str().unwrap().contains("invalid JSON"));
     assert!(dead[1]["reason"].as_str().unwrap().contains("cannot cast"));
-    assert!(dead[2]["reason"].as_str().unwrap().contains("not a JSON object"));
+    assert!(dead[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not a JSON object"));
     assert_eq!(dead[0]["raw"], "not json");
     assert!(String::from_utf8_lossy(&o.stderr).contains("3 dead letter(s)"));
 }
@@ -102,12 +150,25 @@ fn late_events_are_written_with_their_reason() {
     // Watermarks advance once per batch (1024 events), so the late event comes a batch later.
     let on_time = "{\"sensor_id\":1,\"ts\":1700000005000,\"value\":1,\"flag\":true}\n".repeat(1100);
     let input = on_time + "{\"sensor_id\":1,\"ts\":1700000001000,\"value\":2,\"flag\":true}\n";
-    let o = weir(&["run", "examples/readings/tumbling_avg.sql", "--input", "readings=-", "--late", late.to_str().unwrap()], Some(&input));
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/tumbling_avg.sql",
+            "--input",
+            "readings=-",
+            "--late",
+            late.to_str().unwrap(),
+        ],
+        Some(&input),
+    );
     assert!(o.status.success());
     let late = json_lines(&std::fs::read_to_string(late).unwrap());
     assert_eq!(late.len(), 1);
     assert_eq!(late[0]["ts"], 1700000001000i64);
-    assert!(late[0]["reason"].as_str().unwrap().contains("windows closed"));
+    assert!(late[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("windows closed"));
 }
 
 #[test]
@@ -117,8 +178,14 @@ fn check_reports_every_error_with_its_position_and_runs_nothing() {
     let o = weir(&["check", bad.to_str().unwrap()], None);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.sql:2:22: error: stream s has no column 'b'"), "{err}");
-    assert!(err.contains("bad.sql:3:22: error: unknown function avgg()"), "{err}");
+    assert!(
+        err.contains("bad.sql:2:22: error: stream s has no column 'b'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.sql:3:22: error: unknown function avgg()"),
+        "{err}"
+    );
     assert!(err.contains("did you mean avg()?"), "{err}");
     let good = weir(&["check", "examples/readings/tumbling_avg.sql"], None);
     assert!(good.status.success());
@@ -127,9 +194,18 @@ fn check_reports_every_error_with_its_position_and_runs_nothing() {
 
 #[test]
 fn simulate_is_deterministic_and_follows_the_format() {
-    let a = weir(&["simulate", "readings", "--count", "500", "--seed", "7"], None);
-    let b = weir(&["simulate", "readings", "--count", "500", "--seed", "7"], None);
-    let c = weir(&["simulate", "readings", "--count", "500", "--seed", "8"], None);
+    let a = weir(
+        &["simulate", "readings", "--count", "500", "--seed", "7"],
+        None,
+    );
+    let b = weir(
+        &["simulate", "readings", "--count", "500", "--seed", "7"],
+        None,
+    );
+    let c = weir(
+        &["simulate", "readings", "--count", "500", "--seed", "8"],
+        None,
+    );
     assert_eq!(a.stdout, b.stdout);
     assert_ne!(a.stdout, c.stdout);
     let evs = json_lines(&String::from_utf8(a.stdout).unwrap());
@@ -139,7 +215,10 @@ fn simulate_is_deterministic_and_follows_the_format() {
         assert!((0..1000).contains(&e["sensor_id"].as_i64().unwrap()));
         let v = e["value"].as_f64().unwrap();
         assert!((0.0..100.0).contains(&v));
-        assert!(((v * 1000.0).round() - v * 1000.0).abs() < 1e-6, "3 decimals: {v}");
+        assert!(
+            ((v * 1000.0).round() - v * 1000.0).abs() < 1e-6,
+            "3 decimals: {v}"
+        );
         assert!(e["flag"].is_boolean());
     }
     let flags = evs.iter().filter(|e| e["flag"] == true).count();
@@ -149,10 +228,25 @@ fn simulate_is_deterministic_and_follows_the_format() {
 #[test]
 fn csv_input_is_read_by_extension() {
     let csv = tmp("readings.csv");
-    std::fs::write(&csv, "sensor_id,ts,value,flag\n1,1000,91.5,true\n2,1010,10,false\n3,1020,x,true\n").unwrap();
-    let o = weir(&["run", "examples/readings/filter.sql", "--input", &format!("readings={}", csv.display())], None);
+    std::fs::write(
+        &csv,
+        "sensor_id,ts,value,flag\n1,1000,91.5,true\n2,1010,10,false\n3,1020,x,true\n",
+    )
+    .unwrap();
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/filter.sql",
+            "--input",
+            &format!("readings={}", csv.display()),
+        ],
+        None,
+    );
     assert!(o.status.success());
     let out = json_lines(&String::from_utf8(o.stdout).unwrap());
-    assert_eq!(out, vec![serde_json::json!({"sensor_id":1,"ts":1000,"value":91.5,"flag":true})]);
+    assert_eq!(
+        out,
+        vec![serde_json::json!({"sensor_id":1,"ts":1000,"value":91.5,"flag":true})]
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 dead letter(s)"));
 }

@@ -10,7 +10,10 @@ use weir_engine::{run_batch, EngineConfig};
 
 /// Random events `(key, ts, v)`, out of order by less than one second.
 fn events(max: usize) -> impl Strategy<Value = Vec<(i64, i64, i64)>> {
-    (prop::collection::vec((0i64..4, 0i64..20_000, -50i64..50), 1..max), prop::collection::vec(any::<bool>(), max))
+    (
+        prop::collection::vec((0i64..4, 0i64..20_000, -50i64..50), 1..max),
+        prop::collection::vec(any::<bool>(), max),
+    )
         .prop_map(|(mut evs, swaps)| {
             evs.sort_by_key(|e| e.1);
             for (i, swap) in swaps.iter().enumerate() {
@@ -25,16 +28,22 @@ fn events(max: usize) -> impl Strategy<Value = Vec<(i64, i64, i64)>> {
 fn rows(evs: &[(i64, i64, i64)]) -> Vec<Row> {
     evs.iter()
         .map(|(k, ts, v)| {
-            [("k", Value::Int(*k)), ("ts", Value::Int(*ts)), ("v", Value::Int(*v))]
-                .into_iter()
-                .map(|(n, v)| (Arc::from(n), v))
-                .collect()
+            [
+                ("k", Value::Int(*k)),
+                ("ts", Value::Int(*ts)),
+                ("v", Value::Int(*v)),
+            ]
+            .into_iter()
+            .map(|(n, v)| (Arc::from(n), v))
+            .collect()
         })
         .collect()
 }
 
 fn int(r: &Row, f: &str) -> i64 {
-    r.get(f).and_then(Value::as_i64).unwrap_or_else(|| panic!("{f} in {r}"))
+    r.get(f)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{f} in {r}"))
 }
 
 /// (key, window_start) -> (count, sum, min, max) from the engine.
@@ -43,16 +52,30 @@ type Windows = BTreeMap<(i64, i64), (i64, i64, i64, i64)>;
 fn run(sql: &str, inputs: Vec<(&str, Vec<Row>)>, output: &str, workers: usize) -> Vec<Row> {
     let program = weir_lang::compile(sql).expect("rules compile");
     let inputs = inputs.into_iter().map(|(n, r)| (n.to_owned(), r)).collect();
-    let config = EngineConfig { workers, batch_size: 7, ..EngineConfig::default() };
+    let config = EngineConfig {
+        workers,
+        batch_size: 7,
+        ..EngineConfig::default()
+    };
     let result = run_batch(&program, inputs, &[output.to_owned()], config).unwrap();
-    assert!(result.late.is_empty(), "no event is late by construction: {:?}", result.late);
-    result.outputs[output].iter().map(|e| e.row.clone()).collect()
+    assert!(
+        result.late.is_empty(),
+        "no event is late by construction: {:?}",
+        result.late
+    );
+    result.outputs[output]
+        .iter()
+        .map(|e| e.row.clone())
+        .collect()
 }
 
 fn engine_windows(out: &[Row]) -> Windows {
     let mut w = Windows::new();
     for r in out {
-        let prev = w.insert((int(r, "k"), int(r, "window_start")), (int(r, "n"), int(r, "total"), int(r, "lo"), int(r, "hi")));
+        let prev = w.insert(
+            (int(r, "k"), int(r, "window_start")),
+            (int(r, "n"), int(r, "total"), int(r, "lo"), int(r, "hi")),
+        );
         assert!(prev.is_none(), "a window was emitted twice: {r}");
     }
     w
