@@ -131,12 +131,13 @@ fn decode_parallel(
     std::thread::scope(|scope| {
         let mut to_decoders = Vec::new();
         let mut from_decoders = Vec::new();
-        for _ in 0..decoders {
+        for d in 0..decoders {
             let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(2);
             let (out_tx, out_rx) = sync_channel::<Decoded>(2);
             let stamp = stamp.clone();
             let stream = stream.to_owned();
-            scope.spawn(move || {
+            let named = std::thread::Builder::new().name(format!("decode-{d}"));
+            named.spawn_scoped(scope, move || {
                 for (first_line, block) in rx {
                     if out_tx
                         .send(decode_block(&block, first_line, &stamp, &stream))
@@ -145,42 +146,44 @@ fn decode_parallel(
                         break;
                     }
                 }
-            });
+            })?;
             to_decoders.push(tx);
             from_decoders.push(out_rx);
         }
-        let reader_thread = scope.spawn(move || -> std::io::Result<()> {
-            let mut line_no = 1u64;
-            let mut carry: Vec<u8> = Vec::new();
-            for turn in 0.. {
-                let mut block = std::mem::take(&mut carry);
-                block.reserve(BLOCK + 4096);
-                let eof = fill(&mut reader, &mut block, BLOCK)?;
-                if !eof {
-                    // Keep the partial last line for the next block.
-                    match block.iter().rposition(|c| *c == b'\n') {
-                        Some(p) => carry = block.split_off(p + 1),
-                        None => continue_reading_line(&mut reader, &mut block)?,
+        let reader_thread = std::thread::Builder::new()
+            .name("read".into())
+            .spawn_scoped(scope, move || -> std::io::Result<()> {
+                let mut line_no = 1u64;
+                let mut carry: Vec<u8> = Vec::new();
+                for turn in 0.. {
+                    let mut block = std::mem::take(&mut carry);
+                    block.reserve(BLOCK + 4096);
+                    let eof = fill(&mut reader, &mut block, BLOCK)?;
+                    if !eof {
+                        // Keep the partial last line for the next block.
+                        match block.iter().rposition(|c| *c == b'\n') {
+                            Some(p) => carry = block.split_off(p + 1),
+                            None => continue_reading_line(&mut reader, &mut block)?,
+                        }
+                    }
+                    if block.is_empty() {
+                        break;
+                    }
+                    let lines = block.iter().filter(|c| **c == b'\n').count() as u64
+                        + u64::from(block.last() != Some(&b'\n'));
+                    if to_decoders[turn % to_decoders.len()]
+                        .send((line_no, block))
+                        .is_err()
+                    {
+                        break;
+                    }
+                    line_no += lines;
+                    if eof {
+                        break;
                     }
                 }
-                if block.is_empty() {
-                    break;
-                }
-                let lines = block.iter().filter(|c| **c == b'\n').count() as u64
-                    + u64::from(block.last() != Some(&b'\n'));
-                if to_decoders[turn % to_decoders.len()]
-                    .send((line_no, block))
-                    .is_err()
-                {
-                    break;
-                }
-                line_no += lines;
-                if eof {
-                    break;
-                }
-            }
-            Ok(())
-        });
+                Ok(())
+            })?;
         let mut records = 0;
         'collect: for turn in 0.. {
             let Ok(decoded) = from_decoders[turn % from_decoders.len()].recv() else {
