@@ -123,6 +123,21 @@ pub fn from_snapshot<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Sta
     serde_json::from_value(v).map_err(|e| StateError::Incompatible(e.to_string()))
 }
 
+/// The `snapshot` and `restore` hooks of an operator whose whole state is one serialisable field.
+macro_rules! state_hooks {
+    ($field:ident) => {
+        fn snapshot(&self) -> serde_json::Value {
+            $crate::state::to_snapshot(&self.$field)
+        }
+
+        fn restore(&mut self, s: serde_json::Value) -> Result<(), $crate::state::StateError> {
+            self.$field = $crate::state::from_snapshot(s)?;
+            Ok(())
+        }
+    };
+}
+pub(crate) use state_hooks;
+
 /// Serialises a map as a list of pairs, since JSON object keys must be strings.
 pub mod pairs {
     use serde::de::DeserializeOwned;

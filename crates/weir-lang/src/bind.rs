@@ -1962,52 +1962,13 @@ impl Binder {
 const AGG_MARK: usize = 1 << 20;
 
 fn shift_agg_slots(e: &mut Expr, shift: usize) {
-    fn go(e: &mut Expr, shift: usize) {
-        match e {
-            Expr::Slot(i) if *i >= AGG_MARK => *i = *i - AGG_MARK + shift,
-            Expr::Path(b, _)
-            | Expr::Neg(b)
-            | Expr::Not(b)
-            | Expr::IsNull(b, _)
-            | Expr::Cast(b, _, _) => go(b, shift),
-            Expr::Binary(_, l, r) => {
-                go(l, shift);
-                go(r, shift);
+    e.walk_mut(&mut |x| {
+        if let Expr::Slot(i) = x {
+            if *i >= AGG_MARK {
+                *i = *i - AGG_MARK + shift;
             }
-            Expr::InList(x, l, _) => {
-                go(x, shift);
-                l.iter_mut().for_each(|y| go(y, shift));
-            }
-            Expr::Between(a, b, c, _) => {
-                go(a, shift);
-                go(b, shift);
-                go(c, shift);
-            }
-            Expr::Like { expr, pattern, .. } => {
-                go(expr, shift);
-                go(pattern, shift);
-            }
-            Expr::Case {
-                operand,
-                whens,
-                otherwise,
-            } => {
-                if let Some(o) = operand {
-                    go(o, shift);
-                }
-                for (w, t) in whens {
-                    go(w, shift);
-                    go(t, shift);
-                }
-                if let Some(o) = otherwise {
-                    go(o, shift);
-                }
-            }
-            Expr::Call(_, args) => args.iter_mut().for_each(|a| go(a, shift)),
-            _ => {}
         }
-    }
-    go(e, shift)
+    });
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -211,28 +211,28 @@ impl Expr {
         }
     }
 
-    /// Visits this expression and all its children.
-    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+    /// Visits this expression and every expression inside it, parents first, for rewrites.
+    pub fn walk_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
         f(self);
         match self {
-            Expr::Path(b, _) | Expr::Neg(b) | Expr::Not(b) | Expr::IsNull(b, _) => b.walk(f),
-            Expr::Cast(b, _, _) => b.walk(f),
+            Expr::Path(b, _) | Expr::Neg(b) | Expr::Not(b) | Expr::IsNull(b, _) => b.walk_mut(f),
+            Expr::Cast(b, _, _) => b.walk_mut(f),
             Expr::Binary(_, l, r) => {
-                l.walk(f);
-                r.walk(f);
+                l.walk_mut(f);
+                r.walk_mut(f);
             }
             Expr::InList(e, list, _) => {
-                e.walk(f);
-                list.iter().for_each(|x| x.walk(f));
+                e.walk_mut(f);
+                list.iter_mut().for_each(|x| x.walk_mut(f));
             }
             Expr::Between(a, b, c, _) => {
-                a.walk(f);
-                b.walk(f);
-                c.walk(f);
+                a.walk_mut(f);
+                b.walk_mut(f);
+                c.walk_mut(f);
             }
             Expr::Like { expr, pattern, .. } => {
-                expr.walk(f);
-                pattern.walk(f);
+                expr.walk_mut(f);
+                pattern.walk_mut(f);
             }
             Expr::Case {
                 operand,
@@ -240,20 +240,20 @@ impl Expr {
                 otherwise,
             } => {
                 if let Some(o) = operand {
-                    o.walk(f);
+                    o.walk_mut(f);
                 }
                 for (w, t) in whens {
-                    w.walk(f);
-                    t.walk(f);
+                    w.walk_mut(f);
+                    t.walk_mut(f);
                 }
                 if let Some(o) = otherwise {
-                    o.walk(f);
+                    o.walk_mut(f);
                 }
             }
-            Expr::Call(_, args) => args.iter().for_each(|a| a.walk(f)),
+            Expr::Call(_, args) => args.iter_mut().for_each(|a| a.walk_mut(f)),
             Expr::PatternAgg(a) => {
-                if let Some(arg) = &a.arg {
-                    arg.walk(f);
+                if let Some(arg) = &mut a.arg {
+                    arg.walk_mut(f);
                 }
             }
             Expr::Lit(_) | Expr::Field(_) | Expr::Slot(_) | Expr::Pattern(_) => {}

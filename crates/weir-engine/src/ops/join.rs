@@ -9,7 +9,7 @@ use weir_core::{Event, Row};
 use weir_lang::plan::JoinSpec;
 
 use crate::operator::{Operator, Output};
-use crate::state::{from_snapshot, to_snapshot, Key, KeyedState, StateError};
+use crate::state::{state_hooks, Key, KeyedState};
 
 pub struct JoinOp {
     spec: JoinSpec,
@@ -106,12 +106,5 @@ impl Operator for JoinOp {
         });
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }

@@ -10,7 +10,7 @@ use weir_lang::plan::{Pattern, PatternSpec, Skip};
 use crate::operator::{Operator, Output};
 use crate::ops::aggregate::Acc;
 use crate::ops::order::EventOrder;
-use crate::state::{from_snapshot, to_snapshot, Key, KeyedState, StateError};
+use crate::state::{state_hooks, Key, KeyedState};
 
 /// How many rows before a match's start stay available to `PREV`.
 const HISTORY: usize = 16;
@@ -338,12 +338,5 @@ impl Operator for PatternOp {
         self.feed(i64::MAX, true, out);
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }

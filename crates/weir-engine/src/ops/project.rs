@@ -10,7 +10,7 @@ use weir_lang::plan::{ChangeCall, ChangeKind, SelectItem};
 
 use crate::operator::{Operator, Output};
 use crate::ops::order::EventOrder;
-use crate::state::{from_snapshot, to_snapshot, Key, KeyedState, StateError};
+use crate::state::{state_hooks, Key, KeyedState};
 
 pub struct ProjectOp {
     filter: Option<Expr>,
@@ -145,12 +145,5 @@ impl Operator for ProjectOp {
         }
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }

@@ -11,7 +11,7 @@ use weir_lang::plan::{Aggregate, Window};
 use crate::operator::{Operator, Output};
 use crate::ops::aggregate::Accumulator;
 use crate::ops::order::EventOrder;
-use crate::state::{from_snapshot, pairs, to_snapshot, Key, KeyedState, StateError, Timers};
+use crate::state::{pairs, state_hooks, Key, KeyedState, Timers};
 
 /// What every window kind shares: the rule's filter, keys, aggregates and output.
 pub struct AggCore {
@@ -66,6 +66,15 @@ impl AggCore {
                 buf.resize(a.args.len().max(1), Value::Null);
             }
         }
+    }
+
+    /// Fresh accumulators over a run of remembered events.
+    fn over<'a>(&self, events: impl IntoIterator<Item = &'a (i64, Args)>) -> Vec<Accumulator> {
+        let mut accs = self.new_accs();
+        for (t, a) in events {
+            self.add(&mut accs, a, *t);
+        }
+        accs
     }
 
     fn add(&self, accs: &mut [Accumulator], args: &Args, ts: i64) {
@@ -272,14 +281,7 @@ impl Operator for PaneWindows {
         }
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,14 +401,7 @@ impl Operator for SessionWindows {
         }
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -438,10 +433,7 @@ impl Operator for SlidingWindows {
             while recent.front().is_some_and(|(t, _)| *t <= ev.ts - self.size) {
                 recent.pop_front();
             }
-            let mut accs = self.core.new_accs();
-            for (t, a) in recent.iter() {
-                self.core.add(&mut accs, a, *t);
-            }
+            let accs = self.core.over(recent.iter());
             self.core.emit(
                 &key,
                 &accs,
@@ -453,14 +445,7 @@ impl Operator for SlidingWindows {
         }
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }
 
 /// Count windows: every `slide` events of a key, the aggregate over its last `size` events.
@@ -484,10 +469,7 @@ impl Operator for CountWindows {
         }
         *seen += 1;
         if *seen % self.slide == 0 {
-            let mut accs = self.core.new_accs();
-            for (t, a) in recent.iter() {
-                self.core.add(&mut accs, a, *t);
-            }
+            let accs = self.core.over(recent.iter());
             let first = recent.front().map_or(ev.ts, |(t, _)| *t);
             let last = recent.iter().map(|(t, _)| *t).max().unwrap_or(ev.ts);
             self.core.emit(
@@ -501,14 +483,7 @@ impl Operator for CountWindows {
         }
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }
 
 /// A running aggregate without a window: every event emits its key's updated result.
@@ -529,12 +504,5 @@ impl Operator for RunningAggregate {
         core.emit(&key, accs, Value::Null, Value::Null, ev.ts, out);
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        to_snapshot(&self.state)
-    }
-
-    fn restore(&mut self, s: serde_json::Value) -> Result<(), StateError> {
-        self.state = from_snapshot(s)?;
-        Ok(())
-    }
+    state_hooks!(state);
 }
