@@ -425,12 +425,13 @@ impl Binder {
         });
         let body = match body {
             Body::Project(mut p) => {
-                p.changes = ctx.changes.take().unwrap_or_default();
                 p.partition = self.change_partition(&mut ctx);
+                p.changes = ctx.changes.take().unwrap_or_default();
                 Body::Project(p)
             }
             agg => agg,
         };
+        self.infer_sink_time(&sink, &input, &body);
         self.program.rules.push(Rule {
             name: format!("rule{n} -> {sink}"),
             sink,
@@ -439,6 +440,36 @@ impl Binder {
             body,
             pos: st.pos,
         });
+    }
+
+    /// A stream only rules write has no declared time attribute; when a rule passes its input's
+    /// timestamp column through unchanged, that column names the event time of its output too,
+    /// so later rules in the file can bound joins and order patterns by it.
+    fn infer_sink_time(&mut self, sink: &str, input: &Input, body: &Body) {
+        let Input::Stream(name) = input else {
+            return;
+        };
+        let Some(ts) = self.program.stream(name).and_then(|s| s.timestamp.clone()) else {
+            return;
+        };
+        let Body::Project(p) = body else {
+            return;
+        };
+        let passes = p.items.iter().any(|i| match i {
+            SelectItem::Star => true,
+            SelectItem::Expr(n, Expr::Field(f)) => **n == *ts && **f == *ts,
+            _ => false,
+        });
+        if let Some(def) = self
+            .program
+            .streams
+            .iter_mut()
+            .find(|s| s.name.eq_ignore_ascii_case(sink))
+        {
+            if passes && !def.declared && def.timestamp.is_none() {
+                def.timestamp = Some(ts);
+            }
+        }
     }
 
     /// The partition of change functions: their `OVER (PARTITION BY ...)`, else the stream key.
@@ -2027,8 +2058,13 @@ impl JoinSides<'_> {
                 } else {
                     self.right.0
                 };
-                let ts = stream.timestamp.as_deref()?;
-                ids[1].value.eq_ignore_ascii_case(ts).then_some((side, 0))
+                let name = &ids[1].value;
+                let is_time = name.eq_ignore_ascii_case("rowtime")
+                    || stream
+                        .timestamp
+                        .as_deref()
+                        .is_some_and(|ts| name.eq_ignore_ascii_case(ts));
+                is_time.then_some((side, 0))
             }
             ast::Expr::Nested(x) => self.ts_term(x),
             ast::Expr::BinaryOp {

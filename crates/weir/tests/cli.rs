@@ -250,3 +250,66 @@ fn csv_input_is_read_by_extension() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 dead letter(s)"));
 }
+
+#[test]
+fn machines_example_finds_changes_overheating_and_command_latency() {
+    let names = [
+        "state_changes",
+        "changes_per_minute",
+        "overheating",
+        "command_latency",
+    ];
+    let paths: Vec<PathBuf> = names.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
+    let mut args = vec![
+        "run".to_owned(),
+        "examples/machines/monitoring.sql".into(),
+        "--input".into(),
+        "telemetry=examples/machines/telemetry.sample.jsonl".into(),
+        "--input".into(),
+        "commands=examples/machines/commands.sample.jsonl".into(),
+    ];
+    for (n, p) in names.iter().zip(&paths) {
+        args.push("--output".into());
+        args.push(format!("{n}={}", p.display()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = weir(&args, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |i: usize| {
+        let mut v: Vec<String> = std::fs::read_to_string(&paths[i])
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    // The sample toggles m1 at 10 s, 50 s, 100 s and m2 at 30 s, 70 s; m1 runs hot from 40 s to
+    // 44 s; commands come 1.7 s, 0.7 s and 4.7 s before three of the changes (and 19.7 s
+    // before the fourth, outside the join's 10 s bound).
+    assert_eq!(
+        read(0),
+        [
+            r#"{"machine":"m1","ts":1700000010000,"previous":"idle","state":"running"}"#,
+            r#"{"machine":"m1","ts":1700000050000,"previous":"running","state":"idle"}"#,
+            r#"{"machine":"m1","ts":1700000100000,"previous":"idle","state":"running"}"#,
+            r#"{"machine":"m2","ts":1700000030000,"previous":"idle","state":"running"}"#,
+            r#"{"machine":"m2","ts":1700000070000,"previous":"running","state":"idle"}"#,
+        ]
+    );
+    assert_eq!(read(1).len(), 5);
+    assert_eq!(
+        read(2),
+        [
+            r#"{"machine":"m1","started":1700000040000,"ended":1700000044000,"peak":89.0,"readings":5}"#
+        ]
+    );
+    assert_eq!(
+        read(3),
+        [
+            r#"{"machine":"m1","command":"toggle","new_state":"idle","latency_ms":700}"#,
+            r#"{"machine":"m1","command":"toggle","new_state":"running","latency_ms":1700}"#,
+            r#"{"machine":"m2","command":"toggle","new_state":"running","latency_ms":4700}"#,
+        ]
+    );
+}

@@ -316,8 +316,9 @@ impl PatternOp {
                 ..Default::default()
             });
             part.rows.push(ev);
-            Self::run(&self.spec, part, wm, false, out);
         }
+        // Matching starts once every released row is in place: a row that is missing now
+        // can only be one later than the watermark.
         let spec = &self.spec;
         for (_, part) in self.state.partitions.iter_mut() {
             Self::run(spec, part, wm, final_, out);
