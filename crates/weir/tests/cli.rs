@@ -145,6 +145,34 @@ fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
 }
 
 #[test]
+fn records_over_the_size_limit_are_dead_letters() {
+    let dead = tmp("dead-big.jsonl");
+    let big = format!(
+        "{{\"sensor_id\":1,\"ts\":1000,\"value\":95.0,\"flag\":true,\"pad\":\"{}\"}}\n",
+        "x".repeat(2 << 20)
+    );
+    let input = big + "{\"sensor_id\":2,\"ts\":1010,\"value\":96.0,\"flag\":true}\n";
+    let o = weir(
+        &[
+            "run",
+            "examples/readings/filter.sql",
+            "--input",
+            "readings=-",
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ],
+        Some(&input),
+    );
+    assert!(o.status.success());
+    assert_eq!(json_lines(&String::from_utf8(o.stdout).unwrap()).len(), 1);
+    let dead = json_lines(&std::fs::read_to_string(dead).unwrap());
+    assert!(dead[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exceeds the limit of 1048576 bytes"));
+}
+
+#[test]
 fn late_events_are_written_with_their_reason() {
     let late = tmp("late.jsonl");
     // Watermarks advance once per batch (1024 events), so the late event comes a batch later.

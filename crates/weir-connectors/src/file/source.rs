@@ -108,6 +108,9 @@ impl FileSource {
     }
 }
 
+/// The largest record accepted; a larger one is a dead letter (its first bytes are kept).
+pub const MAX_RECORD: usize = 1 << 20;
+
 /// About this many bytes of whole lines go to a decoder at a time.
 const BLOCK: usize = 256 * 1024;
 
