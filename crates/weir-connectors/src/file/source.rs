@@ -235,13 +235,21 @@ fn decode_block(block: &[u8], first_line: u64, stamp: &Stamp, stream: &str) -> D
             continue;
         }
         records += 1;
-        let item = decode_json(line)
+        let decoded = if line.len() > MAX_RECORD {
+            Err(format!(
+                "a record of {} bytes exceeds the limit of {MAX_RECORD} bytes",
+                line.len()
+            ))
+        } else {
+            decode_json(line)
+        };
+        let item = decoded
             .and_then(|row| stamp.event(row))
             .map_err(|reason| DeadLetter {
                 stream: stream.to_owned(),
                 line: first_line + i as u64,
                 reason,
-                raw: String::from_utf8_lossy(line).into_owned(),
+                raw: String::from_utf8_lossy(&line[..line.len().min(MAX_RECORD)]).into_owned(),
             });
         items.push(item);
     }
