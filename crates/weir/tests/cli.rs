@@ -112,10 +112,8 @@ fn tumbling_example_matches_a_plain_recomputation() {
     }
 }
 
-#[test]
-fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
-    let dead = tmp("dead.jsonl");
-    let input = "{\"sensor_id\":1,\"ts\":1000,\"value\":95.5,\"flag\":true}\nnot json\n{\"sensor_id\":2,\"ts\":\"later\",\"value\":1,\"flag\":true}\n[1]\n{\"sensor_id\":3,\"ts\":1010,\"value\":99,\"flag\":false}\n";
+/// Runs the filter example over `input` on stdin; returns the run and its dead letters.
+fn filter_stdin(input: &str, dead: &Path) -> (Output, Vec<serde_json::Value>) {
     let o = weir(
         &[
             "run",
@@ -127,11 +125,19 @@ fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
         ],
         Some(input),
     );
+    let letters = json_lines(&std::fs::read_to_string(dead).unwrap_or_default());
+    (o, letters)
+}
+
+#[test]
+fn malformed_lines_go_to_the_dead_letters_and_the_run_goes_on() {
+    let dead = tmp("dead.jsonl");
+    let input = "{\"sensor_id\":1,\"ts\":1000,\"value\":95.5,\"flag\":true}\nnot json\n{\"sensor_id\":2,\"ts\":\"later\",\"value\":1,\"flag\":true}\n[1]\n{\"sensor_id\":3,\"ts\":1010,\"value\":99,\"flag\":false}\n";
+    let (o, dead) = filter_stdin(input, &dead);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = json_lines(&String::from_utf8(o.stdout).unwrap());
     assert_eq!(out.len(), 2);
     assert_eq!(out[1]["value"], serde_json::json!(99.0));
-    let dead = json_lines(&std::fs::read_to_string(dead).unwrap());
     let lines: Vec<i64> = dead.iter().map(|d| d["line"].as_i64().unwrap()).collect();
     assert_eq!(lines, [2, 3, 4]);
     assert!(dead[0]["reason"].as_str().unwrap().contains("invalid JSON"));
@@ -152,20 +158,9 @@ fn records_over_the_size_limit_are_dead_letters() {
         "x".repeat(2 << 20)
     );
     let input = big + "{\"sensor_id\":2,\"ts\":1010,\"value\":96.0,\"flag\":true}\n";
-    let o = weir(
-        &[
-            "run",
-            "examples/readings/filter.sql",
-            "--input",
-            "readings=-",
-            "--dead-letter",
-            dead.to_str().unwrap(),
-        ],
-        Some(&input),
-    );
+    let (o, dead) = filter_stdin(&input, &dead);
     assert!(o.status.success());
     assert_eq!(json_lines(&String::from_utf8(o.stdout).unwrap()).len(), 1);
-    let dead = json_lines(&std::fs::read_to_string(dead).unwrap());
     assert!(dead[0]["reason"]
         .as_str()
         .unwrap()
