@@ -390,7 +390,7 @@ impl Binder {
                 _ => false,
             });
         let body = if grouped {
-            self.bind_aggregate(select, &group_by, &mut ctx, &input)
+            self.bind_aggregate(select, &group_by, &mut ctx)
         } else {
             if select.having.is_some() {
                 self.err(
@@ -920,7 +920,6 @@ impl Binder {
         select: &ast::Select,
         group_by: &[ast::Expr],
         ctx: &mut Ctx,
-        input: &Input,
     ) -> Body {
         let mut window = None;
         let mut keys = Vec::new();
@@ -936,7 +935,7 @@ impl Binder {
                             "remove the second window function from GROUP BY",
                         );
                     }
-                    window = self.bind_window(&fname, f, g, ctx, input);
+                    window = self.bind_window(&fname, f, g, ctx);
                     continue;
                 }
             }
@@ -978,7 +977,6 @@ impl Binder {
         f: &ast::Function,
         g: &ast::Expr,
         ctx: &mut Ctx,
-        input: &Input,
     ) -> Option<Window> {
         let args = function_args(f);
         let pos = span_of(g);
@@ -1016,7 +1014,7 @@ impl Binder {
             return None;
         }
         if name != "count_window" {
-            self.check_time_arg(args[0], ctx, input, usage);
+            self.check_time_arg(args[0], ctx, usage);
         }
         let dur = |b: &mut Binder, e: &ast::Expr| match const_ms(e) {
             Some(ms) if ms > 0 => Some(ms),
@@ -1069,7 +1067,7 @@ impl Binder {
     }
 
     /// The first argument of a time window must be the stream's time attribute.
-    fn check_time_arg(&mut self, e: &ast::Expr, ctx: &Ctx, input: &Input, usage: &str) {
+    fn check_time_arg(&mut self, e: &ast::Expr, ctx: &Ctx, usage: &str) {
         let name = match e {
             ast::Expr::Identifier(i) => i.value.clone(),
             ast::Expr::CompoundIdentifier(ids) => {
@@ -1078,9 +1076,9 @@ impl Binder {
             ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime") => return,
             _ => String::new(),
         };
-        let ts = match (&ctx.shape, input) {
-            (Shape::Single { stream, .. }, _) => stream.timestamp.clone(),
-            (Shape::Joined { left, .. }, _) => left.0.timestamp.clone(),
+        let ts = match &ctx.shape {
+            Shape::Single { stream, .. } => stream.timestamp.clone(),
+            Shape::Joined { left, .. } => left.0.timestamp.clone(),
             _ => None,
         };
         let ok = match &ts {
@@ -1971,9 +1969,7 @@ impl Binder {
                     continue;
                 }
                 for next in edges.get(&s).into_iter().flatten() {
-                    if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(next))
-                        || *next == start && s != start
-                    {
+                    if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(next)) {
                         let (pos, sink) = (r.pos, r.sink.clone());
                         self.err(
                             pos,

@@ -33,4 +33,12 @@ impl FileConfig {
     pub fn is_std(&self) -> bool {
         self.path == "-"
     }
+
+    /// An I/O failure on this file, named by its path.
+    pub fn io_error(&self, source: std::io::Error) -> ConnectorError {
+        ConnectorError::Io {
+            path: self.path.clone().into(),
+            source,
+        }
+    }
 }

@@ -19,10 +19,7 @@ impl FileSink {
         let out: Box<dyn Write + Send> = if config.is_std() {
             Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout()))
         } else {
-            let f = File::create(&config.path).map_err(|source| ConnectorError::Io {
-                path: config.path.clone().into(),
-                source,
-            })?;
+            let f = File::create(&config.path).map_err(|e| config.io_error(e))?;
             Box::new(BufWriter::with_capacity(1 << 16, f))
         };
         Ok(FileSink { config, out })
@@ -30,19 +27,14 @@ impl FileSink {
 
     /// Drains the stream to the file; returns how many events were written.
     pub fn run(mut self, events: OutputStream) -> Result<u64, ConnectorError> {
-        let path = self.config.path.clone();
-        let io_err = |source| ConnectorError::Io {
-            path: path.clone().into(),
-            source,
-        };
         let mut n = 0;
         for batch in events {
             for e in &batch {
-                encode_json(&e.row, &mut self.out).map_err(io_err)?;
+                encode_json(&e.row, &mut self.out).map_err(|e| self.config.io_error(e))?;
             }
             n += batch.len() as u64;
         }
-        self.out.flush().map_err(io_err)?;
+        self.out.flush().map_err(|e| self.config.io_error(e))?;
         Ok(n)
     }
 }

@@ -30,10 +30,7 @@ impl FileSource {
         let reader: Box<dyn BufRead + Send> = if config.is_std() {
             Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
         } else {
-            let f = File::open(&config.path).map_err(|source| ConnectorError::Io {
-                path: config.path.clone().into(),
-                source,
-            })?;
+            let f = File::open(&config.path).map_err(|e| config.io_error(e))?;
             Box::new(BufReader::with_capacity(1 << 16, f))
         };
         Ok(FileSource { config, reader })
@@ -46,63 +43,59 @@ impl FileSource {
         dead: &mut dyn FnMut(DeadLetter),
     ) -> Result<SourceStats, ConnectorError> {
         let stream = ingest.stream().name.clone();
-        let path = self.config.path.clone();
-        let io_err = |source| ConnectorError::Io {
-            path: path.clone().into(),
-            source,
-        };
+        let config = &self.config;
         let mut stats = SourceStats::default();
-        let mut reject = |line: u64, reason: String, raw: String, stats: &mut SourceStats| {
+        let mut reject = |d: DeadLetter| {
             stats.dead += 1;
-            dead(DeadLetter {
-                stream: stream.clone(),
-                line,
-                reason,
-                raw,
-            });
+            dead(d);
         };
-        match self.config.format {
+        let records = match config.format {
             Format::JsonLines => {
                 let decoders = std::thread::available_parallelism()
                     .map_or(2, |n| n.get())
                     .clamp(1, 8);
-                let mut on_dead = |d: DeadLetter| reject(d.line, d.reason, d.raw, &mut stats);
-                let records =
-                    decode_parallel(self.reader, &mut ingest, decoders, &stream, &mut on_dead)
-                        .map_err(io_err)?;
-                stats.records = records;
+                decode_parallel(self.reader, &mut ingest, decoders, &stream, &mut reject)
+                    .map_err(|e| config.io_error(e))?
             }
             Format::Csv => {
+                let letter = |line, reason, raw| DeadLetter {
+                    stream: stream.clone(),
+                    line,
+                    reason,
+                    raw,
+                };
                 let mut rdr = csv::ReaderBuilder::new()
                     .flexible(true)
                     .from_reader(self.reader);
                 let header: Vec<Arc<str>> = rdr
                     .headers()
-                    .map_err(|e| io_err(std::io::Error::other(e)))?
+                    .map_err(|e| config.io_error(std::io::Error::other(e)))?
                     .iter()
                     .map(Arc::from)
                     .collect();
+                let mut records = 0;
                 for (i, rec) in rdr.records().enumerate() {
-                    stats.records += 1;
+                    records += 1;
                     let line = i as u64 + 2;
                     match rec {
                         Ok(r) => {
                             if let Err(reason) =
                                 decode_csv(&header, &r).and_then(|row| ingest.push(row))
                             {
-                                reject(
+                                reject(letter(
                                     line,
                                     reason,
                                     r.iter().collect::<Vec<_>>().join(","),
-                                    &mut stats,
-                                );
+                                ));
                             }
                         }
-                        Err(e) => reject(line, e.to_string(), String::new(), &mut stats),
+                        Err(e) => reject(letter(line, e.to_string(), String::new())),
                     }
                 }
+                records
             }
-        }
+        };
+        stats.records = records;
         ingest.finish();
         Ok(stats)
     }
@@ -166,7 +159,10 @@ fn decode_parallel(
                         // Keep the partial last line for the next block.
                         match block.iter().rposition(|c| *c == b'\n') {
                             Some(p) => carry = block.split_off(p + 1),
-                            None => continue_reading_line(&mut reader, &mut block)?,
+                            // One very long line: read on to its end.
+                            None => {
+                                reader.read_until(b'\n', &mut block)?;
+                            }
                         }
                     }
                     if block.is_empty() {
@@ -214,16 +210,11 @@ fn fill(reader: &mut dyn BufRead, block: &mut Vec<u8>, want: usize) -> std::io::
         if buf.is_empty() {
             return Ok(true);
         }
-        let n = buf.len().min(want - block.len()).max(1).min(buf.len());
+        let n = buf.len().min(want - block.len());
         block.extend_from_slice(&buf[..n]);
         reader.consume(n);
     }
     Ok(false)
-}
-
-/// A block without a newline (one very long line): read on to the end of that line.
-fn continue_reading_line(reader: &mut dyn BufRead, block: &mut Vec<u8>) -> std::io::Result<()> {
-    reader.read_until(b'\n', block).map(|_| ())
 }
 
 fn decode_block(block: &[u8], first_line: u64, stamp: &Stamp, stream: &str) -> Decoded {
