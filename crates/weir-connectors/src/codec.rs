@@ -168,6 +168,83 @@ pub fn decode_csv(header: &[Arc<str>], record: &csv::StringRecord) -> Result<Row
         .collect())
 }
 
+/// Decodes message payloads (one MQTT, AMQP, NATS or HTTP message each) into rows, by the
+/// stream's `format`, `header` and `delimiter` options.
+#[derive(Debug, Clone)]
+pub struct MessageDecoder {
+    format: Format,
+    /// CSV column names: the `header` option, else the first message.
+    header: Option<Vec<Arc<str>>>,
+    delimiter: u8,
+}
+
+impl MessageDecoder {
+    pub fn new(options: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
+        let format = match options
+            .get("format")
+            .map(|f| f.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("json") => Format::JsonLines,
+            Some("csv") => Format::Csv,
+            Some("avro") => {
+                return Err("format 'avro' is not available yet; use json or csv".to_owned())
+            }
+            Some(other) => return Err(format!("unknown format '{other}'; use json or csv")),
+        };
+        let delimiter = match options.get("delimiter").map(String::as_bytes) {
+            None => b',',
+            Some([d]) => *d,
+            Some(_) => return Err("option 'delimiter' must be one character".to_owned()),
+        };
+        let header = options.get("header").map(|h| {
+            h.split(delimiter as char)
+                .map(|c| intern(c.trim()))
+                .collect()
+        });
+        Ok(MessageDecoder {
+            format,
+            header,
+            delimiter,
+        })
+    }
+
+    /// Rows of one payload: a JSON object, a JSON array of objects, or CSV records. Each
+    /// `Err` says why a record cannot be an event.
+    pub fn decode(&mut self, payload: &[u8], out: &mut Vec<Result<Row, String>>) {
+        match self.format {
+            Format::JsonLines => {
+                let trimmed = payload.trim_ascii_start();
+                if trimmed.first() == Some(&b'[') {
+                    match serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
+                        Ok(items) => out.extend(items.iter().map(|v| {
+                            serde_json::to_vec(v)
+                                .map_err(|e| e.to_string())
+                                .and_then(|b| decode_json(&b))
+                        })),
+                        Err(e) => out.push(Err(format!("invalid JSON array: {e}"))),
+                    }
+                } else {
+                    out.push(decode_json(payload));
+                }
+            }
+            Format::Csv => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .delimiter(self.delimiter)
+                    .from_reader(payload);
+                for record in reader.records() {
+                    match (record, &self.header) {
+                        (Err(e), _) => out.push(Err(e.to_string())),
+                        (Ok(r), Some(h)) => out.push(decode_csv(h, &r)),
+                        (Ok(r), None) => self.header = Some(r.iter().map(intern).collect()),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes a row as one JSON line.
 pub fn encode_json(row: &Row, w: &mut impl Write) -> std::io::Result<()> {
     serde_json::to_writer(&mut *w, row)?;
@@ -177,6 +254,35 @@ pub fn encode_json(row: &Row, w: &mut impl Write) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_decode_by_format() {
+        let opts = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut json = MessageDecoder::new(&opts(&[])).unwrap();
+        json.decode(br#"[{"a":1},{"a":2},3]"#, &mut out);
+        json.decode(br#"{"a":"#, &mut out);
+        assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 2);
+        assert_eq!(out.len(), 4);
+        out.clear();
+        let mut csv = MessageDecoder::new(&opts(&[("format", "csv")])).unwrap();
+        csv.decode(b"id;v", &mut out);
+        assert!(out.is_empty(), "the first message is the header");
+        let mut csv = MessageDecoder::new(&opts(&[
+            ("format", "csv"),
+            ("header", "id;v"),
+            ("delimiter", ";"),
+        ]))
+        .unwrap();
+        csv.decode(b"1;2.5\n2;x\n3", &mut out);
+        assert_eq!(out[0].as_ref().unwrap().get("v"), Some(&Value::Float(2.5)));
+        assert!(out[2].is_err());
+        assert!(MessageDecoder::new(&opts(&[("format", "xml")])).is_err());
+    }
 
     #[test]
     fn csv_cells_take_their_types() {

@@ -1,10 +1,20 @@
 //! Connectors move events between the outside world and the engine; codecs turn bytes into rows
-//! and back. Each connector is a module with the same layout: a config validated up front, a
-//! source that feeds an [`weir_engine::Ingest`], a sink that drains an
-//! [`weir_engine::OutputStream`].
+//! and back. Each connector is a module with the same layout: a config struct built from the
+//! stream's `WITH (...)` options and validated up front, a connection check, a source and a
+//! sink. [`endpoint::Endpoint`] picks the connector of a stream; [`live`] holds what the network
+//! connectors share (health, backoff). The file connector also has a batch form for `weir run`
+//! that feeds an [`weir_engine::Ingest`] directly.
 
+pub mod amqp;
 pub mod codec;
+pub mod endpoint;
 pub mod file;
+pub mod http;
+pub mod live;
+pub mod mqtt;
+pub mod nats;
+
+pub use endpoint::Endpoint;
 
 use std::path::PathBuf;
 
@@ -19,12 +29,16 @@ pub enum ConnectorError {
     },
     #[error("invalid connector setting: {0}")]
     Config(String),
+    #[error("cannot reach {0}")]
+    Unreachable(String),
 }
 
 impl weir_core::Classify for ConnectorError {
     fn blame(&self) -> weir_core::Blame {
         match self {
-            ConnectorError::Io { .. } => weir_core::Blame::External,
+            ConnectorError::Io { .. } | ConnectorError::Unreachable(_) => {
+                weir_core::Blame::External
+            }
             ConnectorError::Config(_) => weir_core::Blame::User,
         }
     }

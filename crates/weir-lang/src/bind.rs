@@ -21,8 +21,8 @@ use crate::parse::{parse, ParsedStatement};
 use crate::plan::*;
 use crate::types::DataType;
 
-/// Stream options weir understands. Connector options are kept for the connectors.
-const STREAM_OPTIONS: &[&str] = &[
+/// Stream options every connector takes: time, keys and the format of the payload.
+const COMMON_OPTIONS: &[&str] = &[
     "timestamp",
     "watermark",
     "allowed_lateness",
@@ -30,29 +30,75 @@ const STREAM_OPTIONS: &[&str] = &[
     "key",
     "format",
     "connector",
-    "url",
-    "topic",
-    "qos",
-    "exchange",
-    "queue",
-    "routing_key",
-    "durable",
-    "subject",
-    "group",
-    "path",
     "delimiter",
     "header",
-    "shared",
-    "partitions",
     "timestamp_format",
+    "schema",
 ];
+
+/// The connectors a stream can name, each with the options it takes beside [`COMMON_OPTIONS`].
+/// A stream without `connector` is an embedded topic of the node.
+pub const CONNECTORS: &[(&str, &[&str])] = &[
+    ("embedded", &["topic"]),
+    (
+        "mqtt",
+        &[
+            "url",
+            "topic",
+            "qos",
+            "version",
+            "client_id",
+            "session",
+            "shared",
+        ],
+    ),
+    (
+        "amqp",
+        &[
+            "url",
+            "topic",
+            "routing_key",
+            "exchange",
+            "exchange_type",
+            "queue",
+            "durable",
+            "prefetch",
+        ],
+    ),
+    (
+        "nats",
+        &["url", "topic", "subject", "queue", "stream", "durable"],
+    ),
+    ("kafka", &["url", "topic", "group", "partitions"]),
+    ("http", &["url", "method"]),
+    ("file", &["path"]),
+];
+
+fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
+    CONNECTORS
+        .iter()
+        .find(|(c, _)| *c == connector)
+        .map(|(_, opts)| *opts)
+}
 
 const WINDOW_FUNCS: &[&str] = &["tumble", "hop", "session", "sliding", "count_window"];
 
 /// Parses and binds a rule file; every problem is reported at once.
 pub fn compile(source: &str) -> Result<Program, Diagnostics> {
+    compile_with(source, &[])
+}
+
+/// Like [`compile`], with streams already declared elsewhere (a node's catalog) in scope.
+pub fn compile_with(source: &str, known: &[StreamDef]) -> Result<Program, Diagnostics> {
     let (statements, mut diags) = parse(source);
-    let mut b = Binder::default();
+    let mut b = Binder {
+        program: Program {
+            streams: known.to_vec(),
+            rules: Vec::new(),
+        },
+        known: known.len(),
+        diags: Vec::new(),
+    };
     for s in &statements {
         if let Statement::CreateTable(ct) = &s.statement {
             b.create_stream(ct, s.pos);
@@ -85,9 +131,10 @@ pub fn compile(source: &str) -> Result<Program, Diagnostics> {
     }
 }
 
-#[derive(Default)]
 struct Binder {
     program: Program,
+    /// How many streams at the front of `program.streams` came from outside the source text.
+    known: usize,
     diags: Vec<Diagnostic>,
 }
 
@@ -159,13 +206,21 @@ impl Binder {
 
     fn create_stream(&mut self, ct: &CreateTable, pos: Pos) {
         let name = ct.name.to_string();
-        if let Some(prev) = self.program.stream(&name) {
-            let line = prev.pos.line;
-            self.err(
-                pos,
-                format!("stream '{name}' is declared twice"),
-                format!("it is first declared on line {line}"),
-            );
+        if let Some(i) = self
+            .program
+            .streams
+            .iter()
+            .position(|s| s.name.eq_ignore_ascii_case(&name))
+        {
+            let hint = if i < self.known {
+                format!("the node already has a stream '{name}': use it without declaring it, or pick another name")
+            } else {
+                format!(
+                    "it is first declared on line {}",
+                    self.program.streams[i].pos.line
+                )
+            };
+            self.err(pos, format!("stream '{name}' is declared twice"), hint);
             return;
         }
         let mut def = StreamDef::implied(&name);
@@ -255,17 +310,11 @@ impl Binder {
                     ),
                 },
                 "key" => def.key = Some(Arc::from(v.as_str())),
-                _ if STREAM_OPTIONS.contains(&k.as_str()) => {}
-                _ => {
-                    let hint = closest(&k, STREAM_OPTIONS.iter().copied())
-                        .map(|c| format!("did you mean '{c}'?"))
-                        .unwrap_or_else(|| format!("known options: {}", STREAM_OPTIONS.join(", ")));
-                    self.err(key.span, format!("unknown stream option '{k}'"), hint);
-                    continue;
-                }
+                _ => {}
             }
             def.options.insert(k, v);
         }
+        self.check_connector(&def, &options);
         def.time = match (time_set, &def.timestamp) {
             (Some(TimeMode::Event), None) => {
                 self.err(
@@ -280,6 +329,65 @@ impl Binder {
             (None, None) => TimeMode::Processing,
         };
         self.program.streams.push(def);
+    }
+
+    /// Every option must belong to the stream's connector (or to all connectors).
+    fn check_connector(&mut self, def: &StreamDef, options: &[SqlOption]) {
+        let connector = def
+            .options
+            .get("connector")
+            .map_or("embedded", String::as_str);
+        let pos_of = |name: &str| {
+            options
+                .iter()
+                .find_map(|o| match o {
+                    SqlOption::KeyValue { key, .. } if key.value.eq_ignore_ascii_case(name) => {
+                        Some(Pos::from(key.span))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(def.pos)
+        };
+        let Some(own) = connector_options(connector) else {
+            let names: Vec<&str> = CONNECTORS.iter().map(|(c, _)| *c).collect();
+            let hint = closest(connector, names.iter().copied())
+                .map(|c| format!("did you mean '{c}'?"))
+                .unwrap_or_else(|| format!("connectors: {}", names.join(", ")));
+            self.err(
+                pos_of("connector"),
+                format!("unknown connector '{connector}'"),
+                hint,
+            );
+            return;
+        };
+        for k in def.options.keys() {
+            if COMMON_OPTIONS.contains(&k.as_str()) || own.contains(&k.as_str()) {
+                continue;
+            }
+            let span = pos_of(k);
+            let takes = format!(
+                "connector '{connector}' takes {} (and {})",
+                own.join(", "),
+                COMMON_OPTIONS.join(", ")
+            );
+            if let Some((other, _)) = CONNECTORS.iter().find(|(_, o)| o.contains(&k.as_str())) {
+                self.err(
+                    span,
+                    format!("option '{k}' belongs to connector '{other}', not '{connector}'"),
+                    takes,
+                );
+            } else {
+                let all = COMMON_OPTIONS
+                    .iter()
+                    .chain(own.iter())
+                    .copied()
+                    .collect::<Vec<_>>();
+                let hint = closest(k, all.iter().copied())
+                    .map(|c| format!("did you mean '{c}'?"))
+                    .unwrap_or(takes);
+                self.err(span, format!("unknown stream option '{k}'"), hint);
+            }
+        }
     }
 
     fn implied_sink(&mut self, ins: &Insert) {

@@ -8,8 +8,9 @@ pub mod expr;
 pub mod functions;
 pub mod parse;
 pub mod plan;
+pub mod templates;
 pub mod types;
 
-pub use bind::compile;
+pub use bind::{compile, compile_with, CONNECTORS};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use plan::Program;

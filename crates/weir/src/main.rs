@@ -18,6 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// filters, windows, joins, patterns (MATCH_RECOGNIZE) and change detection.
 ///
 /// Start here:
+///   weir serve                      (a node: REST on :7070, MQTT on :1884; see weir serve --help)
 ///   weir simulate readings --count 100000 --seed 42 > readings.jsonl
 ///   weir check examples/readings/tumbling_avg.sql
 ///   weir run examples/readings/tumbling_avg.sql --input readings=readings.jsonl --output avg_per_second=-
@@ -34,6 +35,9 @@ enum Command {
     Check(cmd::check::CheckArgs),
     Simulate(cmd::simulate::SimulateArgs),
     Functions(cmd::functions::FunctionsArgs),
+    Serve(cmd::serve::ServeArgs),
+    Rule(cmd::client::RuleArgs),
+    Stream(cmd::client::StreamArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,9 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd::check::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Functions(a) => cmd::functions::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Rule(a) => cmd::client::rule(a),
+        Command::Stream(a) => cmd::client::stream(a),
     };
     match result {
         Ok(code) => code,

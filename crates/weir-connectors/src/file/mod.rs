@@ -1,6 +1,7 @@
 //! The file connector: reads JSON lines or CSV from a file or stdin (`-`), writes JSON lines to
 //! a file or stdout (`-`).
 
+pub mod live;
 mod sink;
 mod source;
 

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod client;
 pub mod functions;
 pub mod run;
+pub mod serve;
 pub mod simulate;
 
 use weir_lang::Program;

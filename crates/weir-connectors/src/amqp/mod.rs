@@ -1,0 +1,237 @@
+//! AMQP 0-9-1 (RabbitMQ, with lapin): direct, topic, fanout and headers exchanges, declared when
+//! missing, as seed paper 001's connectors expect. Sources take deliveries with manual
+//! acknowledgements: a message is acknowledged once its rule has taken it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::endpoint::Opts;
+use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+
+/// Settings of an AMQP stream.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// Empty for the default exchange (routing key = queue name).
+    pub exchange: String,
+    pub exchange_type: String,
+    /// The queue a source consumes; a server-named exclusive queue when absent.
+    pub queue: Option<String>,
+    pub routing_key: String,
+    pub durable: bool,
+    pub prefetch: u16,
+}
+
+impl AmqpConfig {
+    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> AmqpConfig {
+        let url = o
+            .get("url")
+            .unwrap_or("amqp://127.0.0.1:5672/%2f")
+            .to_owned();
+        if let Err(e) = crate::live::Url::parse(&url) {
+            o.problems.push(format!("option 'url': {e}"));
+        } else if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+            o.problems
+                .push(format!("url '{url}' must start with amqp://"));
+        }
+        let exchange_type = o
+            .get("exchange_type")
+            .unwrap_or("direct")
+            .to_ascii_lowercase();
+        if !["direct", "topic", "fanout", "headers"].contains(&exchange_type.as_str()) {
+            o.problems.push(format!(
+                "option 'exchange_type' = '{exchange_type}': use direct, topic, fanout or headers"
+            ));
+        }
+        let routing_key = o
+            .get("routing_key")
+            .or(o.get("topic"))
+            .unwrap_or_default()
+            .to_owned();
+        let exchange = o.get("exchange").unwrap_or_default().to_owned();
+        let queue = o.get("queue").map(str::to_owned);
+        if exchange.is_empty() && queue.is_none() && routing_key.is_empty() {
+            o.problems.push(format!(
+                "stream {stream} needs an exchange, a queue or a routing key (topic)"
+            ));
+        }
+        AmqpConfig {
+            url,
+            exchange,
+            exchange_type,
+            queue,
+            routing_key,
+            durable: o.bool("durable", true),
+            prefetch: o.number("prefetch", 256u16, 1..=65535),
+        }
+    }
+
+    fn kind(&self) -> ExchangeKind {
+        match self.exchange_type.as_str() {
+            "topic" => ExchangeKind::Topic,
+            "fanout" => ExchangeKind::Fanout,
+            "headers" => ExchangeKind::Headers,
+            _ => ExchangeKind::Direct,
+        }
+    }
+
+    async fn channel(&self) -> Result<(Connection, Channel), lapin::Error> {
+        let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        if !self.exchange.is_empty() {
+            let opts = ExchangeDeclareOptions {
+                durable: self.durable,
+                ..Default::default()
+            };
+            channel
+                .exchange_declare(&self.exchange, self.kind(), opts, FieldTable::default())
+                .await?;
+        }
+        Ok((conn, channel))
+    }
+
+    /// Declares the queue (and its binding) and starts consuming.
+    async fn consume(&self, channel: &Channel) -> Result<lapin::Consumer, lapin::Error> {
+        let opts = QueueDeclareOptions {
+            durable: self.durable && self.queue.is_some(),
+            exclusive: self.queue.is_none(),
+            auto_delete: self.queue.is_none(),
+            ..Default::default()
+        };
+        let name = self.queue.as_deref().unwrap_or("");
+        let queue = channel
+            .queue_declare(name, opts, FieldTable::default())
+            .await?;
+        if !self.exchange.is_empty() {
+            channel
+                .queue_bind(
+                    queue.name().as_str(),
+                    &self.exchange,
+                    &self.routing_key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        channel
+            .basic_consume(
+                queue.name().as_str(),
+                "weir",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let consumer = match self.channel().await {
+                Ok((conn, channel)) => match self.consume(&channel).await {
+                    Ok(consumer) => Some((conn, consumer)),
+                    Err(e) => {
+                        health.down(e);
+                        None
+                    }
+                },
+                Err(e) => {
+                    health.down(e);
+                    None
+                }
+            };
+            if let Some((_conn, mut consumer)) = consumer {
+                health.up();
+                backoff.reset();
+                while let Some(delivery) = consumer.next().await {
+                    let delivery = match delivery {
+                        Ok(d) => d,
+                        Err(e) => {
+                            health.down(e);
+                            break;
+                        }
+                    };
+                    health.count();
+                    if tx.send(delivery.data.clone().into()).await.is_err() {
+                        return;
+                    }
+                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        health.down(e);
+                        break;
+                    }
+                }
+            }
+            backoff.wait().await;
+        }
+    }
+
+    pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
+        let mut backoff = Backoff::default();
+        let routing_key = match (self.routing_key.is_empty(), &self.queue) {
+            (true, Some(q)) => q.clone(),
+            _ => self.routing_key.clone(),
+        };
+        let props = BasicProperties::default().with_content_type("application/json".into());
+        // A message that failed to go out is retried on the next connection.
+        let mut pending = None;
+        loop {
+            let (_conn, channel) = match self.channel().await {
+                Ok(c) => c,
+                Err(e) => {
+                    health.down(e);
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            health.up();
+            backoff.reset();
+            loop {
+                let payload = match pending.take() {
+                    Some(p) => p,
+                    None => match rx.recv().await {
+                        Some(p) => p,
+                        None => return,
+                    },
+                };
+                let sent = channel
+                    .basic_publish(
+                        &self.exchange,
+                        &routing_key,
+                        BasicPublishOptions::default(),
+                        &payload,
+                        props.clone(),
+                    )
+                    .await;
+                match sent {
+                    Ok(_) => health.count(),
+                    Err(e) => {
+                        health.down(e);
+                        pending = Some(payload);
+                        break;
+                    }
+                }
+            }
+            backoff.wait().await;
+        }
+    }
+
+    pub async fn check(&self) -> Result<(), String> {
+        let connect = async {
+            let (conn, _channel) = self.channel().await.map_err(|e| e.to_string())?;
+            conn.close(200, "check").await.map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(3), connect)
+            .await
+            .map_err(|_| format!("no answer from {} within 3 s", self.url))?
+    }
+}

@@ -1,0 +1,246 @@
+//! Which connector a stream uses, built from its `WITH (...)` options and validated up front:
+//! every problem with the options is reported at once, before anything connects.
+
+use std::collections::BTreeMap;
+
+use crate::amqp::AmqpConfig;
+use crate::file::FileConfig;
+use crate::http::HttpConfig;
+use crate::live::{Health, PayloadRx, PayloadTx};
+use crate::mqtt::MqttConfig;
+use crate::nats::NatsConfig;
+use crate::ConnectorError;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// A stream's connector with its validated settings.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A topic of the node's own hub (its embedded MQTT endpoint, HTTP ingest, other rules).
+    Embedded {
+        topic: String,
+    },
+    Mqtt(MqttConfig),
+    Amqp(AmqpConfig),
+    Nats(NatsConfig),
+    /// Webhook sink; as a source, events arrive by HTTP ingest.
+    Http(HttpConfig),
+    File(FileConfig),
+    Kafka,
+}
+
+impl Endpoint {
+    /// The endpoint of stream `stream` declared with `options`.
+    pub fn from_options(
+        stream: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Endpoint, ConnectorError> {
+        let mut o = Opts {
+            map: options,
+            problems: Vec::new(),
+        };
+        let connector = options.get("connector").map_or("embedded", String::as_str);
+        let endpoint = match connector.to_ascii_lowercase().as_str() {
+            "embedded" => Endpoint::Embedded {
+                topic: o.get("topic").unwrap_or(stream).to_owned(),
+            },
+            "mqtt" => Endpoint::Mqtt(MqttConfig::from_opts(stream, &mut o)),
+            "amqp" => Endpoint::Amqp(AmqpConfig::from_opts(stream, &mut o)),
+            "nats" => Endpoint::Nats(NatsConfig::from_opts(stream, &mut o)),
+            "http" => Endpoint::Http(HttpConfig::from_opts(&mut o)),
+            "file" => match FileConfig::new(
+                o.required("path"),
+                options.get("format").map(String::as_str),
+            ) {
+                Ok(c) => Endpoint::File(c),
+                Err(e) => {
+                    o.problems.push(e.to_string());
+                    Endpoint::Kafka
+                }
+            },
+            "kafka" => {
+                o.problems.push("the kafka connector is not available on this node yet (it arrives with the core runtime); use mqtt, amqp or nats".to_owned());
+                Endpoint::Kafka
+            }
+            other => {
+                o.problems.push(format!("unknown connector '{other}'"));
+                Endpoint::Kafka
+            }
+        };
+        if o.problems.is_empty() {
+            Ok(endpoint)
+        } else {
+            Err(ConnectorError::Config(format!(
+                "stream {stream}: {}",
+                o.problems.join("; ")
+            )))
+        }
+    }
+
+    /// The connector's name as written in `WITH (connector = ...)`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Embedded { .. } => "embedded",
+            Endpoint::Mqtt(_) => "mqtt",
+            Endpoint::Amqp(_) => "amqp",
+            Endpoint::Nats(_) => "nats",
+            Endpoint::Http(_) => "http",
+            Endpoint::File(_) => "file",
+            Endpoint::Kafka => "kafka",
+        }
+    }
+
+    /// Starts reading from the outside world into `tx`. `None` for endpoints the node feeds
+    /// itself (embedded topics, HTTP ingest).
+    pub fn spawn_source(&self, tx: PayloadTx, health: Arc<Health>) -> Option<JoinHandle<()>> {
+        match self {
+            Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
+            Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
+            Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
+            Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_source(
+                c.clone(),
+                tx,
+                health,
+            ))),
+            Endpoint::Embedded { .. } | Endpoint::Http(_) | Endpoint::Kafka => None,
+        }
+    }
+
+    /// Starts writing what arrives on `rx` to the outside world. `None` for embedded topics,
+    /// which the node publishes itself.
+    pub fn spawn_sink(&self, rx: PayloadRx, health: Arc<Health>) -> Option<JoinHandle<()>> {
+        match self {
+            Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            Endpoint::Http(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_sink(
+                c.clone(),
+                rx,
+                health,
+            ))),
+            Endpoint::Embedded { .. } | Endpoint::Kafka => None,
+        }
+    }
+
+    /// A connection test: can the broker be reached with these settings?
+    pub async fn check(&self) -> Result<(), ConnectorError> {
+        let unreachable = |e: String| ConnectorError::Unreachable(format!("{}: {e}", self.kind()));
+        match self {
+            Endpoint::Mqtt(c) => c.check().await.map_err(unreachable),
+            Endpoint::Amqp(c) => c.check().await.map_err(unreachable),
+            Endpoint::Nats(c) => c.check().await.map_err(unreachable),
+            Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } | Endpoint::Kafka => {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads connector options, collecting every problem.
+pub(crate) struct Opts<'a> {
+    map: &'a BTreeMap<String, String>,
+    pub problems: Vec<String>,
+}
+
+impl Opts<'_> {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    pub fn required(&mut self, key: &str) -> &str {
+        match self.map.get(key) {
+            Some(v) => v,
+            None => {
+                self.problems.push(format!("option '{key}' is required"));
+                ""
+            }
+        }
+    }
+
+    pub fn bool(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
+            None => default,
+            Some("true" | "yes" | "1") => true,
+            Some("false" | "no" | "0") => false,
+            Some(other) => {
+                self.problems
+                    .push(format!("option '{key}' = '{other}' is not true or false"));
+                default
+            }
+        }
+    }
+
+    pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+        &mut self,
+        key: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> T {
+        let Some(text) = self.get(key) else {
+            return default;
+        };
+        match text.parse::<T>() {
+            Ok(v) if range.contains(&v) => v,
+            _ => {
+                self.problems.push(format!(
+                    "option '{key}' = '{text}' must be a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ));
+                default
+            }
+        }
+    }
+
+    /// The URL option parsed, with the schemes this connector accepts and its default port.
+    pub fn url(&mut self, schemes: &[&str], default: &str) -> crate::live::Url {
+        let text = self.get("url").unwrap_or(default).to_owned();
+        match crate::live::Url::parse(&text) {
+            Ok(u) if schemes.contains(&u.scheme.as_str()) => u,
+            Ok(u) => {
+                self.problems.push(format!(
+                    "url scheme '{}' does not fit; use {}",
+                    u.scheme,
+                    schemes.join(" or ")
+                ));
+                u
+            }
+            Err(e) => {
+                self.problems.push(format!("option 'url': {e}"));
+                crate::live::Url::parse(default).expect("default URLs parse")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_problems() {
+        let e = Endpoint::from_options("s", &opts(&[])).unwrap();
+        assert!(matches!(e, Endpoint::Embedded { topic } if topic == "s"));
+        let err = Endpoint::from_options(
+            "s",
+            &opts(&[("connector", "mqtt"), ("qos", "3"), ("url", "http://x")]),
+        )
+        .unwrap_err()
+        .to_string();
+        for part in ["'qos' = '3'", "url scheme 'http'", "'topic' is required"] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        let err = Endpoint::from_options("s", &opts(&[("connector", "kafka"), ("topic", "t")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not available"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! HTTP: events arrive by the node's ingest endpoint (`POST /v1/streams/{name}/events`); as a
+//! sink, each event is POSTed (or PUT) as JSON to a webhook, retried with backoff while the
+//! server fails or is away.
+
+use std::sync::Arc;
+
+use crate::endpoint::Opts;
+use crate::live::{Backoff, Health, PayloadRx};
+
+/// Settings of an HTTP stream.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The webhook a sink calls; sources need none.
+    pub url: Option<String>,
+    pub method: reqwest::Method,
+}
+
+impl HttpConfig {
+    pub(crate) fn from_opts(o: &mut Opts) -> HttpConfig {
+        let url = o.get("url").map(str::to_owned);
+        if let Some(u) = &url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                o.problems
+                    .push(format!("url '{u}' must start with http:// or https://"));
+            }
+        }
+        let method = match o.get("method").map(str::to_ascii_uppercase).as_deref() {
+            None | Some("POST") => reqwest::Method::POST,
+            Some("PUT") => reqwest::Method::PUT,
+            Some(other) => {
+                o.problems
+                    .push(format!("option 'method' = '{other}': use POST or PUT"));
+                reqwest::Method::POST
+            }
+        };
+        HttpConfig { url, method }
+    }
+
+    pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
+        let Some(url) = self.url.clone() else {
+            // No webhook: the stream is only read through the node (tail, other rules).
+            while rx.recv().await.is_some() {}
+            return;
+        };
+        let client = reqwest::Client::new();
+        let mut backoff = Backoff::default();
+        while let Some(payload) = rx.recv().await {
+            loop {
+                let sent = client
+                    .request(self.method.clone(), &url)
+                    .header("content-type", "application/json")
+                    .body(payload.clone())
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status());
+                match sent {
+                    Ok(_) => {
+                        health.up();
+                        health.count();
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        health.down(e);
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+    }
+}

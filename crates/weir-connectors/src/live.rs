@@ -1,0 +1,183 @@
+//! What every live (network) connector shares: the channel types between a connector and a rule,
+//! the health a connector reports, and reconnect backoff.
+//!
+//! Lifecycle of a live connector: `check` (a connection test), then `spawn_source` or
+//! `spawn_sink`, which connect, subscribe or declare what they need, run until stopped (the task
+//! is aborted, or the sink's channel closes), and reconnect with [`Backoff`] when the far side
+//! goes away. Their [`Health`] says which of these states they are in.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Payloads a source hands to its rule (one message each). A full channel makes the source wait,
+/// so a slow rule slows its broker consumer rather than growing memory.
+pub type PayloadTx = tokio::sync::mpsc::Sender<Bytes>;
+/// Payloads a sink sends out; the sink ends when every sender is gone.
+pub type PayloadRx = tokio::sync::mpsc::Receiver<Bytes>;
+
+const CONNECTING: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// A connector's connection state and counters, shared with the rule that owns it.
+#[derive(Debug, Default)]
+pub struct Health {
+    state: AtomicU8,
+    pub messages: AtomicU64,
+    pub errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A copy of [`Health`] for status documents.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthReport {
+    pub state: &'static str,
+    pub messages: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+impl Health {
+    pub fn up(&self) {
+        self.state.store(UP, Ordering::Relaxed);
+    }
+
+    /// The connection is lost or refused; `error` says why.
+    pub fn down(&self, error: impl std::fmt::Display) {
+        let was = self.state.swap(DOWN, Ordering::Relaxed);
+        if was == UP {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let text = error.to_string();
+        tracing::warn!(error = %text, "connector down");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UP
+    }
+
+    pub fn count(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> HealthReport {
+        HealthReport {
+            state: match self.state.load(Ordering::Relaxed) {
+                CONNECTING => "connecting",
+                UP => "up",
+                _ => "down",
+            },
+            messages: self.messages.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// Exponential reconnect delay: 100 ms doubling to 10 s, back to 100 ms after a success.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// `scheme://host:port/path` split into parts, for connectors whose URL the client library does
+/// not parse itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Url {
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(text: &str) -> Result<Url, String> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("'{text}' is not a URL (scheme://host:port)"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| format!("'{p}' in '{text}' is not a port"))?,
+                ),
+            ),
+            None => (hostport, None),
+        };
+        if host.is_empty() {
+            return Err(format!("'{text}' names no host"));
+        }
+        Ok(Url {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("mqtt://127.0.0.1:1883/a/b").unwrap();
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            ("mqtt", "127.0.0.1", Some(1883), "a/b")
+        );
+        let u = Url::parse("amqp://guest:guest@localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("localhost", None));
+        assert!(Url::parse("localhost:1883").is_err());
+        assert!(Url::parse("mqtt://h:99999").is_err());
+    }
+
+    #[test]
+    fn health_counts_reconnects_once_per_outage() {
+        let h = Health::default();
+        assert_eq!(h.report().state, "connecting");
+        h.up();
+        h.down("gone");
+        h.down("still gone");
+        h.up();
+        let r = h.report();
+        assert_eq!((r.state, r.reconnects, r.errors), ("up", 1, 2));
+        assert_eq!(r.last_error.as_deref(), Some("still gone"));
+    }
+}

@@ -1,0 +1,259 @@
+//! MQTT 3.1.1 and 5 (rumqttc): topic filters with wildcards, QoS 0 and 1, persistent sessions
+//! and shared subscriptions. Sources acknowledge a QoS 1 message once its rule has taken it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::endpoint::Opts;
+use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+
+/// Largest MQTT packet weir sends or accepts: the 1 MiB record limit plus headers.
+const MAX_PACKET: usize = (1 << 20) + 4096;
+
+/// Settings of an MQTT stream.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// A topic filter for sources, a topic for sinks.
+    pub topic: String,
+    pub qos: u8,
+    pub v5: bool,
+    pub client_id: Option<String>,
+    /// Keep the session (and QoS 1 messages) across disconnects; needs a client_id.
+    pub persistent: bool,
+    /// Share the subscription with other members of this group (`$share/group/filter`).
+    pub shared: Option<String>,
+}
+
+impl MqttConfig {
+    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> MqttConfig {
+        let url = o.url(&["mqtt", "tcp"], "mqtt://127.0.0.1:1883");
+        let topic = match o.get("topic") {
+            Some(t) => t.to_owned(),
+            None if !url.path.is_empty() => url.path.clone(),
+            None => {
+                o.problems.push(format!(
+                    "option 'topic' is required (the MQTT topic filter of {stream})"
+                ));
+                String::new()
+            }
+        };
+        let v5 = match o.get("version") {
+            None | Some("3.1.1" | "3" | "4") => false,
+            Some("5" | "5.0") => true,
+            Some(other) => {
+                o.problems
+                    .push(format!("option 'version' = '{other}': use '3.1.1' or '5'"));
+                false
+            }
+        };
+        let persistent = match o.get("session") {
+            None | Some("clean") => false,
+            Some("persistent") => true,
+            Some(other) => {
+                o.problems.push(format!(
+                    "option 'session' = '{other}': use 'clean' or 'persistent'"
+                ));
+                false
+            }
+        };
+        let client_id = o.get("client_id").map(str::to_owned);
+        if persistent && client_id.is_none() {
+            o.problems
+                .push("a persistent session needs a fixed client_id".to_owned());
+        }
+        MqttConfig {
+            port: url.port.unwrap_or(1883),
+            host: url.host,
+            topic,
+            qos: o.number("qos", 0u8, 0..=1),
+            v5,
+            client_id,
+            persistent,
+            shared: o.get("shared").map(str::to_owned),
+        }
+    }
+
+    /// What sources subscribe to.
+    pub fn subscription(&self) -> String {
+        match &self.shared {
+            Some(group) => format!("$share/{group}/{}", self.topic),
+            None => self.topic.clone(),
+        }
+    }
+
+    fn client_id(&self, role: &str) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        self.client_id.clone().unwrap_or_else(|| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            format!("weir-{role}-{}-{n}", std::process::id())
+        })
+    }
+
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+        if self.v5 {
+            v5::run_source(self, tx, health).await
+        } else {
+            v4::run_source(self, tx, health).await
+        }
+    }
+
+    pub async fn run_sink(self, rx: PayloadRx, health: Arc<Health>) {
+        if self.v5 {
+            v5::run_sink(self, rx, health).await
+        } else {
+            v4::run_sink(self, rx, health).await
+        }
+    }
+
+    pub async fn check(&self) -> Result<(), String> {
+        if self.v5 {
+            v5::check(self).await
+        } else {
+            v4::check(self).await
+        }
+    }
+}
+
+/// The client code, once for each protocol version: the two rumqttc APIs differ only in the
+/// names each version module imports and in `tune`.
+macro_rules! mqtt_client {
+    () => {
+        use super::*;
+
+        fn qos(level: u8) -> QoS {
+            if level == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            }
+        }
+
+        fn client(c: &MqttConfig, role: &str) -> (AsyncClient, EventLoop) {
+            let mut o = MqttOptions::new(c.client_id(role), &c.host, c.port);
+            o.set_keep_alive(Duration::from_secs(15));
+            // Sources acknowledge after handing a message on; sinks receive nothing to ack.
+            o.set_manual_acks(role == "source");
+            tune(&mut o, c.persistent);
+            AsyncClient::new(o, 512)
+        }
+
+        pub(super) async fn run_source(c: MqttConfig, tx: PayloadTx, health: Arc<Health>) {
+            let (client, mut events) = client(&c, "source");
+            let filter = c.subscription();
+            let mut backoff = Backoff::default();
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                        health.up();
+                        backoff.reset();
+                        if !ack.session_present {
+                            if let Err(e) = client.try_subscribe(filter.clone(), qos(c.qos)) {
+                                health.down(e);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        health.count();
+                        if tx.send(p.payload.clone()).await.is_err() {
+                            return;
+                        }
+                        if let Err(e) = client.try_ack(&p) {
+                            tracing::warn!(error = %e, "MQTT acknowledgement not sent");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        health.down(e);
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+
+        pub(super) async fn run_sink(c: MqttConfig, mut rx: PayloadRx, health: Arc<Health>) {
+            let (client, mut events) = client(&c, "sink");
+            let driver_health = health.clone();
+            let driver = tokio::spawn(async move {
+                let mut backoff = Backoff::default();
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                            driver_health.up();
+                            backoff.reset();
+                        }
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                        Ok(_) => {}
+                        Err(e) => {
+                            driver_health.down(e);
+                            backoff.wait().await;
+                        }
+                    }
+                }
+            });
+            while let Some(payload) = rx.recv().await {
+                if client
+                    .publish_bytes(c.topic.clone(), qos(c.qos), false, payload)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                health.count();
+            }
+            // Queued publishes go out before the disconnect that ends the driver.
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+        }
+
+        pub(super) async fn check(c: &MqttConfig) -> Result<(), String> {
+            let mut probe = c.clone();
+            probe.client_id = None;
+            probe.persistent = false;
+            let (_client, mut events) = client(&probe, "check");
+            let connack = async {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Incoming::ConnAck(_))) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(3), connack)
+                .await
+                .map_err(|_| format!("no answer from {}:{} within 3 s", c.host, c.port))?
+        }
+    };
+}
+
+mod v4 {
+    use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet as Incoming, QoS};
+
+    fn tune(o: &mut MqttOptions, persistent: bool) {
+        o.set_clean_session(!persistent);
+        o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    }
+
+    mqtt_client!();
+}
+
+mod v5 {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, EventLoop, Incoming, MqttOptions};
+    use rumqttc::Outgoing;
+
+    fn tune(o: &mut MqttOptions, persistent: bool) {
+        o.set_clean_start(!persistent);
+        o.set_max_packet_size(Some(MAX_PACKET as u32));
+        if persistent {
+            let mut props = o.connect_properties().unwrap_or_default();
+            props.session_expiry_interval = Some(u32::MAX);
+            o.set_connect_properties(props);
+        }
+    }
+
+    mqtt_client!();
+}

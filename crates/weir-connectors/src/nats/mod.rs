@@ -1,0 +1,216 @@
+//! NATS core and JetStream (async-nats). Core subjects give at-most-once delivery; with `stream`
+//! set, sources read through a durable JetStream consumer and acknowledge each message once its
+//! rule has taken it, and sinks wait for JetStream's acknowledgement of each publish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt;
+
+use crate::endpoint::Opts;
+use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+
+/// Settings of a NATS stream.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    pub subject: String,
+    /// Core queue group: members share the messages.
+    pub queue: Option<String>,
+    /// JetStream stream that stores the subject (created when missing).
+    pub stream: Option<String>,
+    /// Durable consumer name, so a restarted source resumes where it stopped.
+    pub durable: Option<String>,
+}
+
+impl NatsConfig {
+    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> NatsConfig {
+        let url = o.url(&["nats", "tls"], "nats://127.0.0.1:4222");
+        let subject = match o.get("topic").or(o.get("subject")) {
+            Some(s) => s.to_owned(),
+            None => {
+                o.problems.push(format!(
+                    "option 'topic' is required (the NATS subject of {stream})"
+                ));
+                String::new()
+            }
+        };
+        let js_stream = o.get("stream").map(str::to_owned);
+        let durable = o.get("durable").map(str::to_owned);
+        if durable.is_some() && js_stream.is_none() {
+            o.problems.push(
+                "a durable consumer needs a JetStream stream: add stream = '<name>'".to_owned(),
+            );
+        }
+        NatsConfig {
+            url: format!("{}://{}:{}", url.scheme, url.host, url.port.unwrap_or(4222)),
+            subject,
+            queue: o.get("queue").map(str::to_owned),
+            stream: js_stream,
+            durable,
+        }
+    }
+
+    async fn connect(&self, health: &Arc<Health>) -> Result<async_nats::Client, String> {
+        let h = health.clone();
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let h = h.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => h.up(),
+                        async_nats::Event::Disconnected => h.down("disconnected"),
+                        other => tracing::info!(event = %other, "nats"),
+                    }
+                }
+            })
+            .connect(&self.url)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn js_stream(
+        &self,
+        client: &async_nats::Client,
+        name: &str,
+    ) -> Result<jetstream::stream::Stream, String> {
+        jetstream::new(client.clone())
+            .get_or_create_stream(jetstream::stream::Config {
+                name: name.to_owned(),
+                subjects: vec![self.subject.clone()],
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+        let client = match self.connect(&health).await {
+            Ok(c) => c,
+            Err(e) => return health.down(e),
+        };
+        health.up();
+        let mut backoff = Backoff::default();
+        match &self.stream {
+            None => loop {
+                let sub = match &self.queue {
+                    Some(q) => {
+                        client
+                            .queue_subscribe(self.subject.clone(), q.clone())
+                            .await
+                    }
+                    None => client.subscribe(self.subject.clone()).await,
+                };
+                let mut sub = match sub {
+                    Ok(s) => s,
+                    Err(e) => {
+                        health.down(e);
+                        backoff.wait().await;
+                        continue;
+                    }
+                };
+                while let Some(msg) = sub.next().await {
+                    health.count();
+                    if tx.send(msg.payload).await.is_err() {
+                        return;
+                    }
+                }
+                backoff.wait().await;
+            },
+            Some(name) => loop {
+                if let Err(e) = self.consume_jetstream(&client, name, &tx, &health).await {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    health.down(e);
+                }
+                backoff.wait().await;
+            },
+        }
+    }
+
+    async fn consume_jetstream(
+        &self,
+        client: &async_nats::Client,
+        name: &str,
+        tx: &PayloadTx,
+        health: &Health,
+    ) -> Result<(), String> {
+        let stream = self.js_stream(client, name).await?;
+        let config = jetstream::consumer::pull::Config {
+            durable_name: self.durable.clone(),
+            filter_subject: self.subject.clone(),
+            ..Default::default()
+        };
+        let consumer = match &self.durable {
+            Some(d) => stream.get_or_create_consumer(d, config).await,
+            None => stream.create_consumer(config).await,
+        }
+        .map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| e.to_string())?;
+            health.count();
+            if tx.send(msg.payload.clone()).await.is_err() {
+                return Err("rule stopped".to_owned());
+            }
+            msg.ack().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
+        let client = match self.connect(&health).await {
+            Ok(c) => c,
+            Err(e) => return health.down(e),
+        };
+        health.up();
+        let js = match &self.stream {
+            Some(name) => {
+                if let Err(e) = self.js_stream(&client, name).await {
+                    health.down(e);
+                }
+                Some(jetstream::new(client.clone()))
+            }
+            None => None,
+        };
+        let mut backoff = Backoff::default();
+        while let Some(payload) = rx.recv().await {
+            loop {
+                let sent = match &js {
+                    Some(js) => match js.publish(self.subject.clone(), payload.clone()).await {
+                        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => client
+                        .publish(self.subject.clone(), payload.clone())
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                match sent {
+                    Ok(()) => {
+                        health.count();
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        health.down(e);
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+        let _ = client.flush().await;
+    }
+
+    pub async fn check(&self) -> Result<(), String> {
+        let connect = async_nats::ConnectOptions::new().connect(&self.url);
+        let client = tokio::time::timeout(Duration::from_secs(3), connect)
+            .await
+            .map_err(|_| format!("no answer from {} within 3 s", self.url))?
+            .map_err(|e| e.to_string())?;
+        client.flush().await.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,112 @@
+//! The REST control plane: the resource API under `/v1` (described by `/v1/openapi.json`),
+//! seed paper 001's API under `/api`, and Prometheus text at `/metrics`.
+
+mod paper;
+mod v1;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::node::{Node, NodeError};
+
+pub use v1::OPENAPI;
+
+/// Every route of the node.
+pub fn router(node: Arc<Node>) -> axum::Router {
+    v1::routes()
+        .merge(paper::routes())
+        .route("/metrics", axum::routing::get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            node.config.max_payload * 16,
+        ))
+        .with_state(node)
+}
+
+async fn metrics(axum::extract::State(node): axum::extract::State<Arc<Node>>) -> Response {
+    match crate::metrics::render(&node) {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::internal("metrics could not be encoded").into_response(),
+    }
+}
+
+/// An error answer: `{"error": {"code", "message", "problems": [{line, column, message, hint}]}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: serde_json::Value,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            problems: serde_json::Value::Null,
+        }
+    }
+
+    fn internal(message: &str) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: message.to_owned(),
+            problems: serde_json::Value::Null,
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> ApiError {
+        let (status, code) = match &e {
+            NodeError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            NodeError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            NodeError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
+            NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit"),
+            NodeError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+            NodeError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
+            NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        };
+        let problems = match &e {
+            NodeError::Invalid { problems, .. } if !problems.is_empty() => json!(problems),
+            _ => serde_json::Value::Null,
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+            problems,
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(r: axum::extract::rejection::JsonRejection) -> ApiError {
+        ApiError::bad_request(format!("request body: {}", r.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.problems.is_null() {
+            error["problems"] = self.problems;
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<Json<T>, ApiError>;

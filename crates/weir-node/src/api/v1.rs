@@ -1,0 +1,323 @@
+//! The resource API: streams, rules, templates, node health and info.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value as Json_};
+use tokio::sync::mpsc;
+
+use super::{ApiError, ApiResult};
+use crate::node::{Node, RuleStatus, RuleView, StreamView};
+use crate::registry::RuleOptions;
+
+/// The OpenAPI 3.1 description of `/v1`, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/health", get(health))
+        .route("/v1/info", get(info))
+        .route("/v1/streams", get(list_streams).post(create_stream))
+        .route("/v1/streams/{name}", get(get_stream).delete(delete_stream))
+        .route("/v1/streams/{name}/events", post(ingest))
+        .route("/v1/streams/{name}/tail", get(tail_stream))
+        .route("/v1/rules", get(list_rules).post(create_rule))
+        .route("/v1/rules/validate", post(validate_rule))
+        .route(
+            "/v1/rules/{id}",
+            get(get_rule).put(update_rule).delete(delete_rule),
+        )
+        .route("/v1/rules/{id}/start", post(start_rule))
+        .route("/v1/rules/{id}/stop", post(stop_rule))
+        .route("/v1/rules/{id}/restart", post(restart_rule))
+        .route("/v1/rules/{id}/status", get(rule_status))
+        .route("/v1/rules/{id}/dead_letters", get(tail_dead_letters))
+        .route("/v1/templates", get(list_templates))
+        .route("/v1/templates/{name}", post(instantiate_template))
+}
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+async fn health(State(node): State<Arc<Node>>) -> Json<Json_> {
+    Json(json!({"status": "ok", "uptime_ms": node.started.elapsed().as_millis() as u64}))
+}
+
+async fn info(State(node): State<Arc<Node>>) -> Json<Json_> {
+    let c = &node.config;
+    Json(json!({
+        "name": "weir",
+        "version": env!("CARGO_PKG_VERSION"),
+        "runtime": c.runtime,
+        "listen": c.listen.to_string(),
+        "mqtt_listen": c.mqtt_listen.map(|a| a.to_string()),
+        "data_dir": c.data_dir.display().to_string(),
+        "workers": c.workers,
+        "max_payload": c.max_payload,
+        "max_rules": c.max_rules,
+        "connectors": weir_lang::CONNECTORS.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamBody {
+    sql: String,
+}
+
+async fn create_stream(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<StreamBody>, JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<StreamView>), ApiError> {
+    let Json(b) = body?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(node.create_stream(&b.sql).await?),
+    ))
+}
+
+async fn list_streams(State(node): State<Arc<Node>>) -> Json<Vec<StreamView>> {
+    Json(node.streams().await)
+}
+
+async fn get_stream(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<StreamView> {
+    Ok(Json(node.stream(&name).await?))
+}
+
+async fn delete_stream(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json_> {
+    node.delete_stream(&name).await?;
+    Ok(Json(json!({"deleted": name})))
+}
+
+/// One JSON object, or an array of them, published to the stream's ingest topic.
+async fn ingest(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json_> {
+    let (topic, _) = node.stream_topics(&name).await?;
+    let value: Json_ = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body is not JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let events = match value {
+        Json_::Array(items) => items,
+        one => vec![one],
+    };
+    if let Some(i) = events.iter().position(|e| !e.is_object()) {
+        return Err(ApiError::bad_request(format!(
+            "event {i} is not a JSON object; send an object or an array of objects"
+        )));
+    }
+    for e in &events {
+        node.hub.publish(&topic, Bytes::from(e.to_string())).await;
+    }
+    Ok(Json(json!({"accepted": events.len()})))
+}
+
+/// A live view of hub topics as Server-Sent Events; a reader that falls behind loses events
+/// rather than slowing the rules.
+fn sse(node: &Node, topics: &[String]) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let subs: Vec<_> = topics
+        .iter()
+        .map(|t| node.hub.subscribe(t, tx.clone(), true))
+        .collect();
+    let stream = async_stream(move |emit| async move {
+        let _keep = subs;
+        while let Some(m) = rx.recv().await {
+            let data = String::from_utf8_lossy(&m.payload).into_owned();
+            if emit
+                .send(Ok(Event::default().event(&*m.topic).data(data)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by an async task, ended when the client goes away.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+}
+
+async fn tail_stream(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (ingest, tap) = node.stream_topics(&name).await?;
+    let topics = if ingest == tap {
+        vec![ingest]
+    } else {
+        vec![ingest, tap]
+    };
+    Ok(sse(&node, &topics))
+}
+
+async fn tail_dead_letters(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    node.rule(&id).await?;
+    Ok(sse(&node, &[crate::rule::dead_letter_topic(&id)]))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    id: String,
+    sql: String,
+    #[serde(default)]
+    options: RuleOptions,
+}
+
+async fn create_rule(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<RuleBody>, JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<RuleView>), ApiError> {
+    let Json(b) = body?;
+    let view = node.install_rule(&b.id, &b.sql, b.options, None).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+}
+
+async fn validate_rule(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<SqlBody>, JsonRejection>,
+) -> ApiResult<Json_> {
+    let Json(b) = body?;
+    let (inputs, outputs) = node.validate_rule(&b.sql).await?;
+    Ok(Json(
+        json!({"valid": true, "inputs": inputs, "outputs": outputs}),
+    ))
+}
+
+async fn list_rules(State(node): State<Arc<Node>>) -> Json<Vec<RuleView>> {
+    Json(node.rules().await)
+}
+
+async fn get_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
+    Ok(Json(node.rule(&id).await?.0))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    id: Option<String>,
+    sql: String,
+    #[serde(default)]
+    options: RuleOptions,
+}
+
+async fn update_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateBody>, JsonRejection>,
+) -> ApiResult<RuleView> {
+    let Json(b) = body?;
+    if b.id.as_ref().is_some_and(|i| i != &id) {
+        return Err(ApiError::bad_request(
+            "the body's id differs from the path's; a rule cannot be renamed",
+        ));
+    }
+    Ok(Json(node.update_rule(&id, &b.sql, b.options).await?))
+}
+
+async fn delete_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
+    Ok(Json(node.delete_rule(&id).await?))
+}
+
+async fn start_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
+    Ok(Json(node.start_rule(&id).await?))
+}
+
+async fn stop_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
+    Ok(Json(node.stop_rule(&id).await?))
+}
+
+async fn restart_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<RuleView> {
+    Ok(Json(node.restart_rule(&id).await?))
+}
+
+async fn rule_status(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> ApiResult<RuleStatus> {
+    Ok(Json(node.status(&id).await?))
+}
+
+async fn list_templates() -> Json<&'static [weir_lang::templates::Template]> {
+    Json(weir_lang::templates::TEMPLATES)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstantiateBody {
+    id: String,
+    params: BTreeMap<String, Json_>,
+    #[serde(default)]
+    options: RuleOptions,
+    /// Return the rule text without installing it.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn instantiate_template(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Result<Json<InstantiateBody>, JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
+    let Json(b) = body?;
+    let sql = weir_lang::templates::instantiate(&name, &b.params)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if b.dry_run {
+        node.validate_rule(&sql).await?;
+        return Ok((
+            axum::http::StatusCode::OK,
+            Json(json!({"id": b.id, "sql": sql})),
+        ));
+    }
+    let view = node.install_rule(&b.id, &sql, b.options, None).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(view))))
+}

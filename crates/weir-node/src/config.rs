@@ -1,0 +1,102 @@
+//! Node settings: defaults, then a TOML file, then flags and environment (the binary merges
+//! those), validated before anything listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything a node needs to start. Every field has a default, so an empty file is a valid
+/// configuration: the embedded default (REST on 127.0.0.1:7070, MQTT on 127.0.0.1:1884).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Address of the REST API, HTTP ingest and /metrics.
+    pub listen: SocketAddr,
+    /// Address of the embedded MQTT endpoint; `None` turns it off.
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Where the registry and materialised job configurations are kept.
+    pub data_dir: PathBuf,
+    /// Worker threads per keyed rule.
+    pub workers: usize,
+    /// Largest accepted event payload, in bytes.
+    pub max_payload: usize,
+    /// Most rules this node holds.
+    pub max_rules: usize,
+    /// The runtime this node is, in seed paper 001's terms.
+    pub runtime: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            mqtt_listen: Some(SocketAddr::from(([127, 0, 0, 1], 1884))),
+            data_dir: PathBuf::from("weir-data"),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_payload: 1 << 20,
+            max_rules: 1000,
+            runtime: "edge".to_owned(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.workers == 0 || self.workers > 256 {
+            problems.push(format!("workers must be 1..=256, not {}", self.workers));
+        }
+        if self.max_payload < 1024 || self.max_payload > 64 << 20 {
+            problems.push(format!(
+                "max_payload must be 1 KiB..=64 MiB, not {}",
+                self.max_payload
+            ));
+        }
+        if self.max_rules == 0 {
+            problems.push("max_rules must be at least 1".to_owned());
+        }
+        if self.mqtt_listen == Some(self.listen) {
+            problems.push("listen and mqtt_listen must differ".to_owned());
+        }
+        if !["edge", "core"].contains(&self.runtime.as_str()) {
+            problems.push(format!(
+                "runtime must be edge or core, not {}",
+                self.runtime
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_validation() {
+        let c = NodeConfig::from_toml("listen = \"127.0.0.1:8080\"\nworkers = 3\n").unwrap();
+        assert_eq!((c.listen.port(), c.workers), (8080, 3));
+        assert_eq!(c.mqtt_listen, NodeConfig::default().mqtt_listen);
+        assert!(NodeConfig::from_toml("colour = 1")
+            .unwrap_err()
+            .contains("colour"));
+        let bad = NodeConfig {
+            workers: 0,
+            max_rules: 0,
+            ..NodeConfig::default()
+        };
+        let e = bad.validate().unwrap_err();
+        assert!(e.contains("workers") && e.contains("max_rules"), "{e}");
+    }
+}

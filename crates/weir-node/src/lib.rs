@@ -1,0 +1,99 @@
+//! A weir node: hosts rules and lets people and programs manage them.
+//!
+//! [`config`] says how it starts; [`node`] keeps the catalogue ([`registry`]) and the running
+//! rules ([`rule`]); [`api`] is the REST control plane; [`hub`] carries embedded topics, which
+//! [`mqtt_endpoint`] serves to MQTT clients; [`metrics`] renders Prometheus text.
+
+pub mod api;
+pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod mqtt_endpoint;
+pub mod node;
+pub mod registry;
+pub mod rule;
+
+use std::sync::Arc;
+
+pub use config::NodeConfig;
+pub use node::Node;
+
+/// A started node: its addresses and a handle to stop it.
+pub struct Running {
+    pub node: Arc<Node>,
+    pub http: std::net::SocketAddr,
+    pub mqtt: Option<std::net::SocketAddr>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    mqtt_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the registry, restores rules and starts listening. Port 0 picks a free port (tests).
+pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
+    let listen = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })
+    };
+    let http = listen(config.listen).await?;
+    let mqtt = match config.mqtt_listen {
+        Some(a) => Some(listen(a).await?),
+        None => None,
+    };
+    let hub = hub::Hub::new();
+    let node = Node::open(config, hub.clone())?;
+    node.restore().await;
+    let http_addr = http.local_addr().map_err(|source| StartError::Listen {
+        addr: node.config.listen,
+        source,
+    })?;
+    let mqtt_addr = mqtt.as_ref().and_then(|l| l.local_addr().ok());
+    let mqtt_task = mqtt.map(|l| {
+        tokio::spawn(mqtt_endpoint::serve(
+            l,
+            hub.clone(),
+            node.config.max_payload,
+        ))
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(node.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(http, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, "weir node started");
+    Ok(Running {
+        node,
+        http: http_addr,
+        mqtt: mqtt_addr,
+        shutdown: tx,
+        server,
+        mqtt_task,
+    })
+}
+
+impl Running {
+    /// Stops serving and stops every rule; the registry keeps their states for the next start.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        if let Some(t) = self.mqtt_task {
+            t.abort();
+        }
+        self.node.shutdown().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.server).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! The embedded MQTT endpoint: an MQTT 3.1.1 server on the node's hub, so standard clients
+//! (mosquitto_pub, mosquitto_sub, any library) publish into streams and subscribe to rule
+//! outputs with nothing else installed. It keeps no sessions or retained messages: messages
+//! are delivered at QoS 0, and a client that cannot keep up loses messages (counted), as with
+//! a broker's queue limit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    self, ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{valid_filter, valid_topic, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::hub::{Hub, Message, Subscription};
+
+/// Serves MQTT clients on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, max_payload: usize) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client(socket, hub, max_payload).await {
+                        tracing::debug!(%peer, error = %e, "MQTT client gone");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "MQTT accept failed"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0:?}")]
+    Protocol(rumqttc::mqttbytes::Error),
+    #[error("{0}")]
+    Closed(&'static str),
+}
+
+async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<(), ClientError> {
+    let peer: Option<SocketAddr> = socket.peer_addr().ok();
+    let (mut rd, mut wr) = socket.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
+    // Packets this connection answers with, written by the same task as forwarded messages.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Packet>(64);
+    let writer = tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(4096);
+        loop {
+            tokio::select! {
+                biased;
+                p = ctl_rx.recv() => match p {
+                    Some(p) => write_packet(&p, &mut buf),
+                    None => break,
+                },
+                m = out_rx.recv() => match m {
+                    Some(m) => {
+                        write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf);
+                        // Batch whatever else is ready into one write.
+                        while buf.len() < 64 * 1024 {
+                            match out_rx.try_recv() {
+                                Ok(m) => write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+            }
+            if wr.write_all(&buf).await.is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+
+    let mut subs: Vec<(String, Subscription)> = Vec::new();
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut connected = false;
+    let result = loop {
+        let packet = match v4::read(&mut buf, max_payload + 1024) {
+            Ok(p) => p,
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                if rd.read_buf(&mut buf).await? == 0 {
+                    break Ok(());
+                }
+                continue;
+            }
+            Err(rumqttc::mqttbytes::Error::InvalidProtocolLevel(_)) if !connected => {
+                // An MQTT 5 client: refuse the version so it can fall back to 3.1.1.
+                let _ = ctl_tx
+                    .send(Packet::ConnAck(ConnAck::new(
+                        ConnectReturnCode::RefusedProtocolVersion,
+                        false,
+                    )))
+                    .await;
+                break Err(ClientError::Closed("unsupported protocol version"));
+            }
+            Err(e) => break Err(ClientError::Protocol(e)),
+        };
+        let reply = match packet {
+            Packet::Connect(_) if connected => break Err(ClientError::Closed("second CONNECT")),
+            Packet::Connect(_) => {
+                connected = true;
+                tracing::debug!(?peer, "MQTT client connected");
+                Some(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    false,
+                )))
+            }
+            _ if !connected => break Err(ClientError::Closed("packet before CONNECT")),
+            Packet::Publish(p) => {
+                if !valid_topic(&p.topic) {
+                    break Err(ClientError::Closed("invalid topic"));
+                }
+                hub.publish(&p.topic, p.payload.clone()).await;
+                match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),
+                    QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(p.pkid))),
+                }
+            }
+            Packet::PubRel(r) => Some(Packet::PubComp(PubComp::new(r.pkid))),
+            Packet::Subscribe(s) => {
+                let mut codes = Vec::with_capacity(s.filters.len());
+                for f in &s.filters {
+                    if valid_filter(&f.path) {
+                        subs.retain(|(p, _)| p != &f.path);
+                        let sub = hub.subscribe(&f.path, out_tx.clone(), true);
+                        subs.push((f.path.clone(), sub));
+                        codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
+                    } else {
+                        codes.push(SubscribeReasonCode::Failure);
+                    }
+                }
+                Some(Packet::SubAck(SubAck::new(s.pkid, codes)))
+            }
+            Packet::Unsubscribe(u) => {
+                subs.retain(|(p, _)| !u.topics.contains(p));
+                Some(Packet::UnsubAck(UnsubAck::new(u.pkid)))
+            }
+            Packet::PingReq => Some(Packet::PingResp),
+            Packet::Disconnect => break Ok(()),
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => None,
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                break Err(ClientError::Closed("a server packet from a client"))
+            }
+        };
+        if let Some(reply) = reply {
+            if ctl_tx.send(reply).await.is_err() {
+                break Err(ClientError::Closed("writer ended"));
+            }
+        }
+    };
+    drop(subs);
+    drop(out_tx);
+    drop(ctl_tx);
+    let _ = writer.await;
+    result
+}
+
+fn write_packet(p: &Packet, buf: &mut BytesMut) {
+    let written = match p {
+        Packet::ConnAck(x) => x.write(buf),
+        Packet::Publish(x) => x.write(buf),
+        Packet::PubAck(x) => x.write(buf),
+        Packet::PubRec(x) => x.write(buf),
+        Packet::PubComp(x) => x.write(buf),
+        Packet::SubAck(x) => x.write(buf),
+        Packet::UnsubAck(x) => x.write(buf),
+        Packet::PingResp => v4::PingResp.write(buf),
+        _ => Ok(0),
+    };
+    if let Err(e) = written {
+        tracing::warn!(error = ?e, "MQTT packet not encoded");
+    }
+}

@@ -1,0 +1,683 @@
+//! The node: the catalogue of streams and rules, the rules running on the engine, and the
+//! operations the REST API offers on them. Every change is validated in full before anything
+//! is touched, then persisted, so a failed request leaves nothing half-done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use weir_connectors::Endpoint;
+use weir_engine::EngineConfig;
+use weir_lang::plan::StreamDef;
+use weir_lang::{compile_with, Diagnostics, Program};
+
+use crate::config::NodeConfig;
+use crate::hub::Hub;
+use crate::registry::{JobRecord, Registry, RuleOptions, RuleRecord, RuleState, StreamRecord};
+use crate::rule::{self, Launch, OperatorStatus, RuleMetrics, RunningRule};
+
+/// A problem with rule or stream text, at a position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// Why a node operation failed; the API turns each kind into a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{kind} '{name}' does not exist")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        problems: Vec<Problem>,
+    },
+    #[error("{0}")]
+    Limit(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("rule could not start: {0}")]
+    Start(String),
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl NodeError {
+    fn invalid(message: impl Into<String>) -> NodeError {
+        NodeError::Invalid {
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn from_diagnostics(what: &str, source: &str, d: Diagnostics) -> NodeError {
+        let problems: Vec<Problem> =
+            d.0.iter()
+                .map(|d| Problem {
+                    line: d.pos.line,
+                    column: d.pos.col,
+                    message: d.message.clone(),
+                    hint: d.hint.clone(),
+                })
+                .collect();
+        NodeError::Invalid {
+            message: format!("{what} is invalid:\n{}", d.render(what, source)),
+            problems,
+        }
+    }
+}
+
+/// A stream as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    pub name: String,
+    pub sql: String,
+    pub connector: &'static str,
+    /// Where the node publishes and takes this stream's events on its hub.
+    pub topic: String,
+}
+
+/// A rule as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RuleView {
+    pub id: String,
+    pub sql: String,
+    pub options: RuleOptions,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A rule's live status.
+#[derive(Debug, Serialize)]
+pub struct RuleStatus {
+    pub id: String,
+    pub state: &'static str,
+    pub last_error: Option<String>,
+    pub uptime_ms: u64,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub dead_letters: u64,
+    pub last_dead_letter: Option<String>,
+    pub late_events: u64,
+    pub dead_letter_topic: String,
+    pub operators: Vec<OperatorStatus>,
+}
+
+struct Live {
+    rule: RunningRule,
+    since: Instant,
+}
+
+struct State {
+    registry: Registry,
+    running: HashMap<String, Live>,
+    /// Rules that should run but could not, with the reason.
+    failed: HashMap<String, String>,
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub hub: Arc<Hub>,
+    pub started: Instant,
+    state: Mutex<State>,
+    /// Figures of running rules, readable without waiting for an operation to finish.
+    metrics: RwLock<BTreeMap<String, Arc<RuleMetrics>>>,
+}
+
+fn state_name(s: RuleState) -> &'static str {
+    match s {
+        RuleState::Installed => "INSTALLED",
+        RuleState::Running => "RUNNING",
+        RuleState::Stopped => "STOPPED",
+        RuleState::Uninstalled => "UNINSTALLED",
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+impl Node {
+    /// Opens the registry in the data directory. Call [`Node::restore`] to start its rules.
+    pub fn open(config: NodeConfig, hub: Arc<Hub>) -> Result<Arc<Node>, NodeError> {
+        config.validate().map_err(NodeError::invalid)?;
+        let registry = Registry::open(&config.data_dir)?;
+        Ok(Arc::new(Node {
+            config,
+            hub,
+            started: Instant::now(),
+            state: Mutex::new(State {
+                registry,
+                running: HashMap::new(),
+                failed: HashMap::new(),
+            }),
+            metrics: RwLock::new(BTreeMap::new()),
+        }))
+    }
+
+    /// Starts every rule that was running when the node last stopped.
+    pub async fn restore(&self) {
+        let mut st = self.state.lock().await;
+        let ids: Vec<String> = st
+            .registry
+            .catalog
+            .rules
+            .values()
+            .filter(|r| r.state == RuleState::Running)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            match self.launch(&st, &id) {
+                Ok(rule) => self.set_running(&mut st, &id, rule),
+                Err(e) => {
+                    tracing::error!(rule = %id, error = %e, "rule not restored");
+                    st.failed.insert(id, e.to_string());
+                }
+            }
+        }
+    }
+
+    fn catalog_streams(st: &State) -> Vec<StreamDef> {
+        st.registry
+            .catalog
+            .streams
+            .values()
+            .filter_map(|s| weir_lang::compile(&s.sql).ok())
+            .flat_map(|p| p.streams)
+            .collect()
+    }
+
+    fn compile_rule(st: &State, id: &str, sql: &str) -> Result<Program, NodeError> {
+        let program = compile_with(sql, &Self::catalog_streams(st))
+            .map_err(|d| NodeError::from_diagnostics(&format!("rule {id}"), sql, d))?;
+        if program.rules.is_empty() {
+            return Err(NodeError::invalid(format!(
+                "rule {id} has no INSERT INTO ... SELECT statement"
+            )));
+        }
+        if let Err(bad) = rule::endpoints(&program) {
+            let problems = bad
+                .iter()
+                .map(|(def, e)| Problem {
+                    line: def.pos.line,
+                    column: def.pos.col,
+                    message: e.clone(),
+                    hint: None,
+                })
+                .collect::<Vec<_>>();
+            let message = bad
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(NodeError::Invalid { message, problems });
+        }
+        Ok(program)
+    }
+
+    fn launch(&self, st: &State, id: &str) -> Result<RunningRule, NodeError> {
+        let rec = st
+            .registry
+            .catalog
+            .rules
+            .get(id)
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "rule",
+                name: id.to_owned(),
+            })?;
+        let program = Self::compile_rule(st, id, &rec.sql)?;
+        let engine = EngineConfig {
+            workers: rec.options.workers.unwrap_or(self.config.workers),
+            ..EngineConfig::default()
+        };
+        RunningRule::start(Launch {
+            id: id.to_owned(),
+            program,
+            engine,
+            hub: self.hub.clone(),
+            max_payload: self.config.max_payload,
+        })
+        .map_err(NodeError::Start)
+    }
+
+    fn set_running(&self, st: &mut State, id: &str, rule: RunningRule) {
+        self.metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), rule.metrics.clone());
+        st.failed.remove(id);
+        st.running.insert(
+            id.to_owned(),
+            Live {
+                rule,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    async fn halt(&self, st: &mut State, id: &str) {
+        self.metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(live) = st.running.remove(id) {
+            live.rule.stop().await;
+        }
+    }
+
+    /// Figures of every running rule.
+    pub fn rule_metrics(&self) -> Vec<(String, Arc<RuleMetrics>)> {
+        self.metrics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    // ---- streams ----
+
+    pub async fn create_stream(&self, sql: &str) -> Result<StreamView, NodeError> {
+        let mut st = self.state.lock().await;
+        let program = compile_with(sql, &Self::catalog_streams(&st))
+            .map_err(|d| NodeError::from_diagnostics("stream", sql, d))?;
+        let known = st.registry.catalog.streams.len();
+        let new: Vec<&StreamDef> = program.streams.iter().skip(known).collect();
+        if new.len() != 1 || !program.rules.is_empty() {
+            return Err(NodeError::invalid(
+                "a stream is created by exactly one CREATE STREAM statement",
+            ));
+        }
+        let def = new[0];
+        let endpoint = Endpoint::from_options(&def.name, &def.options)
+            .map_err(|e| NodeError::invalid(e.to_string()))?;
+        weir_connectors::codec::MessageDecoder::new(&def.options)
+            .map_err(|e| NodeError::invalid(format!("stream {}: {e}", def.name)))?;
+        st.registry.catalog.streams.insert(
+            def.name.clone(),
+            StreamRecord {
+                name: def.name.clone(),
+                sql: sql.trim().to_owned(),
+            },
+        );
+        st.registry.save()?;
+        Ok(view(def, sql, &endpoint))
+    }
+
+    pub async fn streams(&self) -> Vec<StreamView> {
+        let st = self.state.lock().await;
+        st.registry
+            .catalog
+            .streams
+            .values()
+            .filter_map(|r| stream_view(&r.sql))
+            .collect()
+    }
+
+    pub async fn stream(&self, name: &str) -> Result<StreamView, NodeError> {
+        let st = self.state.lock().await;
+        Self::find_stream(&st, name)
+            .and_then(|r| stream_view(&r.sql))
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "stream",
+                name: name.to_owned(),
+            })
+    }
+
+    fn find_stream<'a>(st: &'a State, name: &str) -> Option<&'a StreamRecord> {
+        st.registry
+            .catalog
+            .streams
+            .values()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<(), NodeError> {
+        let mut st = self.state.lock().await;
+        let key = Self::find_stream(&st, name)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "stream",
+                name: name.to_owned(),
+            })?;
+        let users: Vec<String> = st
+            .registry
+            .catalog
+            .rules
+            .values()
+            .filter(|r| {
+                Self::compile_rule(&st, &r.id, &r.sql).is_ok_and(|p| {
+                    let (i, o) = rule::boundary(&p);
+                    i.iter().chain(&o).any(|s| s.eq_ignore_ascii_case(&key))
+                })
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(NodeError::Conflict(format!(
+                "stream {key} is used by rule(s) {}; delete them first",
+                users.join(", ")
+            )));
+        }
+        st.registry.catalog.streams.remove(&key);
+        st.registry.save()?;
+        Ok(())
+    }
+
+    /// The hub topics where a stream's events are ingested and shown.
+    pub async fn stream_topics(&self, name: &str) -> Result<(String, String), NodeError> {
+        let st = self.state.lock().await;
+        let rec = Self::find_stream(&st, name).ok_or_else(|| NodeError::NotFound {
+            kind: "stream",
+            name: name.to_owned(),
+        })?;
+        let def = weir_lang::compile(&rec.sql)
+            .ok()
+            .and_then(|p| p.streams.into_iter().next())
+            .ok_or_else(|| NodeError::invalid("stored stream no longer compiles"))?;
+        let ep = Endpoint::from_options(&def.name, &def.options)
+            .map_err(|e| NodeError::invalid(e.to_string()))?;
+        Ok((rule::ingest_topic(&def, &ep), rule::tap_topic(&def, &ep)))
+    }
+
+    // ---- rules ----
+
+    /// Checks rule text without installing it.
+    pub async fn validate_rule(&self, sql: &str) -> Result<(Vec<String>, Vec<String>), NodeError> {
+        let st = self.state.lock().await;
+        let p = Self::compile_rule(&st, "(validate)", sql)?;
+        Ok(rule::boundary(&p))
+    }
+
+    pub async fn install_rule(
+        &self,
+        id: &str,
+        sql: &str,
+        options: RuleOptions,
+        job: Option<JobRecord>,
+    ) -> Result<RuleView, NodeError> {
+        if !valid_id(id) {
+            return Err(NodeError::invalid(format!(
+                "rule id '{id}' must be 1 to 64 letters, digits, '_', '-' or '.'"
+            )));
+        }
+        let mut st = self.state.lock().await;
+        if st.registry.catalog.rules.contains_key(id) {
+            return Err(NodeError::Conflict(format!(
+                "rule '{id}' exists; update it with PUT /v1/rules/{id}"
+            )));
+        }
+        if st.registry.catalog.rules.len() >= self.config.max_rules {
+            return Err(NodeError::Limit(format!(
+                "this node holds at most {} rules (max_rules); delete one first",
+                self.config.max_rules
+            )));
+        }
+        if let Some(w) = options.workers {
+            if w == 0 || w > 256 {
+                return Err(NodeError::invalid(format!(
+                    "workers must be 1..=256, not {w}"
+                )));
+            }
+        }
+        Self::compile_rule(&st, id, sql)?;
+        let start = !options.stopped;
+        st.registry.catalog.rules.insert(
+            id.to_owned(),
+            RuleRecord {
+                id: id.to_owned(),
+                sql: sql.to_owned(),
+                options,
+                state: RuleState::Installed,
+                job,
+            },
+        );
+        if start {
+            match self.launch(&st, id) {
+                Ok(rule) => {
+                    self.set_running(&mut st, id, rule);
+                    st.registry
+                        .catalog
+                        .rules
+                        .get_mut(id)
+                        .expect("just inserted")
+                        .state = RuleState::Running;
+                }
+                Err(e) => {
+                    st.registry.catalog.rules.remove(id);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = st.registry.save() {
+            self.halt(&mut st, id).await;
+            st.registry.catalog.rules.remove(id);
+            return Err(e.into());
+        }
+        Ok(self.view(&st, id))
+    }
+
+    /// Replaces a rule's text and options. The new version is compiled and checked first; if
+    /// it is invalid or cannot start, the running version keeps running.
+    pub async fn update_rule(
+        &self,
+        id: &str,
+        sql: &str,
+        options: RuleOptions,
+    ) -> Result<RuleView, NodeError> {
+        let mut st = self.state.lock().await;
+        let old =
+            st.registry
+                .catalog
+                .rules
+                .get(id)
+                .cloned()
+                .ok_or_else(|| NodeError::NotFound {
+                    kind: "rule",
+                    name: id.to_owned(),
+                })?;
+        Self::compile_rule(&st, id, sql)?;
+        let was_running = st.running.contains_key(id);
+        let rec = st
+            .registry
+            .catalog
+            .rules
+            .get_mut(id)
+            .expect("checked above");
+        rec.sql = sql.to_owned();
+        rec.options = options;
+        if was_running {
+            self.halt(&mut st, id).await;
+            match self.launch(&st, id) {
+                Ok(rule) => self.set_running(&mut st, id, rule),
+                Err(e) => {
+                    st.registry.catalog.rules.insert(id.to_owned(), old);
+                    if let Ok(rule) = self.launch(&st, id) {
+                        self.set_running(&mut st, id, rule);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        st.registry.save()?;
+        Ok(self.view(&st, id))
+    }
+
+    pub async fn delete_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+        let mut st = self.state.lock().await;
+        if !st.registry.catalog.rules.contains_key(id) {
+            return Err(NodeError::NotFound {
+                kind: "rule",
+                name: id.to_owned(),
+            });
+        }
+        self.halt(&mut st, id).await;
+        let mut view = self.view(&st, id);
+        let rec = st.registry.catalog.rules.remove(id).expect("checked above");
+        st.failed.remove(id);
+        st.registry.save()?;
+        if let Some(job) = rec.job {
+            let _ = std::fs::remove_file(st.registry.dir().join(job.config_file_name));
+        }
+        view.state = "UNINSTALLED";
+        Ok(view)
+    }
+
+    pub async fn start_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+        let mut st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        if !st.running.contains_key(id) {
+            let rule = self.launch(&st, id)?;
+            self.set_running(&mut st, id, rule);
+        }
+        self.persist_state(&mut st, id, RuleState::Running)?;
+        Ok(self.view(&st, id))
+    }
+
+    pub async fn stop_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+        let mut st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        self.halt(&mut st, id).await;
+        st.failed.remove(id);
+        self.persist_state(&mut st, id, RuleState::Stopped)?;
+        Ok(self.view(&st, id))
+    }
+
+    pub async fn restart_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+        let mut st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        self.halt(&mut st, id).await;
+        let rule = self.launch(&st, id)?;
+        self.set_running(&mut st, id, rule);
+        self.persist_state(&mut st, id, RuleState::Running)?;
+        Ok(self.view(&st, id))
+    }
+
+    fn ensure_rule(&self, st: &State, id: &str) -> Result<(), NodeError> {
+        match st.registry.catalog.rules.contains_key(id) {
+            true => Ok(()),
+            false => Err(NodeError::NotFound {
+                kind: "rule",
+                name: id.to_owned(),
+            }),
+        }
+    }
+
+    fn persist_state(&self, st: &mut State, id: &str, state: RuleState) -> Result<(), NodeError> {
+        if let Some(r) = st.registry.catalog.rules.get_mut(id) {
+            r.state = state;
+        }
+        st.registry.save()?;
+        Ok(())
+    }
+
+    fn view(&self, st: &State, id: &str) -> RuleView {
+        let rec = &st.registry.catalog.rules[id];
+        let failed = st.failed.get(id).cloned();
+        RuleView {
+            id: id.to_owned(),
+            sql: rec.sql.clone(),
+            options: rec.options.clone(),
+            state: match (&failed, st.running.contains_key(id)) {
+                (Some(_), false) => "FAILED",
+                _ => state_name(rec.state),
+            },
+            last_error: failed,
+        }
+    }
+
+    pub async fn rules(&self) -> Vec<RuleView> {
+        let st = self.state.lock().await;
+        st.registry
+            .catalog
+            .rules
+            .keys()
+            .map(|id| self.view(&st, id))
+            .collect()
+    }
+
+    pub async fn rule(&self, id: &str) -> Result<(RuleView, Option<JobRecord>), NodeError> {
+        let st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        Ok((
+            self.view(&st, id),
+            st.registry.catalog.rules[id].job.clone(),
+        ))
+    }
+
+    pub async fn status(&self, id: &str) -> Result<RuleStatus, NodeError> {
+        let st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        let view = self.view(&st, id);
+        let (inputs, outputs) = Self::compile_rule(&st, id, &view.sql)
+            .map(|p| rule::boundary(&p))
+            .unwrap_or_default();
+        let live = st.running.get(id);
+        let m = live.map(|l| &l.rule.metrics);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(RuleStatus {
+            id: id.to_owned(),
+            state: view.state,
+            last_error: view
+                .last_error
+                .or_else(|| m.and_then(|m| m.connector_error())),
+            uptime_ms: live.map_or(0, |l| l.since.elapsed().as_millis() as u64),
+            inputs,
+            outputs,
+            dead_letters: m.map_or(0, |m| load(&m.dead_letters)),
+            last_dead_letter: m.and_then(|m| {
+                m.last_dead_letter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }),
+            late_events: m.map_or(0, |m| load(&m.late)),
+            dead_letter_topic: rule::dead_letter_topic(id),
+            operators: m.map(|m| m.operators()).unwrap_or_default(),
+        })
+    }
+
+    /// The data directory, where job configuration files are materialised.
+    pub async fn write_job_file(&self, name: &str, body: &[u8]) -> Result<(), NodeError> {
+        let st = self.state.lock().await;
+        crate::registry::write_atomic(&st.registry.dir().join(name), body)?;
+        Ok(())
+    }
+
+    /// Stops every rule (node shutdown); their registry state stays as it was.
+    pub async fn shutdown(&self) {
+        let mut st = self.state.lock().await;
+        let ids: Vec<String> = st.running.keys().cloned().collect();
+        for id in ids {
+            self.halt(&mut st, &id).await;
+        }
+    }
+}
+
+fn view(def: &StreamDef, sql: &str, endpoint: &Endpoint) -> StreamView {
+    StreamView {
+        name: def.name.clone(),
+        sql: sql.trim().to_owned(),
+        connector: endpoint.kind(),
+        topic: rule::ingest_topic(def, endpoint),
+    }
+}
+
+fn stream_view(sql: &str) -> Option<StreamView> {
+    let def = weir_lang::compile(sql).ok()?.streams.into_iter().next()?;
+    let ep = Endpoint::from_options(&def.name, &def.options).ok()?;
+    Some(view(&def, sql, &ep))
+}

@@ -1,0 +1,130 @@
+//! The node's durable catalogue: streams, rules with their last requested state, and the job
+//! records of seed paper 001's API. It lives in `registry.json` in the data directory and is
+//! rewritten atomically (temporary file, fsync, rename) on every change.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A rule's lifecycle state, as the paper names them (plus FAILED with a reason in status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RuleState {
+    Installed,
+    Running,
+    Stopped,
+    Uninstalled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub name: String,
+    pub sql: String,
+}
+
+/// Options of a rule; unknown options are refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RuleOptions {
+    /// Worker threads for the rule's keyed stages (default: the node's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Install without starting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+}
+
+/// What seed paper 001's jobinfo object adds to a rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub runtime: String,
+    pub job_type: String,
+    pub config_file_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleRecord {
+    pub id: String,
+    pub sql: String,
+    #[serde(default)]
+    pub options: RuleOptions,
+    pub state: RuleState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRecord>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    pub streams: BTreeMap<String, StreamRecord>,
+    pub rules: BTreeMap<String, RuleRecord>,
+}
+
+/// The catalogue and the file it is kept in.
+pub struct Registry {
+    path: PathBuf,
+    pub catalog: Catalog,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Registry> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("registry.json");
+        let catalog = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Registry { path, catalog })
+    }
+
+    pub fn save(&self) -> std::io::Result<()> {
+        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.catalog)?)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("weir-registry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Registry::open(&dir).unwrap();
+        r.catalog.rules.insert(
+            "r".into(),
+            RuleRecord {
+                id: "r".into(),
+                sql: "INSERT INTO o SELECT * FROM i".into(),
+                options: RuleOptions::default(),
+                state: RuleState::Running,
+                job: None,
+            },
+        );
+        r.save().unwrap();
+        let again = Registry::open(&dir).unwrap();
+        assert_eq!(again.catalog.rules["r"].state, RuleState::Running);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

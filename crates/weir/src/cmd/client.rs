@@ -1,0 +1,317 @@
+//! `weir rule ...` and `weir stream ...`: drive a node's REST API from the shell.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+/// Where the node is.
+#[derive(Args)]
+pub struct NodeArg {
+    /// The node's REST address.
+    #[arg(
+        long,
+        env = "WEIR_NODE",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    node: String,
+}
+
+/// Manage a node's rules.
+///
+///   weir rule install examples/serve/hot.sql        (the id is the file name: hot)
+///   weir rule list
+///   weir rule status hot
+///   weir rule stop hot ; weir rule start hot ; weir rule delete hot
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct RuleArgs {
+    #[command(subcommand)]
+    command: RuleCommand,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(Subcommand)]
+enum RuleCommand {
+    /// Install (or with --update, replace) a rule from a file of SQL.
+    Install {
+        file: String,
+        /// Rule id [default: the file name without extension].
+        #[arg(long)]
+        id: Option<String>,
+        /// Install without starting.
+        #[arg(long)]
+        stopped: bool,
+        /// Replace the rule of that id in place (it keeps running if the new text is bad).
+        #[arg(long)]
+        update: bool,
+    },
+    /// Check rule text without installing it.
+    Validate {
+        file: String,
+    },
+    /// List rules and their states.
+    List,
+    /// The rule's text and state.
+    Show {
+        id: String,
+    },
+    /// Live figures: state, last error, per-operator counters, connector health.
+    Status {
+        id: String,
+    },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Follow the rule's dead letters.
+    DeadLetters {
+        id: String,
+    },
+}
+
+/// Manage a node's streams, send events and watch them.
+///
+///   weir stream create "CREATE STREAM readings WITH (topic = 'readings')"
+///   weir stream send readings '{"sensor":"s1","temp":31.5}'
+///   weir stream tail hot
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct StreamArgs {
+    #[command(subcommand)]
+    command: StreamCommand,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream from CREATE STREAM text, or a file holding it.
+    Create {
+        sql_or_file: String,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    /// Send one JSON event (or an array of events).
+    Send {
+        name: String,
+        json: String,
+    },
+    /// Follow the stream's events as they happen.
+    Tail {
+        name: String,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(node: &NodeArg) -> Client {
+        Client {
+            base: node.node.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the node at {}: {e}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let msg = value["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            Err(format!("{status}: {msg}"))
+        }
+    }
+
+    /// Prints server-sent events' data lines until the stream ends or `count` are seen.
+    async fn follow(&self, path: &str, count: Option<usize>) -> Result<(), String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the node at {}: {e}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "{}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            ));
+        }
+        let mut body = resp.bytes_stream();
+        let mut pending = String::new();
+        let mut seen = 0;
+        while let Some(chunk) = body.next().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| e.to_string())?));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:") {
+                    println!("{}", data.trim_start());
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
+    use reqwest::Method as M;
+    let c = Client::new(&args.node);
+    runtime()?.block_on(async {
+        let out = match args.command {
+            RuleCommand::Install {
+                file,
+                id,
+                stopped,
+                update,
+            } => {
+                let sql = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+                let id = id.unwrap_or_else(|| {
+                    std::path::Path::new(&file)
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
+                let options = if stopped {
+                    json!({"stopped": true})
+                } else {
+                    json!({})
+                };
+                let body = json!({"id": id, "sql": sql, "options": options});
+                if update {
+                    c.call(M::PUT, &format!("/v1/rules/{id}"), Some(body))
+                        .await?
+                } else {
+                    c.call(M::POST, "/v1/rules", Some(body)).await?
+                }
+            }
+            RuleCommand::Validate { file } => {
+                let sql = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+                c.call(M::POST, "/v1/rules/validate", Some(json!({"sql": sql})))
+                    .await?
+            }
+            RuleCommand::List => c.call(M::GET, "/v1/rules", None).await?,
+            RuleCommand::Show { id } => c.call(M::GET, &format!("/v1/rules/{id}"), None).await?,
+            RuleCommand::Status { id } => {
+                c.call(M::GET, &format!("/v1/rules/{id}/status"), None)
+                    .await?
+            }
+            RuleCommand::Start { id } => {
+                c.call(M::POST, &format!("/v1/rules/{id}/start"), None)
+                    .await?
+            }
+            RuleCommand::Stop { id } => {
+                c.call(M::POST, &format!("/v1/rules/{id}/stop"), None)
+                    .await?
+            }
+            RuleCommand::Restart { id } => {
+                c.call(M::POST, &format!("/v1/rules/{id}/restart"), None)
+                    .await?
+            }
+            RuleCommand::Delete { id } => {
+                c.call(M::DELETE, &format!("/v1/rules/{id}"), None).await?
+            }
+            RuleCommand::DeadLetters { id } => {
+                c.follow(&format!("/v1/rules/{id}/dead_letters"), None)
+                    .await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        print(&out);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn stream(args: StreamArgs) -> Result<ExitCode, String> {
+    use reqwest::Method as M;
+    let c = Client::new(&args.node);
+    runtime()?.block_on(async {
+        let out = match args.command {
+            StreamCommand::Create { sql_or_file } => {
+                let sql = match std::fs::read_to_string(&sql_or_file) {
+                    Ok(text) => text,
+                    Err(_) => sql_or_file,
+                };
+                c.call(M::POST, "/v1/streams", Some(json!({"sql": sql})))
+                    .await?
+            }
+            StreamCommand::List => c.call(M::GET, "/v1/streams", None).await?,
+            StreamCommand::Show { name } => {
+                c.call(M::GET, &format!("/v1/streams/{name}"), None).await?
+            }
+            StreamCommand::Delete { name } => {
+                c.call(M::DELETE, &format!("/v1/streams/{name}"), None)
+                    .await?
+            }
+            StreamCommand::Send { name, json } => {
+                let v: Value = serde_json::from_str(&json)
+                    .map_err(|e| format!("the event is not JSON: {e}"))?;
+                c.call(M::POST, &format!("/v1/streams/{name}/events"), Some(v))
+                    .await?
+            }
+            StreamCommand::Tail { name, count } => {
+                c.follow(&format!("/v1/streams/{name}/tail"), count).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        print(&out);
+        Ok(ExitCode::SUCCESS)
+    })
+}

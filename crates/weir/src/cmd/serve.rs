@@ -1,0 +1,124 @@
+//! `weir serve`: run a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use weir_node::NodeConfig;
+
+/// Run a weir node: the REST control plane, HTTP ingest, an embedded MQTT endpoint and the
+/// rules it hosts.
+///
+/// With nothing configured the node runs on its embedded default: REST on 127.0.0.1:7070,
+/// MQTT on 127.0.0.1:1884 (beside any system broker on 1883), data in ./weir-data. Settings
+/// come from defaults, then the TOML file given by --config, then environment variables,
+/// then flags. Rules that were running when the node stopped start again.
+///
+/// Try it:
+///   weir serve &
+///   weir stream create "CREATE STREAM readings WITH (topic = 'readings')"
+///   weir rule install examples/serve/hot.sql
+///   mosquitto_sub -p 1884 -t hot &
+///   mosquitto_pub -p 1884 -t readings -m '{"sensor":"s1","temp":31.5}'
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ServeArgs {
+    /// TOML file with any of: listen, mqtt_listen, data_dir, workers, max_payload, max_rules,
+    /// runtime.
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
+    #[arg(long, env = "WEIR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the embedded MQTT endpoint, or "off" [default: 127.0.0.1:1884].
+    #[arg(long, env = "WEIR_MQTT")]
+    mqtt: Option<String>,
+    /// Directory of the rule registry and job files [default: weir-data].
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Worker threads per keyed rule [default: the number of cores].
+    #[arg(long, env = "WEIR_WORKERS")]
+    workers: Option<usize>,
+    /// Largest event payload in bytes [default: 1048576].
+    #[arg(long, env = "WEIR_MAX_PAYLOAD")]
+    max_payload: Option<usize>,
+    /// Most rules the node holds [default: 1000].
+    #[arg(long, env = "WEIR_MAX_RULES")]
+    max_rules: Option<usize>,
+    /// Log lines as JSON objects instead of text.
+    #[arg(long, env = "WEIR_LOG_JSON")]
+    log_json: bool,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<NodeConfig, String> {
+        let mut c = match &self.config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                NodeConfig::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => NodeConfig::default(),
+        };
+        if let Some(a) = self.listen {
+            c.listen = a;
+        }
+        if let Some(m) = &self.mqtt {
+            c.mqtt_listen = match m.as_str() {
+                "off" | "none" => None,
+                a => Some(
+                    a.parse()
+                        .map_err(|_| format!("--mqtt '{a}' is not an address or 'off'"))?,
+                ),
+            };
+        }
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if let Some(w) = self.workers {
+            c.workers = w;
+        }
+        if let Some(p) = self.max_payload {
+            c.max_payload = p;
+        }
+        if let Some(r) = self.max_rules {
+            c.max_rules = r;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let config = args.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let running = weir_node::start(config).await.map_err(|e| e.to_string())?;
+        eprintln!(
+            "weir: REST on http://{} (OpenAPI at /v1/openapi.json, metrics at /metrics){}",
+            running.http,
+            running
+                .mqtt
+                .map(|m| format!(", MQTT on {m}"))
+                .unwrap_or_default()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("weir: stopping");
+        running.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
