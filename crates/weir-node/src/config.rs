@@ -62,7 +62,7 @@ impl NodeConfig {
         if self.max_rules == 0 {
             problems.push("max_rules must be at least 1".to_owned());
         }
-        if self.mqtt_listen == Some(self.listen) {
+        if self.mqtt_listen == Some(self.listen) && self.listen.port() != 0 {
             problems.push("listen and mqtt_listen must differ".to_owned());
         }
         if !["edge", "core"].contains(&self.runtime.as_str()) {

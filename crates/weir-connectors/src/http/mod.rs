@@ -60,6 +60,14 @@ impl HttpConfig {
                         backoff.reset();
                         break;
                     }
+                    // The server refuses this event: retrying cannot help, so count it and go on.
+                    Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
+                        health
+                            .errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(error = %e, "webhook refused an event");
+                        break;
+                    }
                     Err(e) => {
                         health.down(e);
                         backoff.wait().await;

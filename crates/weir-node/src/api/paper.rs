@@ -60,17 +60,21 @@ struct Installation {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JobInfo {
+    #[serde(default)]
     runtime: String,
     job_id: String,
+    #[serde(default)]
     job_type: String,
+    #[serde(default)]
     job_status: String,
+    #[serde(default)]
     config_file_name: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Relocation {
-    #[serde(alias = "targetRuntime")]
+    #[serde(rename = "target_runtime", alias = "targetRuntime")]
     target_runtime: String,
     #[serde(default)]
     target_resource: Option<String>,
