@@ -377,17 +377,24 @@ impl Node {
         Ok(())
     }
 
-    /// The hub topics where a stream's events are ingested and shown.
+    /// The hub topics where a stream's events are ingested and shown. Besides catalogue
+    /// streams, this finds streams that only rules declare or write.
     pub async fn stream_topics(&self, name: &str) -> Result<(String, String), NodeError> {
         let st = self.state.lock().await;
-        let rec = Self::find_stream(&st, name).ok_or_else(|| NodeError::NotFound {
-            kind: "stream",
-            name: name.to_owned(),
-        })?;
-        let def = weir_lang::compile(&rec.sql)
-            .ok()
-            .and_then(|p| p.streams.into_iter().next())
-            .ok_or_else(|| NodeError::invalid("stored stream no longer compiles"))?;
+        let in_rules = || {
+            st.registry.catalog.rules.values().find_map(|r| {
+                let p = Self::compile_rule(&st, &r.id, &r.sql).ok()?;
+                p.stream(name).cloned()
+            })
+        };
+        let def = Self::catalog_streams(&st)
+            .into_iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .or_else(in_rules)
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "stream",
+                name: name.to_owned(),
+            })?;
         let ep = Endpoint::from_options(&def.name, &def.options)
             .map_err(|e| NodeError::invalid(e.to_string()))?;
         Ok((rule::ingest_topic(&def, &ep), rule::tap_topic(&def, &ep)))

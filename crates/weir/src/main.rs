@@ -38,6 +38,7 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     Rule(cmd::client::RuleArgs),
     Stream(cmd::client::StreamArgs),
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Rule(a) => cmd::client::rule(a),
         Command::Stream(a) => cmd::client::stream(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,201 @@
+//! `weir bench mqtt`: end-to-end latency and throughput of a rule through an MQTT broker (or a
+//! node's embedded endpoint), measured by a publisher that stamps each event and a subscriber
+//! that reads the stamps.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// Measure a running rule through MQTT.
+///
+/// The rule must read the input topic and write every event it keeps, with its `sent_us`
+/// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
+///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
+///   weir bench mqtt throughput --port 1883 --count 200000
+///   weir bench mqtt throughput --port 1883 --count 200000 --output bench/in   (the broker alone)
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    Mqtt {
+        #[command(subcommand)]
+        mode: Mode,
+        #[command(flatten)]
+        broker: Broker,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Broker {
+    #[arg(long, default_value = "127.0.0.1", global = true)]
+    host: String,
+    #[arg(long, default_value_t = 1883, global = true)]
+    port: u16,
+    /// Topic the publisher writes.
+    #[arg(long, default_value = "bench/in", global = true)]
+    input: String,
+    /// Topic the subscriber reads (the rule's output).
+    #[arg(long, default_value = "bench/out", global = true)]
+    output: String,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Publish at a fixed rate; report latency percentiles of what comes back.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Publish as fast as the broker takes them; report the rate the subscriber receives.
+    Throughput {
+        #[arg(long, default_value_t = 200_000)]
+        count: u64,
+    },
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn client(b: &Broker, role: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(
+        format!("weir-bench-{role}-{}", std::process::id()),
+        &b.host,
+        b.port,
+    );
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    AsyncClient::new(o, 10_000)
+}
+
+/// What the subscriber saw: latencies (µs) and the times of the first and last message.
+struct Seen {
+    hist: Histogram<u64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+async fn subscribe(b: &Broker) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
+    let (c, mut events) = client(b, "sub");
+    c.subscribe(&b.output, QoS::AtMostOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match events
+            .poll()
+            .await
+            .map_err(|e| format!("subscriber: {e}"))?
+        {
+            Event::Incoming(Packet::SubAck(_)) => return Ok((c, events)),
+            _ => continue,
+        }
+    }
+}
+
+async fn receive(
+    mut events: rumqttc::EventLoop,
+    expect: u64,
+    idle: Duration,
+    bar: ProgressBar,
+) -> Seen {
+    let mut seen = Seen {
+        hist: Histogram::new(3).expect("histogram"),
+        first: None,
+        last: None,
+    };
+    let mut n = 0;
+    while n < expect {
+        match tokio::time::timeout(idle, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let t = Instant::now();
+                seen.first.get_or_insert(t);
+                seen.last = Some(t);
+                n += 1;
+                bar.inc(1);
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                    if let Some(sent) = v["sent_us"].as_u64() {
+                        let _ = seen.hist.record(now_us().saturating_sub(sent));
+                    }
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    bar.finish_and_clear();
+    seen
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    let BenchCommand::Mqtt { mode, broker } = args.what;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let (_sub, events) = subscribe(&broker).await?;
+        let (publisher, mut pub_events) = client(&broker, "pub");
+        tokio::spawn(async move { while pub_events.poll().await.is_ok() {} });
+        let (count, interval) = match mode {
+            Mode::Latency { rate, seconds } => (rate * seconds, Some(Duration::from_secs_f64(1.0 / rate.max(1) as f64))),
+            Mode::Throughput { count } => (count, None),
+        };
+        let receiver = tokio::spawn(receive(events, count, Duration::from_secs(5), bar(count, "received")));
+        let started = Instant::now();
+        let mut tick = interval.map(tokio::time::interval);
+        if let Some(t) = &mut tick {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        }
+        for i in 0..count {
+            if let Some(t) = &mut tick {
+                t.tick().await;
+            }
+            let payload = format!(r#"{{"sensor":"s{}","temp":{},"seq":{i},"sent_us":{}}}"#, i % 100, 20 + i % 30, now_us());
+            publisher
+                .publish(&broker.input, QoS::AtMostOnce, false, payload)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let publish_s = started.elapsed().as_secs_f64();
+        let seen = receiver.await.map_err(|e| e.to_string())?;
+        let received = seen.hist.len();
+        let span = match (seen.first, seen.last) {
+            (Some(f), Some(l)) => (l - f).as_secs_f64().max(1e-9),
+            _ => 0.0,
+        };
+        let ms = |q: f64| seen.hist.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{}",
+            serde_json::json!({
+                "sent": count,
+                "received": received,
+                "publish_rate": (count as f64 / publish_s).round(),
+                "receive_rate": if span > 0.0 { (received as f64 / span).round() } else { 0.0 },
+                "latency_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": seen.hist.max() as f64 / 1000.0},
+            })
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
