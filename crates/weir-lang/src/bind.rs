@@ -33,7 +33,6 @@ const COMMON_OPTIONS: &[&str] = &[
     "delimiter",
     "header",
     "timestamp_format",
-    "schema",
 ];
 
 /// The connectors a stream can name, each with the options it takes beside [`COMMON_OPTIONS`].

@@ -17,8 +17,7 @@ use weir_node::NodeConfig;
 ///
 /// Try it:
 ///   weir serve &
-///   weir stream create "CREATE STREAM readings WITH (topic = 'readings')"
-///   weir rule install examples/serve/hot.sql
+///   weir rule install examples/serve/hot.sql          (declares readings, writes hot)
 ///   mosquitto_sub -p 1884 -t hot &
 ///   mosquitto_pub -p 1884 -t readings -m '{"sensor":"s1","temp":31.5}'
 #[derive(Args)]
