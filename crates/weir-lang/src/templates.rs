@@ -50,6 +50,20 @@ const FIELD: [Param; 2] = [
     ),
 ];
 
+/// The parameters of both windowed aggregations.
+const AGGREGATION: [Param; 6] = [
+    STREAMS[0],
+    STREAMS[1],
+    FIELD[0],
+    FIELD[1],
+    p("window", true, "the window length, e.g. '5 seconds'"),
+    p(
+        "groupBy",
+        false,
+        "a field whose values get windows of their own",
+    ),
+];
+
 pub const TEMPLATES: &[Template] = &[
     Template {
         name: "single-filter",
@@ -70,34 +84,12 @@ pub const TEMPLATES: &[Template] = &[
     Template {
         name: "sum-aggregation",
         description: "the sum of a field over tumbling time windows, optionally per key",
-        params: &[
-            STREAMS[0],
-            STREAMS[1],
-            FIELD[0],
-            FIELD[1],
-            p("window", true, "the window length, e.g. '5 seconds'"),
-            p(
-                "groupBy",
-                false,
-                "a field whose values get windows of their own",
-            ),
-        ],
+        params: &AGGREGATION,
     },
     Template {
         name: "avg-aggregation",
         description: "the average of a field over tumbling time windows, optionally per key",
-        params: &[
-            STREAMS[0],
-            STREAMS[1],
-            FIELD[0],
-            FIELD[1],
-            p("window", true, "the window length, e.g. '5 seconds'"),
-            p(
-                "groupBy",
-                false,
-                "a field whose values get windows of their own",
-            ),
-        ],
+        params: &AGGREGATION,
     },
     Template {
         name: "single-join",

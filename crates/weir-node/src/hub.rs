@@ -97,38 +97,29 @@ impl Hub {
         }
     }
 
-    /// The subscribers of `topic`: reliable ones first, then lossy ones.
-    fn route(&self, topic: &str) -> (Vec<mpsc::Sender<Message>>, Vec<mpsc::Sender<Message>>) {
-        let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
-        let mut reliable = Vec::new();
-        let mut lossy = Vec::new();
-        for s in subs.iter().filter(|s| matches(topic, &s.filter)) {
-            if s.lossy {
-                lossy.push(s.tx.clone());
-            } else {
-                reliable.push(s.tx.clone());
-            }
-        }
-        (reliable, lossy)
-    }
-
-    fn offer(&self, lossy: &[mpsc::Sender<Message>], msg: &Message) {
-        for tx in lossy {
-            if tx.try_send(msg.clone()).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Publishes from async code; waits while a reliable subscriber is full.
-    pub async fn publish(&self, topic: &str, payload: Bytes) {
+    /// Counts a message, hands it to the lossy subscribers of its topic and returns it with
+    /// the reliable ones, which the caller waits on in its own way.
+    fn dispatch(&self, topic: &str, payload: Bytes) -> (Message, Vec<mpsc::Sender<Message>>) {
         let msg = Message {
             topic: Arc::from(topic),
             payload,
         };
         self.published.fetch_add(1, Ordering::Relaxed);
-        let (reliable, lossy) = self.route(topic);
-        self.offer(&lossy, &msg);
+        let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
+        let mut reliable = Vec::new();
+        for s in subs.iter().filter(|s| matches(topic, &s.filter)) {
+            if !s.lossy {
+                reliable.push(s.tx.clone());
+            } else if s.tx.try_send(msg.clone()).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        (msg, reliable)
+    }
+
+    /// Publishes from async code; waits while a reliable subscriber is full.
+    pub async fn publish(&self, topic: &str, payload: Bytes) {
+        let (msg, reliable) = self.dispatch(topic, payload);
         for tx in reliable {
             let _ = tx.send(msg.clone()).await;
         }
@@ -136,13 +127,7 @@ impl Hub {
 
     /// Publishes from a plain thread (never from inside the async runtime).
     pub fn publish_blocking(&self, topic: &str, payload: Bytes) {
-        let msg = Message {
-            topic: Arc::from(topic),
-            payload,
-        };
-        self.published.fetch_add(1, Ordering::Relaxed);
-        let (reliable, lossy) = self.route(topic);
-        self.offer(&lossy, &msg);
+        let (msg, reliable) = self.dispatch(topic, payload);
         for tx in reliable {
             let _ = tx.blocking_send(msg.clone());
         }
