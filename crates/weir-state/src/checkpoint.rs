@@ -1,0 +1,241 @@
+//! Checkpoints: one file per checkpoint, `<dir>/<rule>/<epoch>.ckpt`.
+//!
+//! A file is `WEIRCKP1`, the CRC-32 and length of the body, then the body (JSON). It is written
+//! to a temporary name, synced and renamed, so a crash leaves either the whole file or none; a
+//! file that is damaged later fails its checksum, and recovery falls back to the one before,
+//! saying why. The last [`FileCheckpoints::KEEP`] are kept.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+const MAGIC: &[u8; 8] = b"WEIRCKP1";
+const HEADER: usize = 8 + 4 + 8;
+
+/// A consistent cut of one rule: what every operator held and where every source was when the
+/// barrier of `epoch` passed, plus the outputs of that epoch that commit with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub rule: String,
+    pub epoch: u64,
+    /// Wall-clock time the checkpoint was taken, epoch milliseconds.
+    pub created_ms: i64,
+    /// Worker threads per keyed stage; state is partitioned by it.
+    pub workers: usize,
+    /// Operator snapshots, in the engine's runner order.
+    pub operators: Vec<serde_json::Value>,
+    /// Next offset to read, per input log.
+    pub positions: BTreeMap<String, u64>,
+    /// Outputs of this epoch per output stream, not yet visible when the checkpoint was taken
+    /// (exactly-once rules publish them when the checkpoint is safe).
+    #[serde(default)]
+    pub staged: BTreeMap<String, Vec<String>>,
+}
+
+impl Checkpoint {
+    /// The file form: header with checksum, then the body.
+    pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let body = serde_json::to_vec(self).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Reads the file form; `Err` says what is wrong with it.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, StoreError> {
+        let bad = |m: String| Err(StoreError::Corrupt(m));
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return bad("not a weir checkpoint (bad header)".into());
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default()) as usize;
+        let body = &bytes[HEADER..];
+        if body.len() != len {
+            return bad(format!(
+                "truncated: {} of {len} body bytes present",
+                body.len()
+            ));
+        }
+        if crc32fast::hash(body) != crc {
+            return bad("checksum mismatch".into());
+        }
+        serde_json::from_slice(body).map_err(|e| StoreError::Corrupt(format!("unreadable: {e}")))
+    }
+}
+
+/// Where a checkpoint went and what it cost.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Saved {
+    pub epoch: u64,
+    pub bytes: u64,
+}
+
+/// The newest usable checkpoint of a rule, and why newer ones were passed over.
+#[derive(Debug)]
+pub struct Recovered {
+    pub checkpoint: Checkpoint,
+    pub bytes: u64,
+    pub skipped: Vec<String>,
+}
+
+/// Where checkpoints are kept. Files on the node's disk today; the seam for object stores.
+pub trait CheckpointStore: Send + Sync {
+    fn save(&self, c: &Checkpoint) -> Result<Saved, StoreError>;
+    /// The newest checkpoint that reads back intact, if any.
+    fn latest(&self, rule: &str) -> Result<Option<Recovered>, StoreError>;
+    /// Forgets every checkpoint of a rule.
+    fn remove(&self, rule: &str) -> Result<(), StoreError>;
+}
+
+/// Checkpoints as files under one directory.
+pub struct FileCheckpoints {
+    dir: PathBuf,
+}
+
+impl FileCheckpoints {
+    /// Checkpoints kept per rule: the newest, and fallbacks should it be damaged.
+    pub const KEEP: usize = 3;
+
+    pub fn new(dir: impl Into<PathBuf>) -> FileCheckpoints {
+        FileCheckpoints { dir: dir.into() }
+    }
+
+    fn rule_dir(&self, rule: &str) -> PathBuf {
+        self.dir.join(rule)
+    }
+
+    /// Checkpoint files of a rule, newest first.
+    fn files(&self, rule: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+        let dir = self.rule_dir(rule);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::io(e, "listing checkpoints")),
+        };
+        let mut files: Vec<(u64, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let epoch = name.strip_suffix(".ckpt")?.parse().ok()?;
+                Some((epoch, e.path()))
+            })
+            .collect();
+        files.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(files)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_data());
+    if let Err(e) = written {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl CheckpointStore for FileCheckpoints {
+    fn save(&self, c: &Checkpoint) -> Result<Saved, StoreError> {
+        let bytes = c.encode()?;
+        let dir = self.rule_dir(&c.rule);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(e, "checkpoint directory"))?;
+        let path = dir.join(format!("{:020}.ckpt", c.epoch));
+        write_atomically(&path, &bytes).map_err(|e| StoreError::io(e, "writing a checkpoint"))?;
+        for (_, old) in self.files(&c.rule)?.into_iter().skip(Self::KEEP) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Saved {
+            epoch: c.epoch,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    fn latest(&self, rule: &str) -> Result<Option<Recovered>, StoreError> {
+        let mut skipped = Vec::new();
+        for (epoch, path) in self.files(rule)? {
+            let read = std::fs::read(&path)
+                .map_err(|e| StoreError::io(e, "reading a checkpoint"))
+                .and_then(|b| Checkpoint::decode(&b).map(|c| (c, b.len() as u64)));
+            match read {
+                Ok((checkpoint, bytes)) if checkpoint.epoch == epoch => {
+                    return Ok(Some(Recovered {
+                        checkpoint,
+                        bytes,
+                        skipped,
+                    }))
+                }
+                Ok(_) => skipped.push(format!("{}: epoch does not match its name", path.display())),
+                Err(e) => skipped.push(format!("{}: {e}", path.display())),
+            }
+        }
+        Ok(None)
+    }
+
+    fn remove(&self, rule: &str) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(self.rule_dir(rule)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::io(e, "removing checkpoints"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(epoch: u64) -> Checkpoint {
+        Checkpoint {
+            rule: "r".into(),
+            epoch,
+            created_ms: 0,
+            workers: 2,
+            operators: vec![serde_json::json!({"n": epoch})],
+            positions: [("in".to_owned(), epoch * 10)].into(),
+            staged: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_newest_intact_checkpoint_wins_and_old_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpoints::new(dir.path());
+        for e in 1..=5 {
+            store.save(&cp(e)).unwrap();
+        }
+        assert_eq!(store.files("r").unwrap().len(), FileCheckpoints::KEEP);
+        let r = store.latest("r").unwrap().unwrap();
+        assert_eq!((r.checkpoint, r.skipped.len()), (cp(5), 0));
+
+        // Damage the newest: one flipped byte, then a torn write.
+        let newest = store.files("r").unwrap()[0].1.clone();
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        std::fs::write(&newest, &bytes).unwrap();
+        let r = store.latest("r").unwrap().unwrap();
+        assert_eq!(r.checkpoint.epoch, 4);
+        assert!(r.skipped[0].contains("checksum"), "{:?}", r.skipped);
+        std::fs::write(&newest, &bytes[..30]).unwrap();
+        let r = store.latest("r").unwrap().unwrap();
+        assert!(r.skipped[0].contains("truncated"), "{:?}", r.skipped);
+
+        store.remove("r").unwrap();
+        assert!(store.latest("r").unwrap().is_none());
+    }
+}

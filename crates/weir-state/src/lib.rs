@@ -1,0 +1,48 @@
+//! Durable state for weir nodes.
+//!
+//! Two kinds of data survive a crash here:
+//! - [`checkpoint`]: consistent snapshots of a rule (every operator's state, every source's
+//!   position, the outputs waiting for the checkpoint to commit), one file per checkpoint with a
+//!   checksum, so a torn or damaged file is detected and the previous one used;
+//! - [`log`]: append-only logs in an embedded LSM store (fjall). Embedded topics that durable
+//!   rules read or write are kept in them, and so is what a durable rule's broker sources
+//!   receive, so a rule can always re-read its input from the position of its last checkpoint.
+
+pub mod checkpoint;
+pub mod log;
+
+pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpoints, Recovered, Saved};
+pub use log::{Store, StreamLog};
+
+/// Errors of the durable store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the disk is full: {0}")]
+    Full(String),
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("damaged data: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    fn io(e: std::io::Error, what: &str) -> StoreError {
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(27) {
+            // ENOSPC, or EFBIG when a file-size limit stands in for a full disk.
+            StoreError::Full(format!("{what}: {e}"))
+        } else {
+            StoreError::Io(format!("{what}: {e}"))
+        }
+    }
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Io(io) => StoreError::io(io, "log store"),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
