@@ -6,11 +6,18 @@
 //! any number of parallel producers. A keyed rule runs one operator chain per worker thread;
 //! its router thread hashes each event's key to pick the worker, so a key's state lives in one
 //! place. Channels are bounded: a slow stage blocks its producers instead of growing memory.
+//!
+//! Checkpoints use barriers (Chandy-Lamport, as Flink aligns them): [`Ingest::barrier`] puts a
+//! numbered barrier into a stream; a consumer with several producers holds back what arrives
+//! behind the barrier on one slot until it has the barrier from every slot, snapshots its
+//! operator, and passes the barrier on. When the barrier reaches an [`OutputStream`], everything
+//! before it has been emitted and every operator has reported its state for that epoch.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,6 +37,8 @@ use crate::ops::window::window_operator;
 pub enum Msg {
     Data(Vec<Event>),
     Watermark(i64),
+    /// Checkpoint barrier of an epoch.
+    Barrier(u64),
     End,
 }
 
@@ -71,12 +80,15 @@ pub enum BuildError {
     UnknownStream(String),
     #[error("could not start a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("the checkpoint does not fit this rule: {0}")]
+    Restore(String),
 }
 
 impl weir_core::Classify for BuildError {
     fn blame(&self) -> weir_core::Blame {
         match self {
             BuildError::Thread(_) => weir_core::Blame::External,
+            BuildError::Restore(_) => weir_core::Blame::Internal,
             _ => weir_core::Blame::User,
         }
     }
@@ -108,6 +120,15 @@ pub struct LateEvent {
     pub rule: String,
     pub reason: String,
     pub event: Event,
+}
+
+/// One operator chain's state at a checkpoint barrier.
+#[derive(Debug)]
+pub struct OperatorSnapshot {
+    pub epoch: u64,
+    /// Which chain: rules in program order, then workers in order (see [`Dataflow::chains`]).
+    pub index: usize,
+    pub state: serde_json::Value,
 }
 
 /// Live counters of one rule.
@@ -214,6 +235,81 @@ impl Tracker {
     }
 }
 
+/// What a consumer takes from its channel: a message from one slot, or a barrier every slot has
+/// delivered.
+enum Next {
+    Msg(Envelope),
+    Barrier(u64),
+}
+
+/// A consumer's channel with barrier alignment: once a slot has delivered the barrier of the
+/// current epoch, its later messages are held until every slot still running has delivered it.
+struct Inbox {
+    rx: Receiver<Envelope>,
+    at_barrier: Vec<bool>,
+    ended: Vec<bool>,
+    held: Vec<VecDeque<Msg>>,
+    ready: VecDeque<Envelope>,
+    epoch: Option<u64>,
+}
+
+impl Inbox {
+    fn new(rx: Receiver<Envelope>, slots: usize) -> Inbox {
+        Inbox {
+            rx,
+            at_barrier: vec![false; slots],
+            ended: vec![false; slots],
+            held: (0..slots).map(|_| VecDeque::new()).collect(),
+            ready: VecDeque::new(),
+            epoch: None,
+        }
+    }
+
+    fn next(&mut self) -> Option<Next> {
+        loop {
+            let env = match self.ready.pop_front() {
+                Some(e) => e,
+                None => self.rx.recv().ok()?,
+            };
+            let slot = env.slot;
+            if self.at_barrier[slot] {
+                self.held[slot].push_back(env.msg);
+                continue;
+            }
+            match env.msg {
+                Msg::Barrier(e) => {
+                    self.at_barrier[slot] = true;
+                    self.epoch = Some(e);
+                }
+                Msg::End => {
+                    self.ended[slot] = true;
+                    if self.epoch.is_none() || !self.aligned() {
+                        return Some(Next::Msg(env));
+                    }
+                    // This end completes the barrier: the barrier goes first.
+                    self.ready.push_front(env);
+                }
+                _ => return Some(Next::Msg(env)),
+            }
+            if self.epoch.is_some() && self.aligned() {
+                for (slot, held) in self.held.iter_mut().enumerate() {
+                    self.ready
+                        .extend(held.drain(..).map(|msg| Envelope { slot, msg }));
+                }
+                self.at_barrier.iter_mut().for_each(|b| *b = false);
+                return self.epoch.take().map(Next::Barrier);
+            }
+        }
+    }
+
+    fn aligned(&self) -> bool {
+        self.at_barrier
+            .iter()
+            .zip(&self.ended)
+            .all(|(b, e)| *b || *e)
+    }
+}
+
 /// Reads a timestamp from a field: epoch milliseconds, or ISO-8601 text.
 fn timestamp_of(v: &Value) -> Option<i64> {
     match v {
@@ -305,6 +401,12 @@ impl Ingest {
         }
     }
 
+    /// Puts the barrier of checkpoint `epoch` into the stream, after everything pushed so far.
+    pub fn barrier(&mut self, epoch: u64) {
+        self.flush();
+        self.publisher.send(Msg::Barrier(epoch));
+    }
+
     /// Ends the stream: everything is flushed and consumers learn no more events will come.
     pub fn finish(mut self) {
         self.flush();
@@ -318,24 +420,35 @@ impl Ingest {
 
 /// The events of one stream, for the program that runs the dataflow (files, stdout, tests).
 pub struct OutputStream {
-    rx: Receiver<Envelope>,
+    inbox: Inbox,
     tracker: Tracker,
 }
 
-impl Iterator for OutputStream {
-    type Item = Vec<Event>;
+/// What an output stream delivers: events, or the news that a checkpoint barrier has passed
+/// (every event before it has been delivered).
+#[derive(Debug)]
+pub enum Delivered {
+    Events(Vec<Event>),
+    Barrier(u64),
+}
 
-    /// The next batch; `None` once every producer has ended.
-    fn next(&mut self) -> Option<Vec<Event>> {
+impl OutputStream {
+    /// The next batch or barrier; `None` once every producer has ended.
+    pub fn next_delivered(&mut self) -> Option<Delivered> {
         if self.tracker.all_ended() {
             return None;
         }
-        while let Ok(env) = self.rx.recv() {
+        while let Some(next) = self.inbox.next() {
+            let env = match next {
+                Next::Barrier(e) => return Some(Delivered::Barrier(e)),
+                Next::Msg(env) => env,
+            };
             match env.msg {
-                Msg::Data(d) => return Some(d),
+                Msg::Data(d) => return Some(Delivered::Events(d)),
                 Msg::Watermark(w) => {
                     self.tracker.watermark(env.slot, w);
                 }
+                Msg::Barrier(_) => {}
                 Msg::End => {
                     self.tracker.end(env.slot);
                     if self.tracker.all_ended() {
@@ -348,11 +461,27 @@ impl Iterator for OutputStream {
     }
 }
 
+impl Iterator for OutputStream {
+    type Item = Vec<Event>;
+
+    /// The next batch (barriers skipped); `None` once every producer has ended.
+    fn next(&mut self) -> Option<Vec<Event>> {
+        loop {
+            match self.next_delivered()? {
+                Delivered::Events(e) => return Some(e),
+                Delivered::Barrier(_) => {}
+            }
+        }
+    }
+}
+
 /// A running program.
 pub struct Dataflow {
     ingests: Vec<Ingest>,
     outputs: Vec<(String, OutputStream)>,
     late: Option<Receiver<LateEvent>>,
+    snapshots: Option<Receiver<OperatorSnapshot>>,
+    chains: usize,
     threads: Vec<JoinHandle<()>>,
     stats: Vec<Arc<RuleStats>>,
 }
@@ -420,8 +549,10 @@ fn route(keys: &[Expr], row: &Row, workers: usize) -> usize {
 /// Runs an operator over one message and publishes what it produced.
 struct Runner {
     op: Box<dyn Operator>,
+    index: usize,
     out: Publisher,
     late: SyncSender<LateEvent>,
+    snapshots: Sender<OperatorSnapshot>,
     stats: Arc<RuleStats>,
 }
 
@@ -442,6 +573,16 @@ impl Runner {
         self.op.on_watermark(wm, &mut out);
         self.publish(out);
         self.out.send(Msg::Watermark(wm));
+    }
+
+    /// Reports the operator's state for `epoch` and passes the barrier on.
+    fn barrier(&mut self, epoch: u64) {
+        let _ = self.snapshots.send(OperatorSnapshot {
+            epoch,
+            index: self.index,
+            state: self.op.snapshot(),
+        });
+        self.out.send(Msg::Barrier(epoch));
     }
 
     fn end(&mut self) {
@@ -472,6 +613,7 @@ impl Runner {
 enum WorkerMsg {
     Data(usize, Vec<Event>),
     Watermark(i64),
+    Barrier(u64),
     End,
 }
 
@@ -483,6 +625,18 @@ impl Dataflow {
         inputs: &[String],
         outputs: &[String],
         config: EngineConfig,
+    ) -> Result<Dataflow, BuildError> {
+        Dataflow::build_restored(program, inputs, outputs, config, None)
+    }
+
+    /// Like [`Dataflow::build`], with every operator chain restored from a checkpoint's
+    /// snapshots (in [`OperatorSnapshot::index`] order).
+    pub fn build_restored(
+        program: &Program,
+        inputs: &[String],
+        outputs: &[String],
+        config: EngineConfig,
+        restore: Option<Vec<serde_json::Value>>,
     ) -> Result<Dataflow, BuildError> {
         config.validate()?;
         let find = |name: &str| {
@@ -581,25 +735,47 @@ impl Dataflow {
             outs.push((
                 d.name.clone(),
                 OutputStream {
-                    rx,
+                    inbox: Inbox::new(rx, slots.len()),
                     tracker: Tracker::new(slots.len()),
                 },
             ));
         }
 
+        let chains: usize = plans.iter().map(|(_, w)| w).sum();
+        let mut restore = match restore {
+            None => None,
+            Some(states) if states.len() == chains => Some(states.into_iter()),
+            Some(states) => {
+                return Err(BuildError::Restore(format!(
+                    "{} operator snapshots for {chains} operator chains (was the worker count changed?)",
+                    states.len()
+                )))
+            }
+        };
+        let (snap_tx, snap_rx) = channel::<OperatorSnapshot>();
+        let mut index = 0;
+
         let mut threads = Vec::new();
         for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
             let rule = &program.rules[r];
             let pubs = std::mem::take(&mut worker_pubs[r]);
-            let mut runners: Vec<Runner> = pubs
-                .into_iter()
-                .map(|out| Runner {
-                    op: rule_operator(program, rule),
+            let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
+            for out in pubs {
+                let mut op = rule_operator(program, rule);
+                if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
+                    op.restore(state)
+                        .map_err(|e| BuildError::Restore(format!("rule {}: {e}", rule.name)))?;
+                }
+                runners.push(Runner {
+                    op,
+                    index,
                     out,
                     late: late_tx.clone(),
+                    snapshots: snap_tx.clone(),
                     stats: stats[r].clone(),
-                })
-                .collect();
+                });
+                index += 1;
+            }
             let name = format!("rule-{r}");
             match rt {
                 Routing::Single => {
@@ -648,9 +824,21 @@ impl Dataflow {
             ingests,
             outputs: outs,
             late: Some(late_rx),
+            snapshots: Some(snap_rx),
+            chains,
             threads,
             stats,
         })
+    }
+
+    /// Operator snapshots, one per chain per checkpoint barrier.
+    pub fn take_snapshots(&mut self) -> Option<Receiver<OperatorSnapshot>> {
+        self.snapshots.take()
+    }
+
+    /// How many operator chains run (and report a snapshot at each barrier).
+    pub fn chains(&self) -> usize {
+        self.chains
     }
 
     /// The ingest handle of an input stream named at build time.
@@ -698,7 +886,15 @@ fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
         runner.end();
         return;
     }
-    while let Ok(env) = rx.recv() {
+    let mut inbox = Inbox::new(rx, slots.len());
+    while let Some(next) = inbox.next() {
+        let env = match next {
+            Next::Barrier(e) => {
+                runner.barrier(e);
+                continue;
+            }
+            Next::Msg(env) => env,
+        };
         match env.msg {
             Msg::Data(d) => runner.data(slots[env.slot], d),
             Msg::Watermark(w) => {
@@ -715,6 +911,7 @@ fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
                     return;
                 }
             }
+            Msg::Barrier(_) => {}
         }
     }
 }
@@ -736,7 +933,15 @@ fn run_router(
         broadcast(&|| WorkerMsg::End);
         return;
     }
-    while let Ok(env) = rx.recv() {
+    let mut inbox = Inbox::new(rx, slots.len());
+    while let Some(next) = inbox.next() {
+        let env = match next {
+            Next::Barrier(e) => {
+                broadcast(&|| WorkerMsg::Barrier(e));
+                continue;
+            }
+            Next::Msg(env) => env,
+        };
         match env.msg {
             Msg::Data(d) => {
                 let input = slots[env.slot];
@@ -764,6 +969,7 @@ fn run_router(
                     return;
                 }
             }
+            Msg::Barrier(_) => {}
         }
     }
 }
@@ -773,6 +979,7 @@ fn run_worker(rx: Receiver<WorkerMsg>, mut runner: Runner) {
         match m {
             WorkerMsg::Data(input, d) => runner.data(input, d),
             WorkerMsg::Watermark(wm) => runner.watermark(wm),
+            WorkerMsg::Barrier(e) => runner.barrier(e),
             WorkerMsg::End => {
                 runner.end();
                 return;
