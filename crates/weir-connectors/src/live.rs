@@ -6,15 +6,88 @@
 //! is aborted, or the sink's channel closes), and reconnect with [`Backoff`] when the far side
 //! goes away. Their [`Health`] says which of these states they are in.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-/// Payloads a source hands to its rule (one message each). A full channel makes the source wait,
-/// so a slow rule slows its broker consumer rather than growing memory.
-pub type PayloadTx = tokio::sync::mpsc::Sender<Bytes>;
+/// Where a source hands its messages (one payload each). A source acknowledges a message to its
+/// broker only after [`PayloadTx::send`] has returned: then the message is the rule's.
+#[derive(Clone)]
+pub enum PayloadTx {
+    /// Straight to the rule. A full channel makes the source wait, so a slow rule slows its
+    /// broker consumer rather than growing memory. A crash loses what the channel holds.
+    Channel(tokio::sync::mpsc::Sender<Bytes>),
+    /// Into the rule's durable input log (at-least-once and exactly-once rules): the message
+    /// survives a crash from the moment `send` returns.
+    Log(DurableInput),
+}
+
+/// A durable rule's input log as its sources see it.
+#[derive(Clone)]
+pub struct DurableInput {
+    pub log: weir_state::StreamLog,
+    /// Set when the rule stops: sends fail, and the source ends without acknowledging.
+    pub closed: Arc<AtomicBool>,
+    /// Where a failing disk is reported.
+    pub health: Arc<Health>,
+}
+
+/// The rule behind a [`PayloadTx`] has stopped.
+#[derive(Debug)]
+pub struct Closed;
+
+impl PayloadTx {
+    pub async fn send(&self, payload: Bytes) -> Result<(), Closed> {
+        match self {
+            PayloadTx::Channel(tx) => tx.send(payload).await.map_err(|_| Closed),
+            PayloadTx::Log(d) => loop {
+                match d.try_append(&payload)? {
+                    true => return Ok(()),
+                    false => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            },
+        }
+    }
+
+    /// [`PayloadTx::send`] from a plain thread.
+    pub fn blocking_send(&self, payload: Bytes) -> Result<(), Closed> {
+        match self {
+            PayloadTx::Channel(tx) => tx.blocking_send(payload).map_err(|_| Closed),
+            PayloadTx::Log(d) => loop {
+                match d.try_append(&payload)? {
+                    true => return Ok(()),
+                    false => std::thread::sleep(Duration::from_millis(500)),
+                }
+            },
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            PayloadTx::Channel(tx) => tx.is_closed(),
+            PayloadTx::Log(d) => d.closed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl DurableInput {
+    /// One attempt; `Ok(false)` when the store refused (full disk), which health shows.
+    fn try_append(&self, payload: &Bytes) -> Result<bool, Closed> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Closed);
+        }
+        match self.log.append(std::slice::from_ref(payload)) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                self.health
+                    .down(format!("incoming message not stored, retrying: {e}"));
+                Ok(false)
+            }
+        }
+    }
+}
 /// Payloads a sink sends out; the sink ends when every sender is gone.
 pub type PayloadRx = tokio::sync::mpsc::Receiver<Bytes>;
 

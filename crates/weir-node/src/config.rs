@@ -25,6 +25,10 @@ pub struct NodeConfig {
     pub max_rules: usize,
     /// The runtime this node is, in seed paper 001's terms.
     pub runtime: String,
+    /// Entries kept in each embedded topic's durable log.
+    pub log_retention: u64,
+    /// fdatasync every durable write (survives power loss, not only a crashed process).
+    pub sync_writes: bool,
 }
 
 impl Default for NodeConfig {
@@ -37,6 +41,8 @@ impl Default for NodeConfig {
             max_payload: 1 << 20,
             max_rules: 1000,
             runtime: "edge".to_owned(),
+            log_retention: 1_000_000,
+            sync_writes: false,
         }
     }
 }
@@ -70,6 +76,9 @@ impl NodeConfig {
                 "runtime must be edge or core, not {}",
                 self.runtime
             ));
+        }
+        if self.log_retention == 0 {
+            problems.push("log_retention must be at least 1".to_owned());
         }
         if problems.is_empty() {
             Ok(())

@@ -2,15 +2,17 @@
 //! Streams without a connector live here; the embedded MQTT endpoint, HTTP ingest, live tails
 //! and rules publish and subscribe on it.
 //!
-//! Subscribers are *reliable* (a rule: the publisher waits while its channel is full) or *lossy*
+//! Subscribers are *reliable* (a rule: the publisher waits while its channel is full), *lossy*
 //! (a network client or a tail: a message it cannot take now is dropped and counted, so one slow
-//! reader never stalls the rules).
+//! reader never stalls the rules) or *journals* (a durable log of the topic, which at-least-once
+//! and exactly-once rules read: a publish returns once the message is stored).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use weir_state::{Store, StoreError, StreamLog};
 
 /// A message on an embedded topic.
 #[derive(Debug, Clone)]
@@ -19,15 +21,22 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+enum Target {
+    Channel {
+        tx: mpsc::Sender<Message>,
+        lossy: bool,
+    },
+    Journal(StreamLog),
+}
+
 struct Sub {
     id: u64,
     filter: String,
-    tx: mpsc::Sender<Message>,
-    lossy: bool,
+    target: Target,
 }
 
-#[derive(Default)]
 pub struct Hub {
+    store: Arc<Store>,
     subs: RwLock<Vec<Sub>>,
     next: AtomicU64,
     pub published: AtomicU64,
@@ -69,9 +78,38 @@ pub fn matches(topic: &str, filter: &str) -> bool {
     }
 }
 
+/// Messages for the reliable subscribers, which the publisher waits on in its own way.
+type Pending = Vec<(mpsc::Sender<Message>, Message)>;
+
 impl Hub {
-    pub fn new() -> Arc<Hub> {
-        Arc::new(Hub::default())
+    pub fn new(store: Arc<Store>) -> Arc<Hub> {
+        Arc::new(Hub {
+            store,
+            subs: RwLock::default(),
+            next: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn add(self: &Arc<Self>, filter: &str, target: Target) -> Subscription {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.subs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Sub {
+                id,
+                filter: filter.to_owned(),
+                target,
+            });
+        Subscription {
+            hub: self.clone(),
+            id,
+        }
     }
 
     /// Delivers messages whose topic matches `filter` to `tx`.
@@ -81,56 +119,87 @@ impl Hub {
         tx: mpsc::Sender<Message>,
         lossy: bool,
     ) -> Subscription {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Sub {
-                id,
-                filter: filter.to_owned(),
-                tx,
-                lossy,
-            });
-        Subscription {
-            hub: self.clone(),
-            id,
-        }
+        self.add(filter, Target::Channel { tx, lossy })
     }
 
-    /// Counts a message, hands it to the lossy subscribers of its topic and returns it with
-    /// the reliable ones, which the caller waits on in its own way.
-    fn dispatch(&self, topic: &str, payload: Bytes) -> (Message, Vec<mpsc::Sender<Message>>) {
-        let msg = Message {
-            topic: Arc::from(topic),
-            payload,
-        };
-        self.published.fetch_add(1, Ordering::Relaxed);
+    /// Stores messages whose topic matches `filter` in `log` before their publish returns.
+    pub fn journal(self: &Arc<Self>, filter: &str, log: StreamLog) -> Subscription {
+        self.add(filter, Target::Journal(log))
+    }
+
+    /// Stores a batch in the journals of its topic (with `marker`, all in one atomic write),
+    /// hands it to the lossy subscribers, and returns what the reliable ones are owed.
+    fn dispatch(
+        &self,
+        topic: &str,
+        payloads: &[Bytes],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<Pending, StoreError> {
         let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
-        let mut reliable = Vec::new();
-        for s in subs.iter().filter(|s| matches(topic, &s.filter)) {
-            if !s.lossy {
-                reliable.push(s.tx.clone());
-            } else if s.tx.try_send(msg.clone()).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let matching: Vec<&Sub> = subs.iter().filter(|s| matches(topic, &s.filter)).collect();
+        let mut journals: Vec<&StreamLog> = Vec::new();
+        for s in &matching {
+            if let Target::Journal(log) = &s.target {
+                if !journals.iter().any(|j| j.name() == log.name()) {
+                    journals.push(log);
+                }
             }
         }
-        (msg, reliable)
+        if !journals.is_empty() || marker.is_some() {
+            let appends: Vec<(&StreamLog, &[Bytes])> =
+                journals.iter().map(|j| (*j, payloads)).collect();
+            self.store.commit(&appends, marker)?;
+        }
+        self.published
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        let topic: Arc<str> = Arc::from(topic);
+        let mut pending = Vec::new();
+        for p in payloads {
+            let msg = Message {
+                topic: topic.clone(),
+                payload: p.clone(),
+            };
+            for s in &matching {
+                match &s.target {
+                    Target::Channel { tx, lossy: false } => pending.push((tx.clone(), msg.clone())),
+                    Target::Channel { tx, lossy: true } => {
+                        if tx.try_send(msg.clone()).is_err() {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Target::Journal(_) => {}
+                }
+            }
+        }
+        Ok(pending)
     }
 
-    /// Publishes from async code; waits while a reliable subscriber is full.
-    pub async fn publish(&self, topic: &str, payload: Bytes) {
-        let (msg, reliable) = self.dispatch(topic, payload);
-        for tx in reliable {
-            let _ = tx.send(msg.clone()).await;
-        }
+    /// Publishes from async code; returns once journals hold the message, waiting while a
+    /// reliable subscriber is full.
+    pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), StoreError> {
+        self.publish_all(topic, &[payload]).await
     }
 
-    /// Publishes from a plain thread (never from inside the async runtime).
-    pub fn publish_blocking(&self, topic: &str, payload: Bytes) {
-        let (msg, reliable) = self.dispatch(topic, payload);
-        for tx in reliable {
-            let _ = tx.blocking_send(msg.clone());
+    /// Publishes several messages in order, stored in the journals in one atomic write.
+    pub async fn publish_all(&self, topic: &str, payloads: &[Bytes]) -> Result<(), StoreError> {
+        for (tx, msg) in self.dispatch(topic, payloads, None)? {
+            let _ = tx.send(msg).await;
         }
+        Ok(())
+    }
+
+    /// Publishes from a plain thread (never from inside the async runtime); `marker` is set in
+    /// the same atomic write that stores the messages in journals.
+    pub fn publish_blocking(
+        &self,
+        topic: &str,
+        payloads: &[Bytes],
+        marker: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        for (tx, msg) in self.dispatch(topic, payloads, marker)? {
+            let _ = tx.blocking_send(msg);
+        }
+        Ok(())
     }
 }
 
@@ -149,17 +218,36 @@ mod tests {
         assert!(matches("$weir/x", "$weir/+"));
     }
 
+    fn hub() -> (Arc<Hub>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Hub::new(Store::open(dir.path(), false).unwrap()), dir)
+    }
+
     #[tokio::test]
     async fn lossy_subscribers_drop_and_unsubscribe_on_drop() {
-        let hub = Hub::new();
+        let (hub, _dir) = hub();
         let (tx, mut rx) = mpsc::channel(1);
         let sub = hub.subscribe("t/#", tx, true);
-        hub.publish("t/1", Bytes::from_static(b"1")).await;
-        hub.publish("t/2", Bytes::from_static(b"2")).await;
+        hub.publish("t/1", Bytes::from_static(b"1")).await.unwrap();
+        hub.publish("t/2", Bytes::from_static(b"2")).await.unwrap();
         assert_eq!(rx.recv().await.unwrap().payload, "1");
         assert_eq!(hub.dropped.load(Ordering::Relaxed), 1);
         drop(sub);
-        hub.publish("t/3", Bytes::from_static(b"3")).await;
+        hub.publish("t/3", Bytes::from_static(b"3")).await.unwrap();
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn journals_store_before_publish_returns() {
+        let (hub, _dir) = hub();
+        let log = hub.store().log("topic/t").unwrap();
+        let sub = hub.journal("t/+", log.clone());
+        let batch = [Bytes::from_static(b"1"), Bytes::from_static(b"2")];
+        hub.publish_all("t/a", &batch).await.unwrap();
+        hub.publish("u", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(log.read(0, 10).unwrap().len(), 2);
+        drop(sub);
+        hub.publish("t/a", Bytes::from_static(b"3")).await.unwrap();
+        assert_eq!(log.end(), 2);
     }
 }

@@ -5,7 +5,9 @@
 //! [`mqtt_endpoint`] serves to MQTT clients; [`metrics`] renders Prometheus text.
 
 pub mod api;
+pub mod checkpoint;
 pub mod config;
+pub mod delivery;
 pub mod hub;
 pub mod metrics;
 pub mod mqtt_endpoint;
@@ -51,7 +53,9 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         Some(a) => Some(listen(a).await?),
         None => None,
     };
-    let hub = hub::Hub::new();
+    let store = weir_state::Store::open(&config.data_dir.join("logs"), config.sync_writes)
+        .map_err(node::NodeError::Store)?;
+    let hub = hub::Hub::new(store);
     let node = Node::open(config, hub.clone())?;
     node.restore().await;
     let http_addr = http.local_addr().map_err(|source| StartError::Listen {

@@ -121,7 +121,11 @@ async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<
                 if !valid_topic(&p.topic) {
                     break Err(ClientError::Closed("invalid topic"));
                 }
-                hub.publish(&p.topic, p.payload.clone()).await;
+                if let Err(e) = hub.publish(&p.topic, p.payload.clone()).await {
+                    // Not acknowledged: a QoS 1 client sends it again.
+                    tracing::error!(topic = %p.topic, error = %e, "message not stored");
+                    continue;
+                }
                 match p.qos {
                     QoS::AtMostOnce => None,
                     QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(p.pkid))),

@@ -12,9 +12,11 @@ use weir_connectors::Endpoint;
 use weir_engine::EngineConfig;
 use weir_lang::plan::StreamDef;
 use weir_lang::{compile_with, Diagnostics, Program};
+use weir_state::{CheckpointStore, FileCheckpoints};
 
+use crate::checkpoint::CheckpointStatus;
 use crate::config::NodeConfig;
-use crate::hub::Hub;
+use crate::hub::{Hub, Subscription};
 use crate::registry::{JobRecord, Registry, RuleOptions, RuleRecord, RuleState, StreamRecord};
 use crate::rule::{self, Launch, OperatorStatus, RuleMetrics, RunningRule};
 
@@ -48,6 +50,8 @@ pub enum NodeError {
     Start(String),
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("durable store: {0}")]
+    Store(#[from] weir_state::StoreError),
 }
 
 impl NodeError {
@@ -110,6 +114,8 @@ pub struct RuleStatus {
     pub late_events: u64,
     pub dead_letter_topic: String,
     pub operators: Vec<OperatorStatus>,
+    /// Delivery guarantee, checkpoints and state size.
+    pub checkpoint: CheckpointStatus,
 }
 
 struct Live {
@@ -131,6 +137,10 @@ pub struct Node {
     state: Mutex<State>,
     /// Figures of running rules, readable without waiting for an operation to finish.
     metrics: RwLock<BTreeMap<String, Arc<RuleMetrics>>>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Journal subscriptions of installed durable rules: their logs keep filling while they
+    /// are stopped, so they resume where they stopped.
+    journals: std::sync::Mutex<HashMap<String, Vec<Subscription>>>,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -155,9 +165,12 @@ impl Node {
     pub fn open(config: NodeConfig, hub: Arc<Hub>) -> Result<Arc<Node>, NodeError> {
         config.validate().map_err(NodeError::invalid)?;
         let registry = Registry::open(&config.data_dir)?;
+        let checkpoints = Arc::new(FileCheckpoints::new(config.data_dir.join("checkpoints")));
         Ok(Arc::new(Node {
             config,
             hub,
+            checkpoints,
+            journals: std::sync::Mutex::new(HashMap::new()),
             started: Instant::now(),
             state: Mutex::new(State {
                 registry,
@@ -171,6 +184,10 @@ impl Node {
     /// Starts every rule that was running when the node last stopped.
     pub async fn restore(&self) {
         let mut st = self.state.lock().await;
+        let installed: Vec<String> = st.registry.catalog.rules.keys().cloned().collect();
+        for id in installed {
+            self.hold_journals(&st, &id);
+        }
         let ids: Vec<String> = st
             .registry
             .catalog
@@ -228,6 +245,50 @@ impl Node {
         Ok(program)
     }
 
+    /// Keeps the logs of a durable rule filling (see [`rule::journals`]); releases them for
+    /// an at-most-once rule.
+    fn hold_journals(&self, st: &State, id: &str) {
+        let mut held = self.journals.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(id);
+        let Some(rec) = st.registry.catalog.rules.get(id) else {
+            return;
+        };
+        if !rec.options.delivery.durable() {
+            return;
+        }
+        let Ok(program) = Self::compile_rule(st, id, &rec.sql) else {
+            return;
+        };
+        let mut subs = Vec::new();
+        for spec in rule::journals(id, &program) {
+            match self.hub.store().log(&spec.log) {
+                Ok(log) => subs.push(self.hub.journal(&spec.filter, log)),
+                Err(e) => tracing::error!(rule = %id, log = %spec.log, error = %e, "log not opened"),
+            }
+        }
+        held.insert(id.to_owned(), subs);
+    }
+
+    /// Forgets a rule's durable traces: journals, its private logs and its checkpoints.
+    fn forget_state(&self, st: &State, id: &str) {
+        self.journals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(rec) = st.registry.catalog.rules.get(id) {
+            if let Ok(program) = Self::compile_rule(st, id, &rec.sql) {
+                for spec in rule::journals(id, &program).into_iter().filter(|j| j.private) {
+                    if let Ok(log) = self.hub.store().log(&spec.log) {
+                        let _ = log.truncate_before(log.end());
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.checkpoints.remove(id) {
+            tracing::warn!(rule = %id, error = %e, "checkpoints not removed");
+        }
+    }
+
     fn launch(&self, st: &State, id: &str) -> Result<RunningRule, NodeError> {
         let rec = st
             .registry
@@ -243,12 +304,18 @@ impl Node {
             workers: rec.options.workers.unwrap_or(self.config.workers),
             ..EngineConfig::default()
         };
+        let interval = rec.options.interval_ms().map_err(NodeError::invalid)?;
         RunningRule::start(Launch {
             id: id.to_owned(),
             program,
             engine,
             hub: self.hub.clone(),
             max_payload: self.config.max_payload,
+            delivery: rec.options.delivery,
+            interval: std::time::Duration::from_millis(interval),
+            max_state_bytes: rec.options.max_state_bytes,
+            checkpoints: self.checkpoints.clone(),
+            retention: self.config.log_retention,
         })
         .map_err(NodeError::Start)
     }
@@ -433,14 +500,10 @@ impl Node {
                 self.config.max_rules
             )));
         }
-        if let Some(w) = options.workers {
-            if w == 0 || w > 256 {
-                return Err(NodeError::invalid(format!(
-                    "workers must be 1..=256, not {w}"
-                )));
-            }
-        }
+        options.validate().map_err(NodeError::invalid)?;
         Self::compile_rule(&st, id, sql)?;
+        // A rule installed under a deleted one's id starts from nothing.
+        self.forget_state(&st, id);
         let start = !options.stopped;
         st.registry.catalog.rules.insert(
             id.to_owned(),
@@ -452,6 +515,7 @@ impl Node {
                 job,
             },
         );
+        self.hold_journals(&st, id);
         if start {
             match self.launch(&st, id) {
                 Ok(rule) => {
@@ -464,6 +528,7 @@ impl Node {
                         .state = RuleState::Running;
                 }
                 Err(e) => {
+                    self.forget_state(&st, id);
                     st.registry.catalog.rules.remove(id);
                     return Err(e);
                 }
@@ -471,6 +536,7 @@ impl Node {
         }
         if let Err(e) = st.registry.save() {
             self.halt(&mut st, id).await;
+            self.forget_state(&st, id);
             st.registry.catalog.rules.remove(id);
             return Err(e.into());
         }
@@ -496,6 +562,7 @@ impl Node {
                     kind: "rule",
                     name: id.to_owned(),
                 })?;
+        options.validate().map_err(NodeError::invalid)?;
         Self::compile_rule(&st, id, sql)?;
         let was_running = st.running.contains_key(id);
         let rec = st
@@ -508,10 +575,21 @@ impl Node {
         rec.options = options;
         if was_running {
             self.halt(&mut st, id).await;
+        }
+        if old.sql != sql {
+            // The operators change with the text, so the old state no longer fits.
+            tracing::info!(rule = %id, "rule text changed: its checkpoints are dropped");
+            if let Err(e) = self.checkpoints.remove(id) {
+                tracing::warn!(rule = %id, error = %e, "checkpoints not removed");
+            }
+        }
+        self.hold_journals(&st, id);
+        if was_running {
             match self.launch(&st, id) {
                 Ok(rule) => self.set_running(&mut st, id, rule),
                 Err(e) => {
                     st.registry.catalog.rules.insert(id.to_owned(), old);
+                    self.hold_journals(&st, id);
                     if let Ok(rule) = self.launch(&st, id) {
                         self.set_running(&mut st, id, rule);
                     }
@@ -533,6 +611,7 @@ impl Node {
         }
         self.halt(&mut st, id).await;
         let mut view = self.view(&st, id);
+        self.forget_state(&st, id);
         let rec = st.registry.catalog.rules.remove(id).expect("checked above");
         st.failed.remove(id);
         st.registry.save()?;
@@ -634,12 +713,32 @@ impl Node {
             .unwrap_or_default();
         let live = st.running.get(id);
         let m = live.map(|l| &l.rule.metrics);
+        let failure = m.and_then(|m| m.failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let checkpoint = match m {
+            Some(m) => m.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => {
+                let rec = &st.registry.catalog.rules[id];
+                let newest = self.checkpoints.latest(id).ok().flatten();
+                CheckpointStatus {
+                    delivery: rec.options.delivery.name(),
+                    interval_ms: rec.options.interval_ms().unwrap_or(1000),
+                    epoch: newest.as_ref().map_or(0, |r| r.checkpoint.epoch),
+                    state_bytes: newest.as_ref().map_or(0, |r| r.bytes),
+                    max_state_bytes: rec.options.max_state_bytes,
+                    ..CheckpointStatus::default()
+                }
+            }
+        };
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(RuleStatus {
             id: id.to_owned(),
-            state: view.state,
-            last_error: view
-                .last_error
+            state: if failure.is_some() {
+                "FAILED"
+            } else {
+                view.state
+            },
+            last_error: failure
+                .or(view.last_error)
                 .or_else(|| m.and_then(|m| m.connector_error())),
             uptime_ms: live.map_or(0, |l| l.since.elapsed().as_millis() as u64),
             inputs,
@@ -654,6 +753,7 @@ impl Node {
             late_events: m.map_or(0, |m| load(&m.late)),
             dead_letter_topic: rule::dead_letter_topic(id),
             operators: m.map(|m| m.operators()).unwrap_or_default(),
+            checkpoint,
         })
     }
 

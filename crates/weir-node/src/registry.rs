@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Delivery;
+
 /// A rule's lifecycle state, as the paper names them (plus FAILED with a reason in status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -34,6 +36,55 @@ pub struct RuleOptions {
     /// Install without starting.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// The delivery guarantee (default at_most_once).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub delivery: Delivery,
+    /// Time between checkpoints, as "500ms", "1s", "1m" (default 1 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<String>,
+    /// Largest checkpoint (the rule's whole state) allowed; a rule that grows past it stops
+    /// with an error instead of taking the node's memory and disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_state_bytes: Option<u64>,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+impl RuleOptions {
+    /// The checkpoint interval in milliseconds, checked.
+    pub fn interval_ms(&self) -> Result<u64, String> {
+        let Some(text) = &self.checkpoint_interval else {
+            return Ok(1000);
+        };
+        match weir_core::parse_duration(text) {
+            Ok(ms) if (100..=3_600_000).contains(&ms) => Ok(ms as u64),
+            Ok(_) => Err(format!(
+                "checkpoint_interval '{text}' must be from 100ms to 1h"
+            )),
+            Err(e) => Err(format!("checkpoint_interval '{text}': {e}")),
+        }
+    }
+
+    /// Every problem with the options at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.interval_ms() {
+            problems.push(e);
+        }
+        if self.max_state_bytes == Some(0) {
+            problems.push("max_state_bytes must be at least 1".to_owned());
+        }
+        if let Some(w) = self.workers.filter(|w| *w == 0 || *w > 256) {
+            problems.push(format!("workers must be 1..=256, not {w}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
 }
 
 /// What seed paper 001's jobinfo object adds to a rule.

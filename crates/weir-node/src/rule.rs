@@ -6,10 +6,14 @@
 //!                         └─> dead letters (hub topic weir/dead_letters/<rule>)
 //! ```
 //!
-//! Stopping aborts the sources; the feeds see their channels close and end their streams, the
-//! engine drains, and the sinks end when the last output is sent.
+//! Rules with at-least-once or exactly-once delivery read their inputs from durable logs
+//! instead (see [`crate::delivery`]), and every rule is checkpointed by its
+//! [`Coordinator`](crate::checkpoint::Coordinator): it starts from its newest checkpoint.
+//! Stopping takes a last checkpoint, then the feeds leave the engine without ending their
+//! streams, so open windows stay in the checkpoint for the next start instead of being flushed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +23,16 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use weir_connectors::codec::MessageDecoder;
-use weir_connectors::live::{Health, HealthReport};
+use weir_connectors::live::{DurableInput, Health, HealthReport, PayloadTx};
 use weir_connectors::Endpoint;
 use weir_core::{Clock, Row};
-use weir_engine::{Dataflow, EngineConfig, Ingest, OutputStream, RuleStats};
+use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
 use weir_lang::plan::StreamDef;
 use weir_lang::Program;
+use weir_state::{CheckpointStore, StreamLog};
 
+use crate::checkpoint::{CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report};
+use crate::delivery::Delivery;
 use crate::hub::{Hub, Message, Subscription};
 
 /// The hub topic outside events of a stream arrive on (embedded topic, or ingest for streams
@@ -48,6 +55,49 @@ pub fn tap_topic(def: &StreamDef, endpoint: &Endpoint) -> String {
 
 pub fn dead_letter_topic(rule: &str) -> String {
     format!("weir/dead_letters/{rule}")
+}
+
+/// The durable log of an embedded topic.
+pub fn topic_log(topic: &str) -> String {
+    format!("topic/{topic}")
+}
+
+/// A log a durable rule keeps: what the hub stores in it, and whether the rule alone reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalSpec {
+    pub stream: String,
+    /// The hub filter whose messages go into the log.
+    pub filter: String,
+    pub log: String,
+    pub input: bool,
+    pub private: bool,
+}
+
+/// The logs of a rule with durable delivery: each input (its embedded topic, or a log of its own
+/// for a stream with a connector, which the connector and HTTP ingest write) and each embedded
+/// output topic. The node keeps them journaled for as long as the rule is installed.
+pub fn journals(id: &str, program: &Program) -> Vec<JournalSpec> {
+    let Ok(eps) = endpoints(program) else {
+        return Vec::new();
+    };
+    let (inputs, _) = boundary(program);
+    eps.iter()
+        .filter_map(|(def, ep)| {
+            let input = inputs.iter().any(|i| i.eq_ignore_ascii_case(&def.name));
+            let (log, private) = match (ep, input) {
+                (Endpoint::Embedded { topic }, _) => (topic_log(topic), false),
+                (_, true) => (format!("in/{id}/{}", def.name), true),
+                (_, false) => return None,
+            };
+            Some(JournalSpec {
+                stream: def.name.clone(),
+                filter: ingest_topic(def, ep),
+                log,
+                input,
+                private,
+            })
+        })
+        .collect()
 }
 
 /// Counters of one stage (a source or a sink) of a rule.
@@ -88,6 +138,9 @@ pub struct RuleMetrics {
     /// Seconds from an event's time to its result leaving weir (for processing-time streams,
     /// the processing latency).
     pub lag: Histogram,
+    pub checkpoint: Arc<Mutex<CheckpointStatus>>,
+    /// Why the rule stopped by itself (its state outgrew its limit).
+    pub failure: Arc<Mutex<Option<String>>>,
 }
 
 /// One operator's figures in a status document.
@@ -152,6 +205,12 @@ pub struct Launch {
     pub engine: EngineConfig,
     pub hub: Arc<Hub>,
     pub max_payload: usize,
+    pub delivery: Delivery,
+    pub interval: Duration,
+    pub max_state_bytes: Option<u64>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Entries kept per embedded topic log.
+    pub retention: u64,
 }
 
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
@@ -162,6 +221,12 @@ pub struct RunningRule {
     subs: Vec<Subscription>,
     threads: Vec<std::thread::JoinHandle<()>>,
     flow: Option<Dataflow>,
+    coordinator: Option<(
+        std::sync::mpsc::Sender<Command>,
+        std::thread::JoinHandle<()>,
+    )>,
+    /// Set at stop: durable sources stop storing messages.
+    closed: Arc<AtomicBool>,
 }
 
 /// The streams a program reads from outside and the streams its rules write.
@@ -222,9 +287,14 @@ impl RunningRule {
         let Launch {
             id,
             program,
-            engine,
+            mut engine,
             hub,
             max_payload,
+            delivery,
+            interval,
+            max_state_bytes,
+            checkpoints,
+            retention,
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
             bad.into_iter()
@@ -233,15 +303,76 @@ impl RunningRule {
                 .join("; ")
         })?;
         let (inputs, outputs) = boundary(&program);
-        let clock = engine.clock.clone();
-        let mut flow =
-            Dataflow::build(&program, &inputs, &outputs, engine).map_err(|e| e.to_string())?;
         let endpoint_of = |name: &str| {
             eps.iter()
                 .find(|(d, _)| d.name.eq_ignore_ascii_case(name))
                 .cloned()
                 .ok_or_else(|| format!("stream {name} has no endpoint"))
         };
+        let mut refusals = Vec::new();
+        for (names, input) in [(&inputs, true), (&outputs, false)] {
+            for name in names {
+                let (def, ep) = endpoint_of(name)?;
+                refusals.extend(delivery.refusal(&def.name, &ep, input));
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(refusals.join("; "));
+        }
+
+        // Recovery: the newest intact checkpoint, if any.
+        let mut status = CheckpointStatus {
+            delivery: delivery.name(),
+            interval_ms: interval.as_millis() as u64,
+            max_state_bytes,
+            ..CheckpointStatus::default()
+        };
+        let recovered = checkpoints.latest(&id).map_err(|e| e.to_string())?;
+        let mut restore = None;
+        if let Some(r) = &recovered {
+            for why in &r.skipped {
+                tracing::warn!(rule = %id, reason = %why, "checkpoint passed over");
+            }
+            status.restore_notes = r.skipped.clone();
+            status.epoch = r.checkpoint.epoch;
+            status.state_bytes = r.bytes;
+            if r.checkpoint.workers != engine.workers {
+                tracing::warn!(rule = %id, checkpoint = r.checkpoint.workers, asked = engine.workers, "running with the checkpoint's worker count, which its state is partitioned by");
+                engine.workers = r.checkpoint.workers;
+            }
+            restore = Some(r.checkpoint.operators.clone());
+        }
+        let clock = engine.clock.clone();
+        let workers = engine.workers;
+        let mut flow = match Dataflow::build_restored(
+            &program,
+            &inputs,
+            &outputs,
+            engine.clone(),
+            restore,
+        ) {
+            Err(BuildError::Restore(why)) => {
+                let note = format!("checkpoint not restored, starting with empty state: {why}");
+                tracing::warn!(rule = %id, "{note}");
+                status.restore_notes.push(note);
+                Dataflow::build(&program, &inputs, &outputs, engine)
+            }
+            other => {
+                status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
+                other
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let recovered = recovered
+            .map(|r| r.checkpoint)
+            .filter(|_| status.restored_from.is_some());
+        let positions: BTreeMap<String, u64> = recovered
+            .as_ref()
+            .map(|c| c.positions.clone())
+            .unwrap_or_default();
+        let first_epoch = status.epoch;
+        let checkpoint_status = Arc::new(Mutex::new(status));
+        let failure = Arc::new(Mutex::new(None));
         let mut rule = RunningRule {
             metrics: Arc::new(RuleMetrics {
                 sources: Vec::new(),
@@ -254,51 +385,61 @@ impl RunningRule {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0,
                 ]),
+                checkpoint: checkpoint_status.clone(),
+                failure: failure.clone(),
             }),
             tasks: Vec::new(),
             sinks: Vec::new(),
             subs: Vec::new(),
             threads: Vec::new(),
             flow: None,
+            coordinator: None,
+            closed: Arc::new(AtomicBool::new(false)),
         };
+        let (report_tx, report_rx) = std::sync::mpsc::channel::<Report>();
+        let specs = journals(&id, &program);
+        let (mut private_logs, mut topic_logs) = (Vec::new(), Vec::new());
         let mut feeds = Vec::new();
         for name in &inputs {
             let (def, endpoint) = endpoint_of(name)?;
             let stage = Stage::new("source", &def.name, &endpoint);
             let ingest = flow.take_ingest(name).ok_or("input not built")?;
-            let (tx, rx) = mpsc::channel::<Bytes>(1024);
-            if let Some(task) = endpoint.spawn_source(tx.clone(), stage.health.clone()) {
+            let spec = specs
+                .iter()
+                .find(|j| j.input && j.stream.eq_ignore_ascii_case(name));
+            let (tx, source) = match spec.filter(|_| delivery.durable()) {
+                Some(spec) => {
+                    let log = hub.store().log(&spec.log).map_err(|e| e.to_string())?;
+                    let pos = positions.get(&spec.log).copied().unwrap_or_else(|| log.end());
+                    match spec.private {
+                        true => private_logs.push(log.clone()),
+                        false => topic_logs.push(log.clone()),
+                    }
+                    let tx = PayloadTx::Log(DurableInput {
+                        log: log.clone(),
+                        closed: rule.closed.clone(),
+                        health: stage.health.clone(),
+                    });
+                    (tx, FeedSource::Log { log, pos })
+                }
+                None => {
+                    let (tx, rx) = mpsc::channel::<Bytes>(1024);
+                    rule.live_inputs(&hub, &def, &endpoint, &tx);
+                    (PayloadTx::Channel(tx), FeedSource::Channel(rx))
+                }
+            };
+            if let Some(task) = endpoint.spawn_source(tx, stage.health.clone()) {
                 rule.tasks.push(task);
             } else {
                 stage.health.up();
             }
-            // Outside events also arrive on the hub (HTTP ingest, the embedded MQTT endpoint).
-            let (hub_tx, mut hub_rx) = mpsc::channel::<Message>(1024);
-            rule.subs
-                .push(hub.subscribe(&ingest_topic(&def, &endpoint), hub_tx, false));
-            let fwd = tx.clone();
-            rule.tasks.push(tokio::spawn(async move {
-                while let Some(m) = hub_rx.recv().await {
-                    if fwd.send(m.payload).await.is_err() {
-                        break;
-                    }
-                }
-            }));
-            // An empty payload is a tick: it lets processing time advance without events.
-            let tick = tx;
-            rule.tasks.push(tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_millis(100));
-                loop {
-                    every.tick().await;
-                    if tick.is_closed() {
-                        break;
-                    }
-                    let _ = tick.try_send(Bytes::new());
-                }
-            }));
-            feeds.push((def, ingest, rx, stage));
+            feeds.push((def, ingest, source, stage));
+        }
+        for spec in specs.iter().filter(|j| !j.input && delivery.durable()) {
+            topic_logs.push(hub.store().log(&spec.log).map_err(|e| e.to_string())?);
         }
         let mut drains = Vec::new();
+        let mut staged_outputs = Vec::new();
         for name in &outputs {
             let (def, endpoint) = endpoint_of(name)?;
             let stage = Stage::new("sink", &def.name, &endpoint);
@@ -309,12 +450,21 @@ impl RunningRule {
                 None => stage.health.up(),
             }
             let external = !matches!(endpoint, Endpoint::Embedded { .. });
+            let topic = tap_topic(&def, &endpoint);
+            let staging = (delivery == Delivery::ExactlyOnce).then(|| {
+                staged_outputs.push(OutputTarget {
+                    stream: def.name.clone(),
+                    topic: topic.clone(),
+                });
+                (def.name.clone(), report_tx.clone())
+            });
             drains.push((
                 def.name.clone(),
                 out,
                 external.then_some(tx),
-                tap_topic(&def, &endpoint),
+                topic,
                 stage,
+                staging,
             ));
         }
         rule.metrics = Arc::new(RuleMetrics {
@@ -323,29 +473,42 @@ impl RunningRule {
             sinks: drains.iter().map(|d| d.4.clone()).collect(),
             ..Arc::into_inner(rule.metrics).ok_or("metrics shared too early")?
         });
-        for (name, out, sender, topic, stage) in drains {
+        for (name, out, sender, topic, stage, staging) in drains {
             let (hub, metrics, clock) = (hub.clone(), rule.metrics.clone(), clock.clone());
             rule.threads
                 .push(spawn_thread(&format!("{id}-out-{name}"), move || {
-                    output_loop(out, sender, &hub, &topic, &stage, &metrics, clock.as_ref())
+                    let sink = Sink {
+                        sender,
+                        hub: &hub,
+                        topic: &topic,
+                        stage: &stage,
+                        metrics: &metrics,
+                        clock: clock.as_ref(),
+                    };
+                    sink.run(out, staging)
                 })?);
         }
-        for (def, ingest, rx, stage) in feeds {
-            let (hub, metrics) = (hub.clone(), rule.metrics.clone());
-            let topic = dead_letter_topic(&id);
-            let decoder = MessageDecoder::new(&def.options)?;
+        let mut ctls = Vec::new();
+        for (def, ingest, source, stage) in feeds {
+            let ctl = Arc::new(FeedCtl::default());
+            ctls.push(ctl.clone());
+            let feed = Feed {
+                ingest,
+                source,
+                decoder: MessageDecoder::new(&def.options)?,
+                max_payload,
+                stage,
+                metrics: rule.metrics.clone(),
+                hub: hub.clone(),
+                dead_topic: dead_letter_topic(&id),
+                ctl,
+                reports: report_tx.clone(),
+                injected: first_epoch,
+                rows: Vec::new(),
+            };
             rule.threads
                 .push(spawn_thread(&format!("{id}-in-{}", def.name), move || {
-                    feed_loop(
-                        ingest,
-                        rx,
-                        decoder,
-                        max_payload,
-                        &stage,
-                        &metrics,
-                        &hub,
-                        &topic,
-                    )
+                    feed.run()
                 })?);
         }
         if let Some(late) = flow.take_late() {
@@ -355,16 +518,91 @@ impl RunningRule {
                 for l in late {
                     metrics.late.fetch_add(1, Ordering::Relaxed);
                     let doc = serde_json::json!({"rule": l.rule, "reason": l.reason, "ts": l.event.ts, "event": l.event.row});
-                    hub.publish_blocking(&topic, Bytes::from(doc.to_string()));
+                    let _ = hub.publish_blocking(&topic, &[Bytes::from(doc.to_string())], None);
                 }
             })?);
         }
+        if let Some(snaps) = flow.take_snapshots() {
+            let tx = report_tx.clone();
+            rule.threads.push(spawn_thread(&format!("{id}-snap"), move || {
+                for s in snaps {
+                    if tx.send(Report::Operator(s)).is_err() {
+                        break;
+                    }
+                }
+            })?);
+        }
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let coordinator = Coordinator {
+            id: id.clone(),
+            delivery,
+            interval,
+            epoch: first_epoch,
+            workers,
+            chains: flow.chains(),
+            feeds: ctls,
+            staged_outputs,
+            private_logs,
+            topic_logs,
+            retention,
+            max_state_bytes,
+            reports: report_rx,
+            commands: cmd_rx,
+            store: checkpoints,
+            hub: hub.clone(),
+            status: checkpoint_status,
+            failure,
+            recovered,
+        };
+        rule.coordinator = Some((
+            cmd_tx,
+            spawn_thread(&format!("{id}-ckpt"), move || coordinator.run())?,
+        ));
         rule.flow = Some(flow);
         Ok(rule)
     }
 
-    /// Stops the rule: sources first, then everything drains in order. Blocks until done.
+    /// Wires an at-most-once input: outside events arrive on the hub (HTTP ingest, the embedded
+    /// MQTT endpoint) besides the connector, and an empty payload every 100 ms is a tick that
+    /// lets processing time advance (and checkpoint barriers pass) without events.
+    fn live_inputs(
+        &mut self,
+        hub: &Arc<Hub>,
+        def: &StreamDef,
+        endpoint: &Endpoint,
+        tx: &mpsc::Sender<Bytes>,
+    ) {
+        let (hub_tx, mut hub_rx) = mpsc::channel::<Message>(1024);
+        self.subs
+            .push(hub.subscribe(&ingest_topic(def, endpoint), hub_tx, false));
+        let fwd = tx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            while let Some(m) = hub_rx.recv().await {
+                if fwd.send(m.payload).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        let tick = tx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                if tick.is_closed() {
+                    break;
+                }
+                let _ = tick.try_send(Bytes::new());
+            }
+        }));
+    }
+
+    /// Stops the rule: a last checkpoint, then sources, then every thread. Blocks until done.
     pub async fn stop(mut self) {
+        if let Some((commands, coordinator)) = self.coordinator.take() {
+            let _ = commands.send(Command::Stop);
+            let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
+        }
+        self.closed.store(true, Ordering::Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
@@ -402,96 +640,209 @@ fn spawn_thread(
         .map_err(|e| format!("could not start a thread: {e}"))
 }
 
-/// Decodes payloads into events; bad records become dead letters and the rule goes on.
-#[allow(clippy::too_many_arguments)]
-fn feed_loop(
-    mut ingest: Ingest,
-    mut rx: mpsc::Receiver<Bytes>,
-    mut decoder: MessageDecoder,
+/// Where a feed reads.
+enum FeedSource {
+    /// At-most-once: payloads handed over directly (an empty one is a tick).
+    Channel(mpsc::Receiver<Bytes>),
+    /// At-least-once and exactly-once: a durable log, from `pos` on.
+    Log { log: StreamLog, pos: u64 },
+}
+
+/// One input of a rule: decodes payloads into events (bad records become dead letters and the
+/// rule goes on) and puts checkpoint barriers into the stream when asked.
+struct Feed {
+    ingest: Ingest,
+    source: FeedSource,
+    decoder: MessageDecoder,
     max_payload: usize,
-    stage: &Stage,
-    metrics: &RuleMetrics,
-    hub: &Hub,
-    dead_topic: &str,
-) {
-    let stream = ingest.stream().name.clone();
-    let mut rows: Vec<Result<Row, String>> = Vec::new();
-    let dead = |reason: String, raw: &[u8]| {
-        metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-        stage.errors.fetch_add(1, Ordering::Relaxed);
+    stage: Arc<Stage>,
+    metrics: Arc<RuleMetrics>,
+    hub: Arc<Hub>,
+    dead_topic: String,
+    ctl: Arc<FeedCtl>,
+    reports: std::sync::mpsc::Sender<Report>,
+    /// The newest epoch whose barrier this feed has sent.
+    injected: u64,
+    rows: Vec<Result<Row, String>>,
+}
+
+impl Feed {
+    fn run(mut self) {
+        loop {
+            match &mut self.source {
+                FeedSource::Channel(rx) => {
+                    let Some(first) = rx.blocking_recv() else {
+                        break;
+                    };
+                    // Take whatever is waiting, then flush once: batches under load, one event
+                    // when idle.
+                    let mut batch = vec![first];
+                    while let Ok(p) = rx.try_recv() {
+                        batch.push(p);
+                        if batch.len() >= 1024 {
+                            break;
+                        }
+                    }
+                    for p in batch {
+                        self.accept(&p);
+                    }
+                }
+                FeedSource::Log { log, pos } => {
+                    if *pos < log.first() {
+                        tracing::warn!(log = log.name(), lost = log.first() - *pos, "entries were dropped by retention before this rule read them");
+                        *pos = log.first();
+                    }
+                    match log.read(*pos, 1024) {
+                        Ok(entries) if entries.is_empty() => {
+                            log.wait_beyond(*pos, Duration::from_millis(100));
+                        }
+                        Ok(entries) => {
+                            let next = entries.last().map_or(*pos, |(o, _)| o + 1);
+                            *pos = next;
+                            for (_, p) in entries {
+                                self.accept(&p);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "input log not readable");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
+            }
+            self.ingest.flush();
+            if self.ctl.abandon.load(Ordering::Relaxed) {
+                return;
+            }
+            let wanted = self.ctl.requested.load(Ordering::Relaxed);
+            if wanted > self.injected {
+                self.injected = wanted;
+                self.ingest.barrier(wanted);
+                let (log, offset) = match &self.source {
+                    FeedSource::Log { log, pos } => (Some(log.name().to_owned()), *pos),
+                    FeedSource::Channel(_) => (None, 0),
+                };
+                let _ = self.reports.send(Report::Position {
+                    epoch: wanted,
+                    log,
+                    offset,
+                });
+            }
+        }
+        if !self.ctl.abandon.load(Ordering::Relaxed) {
+            self.ingest.finish();
+        }
+    }
+
+    fn accept(&mut self, payload: &Bytes) {
+        if payload.len() > self.max_payload {
+            let why = format!(
+                "payload of {} bytes is over the limit of {}",
+                payload.len(),
+                self.max_payload
+            );
+            return self.dead(why, payload);
+        }
+        if payload.is_empty() {
+            return;
+        }
+        self.stage.received.fetch_add(1, Ordering::Relaxed);
+        let mut rows = std::mem::take(&mut self.rows);
+        self.decoder.decode(payload, &mut rows);
+        for r in rows.drain(..) {
+            match r.and_then(|row| self.ingest.push(row)) {
+                Ok(()) => {
+                    self.stage.events.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(reason) => self.dead(reason, payload),
+            }
+        }
+        self.rows = rows;
+    }
+
+    fn dead(&self, reason: String, raw: &[u8]) {
+        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.stage.errors.fetch_add(1, Ordering::Relaxed);
         let shown = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
-        let doc = serde_json::json!({"stream": stream, "reason": reason, "raw": shown});
-        *metrics
+        let doc = serde_json::json!({"stream": self.ingest.stream().name, "reason": reason, "raw": shown});
+        *self
+            .metrics
             .last_dead_letter
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        hub.publish_blocking(dead_topic, Bytes::from(doc.to_string()));
-    };
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        // Take whatever is waiting, then flush once: batches under load, one event when idle.
-        while let Some(payload) = next.take() {
-            if payload.len() > max_payload {
-                dead(
-                    format!(
-                        "payload of {} bytes is over the limit of {max_payload}",
-                        payload.len()
-                    ),
-                    &payload,
-                );
-            } else if !payload.is_empty() {
-                stage.received.fetch_add(1, Ordering::Relaxed);
-                decoder.decode(&payload, &mut rows);
-                for r in rows.drain(..) {
-                    match r.and_then(|row| ingest.push(row)) {
-                        Ok(()) => {
-                            stage.events.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(reason) => dead(reason, &payload),
-                    }
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        ingest.flush();
+        let _ = self
+            .hub
+            .publish_blocking(&self.dead_topic, &[Bytes::from(doc.to_string())], None);
     }
-    ingest.finish();
 }
 
 /// Encodes results and sends them to the sink connector (if any) and the hub.
-fn output_loop(
-    out: OutputStream,
-    sink: Option<mpsc::Sender<Bytes>>,
-    hub: &Hub,
-    topic: &str,
-    stage: &Stage,
-    metrics: &RuleMetrics,
-    clock: &dyn Clock,
-) {
-    for batch in out {
-        let now = clock.now_ms();
-        for ev in batch {
-            let payload = match serde_json::to_vec(&ev.row) {
-                Ok(p) => Bytes::from(p),
-                Err(e) => {
-                    stage.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "result not encoded");
+struct Sink<'a> {
+    sender: Option<mpsc::Sender<Bytes>>,
+    hub: &'a Hub,
+    topic: &'a str,
+    stage: &'a Stage,
+    metrics: &'a RuleMetrics,
+    clock: &'a dyn Clock,
+}
+
+impl Sink<'_> {
+    /// With `staging` (exactly-once), results are held per epoch and handed to the coordinator
+    /// at each barrier instead of being published.
+    fn run(
+        &self,
+        mut out: OutputStream,
+        staging: Option<(String, std::sync::mpsc::Sender<Report>)>,
+    ) {
+        let mut held = Vec::new();
+        while let Some(delivered) = out.next_delivered() {
+            let batch = match delivered {
+                Delivered::Events(batch) => batch,
+                Delivered::Barrier(epoch) => {
+                    if let Some((stream, reports)) = &staging {
+                        let _ = reports.send(Report::Staged {
+                            epoch,
+                            stream: stream.clone(),
+                            payloads: std::mem::take(&mut held),
+                        });
+                    }
                     continue;
                 }
             };
-            metrics.lag.observe((now - ev.ts).max(0) as f64 / 1000.0);
-            stage.received.fetch_add(1, Ordering::Relaxed);
-            match &sink {
-                Some(tx) => {
-                    if tx.blocking_send(payload.clone()).is_err() {
-                        stage.errors.fetch_add(1, Ordering::Relaxed);
+            let now = self.clock.now_ms();
+            for ev in batch {
+                let payload = match serde_json::to_vec(&ev.row) {
+                    Ok(p) => Bytes::from(p),
+                    Err(e) => {
+                        self.stage.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "result not encoded");
+                        continue;
+                    }
+                };
+                self.metrics
+                    .lag
+                    .observe((now - ev.ts).max(0) as f64 / 1000.0);
+                self.stage.received.fetch_add(1, Ordering::Relaxed);
+                if staging.is_some() {
+                    self.stage.events.fetch_add(1, Ordering::Relaxed);
+                    held.push(payload);
+                    continue;
+                }
+                match &self.sender {
+                    Some(tx) => {
+                        if tx.blocking_send(payload.clone()).is_err() {
+                            self.stage.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        self.stage.events.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                None => {
-                    stage.events.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.hub.publish_blocking(self.topic, &[payload], None) {
+                    self.stage.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "result not stored");
                 }
             }
-            hub.publish_blocking(topic, payload);
         }
     }
 }

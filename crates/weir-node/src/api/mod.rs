@@ -79,6 +79,10 @@ impl From<NodeError> for ApiError {
             NodeError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
             NodeError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
             NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+            NodeError::Store(weir_state::StoreError::Full(_)) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "disk_full")
+            }
+            NodeError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
         };
         let problems = match &e {
             NodeError::Invalid { problems, .. } if !problems.is_empty() => json!(problems),

@@ -16,7 +16,7 @@ use serde_json::{json, Value as Json_};
 use tokio::sync::mpsc;
 
 use super::{ApiError, ApiResult};
-use crate::node::{Node, RuleStatus, RuleView, StreamView};
+use crate::node::{Node, NodeError, RuleStatus, RuleView, StreamView};
 use crate::registry::RuleOptions;
 
 /// The OpenAPI 3.1 description of `/v1`, served at `/v1/openapi.json`.
@@ -132,9 +132,12 @@ async fn ingest(
             "event {i} is not a JSON object; send an object or an array of objects"
         )));
     }
-    for e in &events {
-        node.hub.publish(&topic, Bytes::from(e.to_string())).await;
-    }
+    // One atomic write: a durable topic holds the whole request or none of it.
+    let payloads: Vec<Bytes> = events.iter().map(|e| Bytes::from(e.to_string())).collect();
+    node.hub
+        .publish_all(&topic, &payloads)
+        .await
+        .map_err(NodeError::Store)?;
     Ok(Json(json!({"accepted": events.len()})))
 }
 

@@ -1,0 +1,295 @@
+//! The checkpoint coordinator of one running rule.
+//!
+//! Every interval it asks each feed for a barrier of the next epoch. A feed puts the barrier
+//! into its stream after what it has read and reports its read position; the barrier flows
+//! through the engine (aligned where a rule has several inputs), each operator chain reports
+//! its state, and exactly-once outputs report what they produced in the epoch. With every
+//! report in, the coordinator writes the checkpoint file, then publishes the staged outputs
+//! with a per-stream marker of the epoch in the same atomic write, then trims the input logs.
+//! A crash between the two writes is repaired at the next start: staged outputs of the newest
+//! checkpoint whose marker is older are published then.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use weir_engine::OperatorSnapshot;
+use weir_state::{Checkpoint, CheckpointStore, StreamLog};
+
+use crate::delivery::Delivery;
+use crate::hub::Hub;
+
+/// What a feed thread is asked to do, shared with the coordinator.
+#[derive(Default)]
+pub struct FeedCtl {
+    /// The newest epoch a barrier is wanted for.
+    pub requested: AtomicU64,
+    /// Stop reading and leave the engine without ending the stream (state stays as checkpointed).
+    pub abandon: AtomicBool,
+}
+
+/// What the coordinator hears from a rule's threads.
+pub enum Report {
+    /// A feed put the barrier of `epoch` into its stream at `offset` of its log (live feeds
+    /// have no log).
+    Position {
+        epoch: u64,
+        log: Option<String>,
+        offset: u64,
+    },
+    /// An exactly-once output's results of an epoch.
+    Staged {
+        epoch: u64,
+        stream: String,
+        payloads: Vec<Bytes>,
+    },
+    Operator(OperatorSnapshot),
+}
+
+/// A rule's checkpointing, for status documents.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointStatus {
+    pub delivery: &'static str,
+    pub interval_ms: u64,
+    /// The newest complete checkpoint.
+    pub epoch: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub last_at_ms: Option<i64>,
+    pub last_duration_ms: Option<u64>,
+    /// Size of the newest checkpoint: the rule's whole state.
+    pub state_bytes: u64,
+    pub max_state_bytes: Option<u64>,
+    pub last_failure: Option<String>,
+    pub restored_from: Option<u64>,
+    /// Why newer checkpoints were passed over at the last start.
+    pub restore_notes: Vec<String>,
+}
+
+/// Where an output stream's committed results go.
+pub struct OutputTarget {
+    pub stream: String,
+    pub topic: String,
+}
+
+pub enum Command {
+    /// Take a last checkpoint, then tell the feeds to leave.
+    Stop,
+}
+
+pub struct Coordinator {
+    pub id: String,
+    pub delivery: Delivery,
+    pub interval: Duration,
+    pub epoch: u64,
+    pub workers: usize,
+    pub chains: usize,
+    pub feeds: Vec<Arc<FeedCtl>>,
+    /// Output streams whose results commit with checkpoints (exactly-once), with their topics.
+    pub staged_outputs: Vec<OutputTarget>,
+    /// Logs the rule alone reads, trimmed to its checkpointed position.
+    pub private_logs: Vec<StreamLog>,
+    /// Shared topic logs the rule reads or writes, kept to `retention` entries.
+    pub topic_logs: Vec<StreamLog>,
+    pub retention: u64,
+    pub max_state_bytes: Option<u64>,
+    pub reports: Receiver<Report>,
+    pub commands: Receiver<Command>,
+    pub store: Arc<dyn CheckpointStore>,
+    pub hub: Arc<Hub>,
+    pub status: Arc<Mutex<CheckpointStatus>>,
+    /// Set when the rule must stop (state over its limit); status shows it.
+    pub failure: Arc<Mutex<Option<String>>>,
+    /// A checkpoint recovered at start whose staged outputs may not be published yet.
+    pub recovered: Option<Checkpoint>,
+}
+
+/// The marker of the newest epoch whose results are published on a stream.
+pub fn committed_key(rule: &str, stream: &str) -> String {
+    format!("committed/{rule}/{stream}")
+}
+
+impl Coordinator {
+    pub fn run(mut self) {
+        if let Some(c) = self.recovered.take() {
+            self.publish(&c);
+        }
+        loop {
+            let stop = match self.commands.recv_timeout(self.interval) {
+                Ok(Command::Stop) => true,
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            self.epoch += 1;
+            let started = Instant::now();
+            match self.checkpoint(self.epoch) {
+                Ok(c) => self.completed(&c, started),
+                Err(e) => {
+                    tracing::warn!(rule = %self.id, epoch = self.epoch, error = %e, "checkpoint failed; the previous one stays");
+                    let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+                    s.failed += 1;
+                    s.last_failure = Some(e);
+                }
+            }
+            let over = self.over_limit();
+            if stop || over {
+                for f in &self.feeds {
+                    f.abandon.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Takes one checkpoint: barriers in, reports collected, the file written.
+    fn checkpoint(&mut self, epoch: u64) -> Result<Checkpoint, String> {
+        for f in &self.feeds {
+            f.requested.store(epoch, Ordering::Relaxed);
+        }
+        let mut operators: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
+        let mut positions = BTreeMap::new();
+        let mut feeds = 0;
+        let mut staged: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
+        let budget = (self.interval * 10).max(Duration::from_secs(10));
+        let deadline = Instant::now() + budget;
+        while operators.len() < self.chains
+            || feeds < self.feeds.len()
+            || staged.len() < self.staged_outputs.len()
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(left) {
+                Ok(Report::Position { epoch: e, log, offset }) if e == epoch => {
+                    feeds += 1;
+                    if let Some(log) = log {
+                        positions.insert(log, offset);
+                    }
+                }
+                Ok(Report::Staged { epoch: e, stream, payloads }) if e == epoch => {
+                    staged.insert(stream, payloads);
+                }
+                Ok(Report::Operator(s)) if s.epoch == epoch => {
+                    operators.insert(s.index, s.state);
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "checkpoint {epoch} did not complete within {} s ({} of {} operators, {feeds} of {} inputs reported)",
+                        budget.as_secs(),
+                        operators.len(),
+                        self.chains,
+                        self.feeds.len()
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err("the rule has stopped".into()),
+            }
+        }
+        let c = Checkpoint {
+            rule: self.id.clone(),
+            epoch,
+            created_ms: weir_core::Clock::now_ms(&weir_core::SystemClock),
+            workers: self.workers,
+            operators: operators.into_values().collect(),
+            positions,
+            staged: staged
+                .into_iter()
+                .map(|(k, v)| {
+                    let text = v.iter().map(|p| String::from_utf8_lossy(p).into_owned());
+                    (k, text.collect())
+                })
+                .collect(),
+        };
+        let saved = self.store.save(&c).map_err(|e| e.to_string())?;
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.state_bytes = saved.bytes;
+        Ok(c)
+    }
+
+    fn completed(&mut self, c: &Checkpoint, started: Instant) {
+        self.publish(c);
+        for log in &self.private_logs {
+            if let Some(p) = c.positions.get(log.name()) {
+                if let Err(e) = log.truncate_before(*p) {
+                    tracing::warn!(log = log.name(), error = %e, "input log not trimmed");
+                }
+            }
+        }
+        for log in &self.topic_logs {
+            let keep_from = log.end().saturating_sub(self.retention);
+            let needed = c.positions.get(log.name()).copied().unwrap_or(u64::MAX);
+            if let Err(e) = log.truncate_before(keep_from.min(needed)) {
+                tracing::warn!(log = log.name(), error = %e, "topic log not trimmed");
+            }
+        }
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.epoch = c.epoch;
+        s.completed += 1;
+        s.last_at_ms = Some(c.created_ms);
+        s.last_duration_ms = Some(started.elapsed().as_millis() as u64);
+    }
+
+    /// Publishes a checkpoint's staged outputs on streams whose marker is older than it.
+    fn publish(&self, c: &Checkpoint) {
+        let marker = c.epoch.to_be_bytes();
+        for t in &self.staged_outputs {
+            let key = committed_key(&self.id, &t.stream);
+            let done = self
+                .hub
+                .store()
+                .meta(&key)
+                .ok()
+                .flatten()
+                .and_then(|v| v.try_into().ok())
+                .map(u64::from_be_bytes);
+            if done >= Some(c.epoch) {
+                continue;
+            }
+            let payloads: Vec<Bytes> = c
+                .staged
+                .get(&t.stream)
+                .into_iter()
+                .flatten()
+                .map(|p| Bytes::from(p.clone()))
+                .collect();
+            // Retried until it lands: the results are in the checkpoint, so nothing is lost
+            // while the disk is full, and the rule waits rather than running ahead.
+            let mut wait = Duration::from_millis(100);
+            while let Err(e) =
+                self.hub
+                    .publish_blocking(&t.topic, &payloads, Some((key.as_str(), &marker)))
+            {
+                tracing::error!(rule = %self.id, stream = %t.stream, error = %e, "results not published; retrying");
+                self.status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_failure = Some(format!("results not published: {e}"));
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Whether the state has outgrown its limit; if so the rule stops with the reason.
+    fn over_limit(&self) -> bool {
+        let bytes = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state_bytes;
+        match self.max_state_bytes {
+            Some(max) if bytes > max => {
+                let why = format!(
+                    "the rule's state is {bytes} bytes, over its max_state_bytes of {max}; it was stopped at checkpoint {}. Bound it with a window, a shorter WITHIN, fewer keys, or raise max_state_bytes",
+                    self.epoch
+                );
+                tracing::error!(rule = %self.id, "{why}");
+                *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                true
+            }
+            _ => false,
+        }
+    }
+}
