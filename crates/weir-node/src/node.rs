@@ -12,7 +12,7 @@ use weir_connectors::Endpoint;
 use weir_engine::EngineConfig;
 use weir_lang::plan::StreamDef;
 use weir_lang::{compile_with, Diagnostics, Program};
-use weir_state::{CheckpointStore, FileCheckpoints};
+use weir_state::{Checkpoint, CheckpointStore, FileCheckpoints, Saved};
 
 use crate::checkpoint::CheckpointStatus;
 use crate::config::NodeConfig;
@@ -260,11 +260,24 @@ impl Node {
             return;
         };
         let mut subs = Vec::new();
+        let store = self.hub.store();
         for spec in rule::journals(id, &program) {
-            match self.hub.store().log(&spec.log) {
-                Ok(log) => subs.push(self.hub.journal(&spec.filter, log)),
-                Err(e) => tracing::error!(rule = %id, log = %spec.log, error = %e, "log not opened"),
+            let log = match store.log(&spec.log) {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::error!(rule = %id, log = %spec.log, error = %e, "log not opened");
+                    continue;
+                }
+            };
+            // Until its first checkpoint, the rule reads from where the log was when it
+            // began to be kept for it.
+            let key = rule::start_key(id, &spec.log);
+            if spec.input && store.meta(&key).ok().flatten().is_none() {
+                if let Err(e) = store.set_meta(&key, &log.end().to_be_bytes()) {
+                    tracing::error!(rule = %id, error = %e, "start position not stored");
+                }
             }
+            subs.push(self.hub.journal(&spec.filter, log));
         }
         held.insert(id.to_owned(), subs);
     }
@@ -277,8 +290,18 @@ impl Node {
             .remove(id);
         if let Some(rec) = st.registry.catalog.rules.get(id) {
             if let Ok(program) = Self::compile_rule(st, id, &rec.sql) {
-                for spec in rule::journals(id, &program).into_iter().filter(|j| j.private) {
-                    if let Ok(log) = self.hub.store().log(&spec.log) {
+                for spec in rule::journals(id, &program) {
+                    let _ = self
+                        .hub
+                        .store()
+                        .remove_meta(&rule::start_key(id, &spec.log));
+                    if let Some(log) = self
+                        .hub
+                        .store()
+                        .log(&spec.log)
+                        .ok()
+                        .filter(|_| spec.private)
+                    {
                         let _ = log.truncate_before(log.end());
                     }
                 }
@@ -715,7 +738,11 @@ impl Node {
         let m = live.map(|l| &l.rule.metrics);
         let failure = m.and_then(|m| m.failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let checkpoint = match m {
-            Some(m) => m.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            Some(m) => m
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             None => {
                 let rec = &st.registry.catalog.rules[id];
                 let newest = self.checkpoints.latest(id).ok().flatten();
@@ -755,6 +782,41 @@ impl Node {
             operators: m.map(|m| m.operators()).unwrap_or_default(),
             checkpoint,
         })
+    }
+
+    /// The rule's newest intact checkpoint in its file form: state, positions and staged
+    /// results, for backups and for moving the rule.
+    pub async fn export_checkpoint(&self, id: &str) -> Result<Vec<u8>, NodeError> {
+        let st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        let newest = self
+            .checkpoints
+            .latest(id)?
+            .ok_or_else(|| NodeError::NotFound {
+                kind: "checkpoint of rule",
+                name: id.to_owned(),
+            })?;
+        Ok(newest.checkpoint.encode()?)
+    }
+
+    /// Makes an exported checkpoint the rule's newest, so its next start resumes from it. The
+    /// rule must be stopped.
+    pub async fn import_checkpoint(&self, id: &str, bytes: &[u8]) -> Result<Saved, NodeError> {
+        let st = self.state.lock().await;
+        self.ensure_rule(&st, id)?;
+        if st.running.contains_key(id) {
+            return Err(NodeError::Conflict(format!(
+                "rule '{id}' is running; stop it before importing a checkpoint"
+            )));
+        }
+        let mut c = Checkpoint::decode(bytes).map_err(|e| NodeError::invalid(e.to_string()))?;
+        let newest = self
+            .checkpoints
+            .latest(id)?
+            .map_or(0, |r| r.checkpoint.epoch);
+        c.rule = id.to_owned();
+        c.epoch = c.epoch.max(newest + 1);
+        Ok(self.checkpoints.save(&c)?)
     }
 
     /// The data directory, where job configuration files are materialised.

@@ -73,6 +73,12 @@ pub struct JournalSpec {
     pub private: bool,
 }
 
+/// The store key holding where a durable rule starts reading `log` before its first checkpoint:
+/// the end of the log when the rule was installed.
+pub fn start_key(id: &str, log: &str) -> String {
+    format!("start/{id}/{log}")
+}
+
 /// The logs of a rule with durable delivery: each input (its embedded topic, or a log of its own
 /// for a stream with a connector, which the connector and HTTP ingest write) and each embedded
 /// output topic. The node keeps them journaled for as long as the rule is installed.
@@ -344,25 +350,20 @@ impl RunningRule {
         }
         let clock = engine.clock.clone();
         let workers = engine.workers;
-        let mut flow = match Dataflow::build_restored(
-            &program,
-            &inputs,
-            &outputs,
-            engine.clone(),
-            restore,
-        ) {
-            Err(BuildError::Restore(why)) => {
-                let note = format!("checkpoint not restored, starting with empty state: {why}");
-                tracing::warn!(rule = %id, "{note}");
-                status.restore_notes.push(note);
-                Dataflow::build(&program, &inputs, &outputs, engine)
+        let mut flow =
+            match Dataflow::build_restored(&program, &inputs, &outputs, engine.clone(), restore) {
+                Err(BuildError::Restore(why)) => {
+                    let note = format!("checkpoint not restored, starting with empty state: {why}");
+                    tracing::warn!(rule = %id, "{note}");
+                    status.restore_notes.push(note);
+                    Dataflow::build(&program, &inputs, &outputs, engine)
+                }
+                other => {
+                    status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
+                    other
+                }
             }
-            other => {
-                status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
-                other
-            }
-        }
-        .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?;
         let recovered = recovered
             .map(|r| r.checkpoint)
             .filter(|_| status.restored_from.is_some());
@@ -410,7 +411,18 @@ impl RunningRule {
             let (tx, source) = match spec.filter(|_| delivery.durable()) {
                 Some(spec) => {
                     let log = hub.store().log(&spec.log).map_err(|e| e.to_string())?;
-                    let pos = positions.get(&spec.log).copied().unwrap_or_else(|| log.end());
+                    let start = hub
+                        .store()
+                        .meta(&start_key(&id, &spec.log))
+                        .ok()
+                        .flatten()
+                        .and_then(|v| v.try_into().ok())
+                        .map(u64::from_be_bytes);
+                    let pos = positions
+                        .get(&spec.log)
+                        .copied()
+                        .or(start)
+                        .unwrap_or_else(|| log.end());
                     match spec.private {
                         true => private_logs.push(log.clone()),
                         false => topic_logs.push(log.clone()),
@@ -524,13 +536,14 @@ impl RunningRule {
         }
         if let Some(snaps) = flow.take_snapshots() {
             let tx = report_tx.clone();
-            rule.threads.push(spawn_thread(&format!("{id}-snap"), move || {
-                for s in snaps {
-                    if tx.send(Report::Operator(s)).is_err() {
-                        break;
+            rule.threads
+                .push(spawn_thread(&format!("{id}-snap"), move || {
+                    for s in snaps {
+                        if tx.send(Report::Operator(s)).is_err() {
+                            break;
+                        }
                     }
-                }
-            })?);
+                })?);
         }
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let coordinator = Coordinator {
@@ -689,7 +702,11 @@ impl Feed {
                 }
                 FeedSource::Log { log, pos } => {
                     if *pos < log.first() {
-                        tracing::warn!(log = log.name(), lost = log.first() - *pos, "entries were dropped by retention before this rule read them");
+                        tracing::warn!(
+                            log = log.name(),
+                            lost = log.first() - *pos,
+                            "entries were dropped by retention before this rule read them"
+                        );
                         *pos = log.first();
                     }
                     match log.read(*pos, 1024) {

@@ -132,6 +132,12 @@ impl Store {
         Ok(b.commit()?)
     }
 
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        let mut b = self.db.batch().durability(Some(self.mode));
+        b.remove(&self.meta, key);
+        Ok(b.commit()?)
+    }
+
     /// Appends to several logs and sets one marker, all or nothing: how a checkpoint's outputs
     /// are committed exactly once. Returns the first offset written in each log.
     pub fn commit(

@@ -31,6 +31,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/streams/{name}", get(get_stream).delete(delete_stream))
         .route("/v1/streams/{name}/events", post(ingest))
         .route("/v1/streams/{name}/tail", get(tail_stream))
+        .route("/v1/streams/{name}/log", get(read_log))
         .route("/v1/rules", get(list_rules).post(create_rule))
         .route("/v1/rules/validate", post(validate_rule))
         .route(
@@ -41,6 +42,12 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/rules/{id}/stop", post(stop_rule))
         .route("/v1/rules/{id}/restart", post(restart_rule))
         .route("/v1/rules/{id}/status", get(rule_status))
+        .route(
+            "/v1/rules/{id}/checkpoint",
+            get(export_checkpoint)
+                .put(import_checkpoint)
+                .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
         .route("/v1/rules/{id}/dead_letters", get(tail_dead_letters))
         .route("/v1/templates", get(list_templates))
         .route("/v1/templates/{name}", post(instantiate_template))
@@ -187,6 +194,72 @@ async fn tail_stream(
         vec![ingest, tap]
     };
     Ok(sse(&node, &topics))
+}
+
+async fn export_checkpoint(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let bytes = node.export_checkpoint(&id).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    ))
+}
+
+async fn import_checkpoint(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json_> {
+    let saved = node.import_checkpoint(&id, &body).await?;
+    Ok(Json(
+        json!({"rule": id, "epoch": saved.epoch, "bytes": saved.bytes}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogRange {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The durable log of an embedded topic, from an offset: what at-least-once and exactly-once
+/// rules read and write, kept to the node's `log_retention`.
+async fn read_log(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    axum::extract::Query(range): axum::extract::Query<LogRange>,
+) -> ApiResult<Json_> {
+    let (topic, tap) = node.stream_topics(&name).await?;
+    if topic != tap {
+        return Err(ApiError::bad_request(format!(
+            "stream {name} has a connector; only embedded topics have logs here"
+        )));
+    }
+    let log = node
+        .hub
+        .store()
+        .log(&crate::rule::topic_log(&topic))
+        .map_err(NodeError::Store)?;
+    let from = range.from.unwrap_or(0).max(log.first());
+    let limit = range.limit.unwrap_or(1000).min(10_000);
+    let events: Vec<Json_> = log
+        .read(from, limit)
+        .map_err(NodeError::Store)?
+        .into_iter()
+        .map(|(offset, p)| {
+            let event = serde_json::from_slice(&p)
+                .unwrap_or_else(|_| Json_::String(String::from_utf8_lossy(&p).into_owned()));
+            json!({"offset": offset, "event": event})
+        })
+        .collect();
+    Ok(Json(json!({
+        "stream": name,
+        "first": log.first(),
+        "end": log.end(),
+        "events": events,
+    })))
 }
 
 async fn tail_dead_letters(

@@ -1,0 +1,311 @@
+//! Crash recovery, end to end: `weir serve` runs a stateful rule set (a window, a join, a
+//! pattern and a change detector) twice, once with exactly-once and once with at-least-once
+//! delivery, while events arrive by HTTP. The process is killed with SIGKILL at random moments,
+//! 20 times, and restarted each time; the sender resumes from the end of the durable input log.
+//! The exactly-once results must equal those of a run without failures, exactly; the
+//! at-least-once results must contain every one of them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+const OUTPUTS: [&str; 4] = ["win", "join", "pat", "chg"];
+const EVENTS: usize = 12_000;
+const BATCH: usize = 10;
+
+fn rule_sql(prefix: &str) -> String {
+    format!(
+        "INSERT INTO {prefix}_win SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM readings GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);
+         INSERT INTO {prefix}_join SELECT readings.sensor, readings.ts AS rts, valves.ts AS vts FROM readings JOIN valves ON readings.sensor = valves.sensor AND valves.ts BETWEEN readings.ts AND readings.ts + INTERVAL '100' MILLISECOND;
+         INSERT INTO {prefix}_pat SELECT * FROM readings MATCH_RECOGNIZE (PARTITION BY sensor ORDER BY ts MEASURES FIRST(A.v) AS a, LAST(B.v) AS b, LAST(C.ts) AS at PATTERN (A B+ C) WITHIN INTERVAL '5' SECOND DEFINE B AS B.v > PREV(B.v), C AS C.v < PREV(C.v));
+         INSERT INTO {prefix}_chg SELECT sensor, ts, open FROM valves WHERE changed(open) OVER (PARTITION BY sensor);"
+    )
+}
+
+fn readings() -> Vec<Value> {
+    (0..EVENTS as i64)
+        .map(
+            |i| json!({"sensor": i % 4, "ts": 1_700_000_000_000i64 + i * 25, "v": (i * 7919) % 23}),
+        )
+        .collect()
+}
+
+fn valves() -> Vec<Value> {
+    (0..EVENTS as i64)
+        .map(
+            |i| json!({"sensor": i % 4, "ts": 1_700_000_000_010i64 + i * 25, "open": (i / 12) % 2}),
+        )
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(dir: &Path, port: u16, run: usize) -> Node {
+        let log = std::fs::File::create(dir.join(format!("node-{run}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--mqtt", "off", "--workers", "2"])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let node = Node {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{}/v1/health", node.base))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node did not come up (see {})",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "{path}: {v}");
+        v
+    }
+
+    async fn install(&self) {
+        for s in [
+            "CREATE STREAM readings (sensor BIGINT, ts BIGINT, v BIGINT) WITH (timestamp = 'ts')",
+            "CREATE STREAM valves (sensor BIGINT, ts BIGINT, open BIGINT) WITH (timestamp = 'ts')",
+        ] {
+            self.post("/v1/streams", json!({"sql": s})).await;
+        }
+        for (id, delivery) in [("eo", "exactly_once"), ("al", "at_least_once")] {
+            let options = json!({"delivery": delivery, "checkpoint_interval": "200ms"});
+            self.post(
+                "/v1/rules",
+                json!({"id": id, "sql": rule_sql(id), "options": options}),
+            )
+            .await;
+        }
+    }
+
+    /// How many events of a stream its durable log holds: where the sender resumes.
+    async fn logged(&self, stream: &str) -> usize {
+        self.get(&format!("/v1/streams/{stream}/log?limit=0")).await["end"]
+            .as_u64()
+            .unwrap() as usize
+    }
+
+    /// Every result on an output topic, as sorted JSON text.
+    async fn results(&self, stream: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self
+                .get(&format!("/v1/streams/{stream}/log?from={from}&limit=5000"))
+                .await;
+            let events = page["events"].as_array().unwrap();
+            out.extend(events.iter().map(|e| e["event"].to_string()));
+            from = page["end"].as_u64().unwrap();
+            if events.is_empty() || events.last().unwrap()["offset"].as_u64() == Some(from - 1) {
+                break;
+            }
+            from = events.last().unwrap()["offset"].as_u64().unwrap() + 1;
+        }
+        out.sort();
+        out
+    }
+
+    /// Waits until both rules have checkpointed several times after all input arrived and
+    /// their outputs stopped growing.
+    async fn settle(&self) {
+        let epoch = |s: Value| s["checkpoint"]["epoch"].as_u64().unwrap_or(0);
+        let start = epoch(self.get("/v1/rules/eo/status").await);
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = epoch(self.get("/v1/rules/eo/status").await);
+            let mut sizes = Vec::new();
+            for p in ["eo", "al"] {
+                for o in OUTPUTS {
+                    sizes.push(self.logged(&format!("{p}_{o}")).await);
+                }
+            }
+            if now >= start + 4 && last.as_ref() == Some(&sizes) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rules did not settle");
+            last = Some(sizes);
+        }
+    }
+}
+
+/// Sends events from the given positions until done or the node goes away; returns whether it
+/// finished.
+async fn send(base: String, from: (usize, usize)) -> bool {
+    let client = reqwest::Client::new();
+    let (r, v) = (readings(), valves());
+    let (mut i, mut j) = from;
+    while i < EVENTS || j < EVENTS {
+        // Paced, so that the kills land while events are arriving.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for (stream, events, at) in [("readings", &r, &mut i), ("valves", &v, &mut j)] {
+            if *at >= EVENTS {
+                continue;
+            }
+            let end = (*at + BATCH).min(EVENTS);
+            let sent = client
+                .post(format!("{base}/v1/streams/{stream}/events"))
+                .json(&Value::Array(events[*at..end].to_vec()))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => *at = end,
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-crash-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn outputs(node: &Node, prefix: &str) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for o in OUTPUTS {
+        all.push(node.results(&format!("{prefix}_{o}")).await);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_twenty_times_exactly_once_equals_a_run_without_failures() {
+    // The run without failures.
+    let dir = scratch("reference");
+    let node = Node::start(&dir, free_port(), 0).await;
+    node.install().await;
+    assert!(send(node.base.clone(), (0, 0)).await);
+    node.settle().await;
+    let expected = outputs(&node, "eo").await;
+    assert_eq!(
+        expected,
+        outputs(&node, "al").await,
+        "same rules, same results"
+    );
+    assert!(
+        expected.iter().all(|o| !o.is_empty()),
+        "every rule produces output: {:?}",
+        expected.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    node.kill();
+
+    // The same, killed with SIGKILL 20 times at random moments.
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64);
+    eprintln!("crash test seed {seed} (set WEIR_CRASH_SEED to repeat)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let dir = scratch("killed");
+    let port = free_port();
+    let mut mid_stream = 0;
+    for run in 0..=20 {
+        let node = Node::start(&dir, port, run).await;
+        if run == 0 {
+            node.install().await;
+        }
+        let from = (node.logged("readings").await, node.logged("valves").await);
+        let sender = tokio::spawn(send(node.base.clone(), from));
+        if run == 20 {
+            assert!(sender.await.unwrap());
+            node.settle().await;
+            let status = node.get("/v1/rules/eo/status").await;
+            assert!(status["checkpoint"]["restored_from"].is_u64(), "{status}");
+            assert_eq!(status["checkpoint"]["delivery"], "exactly_once");
+            let got = outputs(&node, "eo").await;
+            for (o, (g, e)) in OUTPUTS.iter().zip(got.iter().zip(&expected)) {
+                assert_eq!(g.len(), e.len(), "{o}: as many results as without failures");
+                assert_eq!(g, e, "{o}: the same results as without failures");
+            }
+            let at_least = outputs(&node, "al").await;
+            let repeats: usize = at_least
+                .iter()
+                .zip(&expected)
+                .map(|(g, e)| g.len() - e.len().min(g.len()))
+                .sum();
+            eprintln!(
+                "at-least-once repeated {repeats} results after {mid_stream} kills mid-stream"
+            );
+            for (o, (g, e)) in OUTPUTS.iter().zip(at_least.iter().zip(&expected)) {
+                let missing: Vec<_> = e.iter().filter(|x| g.binary_search(x).is_err()).collect();
+                assert!(
+                    missing.is_empty(),
+                    "al_{o} lost {} results: {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(3)]
+                );
+            }
+            node.kill();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(30..250))).await;
+        node.kill();
+        if !sender.await.unwrap() {
+            mid_stream += 1;
+        }
+    }
+    assert!(
+        mid_stream >= 10,
+        "only {mid_stream} of 20 kills happened while events were arriving"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(scratch("reference"));
+}
