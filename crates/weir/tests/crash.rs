@@ -309,3 +309,55 @@ async fn killed_twenty_times_exactly_once_equals_a_run_without_failures() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(scratch("reference"));
 }
+
+/// The newest checkpoint file of a rule damaged while the node is down: the next start passes
+/// it over for the one before, says why in the rule's status, and the rule re-reads its input
+/// from that older position, so nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_passed_over_for_the_one_before() {
+    let dir = scratch("damaged");
+    let port = free_port();
+    let node = Node::start(&dir, port, 0).await;
+    node.install().await;
+    assert!(send(node.base.clone(), (0, 0)).await);
+    node.settle().await;
+    node.kill();
+
+    let ckpts = dir.join("data").join("checkpoints").join("al");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let newest = files.last().unwrap();
+    let mut bytes = std::fs::read(newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(newest, &bytes).unwrap();
+    let older: u64 = files[files.len() - 2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let node = Node::start(&dir, port, 1).await;
+    let status = node.get("/v1/rules/al/status").await;
+    let c = &status["checkpoint"];
+    assert_eq!(c["restored_from"], older, "{status}");
+    let note = c["restore_notes"][0].as_str().unwrap();
+    assert!(note.contains("checksum mismatch"), "{note}");
+    node.settle().await;
+    let exact = outputs(&node, "eo").await;
+    let at_least = outputs(&node, "al").await;
+    for (o, (g, e)) in OUTPUTS.iter().zip(at_least.iter().zip(&exact)) {
+        assert!(
+            e.iter().all(|x| g.binary_search(x).is_ok()),
+            "al_{o} lost results after the fallback"
+        );
+    }
+    node.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,8 +10,9 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-/// Measure a running rule through MQTT.
+/// Measure weir: durable state, or a running rule through MQTT.
 ///
+///   weir bench state --events 2000000 --keys 1000000
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -26,6 +27,20 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// What durable state costs: throughput of the engine-core benchmark queries with a
+    /// checkpoint every second against none, checkpoint time and size, and the time to
+    /// recover a rule holding --keys keys (bench/state.sh runs it on a release build).
+    State {
+        /// Events per throughput run.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: usize,
+        /// Keys of state for the recovery run.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Latency and throughput of a rule through MQTT.
     Mqtt {
         #[command(subcommand)]
         mode: Mode,
@@ -149,7 +164,14 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
-    let BenchCommand::Mqtt { mode, broker } = args.what;
+    let (mode, broker) = match args.what {
+        BenchCommand::State { events, keys, runs } => {
+            super::bench_state::overhead(events, runs)?;
+            super::bench_state::recovery(keys, runs)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Mqtt { mode, broker } => (mode, broker),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
