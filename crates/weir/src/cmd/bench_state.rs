@@ -64,8 +64,13 @@ fn run_once(
         workers: 2,
         ..EngineConfig::default()
     };
-    let mut flow = Dataflow::build(program, &[input.clone()], &[output.to_owned()], config)
-        .map_err(|e| e.to_string())?;
+    let mut flow = Dataflow::build(
+        program,
+        std::slice::from_ref(&input),
+        &[output.to_owned()],
+        config,
+    )
+    .map_err(|e| e.to_string())?;
     let snaps = flow.take_snapshots().ok_or("snapshots taken")?;
     let chains = flow.chains();
     let mut ingest = flow.take_ingest(&input).ok_or("no ingest")?;
@@ -127,7 +132,6 @@ fn run_once(
         if let Barriers::AtEnd = barriers {
             barrier(&mut ingest);
         }
-        drop(barrier);
         ingest.finish();
         drop(asked_tx);
         flow.join();
