@@ -48,6 +48,12 @@ enum RuleCommand {
         /// Replace the rule of that id in place (it keeps running if the new text is bad).
         #[arg(long)]
         update: bool,
+        /// Delivery guarantee: at_most_once, at_least_once or exactly_once.
+        #[arg(long)]
+        delivery: Option<String>,
+        /// Time between checkpoints, as 500ms, 1s, 1m [default: 1s].
+        #[arg(long)]
+        checkpoint_interval: Option<String>,
     },
     /// Check rule text without installing it.
     Validate {
@@ -78,6 +84,17 @@ enum RuleCommand {
     /// Follow the rule's dead letters.
     DeadLetters {
         id: String,
+    },
+    /// Save the rule's newest checkpoint (state, source positions) to a file.
+    Export {
+        id: String,
+        file: String,
+    },
+    /// Make a saved checkpoint the rule's newest; the rule must be stopped, and resumes from
+    /// it when started.
+    Import {
+        id: String,
+        file: String,
     },
 }
 
@@ -165,6 +182,33 @@ impl Client {
         }
     }
 
+    /// A request with a binary body and answer (checkpoints).
+    async fn bytes(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/octet-stream")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the node at {}: {e}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?.to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let msg = value["error"]["message"].as_str().unwrap_or("no message");
+        Err(format!("{status}: {msg}"))
+    }
+
     /// Prints server-sent events' data lines until the stream ends or `count` are seen.
     async fn follow(&self, path: &str, count: Option<usize>) -> Result<(), String> {
         let resp = self
@@ -221,6 +265,8 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                 id,
                 stopped,
                 update,
+                delivery,
+                checkpoint_interval,
             } => {
                 let sql = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
                 let id = id.unwrap_or_else(|| {
@@ -229,11 +275,16 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_default()
                 });
-                let options = if stopped {
-                    json!({"stopped": true})
-                } else {
-                    json!({})
-                };
+                let mut options = json!({});
+                if stopped {
+                    options["stopped"] = json!(true);
+                }
+                if let Some(d) = delivery {
+                    options["delivery"] = json!(d);
+                }
+                if let Some(i) = checkpoint_interval {
+                    options["checkpoint_interval"] = json!(i);
+                }
                 let body = json!({"id": id, "sql": sql, "options": options});
                 if update {
                     c.call(M::PUT, &format!("/v1/rules/{id}"), Some(body))
@@ -248,6 +299,20 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                     .await?
             }
             RuleCommand::List => c.call(M::GET, "/v1/rules", None).await?,
+            RuleCommand::Export { id, file } => {
+                let bytes = c
+                    .bytes(M::GET, &format!("/v1/rules/{id}/checkpoint"), None)
+                    .await?;
+                std::fs::write(&file, &bytes).map_err(|e| format!("{file}: {e}"))?;
+                json!({"rule": id, "file": file, "bytes": bytes.len()})
+            }
+            RuleCommand::Import { id, file } => {
+                let body = std::fs::read(&file).map_err(|e| format!("{file}: {e}"))?;
+                let reply = c
+                    .bytes(M::PUT, &format!("/v1/rules/{id}/checkpoint"), Some(body))
+                    .await?;
+                serde_json::from_slice(&reply).map_err(|e| e.to_string())?
+            }
             RuleCommand::Show { id } => c.call(M::GET, &format!("/v1/rules/{id}"), None).await?,
             RuleCommand::Status { id } => {
                 c.call(M::GET, &format!("/v1/rules/{id}/status"), None)

@@ -13,7 +13,8 @@ use weir_node::NodeConfig;
 /// With nothing configured the node runs on its embedded default: REST on 127.0.0.1:7070,
 /// MQTT on 127.0.0.1:1884 (beside any system broker on 1883), data in ./weir-data. Settings
 /// come from defaults, then the TOML file given by --config, then environment variables,
-/// then flags. Rules that were running when the node stopped start again.
+/// then flags. Rules that were running when the node stopped start again, each from its
+/// newest checkpoint (data_dir/checkpoints); durable logs live in data_dir/logs.
 ///
 /// Try it:
 ///   weir serve &
@@ -24,7 +25,9 @@ use weir_node::NodeConfig;
 #[command(verbatim_doc_comment)]
 pub struct ServeArgs {
     /// TOML file with any of: listen, mqtt_listen, data_dir, workers, max_payload, max_rules,
-    /// runtime.
+    /// runtime, log_retention (entries kept per embedded topic log, default 1000000),
+    /// sync_writes (fdatasync durable writes, default false: a killed process loses nothing,
+    /// a power cut may).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
