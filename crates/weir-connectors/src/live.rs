@@ -100,6 +100,9 @@ const DOWN: u8 = 2;
 pub struct Health {
     state: AtomicU8,
     pub messages: AtomicU64,
+    /// Messages a sink is done with, in order: confirmed by the far side, or refused for good.
+    /// Store-and-forward outboxes advance by it.
+    pub settled: AtomicU64,
     pub errors: AtomicU64,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -136,8 +139,17 @@ impl Health {
         self.state.load(Ordering::Relaxed) == UP
     }
 
+    /// One message delivered (and, for a sink, confirmed where the protocol confirms).
     pub fn count(&self) {
         self.messages.fetch_add(1, Ordering::Relaxed);
+        self.settled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One message the far side refused for good (retrying cannot help).
+    pub fn refused(&self, why: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.settled.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %why, "message refused");
     }
 
     pub fn report(&self) -> HealthReport {

@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub runtime: String,
     /// Entries kept in each embedded topic's durable log.
     pub log_retention: u64,
+    /// Results a durable rule's sink holds on disk while its broker is unreachable.
+    pub outbox_capacity: u64,
     /// fdatasync every durable write (survives power loss, not only a crashed process).
     pub sync_writes: bool,
 }
@@ -42,6 +44,7 @@ impl Default for NodeConfig {
             max_rules: 1000,
             runtime: "edge".to_owned(),
             log_retention: 1_000_000,
+            outbox_capacity: 1_000_000,
             sync_writes: false,
         }
     }
@@ -76,6 +79,9 @@ impl NodeConfig {
                 "runtime must be edge or core, not {}",
                 self.runtime
             ));
+        }
+        if self.outbox_capacity == 0 {
+            problems.push("outbox_capacity must be at least 1".to_owned());
         }
         if self.log_retention == 0 {
             problems.push("log_retention must be at least 1".to_owned());

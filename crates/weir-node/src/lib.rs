@@ -12,6 +12,7 @@ pub mod hub;
 pub mod metrics;
 pub mod mqtt_endpoint;
 pub mod node;
+pub mod outbox;
 pub mod registry;
 pub mod rule;
 

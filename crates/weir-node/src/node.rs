@@ -339,6 +339,7 @@ impl Node {
             max_state_bytes: rec.options.max_state_bytes,
             checkpoints: self.checkpoints.clone(),
             retention: self.config.log_retention,
+            outbox: (self.config.outbox_capacity, rec.options.outbox_full),
         })
         .map_err(NodeError::Start)
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::Delivery;
+use crate::outbox::WhenFull;
 
 /// A rule's lifecycle state, as the paper names them (plus FAILED with a reason in status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct RuleOptions {
     /// with an error instead of taking the node's memory and disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_state_bytes: Option<u64>,
+    /// What a durable rule's full sink outbox does: block (default) or drop_oldest.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub outbox_full: WhenFull,
 }
 
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {

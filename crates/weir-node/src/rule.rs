@@ -34,6 +34,7 @@ use weir_state::{CheckpointStore, StreamLog};
 use crate::checkpoint::{CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report};
 use crate::delivery::Delivery;
 use crate::hub::{Hub, Message, Subscription};
+use crate::outbox::{Outbox, OutboxStatus, WhenFull};
 
 /// The hub topic outside events of a stream arrive on (embedded topic, or ingest for streams
 /// with a connector).
@@ -117,6 +118,8 @@ pub struct Stage {
     /// Events produced (sources) or published on an embedded topic (sinks).
     pub events: AtomicU64,
     pub errors: AtomicU64,
+    /// The store-and-forward outbox of an external sink of a durable rule.
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 impl Stage {
@@ -128,6 +131,7 @@ impl Stage {
             received: AtomicU64::new(0),
             events: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            outbox: None,
         })
     }
 }
@@ -160,6 +164,8 @@ pub struct OperatorStatus {
     pub connector: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxStatus>,
 }
 
 impl RuleMetrics {
@@ -175,6 +181,7 @@ impl RuleMetrics {
             errors: s.errors.load(Ordering::Relaxed),
             connector: Some(s.connector),
             health: (s.connector != "embedded").then(|| s.health.report()),
+            outbox: s.outbox.as_ref().map(|o| o.status()),
         };
         let mut out: Vec<OperatorStatus> = self.sources.iter().map(stage).collect();
         out.extend(self.engine.iter().map(|r| OperatorStatus {
@@ -184,6 +191,7 @@ impl RuleMetrics {
             errors: r.late.load(Ordering::Relaxed),
             connector: None,
             health: None,
+            outbox: None,
         }));
         out.extend(self.sinks.iter().map(stage));
         out
@@ -217,6 +225,8 @@ pub struct Launch {
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// Entries kept per embedded topic log.
     pub retention: u64,
+    /// Capacity of each external sink's outbox (durable rules), and what a full one does.
+    pub outbox: (u64, WhenFull),
 }
 
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
@@ -301,6 +311,7 @@ impl RunningRule {
             max_state_bytes,
             checkpoints,
             retention,
+            outbox: (outbox_capacity, when_full),
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
             bad.into_iter()
@@ -454,7 +465,7 @@ impl RunningRule {
         let mut staged_outputs = Vec::new();
         for name in &outputs {
             let (def, endpoint) = endpoint_of(name)?;
-            let stage = Stage::new("sink", &def.name, &endpoint);
+            let mut stage = Stage::new("sink", &def.name, &endpoint);
             let out = flow.take_output(name).ok_or("output not built")?;
             let (tx, rx) = mpsc::channel::<Bytes>(1024);
             match endpoint.spawn_sink(rx, stage.health.clone()) {
@@ -462,6 +473,23 @@ impl RunningRule {
                 None => stage.health.up(),
             }
             let external = !matches!(endpoint, Endpoint::Embedded { .. });
+            // A durable rule's external results are stored before they are sent.
+            let target = match (external, delivery.durable()) {
+                (true, true) => {
+                    let outbox =
+                        Outbox::open(hub.store(), &id, &def.name, outbox_capacity, when_full)
+                            .map_err(|e| e.to_string())?;
+                    rule.tasks.push(tokio::spawn(
+                        outbox.clone().forward(tx, stage.health.clone()),
+                    ));
+                    Arc::get_mut(&mut stage)
+                        .ok_or("stage shared too early")?
+                        .outbox = Some(outbox.clone());
+                    Some(SinkTarget::Outbox(outbox, rule.closed.clone()))
+                }
+                (true, false) => Some(SinkTarget::Direct(tx)),
+                (false, _) => None,
+            };
             let topic = tap_topic(&def, &endpoint);
             let staging = (delivery == Delivery::ExactlyOnce).then(|| {
                 staged_outputs.push(OutputTarget {
@@ -470,14 +498,7 @@ impl RunningRule {
                 });
                 (def.name.clone(), report_tx.clone())
             });
-            drains.push((
-                def.name.clone(),
-                out,
-                external.then_some(tx),
-                topic,
-                stage,
-                staging,
-            ));
+            drains.push((def.name.clone(), out, target, topic, stage, staging));
         }
         rule.metrics = Arc::new(RuleMetrics {
             sources: feeds.iter().map(|f| f.3.clone()).collect(),
@@ -793,9 +814,17 @@ impl Feed {
     }
 }
 
+/// Where an external sink's results go.
+enum SinkTarget {
+    /// Straight to the connector (at-most-once).
+    Direct(mpsc::Sender<Bytes>),
+    /// Into the store-and-forward outbox; the flag is set when the rule stops.
+    Outbox(Arc<Outbox>, Arc<AtomicBool>),
+}
+
 /// Encodes results and sends them to the sink connector (if any) and the hub.
 struct Sink<'a> {
-    sender: Option<mpsc::Sender<Bytes>>,
+    sender: Option<SinkTarget>,
     hub: &'a Hub,
     topic: &'a str,
     stage: &'a Stage,
@@ -845,15 +874,21 @@ impl Sink<'_> {
                     held.push(payload);
                     continue;
                 }
-                match &self.sender {
-                    Some(tx) => {
-                        if tx.blocking_send(payload.clone()).is_err() {
-                            self.stage.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                let handed = match &self.sender {
+                    Some(SinkTarget::Direct(tx)) => tx
+                        .blocking_send(payload.clone())
+                        .map_err(|_| "the sink has stopped".to_owned()),
+                    Some(SinkTarget::Outbox(outbox, closed)) => outbox
+                        .put(payload.clone(), closed)
+                        .map_err(|e| e.to_string()),
                     None => {
                         self.stage.events.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
                     }
+                };
+                if let Err(e) = handed {
+                    self.stage.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "result not handed to its sink");
                 }
                 if let Err(e) = self.hub.publish_blocking(self.topic, &[payload], None) {
                     self.stage.errors.fetch_add(1, Ordering::Relaxed);

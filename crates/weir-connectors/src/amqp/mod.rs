@@ -8,8 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -185,7 +186,15 @@ impl AmqpConfig {
         // A message that failed to go out is retried on the next connection.
         let mut pending = None;
         loop {
-            let (_conn, channel) = match self.channel().await {
+            // Publisher confirms: a message counts once the broker has taken responsibility.
+            let confirmed = match self.channel().await {
+                Ok((conn, channel)) => channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map(|_| (conn, channel)),
+                Err(e) => Err(e),
+            };
+            let (_conn, channel) = match confirmed {
                 Ok(c) => c,
                 Err(e) => {
                     health.down(e);
@@ -212,8 +221,16 @@ impl AmqpConfig {
                         props.clone(),
                     )
                     .await;
-                match sent {
-                    Ok(_) => health.count(),
+                let confirmed = match sent {
+                    Ok(confirm) => match confirm.await {
+                        Ok(Confirmation::Nack(_)) => Err("the broker refused the message".into()),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                match confirmed {
+                    Ok(()) => health.count(),
                     Err(e) => {
                         health.down(e);
                         pending = Some(payload);

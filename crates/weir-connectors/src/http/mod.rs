@@ -39,7 +39,9 @@ impl HttpConfig {
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
         let Some(url) = self.url.clone() else {
             // No webhook: the stream is only read through the node (tail, other rules).
-            while rx.recv().await.is_some() {}
+            while rx.recv().await.is_some() {
+                health.count();
+            }
             return;
         };
         let client = reqwest::Client::new();
@@ -62,10 +64,7 @@ impl HttpConfig {
                     }
                     // The server refuses this event: retrying cannot help, so count it and go on.
                     Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
-                        health
-                            .errors
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(error = %e, "webhook refused an event");
+                        health.refused(format!("webhook refused an event: {e}"));
                         break;
                     }
                     Err(e) => {

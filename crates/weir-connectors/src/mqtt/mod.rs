@@ -146,13 +146,13 @@ macro_rules! mqtt_client {
             let mut backoff = Backoff::default();
             loop {
                 match events.poll().await {
-                    Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         health.up();
                         backoff.reset();
-                        if !ack.session_present {
-                            if let Err(e) = client.try_subscribe(filter.clone(), qos(c.qos)) {
-                                health.down(e);
-                            }
+                        // Subscribing again is harmless where the session survived, and
+                        // needed where the broker kept the session but not its subscriptions.
+                        if let Err(e) = client.try_subscribe(filter.clone(), qos(c.qos)) {
+                            health.down(e);
                         }
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
@@ -176,6 +176,7 @@ macro_rules! mqtt_client {
         pub(super) async fn run_sink(c: MqttConfig, mut rx: PayloadRx, health: Arc<Health>) {
             let (client, mut events) = client(&c, "sink");
             let driver_health = health.clone();
+            let confirmed = c.qos > 0;
             let driver = tokio::spawn(async move {
                 let mut backoff = Backoff::default();
                 loop {
@@ -184,6 +185,8 @@ macro_rules! mqtt_client {
                             driver_health.up();
                             backoff.reset();
                         }
+                        // QoS 1 publishes count once the broker has acknowledged them.
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => driver_health.count(),
                         Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                         Ok(_) => {}
                         Err(e) => {
@@ -201,7 +204,9 @@ macro_rules! mqtt_client {
                 {
                     break;
                 }
-                health.count();
+                if !confirmed {
+                    health.count();
+                }
             }
             // Queued publishes go out before the disconnect that ends the driver.
             let _ = client.disconnect().await;

@@ -1,0 +1,169 @@
+//! Store-and-forward for the external sinks of durable rules.
+//!
+//! Results go into an outbox log on disk first. A forwarder hands them to the connector in
+//! order, with at most [`WINDOW`] unsettled at a time, and moves the outbox's start as the
+//! connector settles them (confirmed by the broker, or refused for good). While the broker is
+//! unreachable the outbox grows, up to its capacity; when it is full the rule waits (`block`,
+//! nothing lost) or the oldest results are dropped and counted (`drop_oldest`). A restarted node
+//! sends the outbox again from the first unsettled result, so a result the broker confirmed just
+//! before a crash may go twice: at least once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use weir_connectors::live::Health;
+use weir_state::{Store, StoreError, StreamLog};
+
+/// Results in flight to a connector at once.
+pub const WINDOW: usize = 256;
+
+/// What a full outbox does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// The rule waits for the broker: nothing is lost, inputs back up in their logs.
+    #[default]
+    Block,
+    /// The oldest results are dropped and counted, so the newest get through first.
+    DropOldest,
+}
+
+/// An outbox, for status documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxStatus {
+    pub depth: u64,
+    pub capacity: u64,
+    pub when_full: WhenFull,
+    pub dropped: u64,
+}
+
+pub struct Outbox {
+    log: StreamLog,
+    store: Arc<Store>,
+    /// Store key of the first unsettled offset.
+    key: String,
+    capacity: u64,
+    when_full: WhenFull,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("log", &self.log.name())
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Outbox {
+    pub fn open(
+        store: &Arc<Store>,
+        rule: &str,
+        stream: &str,
+        capacity: u64,
+        when_full: WhenFull,
+    ) -> Result<Arc<Outbox>, StoreError> {
+        let name = format!("out/{rule}/{stream}");
+        Ok(Arc::new(Outbox {
+            log: store.log(&name)?,
+            store: store.clone(),
+            key: format!("settled/{name}"),
+            capacity,
+            when_full,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Stores a result for sending; with `block`, waits while the outbox is full (until
+    /// `closed`). Called from the rule's output thread.
+    pub fn put(&self, payload: Bytes, closed: &AtomicBool) -> Result<(), StoreError> {
+        loop {
+            let (first, end) = (self.log.first(), self.log.end());
+            if end - first < self.capacity {
+                self.log.append(&[payload])?;
+                return Ok(());
+            }
+            match self.when_full {
+                WhenFull::Block if closed.load(Ordering::Relaxed) => return Ok(()),
+                WhenFull::Block => std::thread::sleep(Duration::from_millis(20)),
+                WhenFull::DropOldest => {
+                    self.log.truncate_before(first + 1)?;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> OutboxStatus {
+        OutboxStatus {
+            depth: self.log.end() - self.log.first(),
+            capacity: self.capacity,
+            when_full: self.when_full,
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn settled_from(&self) -> u64 {
+        let stored = self
+            .store
+            .meta(&self.key)
+            .ok()
+            .flatten()
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        stored.max(self.log.first())
+    }
+
+    /// Hands stored results to the connector behind `tx` in order, and records what
+    /// `health` says it has settled. Runs until the rule stops (the task is aborted).
+    pub async fn forward(self: Arc<Self>, tx: mpsc::Sender<Bytes>, health: Arc<Health>) {
+        let mut next = self.settled_from();
+        let mut recorded = next;
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut seen = health.settled.load(Ordering::Relaxed);
+        loop {
+            let settled = health.settled.load(Ordering::Relaxed);
+            for _ in seen..settled {
+                in_flight.pop_front();
+            }
+            seen = settled;
+            let first_unsettled = in_flight.front().copied().unwrap_or(next);
+            if first_unsettled > recorded {
+                let done = self
+                    .store
+                    .set_meta(&self.key, &first_unsettled.to_be_bytes())
+                    .and_then(|_| self.log.truncate_before(first_unsettled));
+                match done {
+                    Ok(()) => recorded = first_unsettled,
+                    Err(e) => {
+                        tracing::warn!(outbox = %self.key, error = %e, "outbox position not recorded")
+                    }
+                }
+            }
+            next = next.max(self.log.first());
+            let room = WINDOW - in_flight.len().min(WINDOW);
+            let batch = match room {
+                0 => Vec::new(),
+                n => self.log.read(next, n).unwrap_or_default(),
+            };
+            if batch.is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            for (offset, payload) in batch {
+                if tx.send(payload).await.is_err() {
+                    return;
+                }
+                in_flight.push_back(offset);
+                next = offset + 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Broker faults under durable delivery: a private Mosquitto or NATS server is stopped and
+//! restarted in the middle of a stream, while a publisher keeps sending; every message
+//! reaches the far side of the rule. Messages wait in the brokers' persistent sessions and
+//! streams, in the rule's durable input log, and in its sink outbox while the broker is away.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+/// A broker process of the test's own, on a free port, stopped gracefully (SIGTERM) so that it
+/// saves what it holds, and started again with the same settings.
+struct Private {
+    child: Option<Child>,
+    program: &'static str,
+    args: Vec<String>,
+    port: u16,
+}
+
+impl Private {
+    fn start(program: &'static str, args: Vec<String>, port: u16) -> Private {
+        let mut p = Private {
+            child: None,
+            program,
+            args,
+            port,
+        };
+        p.restart();
+        p
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} listens", self.program);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(dir: &Path, name: &str) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const MESSAGES: u64 = 300;
+
+/// Publishes `MESSAGES` numbered messages at QoS 1 over a persistent session, paced, riding
+/// out broker outages; returns once the broker has acknowledged them all.
+async fn publish_through(port: u16, topic: String) {
+    let mut o = MqttOptions::new(unique("pub"), "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(o, 1024);
+    let sender = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let body = json!({"n": n}).to_string();
+            client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < MESSAGES {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let _ = sender.await;
+}
+
+/// Collects the numbers of every message on `topic` over a persistent session.
+fn collect(port: u16, topic: &str) -> tokio::sync::watch::Receiver<BTreeSet<u64>> {
+    let mut o = MqttOptions::new(unique("sub"), "127.0.0.1", port);
+    o.set_clean_session(false);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(o, 64);
+    let (tx, rx) = tokio::sync::watch::channel(BTreeSet::new());
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) if !a.session_present => {
+                    let _ = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    tx.send_modify(|s| {
+                        s.insert(v["n"].as_u64().unwrap());
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_all(seen: &mut tokio::sync::watch::Receiver<BTreeSet<u64>>, what: &str) {
+    let all = async {
+        while seen.borrow().len() < MESSAGES as usize {
+            seen.changed().await.unwrap();
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .is_err()
+    {
+        let got = seen.borrow();
+        let missing: Vec<u64> = (0..MESSAGES).filter(|n| !got.contains(n)).collect();
+        panic!(
+            "{what}: {} of {MESSAGES} messages lost: {missing:?}",
+            missing.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_stopped_and_restarted_mid_stream_loses_nothing() {
+    let dir = data_dir("mosquitto-fault");
+    let store = scratch(&dir, "mosquitto");
+    // Mosquitto started as root drops to its own user, which must be able to save here.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let conf = store.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Private::start(
+        "mosquitto",
+        vec!["-c".into(), conf.display().to_string()],
+        port,
+    );
+    let node = TestNode::start(&dir.join("node")).await;
+    let sql = format!(
+        "CREATE STREAM f_in WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'f/in', qos = '1', session = 'persistent', client_id = '{}');
+         CREATE STREAM f_out WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:{port}', topic = 'f/out', qos = '1');
+         INSERT INTO f_out SELECT n FROM f_in;",
+        unique("weir")
+    );
+    let (s, v) = node
+        .post(
+            "/v1/rules",
+            json!({"id": "mf", "sql": sql, "options": {"delivery": "at_least_once"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    node.wait_status("mf", "connected", |s| {
+        s["operators"][0]["health"]["state"] == "up"
+    })
+    .await;
+    let mut seen = collect(port, "f/out");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = tokio::spawn(publish_through(port, "f/in".to_owned()));
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+
+    tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("the publisher's messages are all acknowledged")
+        .unwrap();
+    wait_all(&mut seen, "mosquitto").await;
+    let status = node
+        .wait_status("mf", "outbox drained", |s| {
+            s["operators"][2]["outbox"]["depth"] == 0
+        })
+        .await;
+    assert!(
+        status["operators"][0]["health"]["reconnects"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+    node.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_and_restarted_mid_stream_loses_nothing() {
+    let dir = data_dir("nats-fault");
+    let store = scratch(&dir, "nats");
+    let port = free_port();
+    let args = vec![
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-js".into(),
+        "-sd".into(),
+        store.display().to_string(),
+    ];
+    let mut broker = Private::start("nats-server", args, port);
+    let node = TestNode::start(&dir.join("node")).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let sql = format!(
+        "CREATE STREAM n_in WITH (connector = 'nats', url = '{url}', subject = 'fault.in', stream = 'FAULT_IN', durable = 'weir');
+         CREATE STREAM n_out WITH (connector = 'nats', url = '{url}', subject = 'fault.out', stream = 'FAULT_OUT');
+         INSERT INTO n_out SELECT n FROM n_in;"
+    );
+    let (s, v) = node
+        .post(
+            "/v1/rules",
+            json!({"id": "nf", "sql": sql, "options": {"delivery": "at_least_once"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    node.wait_status("nf", "connected", |s| {
+        s["operators"][0]["health"]["state"] == "up" && s["operators"][2]["health"]["state"] == "up"
+    })
+    .await;
+
+    // A publisher that retries each message until JetStream has stored it.
+    let publisher = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let client = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connect(&url)
+                .await
+                .unwrap();
+            let js = async_nats::jetstream::new(client);
+            for n in 0..MESSAGES {
+                let body = json!({"n": n}).to_string();
+                loop {
+                    let stored = match js.publish("fault.in", body.clone().into()).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if stored {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+    tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("every message is stored in JetStream")
+        .unwrap();
+    node.wait_status("nf", "outbox drained", |s| {
+        s["operators"][2]["outbox"]["depth"] == 0
+            && s["operators"][2]["health"]["messages"].as_u64() >= Some(MESSAGES)
+    })
+    .await;
+
+    // Everything the rule wrote is in the output stream.
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("FAULT_OUT").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(10_000)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    while let Some(Ok(m)) = batch.next().await {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        seen.insert(v["n"].as_u64().unwrap());
+    }
+    let missing: Vec<u64> = (0..MESSAGES).filter(|n| !seen.contains(n)).collect();
+    assert!(missing.is_empty(), "{} lost: {missing:?}", missing.len());
+    node.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
