@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p weir
-target/release/weir bench state --events 2000000 --keys 1000000 --runs "${1:-5}"
+target/release/weir bench state --events 20000000 --keys 1000000 --runs "${1:-5}"

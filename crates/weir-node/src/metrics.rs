@@ -41,12 +41,29 @@ impl Collector for Rules {
         let mut up = Vec::new();
         let mut dead = Vec::new();
         let mut late = Vec::new();
+        let (mut state, mut checkpoints, mut failures, mut took) = (vec![], vec![], vec![], vec![]);
+        let (mut depth, mut dropped) = (Vec::new(), Vec::new());
         for (id, m) in &self.0 {
+            let rule: Labels = vec![("rule", id.clone())];
+            let c = m
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            state.push((rule.clone(), ConstGauge::new(c.state_bytes as i64)));
+            checkpoints.push((rule.clone(), ConstCounter::new(c.completed)));
+            failures.push((rule.clone(), ConstCounter::new(c.failed)));
+            let secs = c.last_duration_ms.unwrap_or(0) as f64 / 1000.0;
+            took.push((rule, ConstGauge::new(secs)));
             for op in m.operators() {
                 let l: Labels = vec![("rule", id.clone()), ("operator", op.name.clone())];
                 ins.push((l.clone(), ConstCounter::new(op.events_in)));
                 outs.push((l.clone(), ConstCounter::new(op.events_out)));
                 errors.push((l.clone(), ConstCounter::new(op.errors)));
+                if let Some(o) = &op.outbox {
+                    depth.push((l.clone(), ConstGauge::new(o.depth as i64)));
+                    dropped.push((l.clone(), ConstCounter::new(o.dropped)));
+                }
                 if let (Some(c), Some(h)) = (op.connector, &op.health) {
                     let mut l = l;
                     l.push(("connector", c.to_owned()));
@@ -103,6 +120,48 @@ impl Collector for Rules {
             "Events that arrived after their window closed",
             MetricType::Counter,
             late,
+        )?;
+        family(
+            &mut enc,
+            "weir_rule_state_bytes",
+            "Size of the rule's newest checkpoint: its whole state",
+            MetricType::Gauge,
+            state,
+        )?;
+        family(
+            &mut enc,
+            "weir_rule_checkpoints",
+            "Checkpoints completed",
+            MetricType::Counter,
+            checkpoints,
+        )?;
+        family(
+            &mut enc,
+            "weir_rule_checkpoint_failures",
+            "Checkpoints that did not complete (the previous one stays)",
+            MetricType::Counter,
+            failures,
+        )?;
+        family(
+            &mut enc,
+            "weir_rule_checkpoint_duration_seconds",
+            "Time from the newest checkpoint's barriers to its file being safe",
+            MetricType::Gauge,
+            took,
+        )?;
+        family(
+            &mut enc,
+            "weir_sink_outbox_depth",
+            "Results stored for a sink and not yet confirmed by its broker",
+            MetricType::Gauge,
+            depth,
+        )?;
+        family(
+            &mut enc,
+            "weir_sink_outbox_dropped",
+            "Results dropped from a full outbox (drop_oldest)",
+            MetricType::Counter,
+            dropped,
         )?;
         let mut m = enc.encode_descriptor(
             "weir_rule_output_lag_seconds",

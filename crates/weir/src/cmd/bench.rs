@@ -12,7 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// Measure weir: durable state, or a running rule through MQTT.
 ///
-///   weir bench state --events 2000000 --keys 1000000
+///   weir bench state --events 20000000 --keys 1000000
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -31,8 +31,8 @@ enum BenchCommand {
     /// checkpoint every second against none, checkpoint time and size, and the time to
     /// recover a rule holding --keys keys (bench/state.sh runs it on a release build).
     State {
-        /// Events per throughput run.
-        #[arg(long, default_value_t = 2_000_000)]
+        /// Events per throughput run (generated as they are fed; enough for several seconds).
+        #[arg(long, default_value_t = 20_000_000)]
         events: usize,
         /// Keys of state for the recovery run.
         #[arg(long, default_value_t = 1_000_000)]

@@ -50,12 +50,12 @@ enum Barriers {
     AtEnd,
 }
 
-/// Feeds `rows` to the program's single input, putting barriers in as `barriers` says and
-/// writing each completed checkpoint to `store`.
+/// Feeds `events` generated readings over `sensors` keys to the program's single input,
+/// putting barriers in as `barriers` says and writing each completed checkpoint to `store`.
 fn run_once(
     program: &Program,
     output: &str,
-    rows: &[Row],
+    (events, sensors): (usize, i64),
     barriers: Barriers,
     store: &FileCheckpoints,
 ) -> Result<Run, String> {
@@ -120,8 +120,8 @@ fn run_once(
             ingest.barrier(epoch);
             let _ = asked_tx.send((epoch, Instant::now()));
         };
-        for (i, row) in rows.iter().enumerate() {
-            let _ = ingest.push(row.clone());
+        for i in 0..events {
+            let _ = ingest.push(reading(i as i64, sensors));
             if let (0, Some(at), Some(e)) = (i % 1024, next, every) {
                 if Instant::now() >= at {
                     barrier(&mut ingest);
@@ -138,7 +138,7 @@ fn run_once(
         checkpoints = writer.join().unwrap_or_default();
     });
     Ok(Run {
-        rate: rows.len() as f64 / started.elapsed().as_secs_f64(),
+        rate: events as f64 / started.elapsed().as_secs_f64(),
         checkpoints,
     })
 }
@@ -152,17 +152,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn overhead(events: usize, runs: usize) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("weir-bench-state-{}", std::process::id()));
     let store = FileCheckpoints::new(&dir);
-    let rows: Vec<Row> = (0..events as i64).map(|i| reading(i, 1000)).collect();
     for (name, sql, output) in QUERIES {
         let program = weir_lang::compile(sql).map_err(|d| d.render(name, sql))?;
         let (mut plain, mut with, mut durations, mut sizes) = (vec![], vec![], vec![], vec![]);
         for r in 0..runs {
             eprint!("\r{name}: run {}/{runs}", r + 1);
-            plain.push(run_once(&program, output, &rows, Barriers::None, &store)?.rate);
+            plain.push(run_once(&program, output, (events, 1000), Barriers::None, &store)?.rate);
             let run = run_once(
                 &program,
                 output,
-                &rows,
+                (events, 1000),
                 Barriers::Every(Duration::from_secs(1)),
                 &store,
             )?;
@@ -191,14 +190,19 @@ pub fn recovery(keys: usize, runs: usize) -> Result<(), String> {
     let program = weir_lang::compile(sql).map_err(|d| d.render("recovery", sql))?;
     let dir = std::env::temp_dir().join(format!("weir-bench-recovery-{}", std::process::id()));
     let store = FileCheckpoints::new(&dir);
-    let rows: Vec<Row> = (0..keys as i64).map(|i| reading(i, keys as i64)).collect();
     let mut times = Vec::new();
     let mut bytes = 0;
     let mut taken = Vec::new();
     for r in 0..runs {
         eprint!("\rrecovery: run {}/{runs}", r + 1);
         let _ = store.remove("bench");
-        let run = run_once(&program, "changes", &rows, Barriers::AtEnd, &store)?;
+        let run = run_once(
+            &program,
+            "changes",
+            (keys, keys as i64),
+            Barriers::AtEnd,
+            &store,
+        )?;
         taken.extend(run.checkpoints.iter().map(|c| c.0.as_secs_f64()));
         let started = Instant::now();
         let newest = store
