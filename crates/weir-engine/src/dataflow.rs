@@ -58,6 +58,8 @@ pub struct EngineConfig {
     /// Events per batch at ingest.
     pub batch_size: usize,
     pub clock: Arc<dyn Clock>,
+    /// Per-key state unused for this long (event time, ms) is dropped.
+    pub state_ttl_ms: Option<i64>,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +69,7 @@ impl Default for EngineConfig {
             channel_capacity: 16,
             batch_size: 1024,
             clock: Arc::new(SystemClock),
+            state_ttl_ms: None,
         }
     }
 }
@@ -105,6 +108,9 @@ impl EngineConfig {
         }
         if self.batch_size == 0 {
             problems.push("batch_size must be at least 1".to_owned());
+        }
+        if self.state_ttl_ms.is_some_and(|t| t <= 0) {
+            problems.push("state_ttl must be positive".to_owned());
         }
         if problems.is_empty() {
             Ok(())
@@ -762,6 +768,9 @@ impl Dataflow {
             let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
             for out in pubs {
                 let mut op = rule_operator(program, rule);
+                if let Some(ttl) = config.state_ttl_ms {
+                    op.set_state_ttl(ttl);
+                }
                 if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
                     op.restore(state)
                         .map_err(|e| BuildError::Restore(format!("rule {}: {e}", rule.name)))?;

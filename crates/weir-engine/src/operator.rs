@@ -35,6 +35,11 @@ pub trait Operator: Send {
         self.on_watermark(i64::MAX, out);
     }
 
+    /// Keys of per-key state not used for `ttl_ms` of event time may be dropped (a rule's
+    /// `state_ttl`), so state that grows with the number of keys stays bounded. Operators whose
+    /// state the watermark bounds already (windows, joins) ignore it.
+    fn set_state_ttl(&mut self, _ttl_ms: i64) {}
+
     /// The operator's state, for checkpoints and moves.
     fn snapshot(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -100,6 +105,12 @@ impl Operator for Chain {
         self.forward(0, &mut first, None, true);
         out.events.append(&mut first.events);
         out.late.append(&mut first.late);
+    }
+
+    fn set_state_ttl(&mut self, ttl_ms: i64) {
+        for op in &mut self.ops {
+            op.set_state_ttl(ttl_ms);
+        }
     }
 
     fn snapshot(&self) -> serde_json::Value {

@@ -34,12 +34,20 @@ impl weir_core::Classify for StateError {
 pub struct KeyedState<K: Eq + Hash = Key, V = ()> {
     #[serde(with = "pairs")]
     map: HashMap<K, V>,
+    /// Event time each key was last used, kept only when keys expire (a state TTL).
+    #[serde(default, with = "pairs", skip_serializing_if = "HashMap::is_empty")]
+    touched: HashMap<K, i64>,
+    /// Watermark of the last sweep for expired keys.
+    #[serde(default)]
+    swept: i64,
 }
 
 impl<K: Eq + Hash, V> Default for KeyedState<K, V> {
     fn default() -> Self {
         KeyedState {
             map: HashMap::new(),
+            touched: HashMap::new(),
+            swept: i64::MIN,
         }
     }
 }
@@ -79,6 +87,32 @@ impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
 
     pub fn retain(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
         self.map.retain(f)
+    }
+
+    /// Records that `key` was used at event time `ts` (only needed when keys expire).
+    pub fn touch(&mut self, key: &K, ts: i64) {
+        match self.touched.get_mut(key) {
+            Some(t) => *t = (*t).max(ts),
+            None => {
+                self.touched.insert(key.clone(), ts);
+            }
+        }
+    }
+
+    /// Drops keys not used within `ttl` of the watermark `wm`; returns how many. Sweeps at most
+    /// every quarter of the TTL, so the cost stays proportional to the keys, not the events.
+    pub fn expire(&mut self, wm: i64, ttl: i64) -> usize {
+        if wm == i64::MAX || wm.saturating_sub(self.swept) < ttl / 4 {
+            return 0;
+        }
+        self.swept = wm;
+        let before = self.map.len();
+        let horizon = wm.saturating_sub(ttl);
+        let touched = &mut self.touched;
+        self.map
+            .retain(|k, _| touched.get(k).is_some_and(|t| *t >= horizon));
+        touched.retain(|_, t| *t >= horizon);
+        before - self.map.len()
     }
 }
 
@@ -176,6 +210,21 @@ mod tests {
         let snap = to_snapshot(&s);
         let back: KeyedState<Key, i64> = from_snapshot(snap).unwrap();
         assert_eq!(back.get(&vec![Value::Int(1)]), Some(&5));
+        assert_eq!(back.len(), 2);
+    }
+
+    #[test]
+    fn keys_not_used_within_the_ttl_expire() {
+        let mut s: KeyedState<i64, i64> = KeyedState::default();
+        for (k, ts) in [(1, 100), (2, 900), (3, 1000)] {
+            *s.entry(&k, || 0) += 1;
+            s.touch(&k, ts);
+        }
+        assert_eq!(s.expire(1000, 500), 1);
+        assert!(s.get(&1).is_none() && s.get(&2).is_some());
+        // The next sweep waits for a quarter of the TTL.
+        assert_eq!(s.expire(1100, 500), 0);
+        let back: KeyedState<i64, i64> = from_snapshot(to_snapshot(&s)).unwrap();
         assert_eq!(back.len(), 2);
     }
 

@@ -277,3 +277,45 @@ fn a_dataflow_restored_from_a_barrier_checkpoint_continues_exactly() {
     let wrong = Dataflow::build_restored(&program, &inputs, &outputs, config(), Some(vec![]));
     assert!(wrong.err().unwrap().to_string().contains("worker count"));
 }
+
+/// With a state TTL, a key unused for longer than the TTL (in event time) starts again from
+/// nothing: `changed` sees its old value as new. Without one, the key's history stays.
+#[test]
+fn a_state_ttl_drops_keys_left_idle() {
+    let program = weir_lang::compile(
+        "CREATE STREAM s (k BIGINT, ts BIGINT, v BIGINT) WITH (timestamp = 'ts');
+         INSERT INTO o SELECT k, ts FROM s WHERE changed(v) OVER (PARTITION BY k);",
+    )
+    .unwrap();
+    let row = |k: i64, ts: i64| -> Row {
+        [("k", k), ("ts", ts), ("v", 7)]
+            .into_iter()
+            .map(|(n, v)| (Arc::from(n), Value::Int(v)))
+            .collect()
+    };
+    // Key 1 at 0 s, key 2 every 100 ms for 10 s, key 1 again (same value) at 10 s.
+    let mut rows = vec![row(1, 0)];
+    rows.extend((1..100).map(|i| row(2, i * 100)));
+    rows.push(row(1, 10_000));
+    let run = |ttl| {
+        let config = EngineConfig {
+            workers: 1,
+            batch_size: 8,
+            state_ttl_ms: ttl,
+            ..EngineConfig::default()
+        };
+        let r = run_batch(
+            &program,
+            vec![("s".into(), rows.clone())],
+            &["o".into()],
+            config,
+        )
+        .unwrap();
+        r.outputs["o"]
+            .iter()
+            .filter(|e| e.row.get("k") == Some(&Value::Int(1)))
+            .count()
+    };
+    assert_eq!(run(None), 1, "key 1's value did not change");
+    assert_eq!(run(Some(2_000)), 2, "key 1 expired after 2 s idle");
+}

@@ -325,6 +325,7 @@ impl Node {
         let program = Self::compile_rule(st, id, &rec.sql)?;
         let engine = EngineConfig {
             workers: rec.options.workers.unwrap_or(self.config.workers),
+            state_ttl_ms: rec.options.ttl_ms().map_err(NodeError::invalid)?,
             ..EngineConfig::default()
         };
         let interval = rec.options.interval_ms().map_err(NodeError::invalid)?;

@@ -47,6 +47,10 @@ pub struct RuleOptions {
     /// with an error instead of taking the node's memory and disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_state_bytes: Option<u64>,
+    /// Per-key state (change functions, pattern partitions) unused for this long in event
+    /// time is dropped, as "1h" or "7d": state that grows with the keys stays bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_ttl: Option<String>,
     /// What a durable rule's full sink outbox does: block (default) or drop_oldest.
     #[serde(default, skip_serializing_if = "is_default")]
     pub outbox_full: WhenFull,
@@ -71,10 +75,25 @@ impl RuleOptions {
         }
     }
 
+    /// The state TTL in milliseconds, checked.
+    pub fn ttl_ms(&self) -> Result<Option<i64>, String> {
+        let Some(text) = &self.state_ttl else {
+            return Ok(None);
+        };
+        match weir_core::parse_duration(text) {
+            Ok(ms) if ms >= 1000 => Ok(Some(ms)),
+            Ok(_) => Err(format!("state_ttl '{text}' must be at least 1s")),
+            Err(e) => Err(format!("state_ttl '{text}': {e}")),
+        }
+    }
+
     /// Every problem with the options at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         if let Err(e) = self.interval_ms() {
+            problems.push(e);
+        }
+        if let Err(e) = self.ttl_ms() {
             problems.push(e);
         }
         if self.max_state_bytes == Some(0) {

@@ -15,7 +15,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpoints, Recovered, Sa
 pub use log::{Store, StreamLog};
 
 /// Errors of the durable store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the disk is full: {0}")]
     Full(String),
@@ -34,6 +34,17 @@ impl StoreError {
             StoreError::Full(format!("{what}: {e}"))
         } else {
             StoreError::Io(format!("{what}: {e}"))
+        }
+    }
+}
+
+impl StoreError {
+    /// The error every later write gets once this one has stopped the store.
+    fn after(&self) -> StoreError {
+        let why = "the store takes no more writes until the node restarts";
+        match self {
+            StoreError::Full(m) => StoreError::Full(format!("{m}; {why} with room on its disk")),
+            other => StoreError::Io(format!("{other}; {why}")),
         }
     }
 }

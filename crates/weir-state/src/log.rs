@@ -23,6 +23,9 @@ pub struct Store {
     meta: Keyspace,
     mode: PersistMode,
     open: Mutex<HashMap<String, Arc<Shared>>>,
+    /// The first write that failed. fjall takes no writes after one (it is "poisoned") until
+    /// reopened, so later errors are reported with this cause.
+    failed: Mutex<Option<StoreError>>,
 }
 
 /// What every handle of one log shares: the next offset, and a signal for waiting readers.
@@ -78,6 +81,7 @@ impl Store {
                 PersistMode::Buffer
             },
             open: Mutex::new(HashMap::new()),
+            failed: Mutex::new(None),
         }))
     }
 
@@ -129,13 +133,13 @@ impl Store {
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let mut b = self.db.batch().durability(Some(self.mode));
         b.insert(&self.meta, key, value);
-        Ok(b.commit()?)
+        self.write(b)
     }
 
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         let mut b = self.db.batch().durability(Some(self.mode));
         b.remove(&self.meta, key);
-        Ok(b.commit()?)
+        self.write(b)
     }
 
     /// Appends to several logs and sets one marker, all or nothing: how a checkpoint's outputs
@@ -186,7 +190,7 @@ impl Store {
         if let Some((k, v)) = marker {
             batch.insert(&self.meta, k, v);
         }
-        batch.commit()?;
+        self.write(batch)?;
         for (g, end) in guards.iter_mut().zip(ends) {
             if let Some(g) = g {
                 g.0 = end;
@@ -197,6 +201,19 @@ impl Store {
             log.shared.grown.notify_all();
         }
         Ok(firsts)
+    }
+
+    /// Commits a batch; after a failed write, says what failed first.
+    fn write(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = &*failed {
+            return Err(first.after());
+        }
+        batch.commit().map_err(|e| {
+            let e = StoreError::from(e);
+            *failed = Some(e.clone());
+            e
+        })
     }
 
     /// Bytes the store takes on disk.
@@ -269,7 +286,7 @@ impl StreamLog {
         {
             batch.remove(&self.store.logs, g.into_inner()?.0);
         }
-        batch.commit()?;
+        self.store.write(batch)?;
         let mut r = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
         r.1 = r.1.max(offset.min(r.0));
         Ok(())

@@ -361,3 +361,143 @@ async fn a_damaged_checkpoint_is_passed_over_for_the_one_before() {
     node.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The node's data directory on a small file system of its own (tmpfs), resized with a
+/// remount; unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: PathBuf, kib: u64) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let size = format!("size={kib}k");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        SmallDisk(path)
+    }
+
+    fn resize(&self, kib: u64) {
+        let opts = format!("remount,size={kib}k");
+        let ok = Command::new("mount")
+            .args(["-o", &opts])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "tmpfs resized");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills up: the data directory is a 3 MiB file system. A checkpoint that no longer
+/// fits fails with a clear error while the rule goes on, and after a restart the rule resumes
+/// from its last good checkpoint. HTTP ingest into a durable topic answers 507 with the reason
+/// once its log cannot grow, and everything acknowledged before is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
+    let dir = scratch("full");
+    let port = free_port();
+    let disk = SmallDisk::mount(dir.join("data"), 3 * 1024);
+    let node = Node::start(&dir, port, 0).await;
+    node.post(
+        "/v1/streams",
+        json!({"sql": "CREATE STREAM big (k BIGINT, v BIGINT)"}),
+    )
+    .await;
+    let sql = "INSERT INTO big_out SELECT k, v FROM big WHERE changed(v) OVER (PARTITION BY k);";
+    let options = json!({"checkpoint_interval": "200ms"});
+    node.post(
+        "/v1/rules",
+        json!({"id": "keys", "sql": sql, "options": options}),
+    )
+    .await;
+    node.post("/v1/streams/big/events", json!([{"k": 1, "v": 1}]))
+        .await;
+    let status = |s: Value| s["checkpoint"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(node.get("/v1/rules/keys/status").await)["epoch"].as_u64() < Some(2) {
+        assert!(Instant::now() < deadline, "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Enough keys that the state no longer fits in a file.
+    for chunk in 0..150 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"k": chunk * 1000 + i, "v": i}))
+            .collect();
+        node.post("/v1/streams/big/events", Value::Array(events))
+            .await;
+    }
+    let failing = loop {
+        let c = status(node.get("/v1/rules/keys/status").await);
+        if c["failed"].as_u64() >= Some(1) {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "checkpoints never failed: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let why = failing["last_failure"].as_str().unwrap();
+    assert!(why.contains("disk is full"), "{why}");
+    let last_good = failing["epoch"].as_u64().unwrap();
+    let rule = node.get("/v1/rules/keys/status").await;
+    assert_eq!(rule["state"], "RUNNING", "the rule goes on: {rule}");
+
+    // A durable topic whose log cannot grow any more.
+    node.post(
+        "/v1/streams",
+        json!({"sql": "CREATE STREAM d (n BIGINT, pad STRING)"}),
+    )
+    .await;
+    let options = json!({"delivery": "at_least_once"});
+    node.post(
+        "/v1/rules",
+        json!({"id": "dur", "sql": "INSERT INTO d_out SELECT n FROM d;", "options": options}),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let pad = "x".repeat(200);
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"n": accepted + i, "pad": pad}))
+            .collect();
+        let r = client
+            .post(format!("{}/v1/streams/d/events", node.base))
+            .json(&Value::Array(batch))
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_success() {
+            let code = r.status().as_u16();
+            break (code, r.json::<Value>().await.unwrap());
+        }
+        accepted += 100;
+        assert!(accepted < 200_000, "the log never filled up");
+    };
+    assert_eq!(refusal.0, 507, "{:?}", refusal.1);
+    assert_eq!(refusal.1["error"]["code"], "disk_full");
+    assert!(refusal.1["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("disk is full"));
+    node.kill();
+
+    // Room again: the rule starts from its last good checkpoint; nothing acknowledged is gone.
+    disk.resize(256 * 1024);
+    let node = Node::start(&dir, port, 1).await;
+    let c = status(node.get("/v1/rules/keys/status").await);
+    assert_eq!(c["restored_from"], last_good, "{c}");
+    assert!(node.logged("d").await as u64 >= accepted);
+    node.kill();
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}

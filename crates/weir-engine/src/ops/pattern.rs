@@ -18,6 +18,7 @@ const HISTORY: usize = 16;
 pub struct PatternOp {
     spec: PatternSpec,
     state: PatternState,
+    ttl: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -237,6 +238,7 @@ impl PatternOp {
         PatternOp {
             spec,
             state: PatternState::default(),
+            ttl: None,
         }
     }
 
@@ -311,6 +313,9 @@ impl PatternOp {
                 .iter()
                 .map(|e| e.eval(&ev.row))
                 .collect();
+            if self.ttl.is_some() {
+                self.state.partitions.touch(&key, ev.ts);
+            }
             let part = self.state.partitions.entry(&key, || Partition {
                 key_values: key.clone(),
                 ..Default::default()
@@ -322,6 +327,9 @@ impl PatternOp {
         let spec = &self.spec;
         for (_, part) in self.state.partitions.iter_mut() {
             Self::run(spec, part, wm, final_, out);
+        }
+        if let Some(ttl) = self.ttl {
+            self.state.partitions.expire(wm, ttl);
         }
     }
 }
@@ -337,6 +345,10 @@ impl Operator for PatternOp {
 
     fn on_end(&mut self, out: &mut Output) {
         self.feed(i64::MAX, true, out);
+    }
+
+    fn set_state_ttl(&mut self, ttl_ms: i64) {
+        self.ttl = Some(ttl_ms);
     }
 
     state_hooks!(state);

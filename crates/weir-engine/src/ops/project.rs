@@ -18,6 +18,7 @@ pub struct ProjectOp {
     changes: Vec<ChangeCall>,
     partition: Vec<Expr>,
     state: ChangeState,
+    ttl: Option<i64>,
 }
 
 /// What the change functions remember: the last values of each call, per partition key.
@@ -40,6 +41,7 @@ impl ProjectOp {
             changes,
             partition,
             state: ChangeState::default(),
+            ttl: None,
         }
     }
 
@@ -80,6 +82,9 @@ impl ProjectOp {
     fn changes_for(&mut self, ev: &Event) -> Vec<Value> {
         let key: Key = self.partition.iter().map(|e| e.eval(&ev.row)).collect();
         let n = self.changes.len();
+        if self.ttl.is_some() {
+            self.state.history.touch(&key, ev.ts);
+        }
         let hist = self.state.history.entry(&key, || vec![VecDeque::new(); n]);
         let mut slots = Vec::with_capacity(n);
         for (call, h) in self.changes.iter().zip(hist.iter_mut()) {
@@ -143,6 +148,13 @@ impl Operator for ProjectOp {
             let slots = self.changes_for(&ev);
             self.project(ev, &slots, out);
         }
+        if let Some(ttl) = self.ttl {
+            self.state.history.expire(wm, ttl);
+        }
+    }
+
+    fn set_state_ttl(&mut self, ttl_ms: i64) {
+        self.ttl = Some(ttl_ms);
     }
 
     state_hooks!(state);
