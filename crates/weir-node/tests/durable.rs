@@ -85,6 +85,19 @@ fn scratch(dir: &Path, name: &str) -> PathBuf {
 
 const MESSAGES: u64 = 300;
 
+/// Half a second into the publisher's stream the broker goes away for 1.5 s; returns once the
+/// publisher has had every message stored by the broker.
+async fn outage(broker: &mut Private, publisher: tokio::task::JoinHandle<()>) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart();
+    tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("the broker stores every message the publisher sends")
+        .unwrap();
+}
+
 /// Publishes `MESSAGES` numbered messages at QoS 1 over a persistent session, paced, riding
 /// out broker outages; returns once the broker has acknowledged them all.
 async fn publish_through(port: u16, topic: String) {
@@ -205,15 +218,7 @@ async fn mosquitto_stopped_and_restarted_mid_stream_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let publisher = tokio::spawn(publish_through(port, "f/in".to_owned()));
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    broker.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    broker.restart();
-
-    tokio::time::timeout(Duration::from_secs(60), publisher)
-        .await
-        .expect("the publisher's messages are all acknowledged")
-        .unwrap();
+    outage(&mut broker, publisher).await;
     wait_all(&mut seen, "mosquitto").await;
     let status = node
         .wait_status("mf", "outbox drained", |s| {
@@ -288,14 +293,7 @@ async fn nats_stopped_and_restarted_mid_stream_loses_nothing() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    broker.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    broker.restart();
-    tokio::time::timeout(Duration::from_secs(60), publisher)
-        .await
-        .expect("every message is stored in JetStream")
-        .unwrap();
+    outage(&mut broker, publisher).await;
     node.wait_status("nf", "outbox drained", |s| {
         s["operators"][2]["outbox"]["depth"] == 0
             && s["operators"][2]["health"]["messages"].as_u64() >= Some(MESSAGES)
