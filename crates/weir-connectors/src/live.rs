@@ -40,10 +40,17 @@ pub struct Closed;
 
 impl PayloadTx {
     pub async fn send(&self, payload: Bytes) -> Result<(), Closed> {
+        self.send_numbered(payload, None).await
+    }
+
+    /// Like [`PayloadTx::send`] for a message its broker numbers (a JetStream stream sequence):
+    /// a durable log takes each number once, so a message redelivered after a crash is not
+    /// stored twice.
+    pub async fn send_numbered(&self, payload: Bytes, seq: Option<u64>) -> Result<(), Closed> {
         match self {
             PayloadTx::Channel(tx) => tx.send(payload).await.map_err(|_| Closed),
             PayloadTx::Log(d) => loop {
-                match d.try_append(&payload)? {
+                match d.try_append(&payload, seq)? {
                     true => return Ok(()),
                     false => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
@@ -56,7 +63,7 @@ impl PayloadTx {
         match self {
             PayloadTx::Channel(tx) => tx.blocking_send(payload).map_err(|_| Closed),
             PayloadTx::Log(d) => loop {
-                match d.try_append(&payload)? {
+                match d.try_append(&payload, None)? {
                     true => return Ok(()),
                     false => std::thread::sleep(Duration::from_millis(500)),
                 }
@@ -74,12 +81,16 @@ impl PayloadTx {
 
 impl DurableInput {
     /// One attempt; `Ok(false)` when the store refused (full disk), which health shows.
-    fn try_append(&self, payload: &Bytes) -> Result<bool, Closed> {
+    fn try_append(&self, payload: &Bytes, seq: Option<u64>) -> Result<bool, Closed> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Closed);
         }
-        match self.log.append(std::slice::from_ref(payload)) {
-            Ok(_) => Ok(true),
+        let stored = match seq {
+            Some(seq) => self.log.append_numbered(payload.clone(), seq),
+            None => self.log.append(std::slice::from_ref(payload)).map(|_| ()),
+        };
+        match stored {
+            Ok(()) => Ok(true),
             Err(e) => {
                 self.health
                     .down(format!("incoming message not stored, retrying: {e}"));
@@ -88,8 +99,16 @@ impl DurableInput {
         }
     }
 }
-/// Payloads a sink sends out; the sink ends when every sender is gone.
-pub type PayloadRx = tokio::sync::mpsc::Receiver<Bytes>;
+/// What a sink sends out; the sink ends when every sender is gone.
+pub type PayloadRx = tokio::sync::mpsc::Receiver<Outgoing>;
+
+/// One result for a sink. `id` stays the same when a stored result is sent again after a
+/// crash, so a broker that deduplicates (JetStream's Nats-Msg-Id) keeps it once.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub payload: Bytes,
+    pub id: Option<String>,
+}
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;

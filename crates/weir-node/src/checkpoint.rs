@@ -22,6 +22,7 @@ use weir_state::{Checkpoint, CheckpointStore, StreamLog};
 
 use crate::delivery::Delivery;
 use crate::hub::Hub;
+use crate::outbox::Outbox;
 
 /// What a feed thread is asked to do, shared with the coordinator.
 #[derive(Default)]
@@ -70,10 +71,12 @@ pub struct CheckpointStatus {
     pub restore_notes: Vec<String>,
 }
 
-/// Where an output stream's committed results go.
+/// Where an output stream's committed results go: its hub topic, and for a JetStream sink
+/// its outbox.
 pub struct OutputTarget {
     pub stream: String,
     pub topic: String,
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 pub enum Command {
@@ -257,10 +260,14 @@ impl Coordinator {
             // Retried until it lands: the results are in the checkpoint, so nothing is lost
             // while the disk is full, and the rule waits rather than running ahead.
             let mut wait = Duration::from_millis(100);
-            while let Err(e) =
-                self.hub
-                    .publish_blocking(&t.topic, &payloads, Some((key.as_str(), &marker)))
-            {
+            let commit = || match &t.outbox {
+                Some(outbox) => outbox.commit(&payloads, (key.as_str(), &marker)),
+                None => {
+                    self.hub
+                        .publish_blocking(&t.topic, &payloads, Some((key.as_str(), &marker)))
+                }
+            };
+            while let Err(e) = commit() {
                 tracing::error!(rule = %self.id, stream = %t.stream, error = %e, "results not published; retrying");
                 self.status
                     .lock()
@@ -268,6 +275,10 @@ impl Coordinator {
                     .last_failure = Some(format!("results not published: {e}"));
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            if t.outbox.is_some() {
+                // Tails see what was committed (a view, not a delivery).
+                let _ = self.hub.publish_blocking(&t.topic, &payloads, None);
             }
         }
     }

@@ -9,7 +9,10 @@
 //! - `exactly_once`: as at-least-once, and results are held back until the checkpoint that
 //!   covers them is safe, then published in one atomic write with a marker of the epoch, so
 //!   they appear once however often the rule restarts. Needs sources whose messages cannot be
-//!   delivered twice into the log and sinks that take part in that write (embedded topics).
+//!   delivered twice into the log (embedded topics, HTTP ingest, JetStream, whose stream
+//!   sequence the log keeps) and sinks that take part in that write (embedded topics) or drop
+//!   a result sent twice (JetStream, by the result's stable Nats-Msg-Id, within the stream's
+//!   duplicate window).
 //!
 //! Acknowledging after the durable append rather than after the checkpoint gives the same
 //! guarantee without holding messages at the broker: Mosquitto, for one, stops delivering after
@@ -55,15 +58,19 @@ impl Delivery {
                 "core NATS does not redeliver; read through JetStream with stream = '...'"
                     .to_owned(),
             ),
-            (Delivery::ExactlyOnce, Endpoint::Mqtt(_) | Endpoint::Amqp(_) | Endpoint::Nats(_), true) => {
+            // JetStream numbers its messages: the input log takes each number once.
+            (Delivery::ExactlyOnce, Endpoint::Nats(_), true) => None,
+            (Delivery::ExactlyOnce, Endpoint::Mqtt(_) | Endpoint::Amqp(_), true) => {
                 Some(format!(
                     "a {} message redelivered after a crash cannot be told from a new one, so this source gives at_least_once at most",
                     endpoint.kind()
                 ))
             }
             (Delivery::ExactlyOnce, Endpoint::Embedded { .. }, false) => None,
+            // Results carry ids JetStream deduplicates by.
+            (Delivery::ExactlyOnce, Endpoint::Nats(c), false) if c.stream.is_some() => None,
             (Delivery::ExactlyOnce, _, false) => Some(format!(
-                "a {} sink cannot take part in the checkpoint's atomic write; write to an embedded topic, or use at_least_once",
+                "a {} sink can neither take part in the checkpoint's atomic write nor drop a result sent twice; write to an embedded topic or a NATS JetStream stream, or use at_least_once",
                 endpoint.kind()
             )),
             _ => None,

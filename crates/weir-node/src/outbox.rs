@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use weir_connectors::live::Health;
+use weir_connectors::live::{Health, Outgoing};
 use weir_state::{Store, StoreError, StreamLog};
 
 /// Results in flight to a connector at once.
@@ -100,6 +100,15 @@ impl Outbox {
         }
     }
 
+    /// Stores an exactly-once epoch's results and its marker in one write (see
+    /// [`crate::checkpoint`]); the capacity does not hold these back, as the checkpoint that
+    /// covers them is already written.
+    pub fn commit(&self, payloads: &[Bytes], marker: (&str, &[u8])) -> Result<(), StoreError> {
+        self.store
+            .commit(&[(&self.log, payloads)], Some(marker))
+            .map(|_| ())
+    }
+
     pub fn status(&self) -> OutboxStatus {
         OutboxStatus {
             depth: self.log.end() - self.log.first(),
@@ -123,7 +132,7 @@ impl Outbox {
 
     /// Hands stored results to the connector behind `tx` in order, and records what
     /// `health` says it has settled. Runs until the rule stops (the task is aborted).
-    pub async fn forward(self: Arc<Self>, tx: mpsc::Sender<Bytes>, health: Arc<Health>) {
+    pub async fn forward(self: Arc<Self>, tx: mpsc::Sender<Outgoing>, health: Arc<Health>) {
         let mut next = self.settled_from();
         let mut recorded = next;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
@@ -158,7 +167,9 @@ impl Outbox {
                 continue;
             }
             for (offset, payload) in batch {
-                if tx.send(payload).await.is_err() {
+                // The offset names the result for good: sent again, it has the same id.
+                let id = Some(format!("{}/{offset}", self.log.name()));
+                if tx.send(Outgoing { payload, id }).await.is_err() {
                     return;
                 }
                 in_flight.push_back(offset);

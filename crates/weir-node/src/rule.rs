@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use weir_connectors::codec::MessageDecoder;
-use weir_connectors::live::{DurableInput, Health, HealthReport, PayloadTx};
+use weir_connectors::live::{DurableInput, Health, HealthReport, Outgoing, PayloadTx};
 use weir_connectors::Endpoint;
 use weir_core::{Clock, Row};
 use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
@@ -467,7 +467,7 @@ impl RunningRule {
             let (def, endpoint) = endpoint_of(name)?;
             let mut stage = Stage::new("sink", &def.name, &endpoint);
             let out = flow.take_output(name).ok_or("output not built")?;
-            let (tx, rx) = mpsc::channel::<Bytes>(1024);
+            let (tx, rx) = mpsc::channel::<Outgoing>(1024);
             match endpoint.spawn_sink(rx, stage.health.clone()) {
                 Some(task) => rule.sinks.push(task),
                 None => stage.health.up(),
@@ -495,6 +495,7 @@ impl RunningRule {
                 staged_outputs.push(OutputTarget {
                     stream: def.name.clone(),
                     topic: topic.clone(),
+                    outbox: stage.outbox.clone(),
                 });
                 (def.name.clone(), report_tx.clone())
             });
@@ -817,7 +818,7 @@ impl Feed {
 /// Where an external sink's results go.
 enum SinkTarget {
     /// Straight to the connector (at-most-once).
-    Direct(mpsc::Sender<Bytes>),
+    Direct(mpsc::Sender<Outgoing>),
     /// Into the store-and-forward outbox; the flag is set when the rule stops.
     Outbox(Arc<Outbox>, Arc<AtomicBool>),
 }
@@ -876,7 +877,10 @@ impl Sink<'_> {
                 }
                 let handed = match &self.sender {
                     Some(SinkTarget::Direct(tx)) => tx
-                        .blocking_send(payload.clone())
+                        .blocking_send(Outgoing {
+                            payload: payload.clone(),
+                            id: None,
+                        })
                         .map_err(|_| "the sink has stopped".to_owned()),
                     Some(SinkTarget::Outbox(outbox, closed)) => outbox
                         .put(payload.clone(), closed)

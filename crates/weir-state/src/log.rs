@@ -232,6 +232,28 @@ impl StreamLog {
         Ok(self.store.commit(&[(self, payloads)], None)?[0])
     }
 
+    /// The number of the last numbered message appended (see [`StreamLog::append_numbered`]).
+    pub fn last_number(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .store
+            .meta(&format!("seq:{}", self.name))?
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Appends a message its source numbers in increasing order, unless a message with that
+    /// number or a later one is in already: the number is kept with the entry in one write.
+    pub fn append_numbered(&self, payload: Bytes, seq: u64) -> Result<(), StoreError> {
+        if self.last_number()? >= Some(seq) {
+            return Ok(());
+        }
+        let key = format!("seq:{}", self.name);
+        let marker = seq.to_be_bytes();
+        self.store
+            .commit(&[(self, &[payload])], Some((key.as_str(), &marker)))?;
+        Ok(())
+    }
+
     /// Up to `max` entries from `from` on.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Bytes)>, StoreError> {
         let end = key(&self.name, u64::MAX);
@@ -342,6 +364,18 @@ mod tests {
             store.meta("epoch:r").unwrap(),
             Some(7u64.to_be_bytes().to_vec())
         );
+    }
+
+    #[test]
+    fn numbered_messages_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let log = store.log("in").unwrap();
+        for seq in [1, 2, 2, 1, 3] {
+            log.append_numbered(b(&seq.to_string()), seq).unwrap();
+        }
+        let got: Vec<Bytes> = log.read(0, 10).unwrap().into_iter().map(|e| e.1).collect();
+        assert_eq!(got, vec![b("1"), b("2"), b("3")]);
     }
 
     #[test]

@@ -501,3 +501,112 @@ async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
     drop(disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// JetStream in, JetStream out, exactly once: the rule's input log takes each stream sequence
+/// once and its results carry ids JetStream deduplicates by. Killed 10 times while messages
+/// arrive, the rule leaves in its output stream exactly what a run without failures leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_to_jetstream_exactly_once_through_kills() {
+    use futures::StreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
+    let tag = format!("{}_{}", std::process::id(), free_port());
+    let run = |name: &str, kills: usize, seed: u64| {
+        let (js, name, tag) = (js.clone(), name.to_owned(), tag.clone());
+        async move {
+            let (input, output) = (format!("EOIN_{name}_{tag}"), format!("EOOUT_{name}_{tag}"));
+            let (subject_in, subject_out) = (
+                format!("eo.{name}.{tag}.in"),
+                format!("eo.{name}.{tag}.out"),
+            );
+            let sql = format!(
+                "CREATE STREAM src (sensor BIGINT, ts BIGINT, v BIGINT) WITH (connector = 'nats', subject = '{subject_in}', stream = '{input}', durable = 'weir', timestamp = 'ts');
+                 CREATE STREAM dst WITH (connector = 'nats', subject = '{subject_out}', stream = '{output}');
+                 INSERT INTO dst SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM src GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);"
+            );
+            for (stream, subject) in [(&input, &subject_in), (&output, &subject_out)] {
+                js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: stream.clone(),
+                    subjects: vec![subject.clone()],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+            let dir = scratch(&format!("js-{name}"));
+            let port = free_port();
+            let node = Node::start(&dir, port, 0).await;
+            let options = json!({"delivery": "exactly_once", "checkpoint_interval": "200ms"});
+            node.post(
+                "/v1/rules",
+                json!({"id": "js", "sql": sql, "options": options}),
+            )
+            .await;
+            let publisher = tokio::spawn({
+                let js = js.clone();
+                async move {
+                    for i in 0..4000i64 {
+                        let body = json!({"sensor": i % 3, "ts": 1_700_000_000_000i64 + i * 20, "v": i % 11});
+                        js.publish(subject_in.clone(), body.to_string().into())
+                            .await
+                            .unwrap()
+                            .await
+                            .unwrap();
+                        if i % 20 == 0 {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            });
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut node = node;
+            for k in 1..=kills {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+                node.kill();
+                node = Node::start(&dir, port, k).await;
+            }
+            publisher.await.unwrap();
+            // Settled: several checkpoints after the output stopped growing.
+            let mut last = u64::MAX;
+            loop {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let mut s = js.get_stream(&output).await.unwrap();
+                let n = s.info().await.unwrap().state.messages;
+                if n == last && n > 0 {
+                    break;
+                }
+                last = n;
+            }
+            node.kill();
+            let stream = js.get_stream(&output).await.unwrap();
+            let consumer = stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+                .await
+                .unwrap();
+            let mut results = Vec::new();
+            let mut batch = consumer
+                .fetch()
+                .max_messages(100_000)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(Ok(m)) = batch.next().await {
+                results.push(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+            let _ = js.delete_stream(&input).await;
+            let _ = js.delete_stream(&output).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            results.sort();
+            results
+        }
+    };
+    let expected = run("ref", 0, 0).await;
+    assert!(expected.len() > 100, "{} results", expected.len());
+    let got = run("killed", 10, std::process::id() as u64).await;
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "as many results as without failures"
+    );
+    assert_eq!(got, expected);
+}

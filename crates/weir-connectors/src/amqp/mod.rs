@@ -208,7 +208,7 @@ impl AmqpConfig {
                 let payload = match pending.take() {
                     Some(p) => p,
                     None => match rx.recv().await {
-                        Some(p) => p,
+                        Some(out) => out.payload,
                         None => return,
                     },
                 };

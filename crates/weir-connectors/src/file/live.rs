@@ -39,8 +39,8 @@ pub async fn run_sink(c: FileConfig, mut rx: PayloadRx, health: Arc<Health>) {
             .open(&c.path)?;
         health.up();
         let mut out = std::io::BufWriter::new(file);
-        while let Some(payload) = rx.blocking_recv() {
-            out.write_all(&payload)?;
+        while let Some(result) = rx.blocking_recv() {
+            out.write_all(&result.payload)?;
             out.write_all(b"\n")?;
             health.count();
             if rx.is_empty() {

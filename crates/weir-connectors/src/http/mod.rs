@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, PayloadRx};
+use crate::live::{Backoff, Health, Outgoing, PayloadRx};
 
 /// Settings of an HTTP stream.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl HttpConfig {
         };
         let client = reqwest::Client::new();
         let mut backoff = Backoff::default();
-        while let Some(payload) = rx.recv().await {
+        while let Some(Outgoing { payload, .. }) = rx.recv().await {
             loop {
                 let sent = client
                     .request(self.method.clone(), &url)

@@ -196,9 +196,9 @@ macro_rules! mqtt_client {
                     }
                 }
             });
-            while let Some(payload) = rx.recv().await {
+            while let Some(out) = rx.recv().await {
                 if client
-                    .publish_bytes(c.topic.clone(), qos(c.qos), false, payload)
+                    .publish_bytes(c.topic.clone(), qos(c.qos), false, out.payload)
                     .await
                     .is_err()
                 {

@@ -1,15 +1,19 @@
 //! NATS core and JetStream (async-nats). Core subjects give at-most-once delivery; with `stream`
 //! set, sources read through a durable JetStream consumer and acknowledge each message once its
-//! rule has taken it, and sinks wait for JetStream's acknowledgement of each publish.
+//! rule has taken it (at-least-once and exactly-once rules instead keep their own position, see
+//! `consume_jetstream`), and sinks wait for JetStream's acknowledgement of each publish.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::context::Publish;
 use futures::StreamExt;
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
 
 /// Settings of a NATS stream.
 #[derive(Debug, Clone)]
@@ -139,6 +143,47 @@ impl NatsConfig {
         health: &Health,
     ) -> Result<(), String> {
         let stream = self.js_stream(client, name).await?;
+        if let PayloadTx::Log(input) = tx {
+            // A durable rule keeps its own position: the stream sequence of the last message
+            // its log took. It reads in stream order from just after it, without
+            // acknowledgements, so nothing is skipped or stored twice across crashes.
+            let last = input.log.last_number().map_err(|e| e.to_string())?;
+            let deliver_policy = match last {
+                Some(seq) => DeliverPolicy::ByStartSequence {
+                    start_sequence: seq + 1,
+                },
+                None => DeliverPolicy::All,
+            };
+            let config = jetstream::consumer::pull::OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy,
+                ..Default::default()
+            };
+            let consumer = stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            // An ordered consumer can stall silently when the server restarts: after a
+            // reconnect it is made again from the stored position.
+            let connection = health.reconnects.load(Ordering::Relaxed);
+            loop {
+                let msg = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await
+                {
+                    Ok(Some(msg)) => msg.map_err(|e| e.to_string())?,
+                    Ok(None) => return Ok(()),
+                    Err(_) if health.reconnects.load(Ordering::Relaxed) != connection => {
+                        return Ok(())
+                    }
+                    Err(_) => continue,
+                };
+                health.count();
+                let seq = msg.info().ok().map(|i| i.stream_sequence);
+                if tx.send_numbered(msg.payload.clone(), seq).await.is_err() {
+                    return Err("rule stopped".to_owned());
+                }
+            }
+        }
         let config = jetstream::consumer::pull::Config {
             durable_name: self.durable.clone(),
             filter_subject: self.subject.clone(),
@@ -177,13 +222,21 @@ impl NatsConfig {
             None => None,
         };
         let mut backoff = Backoff::default();
-        while let Some(payload) = rx.recv().await {
+        while let Some(Outgoing { payload, id }) = rx.recv().await {
             loop {
                 let sent = match &js {
-                    Some(js) => match js.publish(self.subject.clone(), payload.clone()).await {
-                        Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    },
+                    Some(js) => {
+                        // JetStream drops a message whose id it has seen within its
+                        // duplicate window: a result sent again after a crash lands once.
+                        let mut publish = Publish::build().payload(payload.clone());
+                        if let Some(id) = &id {
+                            publish = publish.message_id(id);
+                        }
+                        match js.send_publish(self.subject.clone(), publish).await {
+                            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
                     None => client
                         .publish(self.subject.clone(), payload.clone())
                         .await
