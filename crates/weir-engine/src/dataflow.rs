@@ -521,6 +521,19 @@ fn routing(rule: &Rule) -> Routing {
     }
 }
 
+/// How many operator chains (state partitions) a program runs with `workers` workers per keyed
+/// rule: what a checkpoint holds one snapshot for each of.
+pub fn chain_count(program: &Program, workers: usize) -> usize {
+    program
+        .rules
+        .iter()
+        .map(|r| match routing(r) {
+            Routing::Single => 1,
+            Routing::Keyed(_) => workers,
+        })
+        .sum()
+}
+
 /// The operator chain of one rule (one per worker).
 pub fn rule_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
     let first_input = program.stream(rule.inputs()[0]);

@@ -8,7 +8,7 @@ pub mod ops;
 pub mod state;
 
 pub use dataflow::{
-    rule_operator, run_batch, BatchResult, BuildError, Dataflow, Delivered, EngineConfig, Ingest,
-    LateEvent, OperatorSnapshot, OutputStream, RuleStats, Stamp,
+    chain_count, rule_operator, run_batch, BatchResult, BuildError, Dataflow, Delivered,
+    EngineConfig, Ingest, LateEvent, OperatorSnapshot, OutputStream, RuleStats, Stamp,
 };
 pub use operator::{Operator, Output};

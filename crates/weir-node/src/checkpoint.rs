@@ -15,14 +15,21 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::hash::{Hash, Hasher};
+
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::watch;
+use weir_connectors::nats::changelog::Changelog;
 use weir_engine::OperatorSnapshot;
 use weir_state::{Checkpoint, CheckpointStore, StreamLog};
 
 use crate::delivery::Delivery;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
+
+/// A checkpoint's epoch and the state of each of its partitions (operator chains).
+pub type PartitionStates = (u64, Vec<serde_json::Value>);
 
 /// What a feed thread is asked to do, shared with the coordinator.
 #[derive(Default)]
@@ -69,6 +76,9 @@ pub struct CheckpointStatus {
     pub restored_from: Option<u64>,
     /// Why newer checkpoints were passed over at the last start.
     pub restore_notes: Vec<String>,
+    /// The newest epoch whose state is in the rule's changelog, if it has one.
+    pub changelog_epoch: Option<u64>,
+    pub changelog_error: Option<String>,
 }
 
 /// Where an output stream's committed results go: its hub topic, and for a JetStream sink
@@ -109,6 +119,52 @@ pub struct Coordinator {
     pub failure: Arc<Mutex<Option<String>>>,
     /// A checkpoint recovered at start whose staged outputs may not be published yet.
     pub recovered: Option<Checkpoint>,
+    /// Where completed checkpoints' states go for the changelog, if the rule has one.
+    pub changelog: Option<watch::Sender<Option<PartitionStates>>>,
+}
+
+/// Mirrors each completed checkpoint's state partitions to the rule's changelog, writing only
+/// the partitions whose state changed since they were last written.
+pub async fn mirror(
+    log: Changelog,
+    mut states: watch::Receiver<Option<PartitionStates>>,
+    status: Arc<Mutex<CheckpointStatus>>,
+) {
+    let mut written: Vec<Option<u64>> = Vec::new();
+    while states.changed().await.is_ok() {
+        let Some((epoch, parts)) = states.borrow_and_update().clone() else {
+            continue;
+        };
+        written.resize(parts.len(), None);
+        let mut failure = None;
+        for (i, part) in parts.iter().enumerate() {
+            let bytes = serde_json::to_vec(part).unwrap_or_default();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            let digest = Some(h.finish());
+            if written[i] == digest {
+                continue;
+            }
+            match log.put(i, epoch, &bytes).await {
+                Ok(()) => written[i] = digest,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            None => {
+                s.changelog_epoch = Some(epoch);
+                s.changelog_error = None;
+            }
+            Some(e) => {
+                tracing::warn!(error = %e, "changelog not written");
+                s.changelog_error = Some(e);
+            }
+        }
+    }
 }
 
 /// The marker of the newest epoch whose results are published on a stream.
@@ -213,6 +269,9 @@ impl Coordinator {
 
     fn completed(&mut self, c: &Checkpoint, started: Instant) {
         self.publish(c);
+        if let Some(changelog) = &self.changelog {
+            changelog.send_replace(Some((c.epoch, c.operators.clone())));
+        }
         for log in &self.private_logs {
             if let Some(p) = c.positions.get(log.name()) {
                 if let Err(e) = log.truncate_before(*p) {

@@ -341,6 +341,7 @@ impl Node {
             checkpoints: self.checkpoints.clone(),
             retention: self.config.log_retention,
             outbox: (self.config.outbox_capacity, rec.options.outbox_full),
+            changelog: rec.options.changelog.clone(),
         })
         .map_err(NodeError::Start)
     }

@@ -51,6 +51,10 @@ pub struct RuleOptions {
     /// time is dropped, as "1h" or "7d": state that grows with the keys stays bounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_ttl: Option<String>,
+    /// Mirror the rule's state to a changelog on this NATS JetStream server
+    /// ("nats://host:port"), from which a node without a checkpoint rebuilds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
     /// What a durable rule's full sink outbox does: block (default) or drop_oldest.
     #[serde(default, skip_serializing_if = "is_default")]
     pub outbox_full: WhenFull,
@@ -95,6 +99,15 @@ impl RuleOptions {
         }
         if let Err(e) = self.ttl_ms() {
             problems.push(e);
+        }
+        if let Some(url) = self
+            .changelog
+            .as_ref()
+            .filter(|u| !u.starts_with("nats://"))
+        {
+            problems.push(format!(
+                "changelog '{url}' must be a NATS URL, nats://host:port (the changelog lives in JetStream)"
+            ));
         }
         if self.max_state_bytes == Some(0) {
             problems.push("max_state_bytes must be at least 1".to_owned());

@@ -24,12 +24,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use weir_connectors::codec::MessageDecoder;
 use weir_connectors::live::{DurableInput, Health, HealthReport, Outgoing, PayloadTx};
+use weir_connectors::nats::changelog::Changelog;
 use weir_connectors::Endpoint;
 use weir_core::{Clock, Row};
 use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
 use weir_lang::plan::StreamDef;
 use weir_lang::Program;
-use weir_state::{CheckpointStore, StreamLog};
+use weir_state::{Checkpoint, CheckpointStore, Recovered, StreamLog};
 
 use crate::checkpoint::{CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report};
 use crate::delivery::Delivery;
@@ -227,6 +228,8 @@ pub struct Launch {
     pub retention: u64,
     /// Capacity of each external sink's outbox (durable rules), and what a full one does.
     pub outbox: (u64, WhenFull),
+    /// NATS URL of the rule's state changelog.
+    pub changelog: Option<String>,
 }
 
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
@@ -243,6 +246,8 @@ pub struct RunningRule {
     )>,
     /// Set at stop: durable sources stop storing messages.
     closed: Arc<AtomicBool>,
+    /// Whether state is mirrored to a changelog (stop waits for the last state to be in it).
+    mirrored: bool,
 }
 
 /// The streams a program reads from outside and the streams its rules write.
@@ -312,6 +317,7 @@ impl RunningRule {
             checkpoints,
             retention,
             outbox: (outbox_capacity, when_full),
+            changelog,
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
             bad.into_iter()
@@ -344,7 +350,25 @@ impl RunningRule {
             max_state_bytes,
             ..CheckpointStatus::default()
         };
-        let recovered = checkpoints.latest(&id).map_err(|e| e.to_string())?;
+        let changelog = match &changelog {
+            // Connecting is quick; the rule cannot start without its changelog anyway.
+            Some(url) => Some(tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(Changelog::open(url, &id))
+            })?),
+            None => None,
+        };
+        let mut recovered = checkpoints.latest(&id).map_err(|e| e.to_string())?;
+        if let (None, Some(log)) = (&recovered, &changelog) {
+            let chains = weir_engine::chain_count(&program, engine.workers);
+            recovered = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(rebuild(
+                    log,
+                    &id,
+                    chains,
+                    engine.workers,
+                ))
+            })?;
+        }
         let mut restore = None;
         if let Some(r) = &recovered {
             for why in &r.skipped {
@@ -407,6 +431,7 @@ impl RunningRule {
             flow: None,
             coordinator: None,
             closed: Arc::new(AtomicBool::new(false)),
+            mirrored: changelog.is_some(),
         };
         let (report_tx, report_rx) = std::sync::mpsc::channel::<Report>();
         let specs = journals(&id, &program);
@@ -567,6 +592,15 @@ impl RunningRule {
                     }
                 })?);
         }
+        let changelog = changelog.map(|log| {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            rule.tasks.push(tokio::spawn(crate::checkpoint::mirror(
+                log,
+                rx,
+                checkpoint_status.clone(),
+            )));
+            tx
+        });
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let coordinator = Coordinator {
             id: id.clone(),
@@ -588,6 +622,7 @@ impl RunningRule {
             status: checkpoint_status,
             failure,
             recovered,
+            changelog,
         };
         rule.coordinator = Some((
             cmd_tx,
@@ -637,6 +672,20 @@ impl RunningRule {
             let _ = commands.send(Command::Stop);
             let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
         }
+        // The last checkpoint's state goes to the changelog before its writer stops.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.mirrored && tokio::time::Instant::now() < deadline {
+            let s = self
+                .metrics
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if s.changelog_epoch >= Some(s.epoch) || s.changelog_error.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.closed.store(true, Ordering::Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
@@ -673,6 +722,44 @@ fn spawn_thread(
         .name(name.chars().take(15).collect())
         .spawn(f)
         .map_err(|e| format!("could not start a thread: {e}"))
+}
+
+/// A rule's state read back from its changelog, as a checkpoint without source positions
+/// (those belong to the node that wrote it): `None` if the changelog holds no state for it.
+async fn rebuild(
+    log: &Changelog,
+    id: &str,
+    chains: usize,
+    workers: usize,
+) -> Result<Option<Recovered>, String> {
+    let mut operators = Vec::with_capacity(chains);
+    let (mut epoch, mut bytes) = (0, 0);
+    for chain in 0..chains {
+        let Some((e, state)) = log.get(chain).await? else {
+            return Ok(None);
+        };
+        epoch = epoch.max(e);
+        bytes += state.len() as u64;
+        operators.push(
+            serde_json::from_slice(&state)
+                .map_err(|e| format!("changelog partition {chain} is not readable: {e}"))?,
+        );
+    }
+    Ok(Some(Recovered {
+        checkpoint: Checkpoint {
+            rule: id.to_owned(),
+            epoch,
+            created_ms: 0,
+            workers,
+            operators,
+            positions: BTreeMap::new(),
+            staged: BTreeMap::new(),
+        },
+        bytes,
+        skipped: vec![format!(
+            "no checkpoint on this node: state rebuilt from the changelog (epoch {epoch})"
+        )],
+    }))
 }
 
 /// Where a feed reads.

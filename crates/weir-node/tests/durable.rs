@@ -326,3 +326,69 @@ async fn nats_stopped_and_restarted_mid_stream_loses_nothing() {
     node.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A rule's state mirrored to its changelog on JetStream is rebuilt by another node that has
+/// no checkpoint of it: `changed` there remembers the values the first node saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_checkpoint_rebuilds_state_from_the_changelog() {
+    let id = unique("cl");
+    let topic = unique("cl_in");
+    let sql = format!(
+        "CREATE STREAM cl_in (k BIGINT, v BIGINT) WITH (topic = '{topic}');
+         INSERT INTO cl_out SELECT k, v FROM cl_in WHERE changed(v) OVER (PARTITION BY k);"
+    );
+    let body = json!({"id": id, "sql": sql, "options": {"changelog": "nats://127.0.0.1:4222", "checkpoint_interval": "200ms"}});
+    let first_dir = data_dir("changelog-a");
+    let first = TestNode::start(&first_dir).await;
+    let (s, v) = first.post("/v1/rules", body.clone()).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = first
+        .post(
+            "/v1/streams/cl_in/events",
+            json!([{"k": 1, "v": 5}, {"k": 2, "v": 6}]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, status) = first.get(&format!("/v1/rules/{id}/status")).await;
+    let epoch = status["checkpoint"]["epoch"].as_u64().unwrap();
+    first
+        .wait_status(&id, "state in the changelog", |s| {
+            s["checkpoint"]["changelog_epoch"].as_u64() > Some(epoch)
+        })
+        .await;
+    first.stop().await;
+
+    let second_dir = data_dir("changelog-b");
+    let second = TestNode::start(&second_dir).await;
+    let (s, v) = second.post("/v1/rules", body).await;
+    assert_eq!(s, 201, "{v}");
+    let (_, status) = second.get(&format!("/v1/rules/{id}/status")).await;
+    let c = &status["checkpoint"];
+    assert!(c["restored_from"].as_u64() > Some(epoch), "{status:#}");
+    assert!(
+        c["restore_notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("changelog"),
+        "{c}"
+    );
+    let mut out = mqtt_subscribe(second.mqtt_port(), "cl_out").await;
+    let (s, _) = second
+        .post(
+            "/v1/streams/cl_in/events",
+            json!([{"k": 1, "v": 5}, {"k": 2, "v": 6}, {"k": 1, "v": 7}]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let got = take_json(&mut out, 1).await;
+    assert_eq!(
+        got[0],
+        json!({"k": 1, "v": 7}),
+        "unchanged values stay quiet"
+    );
+    expect_quiet(&mut out, 300).await;
+    second.stop().await;
+    std::fs::remove_dir_all(first_dir).unwrap();
+    std::fs::remove_dir_all(second_dir).unwrap();
+}

@@ -15,6 +15,8 @@ use futures::StreamExt;
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
 
+pub mod changelog;
+
 /// Settings of a NATS stream.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
