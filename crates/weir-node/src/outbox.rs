@@ -80,8 +80,8 @@ impl Outbox {
         }))
     }
 
-    /// Stores a result for sending; with `block`, waits while the outbox is full (until
-    /// `closed`). Called from the rule's output thread.
+    /// Stores a result for sending; with `block`, waits while the outbox is full (once the rule
+    /// is `closed`, stores it anyway). Called from the rule's output thread.
     pub fn put(&self, payload: Bytes, closed: &AtomicBool) -> Result<(), StoreError> {
         loop {
             let (first, end) = (self.log.first(), self.log.end());
@@ -90,7 +90,11 @@ impl Outbox {
                 return Ok(());
             }
             match self.when_full {
-                WhenFull::Block if closed.load(Ordering::Relaxed) => return Ok(()),
+                // Stopping: the result is kept beyond the capacity rather than lost.
+                WhenFull::Block if closed.load(Ordering::Relaxed) => {
+                    self.log.append(&[payload])?;
+                    return Ok(());
+                }
                 WhenFull::Block => std::thread::sleep(Duration::from_millis(20)),
                 WhenFull::DropOldest => {
                     self.log.truncate_before(first + 1)?;
@@ -176,5 +180,67 @@ impl Outbox {
                 next = offset + 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_or_keeps_results_when_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let running = AtomicBool::new(false);
+        let drop = Outbox::open(&store, "r", "a", 3, WhenFull::DropOldest).unwrap();
+        for i in 0..5u8 {
+            drop.put(Bytes::from(vec![i]), &running).unwrap();
+        }
+        let s = drop.status();
+        assert_eq!((s.depth, s.dropped), (3, 2));
+        let kept: Vec<u8> = drop
+            .log
+            .read(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.1[0])
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4]);
+
+        let block = Outbox::open(&store, "r", "b", 1, WhenFull::Block).unwrap();
+        block.put(Bytes::from_static(b"1"), &running).unwrap();
+        let stopping = AtomicBool::new(true);
+        block.put(Bytes::from_static(b"2"), &stopping).unwrap();
+        assert_eq!(block.status().depth, 2);
+    }
+
+    #[tokio::test]
+    async fn results_go_out_in_order_and_settled_ones_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false).unwrap();
+        let outbox = Outbox::open(&store, "r", "s", 100, WhenFull::Block).unwrap();
+        let running = AtomicBool::new(false);
+        for i in 0..10u8 {
+            outbox.put(Bytes::from(vec![i]), &running).unwrap();
+        }
+        let health = Arc::new(Health::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        let task = tokio::spawn(outbox.clone().forward(tx, health.clone()));
+        for i in 0..10u8 {
+            let out = rx.recv().await.unwrap();
+            assert_eq!(out.payload[0], i);
+            assert_eq!(out.id.as_deref(), Some(format!("out/r/s/{i}").as_str()));
+            if i < 6 {
+                health.count();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        task.abort();
+        // Six settled: the rest is sent again by the next forwarder, with the same ids.
+        assert_eq!(outbox.status().depth, 4);
+        let (tx, mut rx) = mpsc::channel(4);
+        let again = tokio::spawn(outbox.clone().forward(tx, health));
+        assert_eq!(rx.recv().await.unwrap().id.as_deref(), Some("out/r/s/6"));
+        again.abort();
     }
 }
