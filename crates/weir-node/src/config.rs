@@ -29,6 +29,9 @@ pub struct NodeConfig {
     pub log_retention: u64,
     /// Results a durable rule's sink holds on disk while its broker is unreachable.
     pub outbox_capacity: u64,
+    /// Bytes the durable store leaves free on its disk: writes (logs, checkpoints) that would
+    /// go below are refused with a "disk is full" error instead of filling the disk.
+    pub min_free_bytes: u64,
     /// fdatasync every durable write (survives power loss, not only a crashed process).
     pub sync_writes: bool,
 }
@@ -45,6 +48,7 @@ impl Default for NodeConfig {
             runtime: "edge".to_owned(),
             log_retention: 1_000_000,
             outbox_capacity: 1_000_000,
+            min_free_bytes: 64 << 20,
             sync_writes: false,
         }
     }

@@ -220,7 +220,7 @@ mod tests {
 
     fn hub() -> (Arc<Hub>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        (Hub::new(Store::open(dir.path(), false).unwrap()), dir)
+        (Hub::new(Store::open(dir.path(), false, 0).unwrap()), dir)
     }
 
     #[tokio::test]

@@ -54,8 +54,12 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         Some(a) => Some(listen(a).await?),
         None => None,
     };
-    let store = weir_state::Store::open(&config.data_dir.join("logs"), config.sync_writes)
-        .map_err(node::NodeError::Store)?;
+    let store = weir_state::Store::open(
+        &config.data_dir.join("logs"),
+        config.sync_writes,
+        config.min_free_bytes,
+    )
+    .map_err(node::NodeError::Store)?;
     let hub = hub::Hub::new(store);
     let node = Node::open(config, hub.clone())?;
     node.restore().await;

@@ -165,7 +165,10 @@ impl Node {
     pub fn open(config: NodeConfig, hub: Arc<Hub>) -> Result<Arc<Node>, NodeError> {
         config.validate().map_err(NodeError::invalid)?;
         let registry = Registry::open(&config.data_dir)?;
-        let checkpoints = Arc::new(FileCheckpoints::new(config.data_dir.join("checkpoints")));
+        let checkpoints = Arc::new(FileCheckpoints::new(
+            config.data_dir.join("checkpoints"),
+            config.min_free_bytes,
+        ));
         Ok(Arc::new(Node {
             config,
             hub,

@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn a_full_outbox_drops_the_oldest_or_keeps_results_when_stopping() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let running = AtomicBool::new(false);
         let drop = Outbox::open(&store, "r", "a", 3, WhenFull::DropOldest).unwrap();
         for i in 0..5u8 {
@@ -217,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn results_go_out_in_order_and_settled_ones_are_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let outbox = Outbox::open(&store, "r", "s", 100, WhenFull::Block).unwrap();
         let running = AtomicBool::new(false);
         for i in 0..10u8 {

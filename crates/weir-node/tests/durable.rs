@@ -230,6 +230,8 @@ async fn mosquitto_stopped_and_restarted_mid_stream_loses_nothing() {
         "{status:#}"
     );
     node.stop().await;
+    // The broker writes into the directory until it is gone.
+    broker.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -324,6 +326,8 @@ async fn nats_stopped_and_restarted_mid_stream_loses_nothing() {
     let missing: Vec<u64> = (0..MESSAGES).filter(|n| !seen.contains(n)).collect();
     assert!(missing.is_empty(), "{} lost: {missing:?}", missing.len());
     node.stop().await;
+    // The broker writes into the directory until it is gone.
+    broker.stop();
     std::fs::remove_dir_all(dir).unwrap();
 }
 

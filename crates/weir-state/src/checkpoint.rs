@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::{DiskGuard, StoreError};
 
 const MAGIC: &[u8; 8] = b"WEIRCKP1";
 const HEADER: usize = 8 + 4 + 8;
@@ -97,14 +97,21 @@ pub trait CheckpointStore: Send + Sync {
 /// Checkpoints as files under one directory.
 pub struct FileCheckpoints {
     dir: PathBuf,
+    guard: DiskGuard,
 }
 
 impl FileCheckpoints {
     /// Checkpoints kept per rule: the newest, and fallbacks should it be damaged.
     pub const KEEP: usize = 3;
 
-    pub fn new(dir: impl Into<PathBuf>) -> FileCheckpoints {
-        FileCheckpoints { dir: dir.into() }
+    /// Checkpoints in `dir`; one that would leave less than `min_free` bytes on the disk is
+    /// refused (the previous one stays).
+    pub fn new(dir: impl Into<PathBuf>, min_free: u64) -> FileCheckpoints {
+        let dir = dir.into();
+        FileCheckpoints {
+            guard: DiskGuard::new(nearest_existing(&dir), min_free),
+            dir,
+        }
     }
 
     fn rule_dir(&self, rule: &str) -> PathBuf {
@@ -132,6 +139,15 @@ impl FileCheckpoints {
     }
 }
 
+/// The directory itself or its nearest existing parent: where its disk can be asked about
+/// before it exists.
+fn nearest_existing(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -151,6 +167,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl CheckpointStore for FileCheckpoints {
     fn save(&self, c: &Checkpoint) -> Result<Saved, StoreError> {
         let bytes = c.encode()?;
+        self.guard.check(bytes.len() as u64)?;
         let dir = self.rule_dir(&c.rule);
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(e, "checkpoint directory"))?;
         let path = dir.join(format!("{:020}.ckpt", c.epoch));
@@ -214,7 +231,7 @@ mod tests {
     #[test]
     fn the_newest_intact_checkpoint_wins_and_old_ones_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FileCheckpoints::new(dir.path());
+        let store = FileCheckpoints::new(dir.path(), 0);
         for e in 1..=5 {
             store.save(&cp(e)).unwrap();
         }

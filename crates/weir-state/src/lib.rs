@@ -11,6 +11,8 @@
 pub mod checkpoint;
 pub mod log;
 
+use std::path::PathBuf;
+
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpoints, Recovered, Saved};
 pub use log::{Store, StreamLog};
 
@@ -55,5 +57,44 @@ impl From<fjall::Error> for StoreError {
             fjall::Error::Io(io) => StoreError::io(io, "log store"),
             other => StoreError::Io(other.to_string()),
         }
+    }
+}
+
+/// Keeps the store's writes off a nearly full disk. A write that would leave less than the
+/// reserve free is refused with [`StoreError::Full`] before it starts, so the disk never
+/// actually fills under the store: a write that fails half-way can leave a log the embedded
+/// store cannot recover. Writes resume by themselves once there is room.
+#[derive(Debug, Clone)]
+pub struct DiskGuard {
+    path: PathBuf,
+    reserve: u64,
+}
+
+impl DiskGuard {
+    /// Guards the file system holding `path`; a reserve of 0 turns the guard off.
+    pub fn new(path: impl Into<PathBuf>, reserve: u64) -> DiskGuard {
+        DiskGuard {
+            path: path.into(),
+            reserve,
+        }
+    }
+
+    /// Whether `bytes` more can be written.
+    pub fn check(&self, bytes: u64) -> Result<(), StoreError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let s = rustix::fs::statvfs(&self.path)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", self.path.display())))?;
+        let free = s.f_bavail.saturating_mul(s.f_frsize);
+        if free < bytes.saturating_add(self.reserve) {
+            return Err(StoreError::Full(format!(
+                "{free} bytes free on the disk of {}, and {} more would go below the {} bytes kept free (min_free_bytes)",
+                self.path.display(),
+                bytes,
+                self.reserve
+            )));
+        }
+        Ok(())
     }
 }

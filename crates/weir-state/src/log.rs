@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::StoreError;
+use crate::{DiskGuard, StoreError};
 
 /// The node's durable store: logs and a small table of markers.
 pub struct Store {
@@ -23,6 +23,7 @@ pub struct Store {
     meta: Keyspace,
     mode: PersistMode,
     open: Mutex<HashMap<String, Arc<Shared>>>,
+    guard: DiskGuard,
     /// The first write that failed. fjall takes no writes after one (it is "poisoned") until
     /// reopened, so later errors are reported with this cause.
     failed: Mutex<Option<StoreError>>,
@@ -65,10 +66,17 @@ fn offset_of(k: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, sync: bool) -> Result<Arc<Store>, StoreError> {
+    /// Opens (or creates) the store in `dir`; writes stop while less than `min_free` bytes
+    /// would be left on its disk.
+    pub fn open(dir: &Path, sync: bool, min_free: u64) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(e, "creating the log store"))?;
-        let db = Database::builder(dir).open()?;
+        // fjall asserts on some damaged journals instead of returning an error.
+        let db = std::panic::catch_unwind(|| Database::builder(dir).open()).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "the log store in {} cannot be recovered; move it aside to start without its logs",
+                dir.display()
+            ))
+        })??;
         let logs = db.keyspace("logs", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         Ok(Arc::new(Store {
@@ -81,6 +89,7 @@ impl Store {
                 PersistMode::Buffer
             },
             open: Mutex::new(HashMap::new()),
+            guard: DiskGuard::new(dir, min_free),
             failed: Mutex::new(None),
         }))
     }
@@ -133,13 +142,13 @@ impl Store {
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let mut b = self.db.batch().durability(Some(self.mode));
         b.insert(&self.meta, key, value);
-        self.write(b)
+        self.write(b, 64)
     }
 
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         let mut b = self.db.batch().durability(Some(self.mode));
         b.remove(&self.meta, key);
-        self.write(b)
+        self.write(b, 64)
     }
 
     /// Appends to several logs and sets one marker, all or nothing: how a checkpoint's outputs
@@ -190,7 +199,11 @@ impl Store {
         if let Some((k, v)) = marker {
             batch.insert(&self.meta, k, v);
         }
-        self.write(batch)?;
+        let bytes: usize = appends
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.len() + 32))
+            .sum();
+        self.write(batch, bytes as u64 + 64)?;
         for (g, end) in guards.iter_mut().zip(ends) {
             if let Some(g) = g {
                 g.0 = end;
@@ -204,11 +217,12 @@ impl Store {
     }
 
     /// Commits a batch; after a failed write, says what failed first.
-    fn write(&self, batch: fjall::OwnedWriteBatch) -> Result<(), StoreError> {
+    fn write(&self, batch: fjall::OwnedWriteBatch, bytes: u64) -> Result<(), StoreError> {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(first) = &*failed {
             return Err(first.after());
         }
+        self.guard.check(bytes)?;
         batch.commit().map_err(|e| {
             let e = StoreError::from(e);
             *failed = Some(e.clone());
@@ -308,7 +322,7 @@ impl StreamLog {
         {
             batch.remove(&self.store.logs, g.into_inner()?.0);
         }
-        self.store.write(batch)?;
+        self.store.write(batch, 0)?;
         let mut r = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
         r.1 = r.1.max(offset.min(r.0));
         Ok(())
@@ -327,7 +341,7 @@ mod tests {
     fn appends_read_back_in_order_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), false).unwrap();
+            let store = Store::open(dir.path(), false, 0).unwrap();
             let log = store.log("t").unwrap();
             assert_eq!(log.append(&[b("a"), b("b")]).unwrap(), 0);
             assert_eq!(log.append(&[b("c")]).unwrap(), 2);
@@ -338,7 +352,7 @@ mod tests {
             log.truncate_before(2).unwrap();
             assert_eq!(log.first(), 2);
         }
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let log = store.log("t").unwrap();
         assert_eq!((log.first(), log.end()), (2, 3));
         assert_eq!(log.read(0, 10).unwrap(), vec![(2, b("c"))]);
@@ -349,7 +363,7 @@ mod tests {
     #[test]
     fn a_commit_is_all_or_nothing_and_sets_its_marker() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let (a, c) = (store.log("a").unwrap(), store.log("c").unwrap());
         a.append(&[b("0")]).unwrap();
         let firsts = store
@@ -369,7 +383,7 @@ mod tests {
     #[test]
     fn numbered_messages_are_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let log = store.log("in").unwrap();
         for seq in [1, 2, 2, 1, 3] {
             log.append_numbered(b(&seq.to_string()), seq).unwrap();
@@ -382,12 +396,12 @@ mod tests {
     fn an_emptied_log_keeps_its_end() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), false).unwrap();
+            let store = Store::open(dir.path(), false, 0).unwrap();
             let log = store.log("t").unwrap();
             log.append(&[b("a"), b("b")]).unwrap();
             log.truncate_before(2).unwrap();
         }
-        let store = Store::open(dir.path(), false).unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
         let log = store.log("t").unwrap();
         assert_eq!((log.first(), log.end()), (2, 2));
     }

@@ -54,11 +54,24 @@ struct Node {
     base: String,
 }
 
+/// A node that is dropped (also when a test fails) is killed.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Node {
     async fn start(dir: &Path, port: u16, run: usize) -> Node {
         let log = std::fs::File::create(dir.join(format!("node-{run}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--mqtt", "off", "--workers", "2"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+        command.args(["serve", "--mqtt", "off", "--workers", "2"]);
+        let settings = dir.join("weir.toml");
+        if settings.exists() {
+            command.arg("--config").arg(settings);
+        }
+        let child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -87,9 +100,9 @@ impl Node {
         node
     }
 
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// SIGKILL.
+    fn kill(self) {
+        drop(self);
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -396,15 +409,17 @@ impl Drop for SmallDisk {
     }
 }
 
-/// A disk that fills up: the data directory is a 3 MiB file system. A checkpoint that no longer
-/// fits fails with a clear error while the rule goes on, and after a restart the rule resumes
-/// from its last good checkpoint. HTTP ingest into a durable topic answers 507 with the reason
-/// once its log cannot grow, and everything acknowledged before is kept.
+/// A disk that fills up: the data directory is a 24 MiB file system, of which the node keeps
+/// 4 MiB free (min_free_bytes). A checkpoint that no longer fits fails with a clear error while
+/// the rule goes on, and after a restart the rule resumes from its last good checkpoint. HTTP
+/// ingest into a durable topic answers 507 with the reason once its log cannot grow, and
+/// everything acknowledged before is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
     let dir = scratch("full");
     let port = free_port();
-    let disk = SmallDisk::mount(dir.join("data"), 3 * 1024);
+    let disk = SmallDisk::mount(dir.join("data"), 24 * 1024);
+    std::fs::write(dir.join("weir.toml"), "min_free_bytes = 4194304\n").unwrap();
     let node = Node::start(&dir, port, 0).await;
     node.post(
         "/v1/streams",
@@ -427,7 +442,7 @@ async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Enough keys that the state no longer fits in a file.
-    for chunk in 0..150 {
+    for chunk in 0..400 {
         let events: Vec<Value> = (0..1000)
             .map(|i| json!({"k": chunk * 1000 + i, "v": i}))
             .collect();
@@ -483,6 +498,7 @@ async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
         accepted += 100;
         assert!(accepted < 200_000, "the log never filled up");
     };
+    assert!(accepted > 0, "the log took events before it filled up");
     assert_eq!(refusal.0, 507, "{:?}", refusal.1);
     assert_eq!(refusal.1["error"]["code"], "disk_full");
     assert!(refusal.1["error"]["message"]
@@ -565,15 +581,21 @@ async fn jetstream_to_jetstream_exactly_once_through_kills() {
                 node = Node::start(&dir, port, k).await;
             }
             publisher.await.unwrap();
-            // Settled: several checkpoints after the output stopped growing.
+            // Settled: the rule has checkpointed several times since the input ended, and its
+            // output stopped growing.
+            let epoch = |s: Value| s["checkpoint"]["epoch"].as_u64().unwrap_or(0);
+            let start = epoch(node.get("/v1/rules/js/status").await);
             let mut last = u64::MAX;
+            let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                tokio::time::sleep(Duration::from_millis(800)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut s = js.get_stream(&output).await.unwrap();
                 let n = s.info().await.unwrap().state.messages;
-                if n == last && n > 0 {
+                let now = epoch(node.get("/v1/rules/js/status").await);
+                if n == last && n > 0 && now >= start + 4 {
                     break;
                 }
+                assert!(Instant::now() < deadline, "the rule did not settle");
                 last = n;
             }
             node.kill();

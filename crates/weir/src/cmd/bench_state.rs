@@ -151,7 +151,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Throughput with and without checkpoints every second, for both benchmark queries.
 pub fn overhead(events: usize, runs: usize) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("weir-bench-state-{}", std::process::id()));
-    let store = FileCheckpoints::new(&dir);
+    let store = FileCheckpoints::new(&dir, 0);
     for (name, sql, output) in QUERIES {
         let program = weir_lang::compile(sql).map_err(|d| d.render(name, sql))?;
         let (mut plain, mut with, mut durations, mut sizes) = (vec![], vec![], vec![], vec![]);
@@ -189,7 +189,7 @@ pub fn recovery(keys: usize, runs: usize) -> Result<(), String> {
         INSERT INTO changes SELECT sensor_id, value FROM readings WHERE changed(value) OVER (PARTITION BY sensor_id);";
     let program = weir_lang::compile(sql).map_err(|d| d.render("recovery", sql))?;
     let dir = std::env::temp_dir().join(format!("weir-bench-recovery-{}", std::process::id()));
-    let store = FileCheckpoints::new(&dir);
+    let store = FileCheckpoints::new(&dir, 0);
     let mut times = Vec::new();
     let mut bytes = 0;
     let mut taken = Vec::new();

@@ -27,7 +27,9 @@ pub struct ServeArgs {
     /// TOML file with any of: listen, mqtt_listen, data_dir, workers, max_payload, max_rules,
     /// runtime, log_retention (entries kept per embedded topic log, default 1000000),
     /// sync_writes (fdatasync durable writes, default false: a killed process loses nothing,
-    /// a power cut may).
+    /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
+    /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
+    /// disk, default 67108864).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
