@@ -121,6 +121,9 @@ pub struct Coordinator {
     pub recovered: Option<Checkpoint>,
     /// Where completed checkpoints' states go for the changelog, if the rule has one.
     pub changelog: Option<watch::Sender<Option<PartitionStates>>>,
+    /// Exactly-once results not yet in a written checkpoint, per stream in order: a checkpoint
+    /// that fails leaves its epoch's results here for the next one, which covers their inputs.
+    pub pending: BTreeMap<String, Vec<Bytes>>,
 }
 
 /// Mirrors each completed checkpoint's state partitions to the rule's changelog, writing only
@@ -212,12 +215,12 @@ impl Coordinator {
         let mut operators: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
         let mut positions = BTreeMap::new();
         let mut feeds = 0;
-        let mut staged: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
+        let mut staged = 0;
         let budget = (self.interval * 10).max(Duration::from_secs(10));
         let deadline = Instant::now() + budget;
         while operators.len() < self.chains
             || feeds < self.feeds.len()
-            || staged.len() < self.staged_outputs.len()
+            || staged < self.staged_outputs.len()
         {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.reports.recv_timeout(left) {
@@ -227,8 +230,14 @@ impl Coordinator {
                         positions.insert(log, offset);
                     }
                 }
-                Ok(Report::Staged { epoch: e, stream, payloads }) if e == epoch => {
-                    staged.insert(stream, payloads);
+                Ok(Report::Staged {
+                    epoch: e,
+                    stream,
+                    mut payloads,
+                }) => {
+                    // Earlier epochs' results arrive late after a failed checkpoint.
+                    staged += usize::from(e == epoch);
+                    self.pending.entry(stream).or_default().append(&mut payloads);
                 }
                 Ok(Report::Operator(s)) if s.epoch == epoch => {
                     operators.insert(s.index, s.state);
@@ -253,15 +262,17 @@ impl Coordinator {
             workers: self.workers,
             operators: operators.into_values().collect(),
             positions,
-            staged: staged
-                .into_iter()
+            staged: self
+                .pending
+                .iter()
                 .map(|(k, v)| {
                     let text = v.iter().map(|p| String::from_utf8_lossy(p).into_owned());
-                    (k, text.collect())
+                    (k.clone(), text.collect())
                 })
                 .collect(),
         };
         let saved = self.store.save(&c).map_err(|e| e.to_string())?;
+        self.pending.clear();
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         s.state_bytes = saved.bytes;
         Ok(c)

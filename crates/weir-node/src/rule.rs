@@ -623,6 +623,7 @@ impl RunningRule {
             failure,
             recovered,
             changelog,
+            pending: BTreeMap::new(),
         };
         rule.coordinator = Some((
             cmd_tx,
@@ -817,6 +818,17 @@ impl Feed {
                             "entries were dropped by retention before this rule read them"
                         );
                         *pos = log.first();
+                    }
+                    if *pos > log.end() {
+                        // The checkpoint is newer than the log (the log was removed, or the
+                        // checkpoint came from another node): read what arrives from now on.
+                        tracing::warn!(
+                            log = log.name(),
+                            position = *pos,
+                            end = log.end(),
+                            "checkpoint position is past the end of its log"
+                        );
+                        *pos = log.end();
                     }
                     match log.read(*pos, 1024) {
                         Ok(entries) if entries.is_empty() => {
