@@ -605,19 +605,29 @@ impl Node {
         if was_running {
             self.halt(&mut st, id).await;
         }
-        if old.sql != sql {
-            // The operators change with the text, so the old state no longer fits.
-            tracing::info!(rule = %id, "rule text changed: its checkpoints are dropped");
-            if let Err(e) = self.checkpoints.remove(id) {
-                tracing::warn!(rule = %id, error = %e, "checkpoints not removed");
+        // The operators change with the text, so the old state no longer fits; it is kept
+        // aside until the new version runs, for the old one should the new one not start.
+        let old_state = match old.sql != sql {
+            true => {
+                tracing::info!(rule = %id, "rule text changed: its checkpoints are dropped");
+                let newest = self.checkpoints.latest(id).ok().flatten();
+                if let Err(e) = self.checkpoints.remove(id) {
+                    tracing::warn!(rule = %id, error = %e, "checkpoints not removed");
+                }
+                newest
             }
-        }
+            false => None,
+        };
         self.hold_journals(&st, id);
         if was_running {
             match self.launch(&st, id) {
                 Ok(rule) => self.set_running(&mut st, id, rule),
                 Err(e) => {
                     st.registry.catalog.rules.insert(id.to_owned(), old);
+                    if let Some(kept) = old_state {
+                        let _ = self.checkpoints.remove(id);
+                        let _ = self.checkpoints.save(&kept.checkpoint);
+                    }
                     self.hold_journals(&st, id);
                     if let Ok(rule) = self.launch(&st, id) {
                         self.set_running(&mut st, id, rule);
