@@ -11,6 +11,8 @@ use weir_core::{parse_json_row, Row, Value};
 pub enum Format {
     JsonLines,
     Csv,
+    /// The DEBS 2012 Grand Challenge's tab-separated records ([`crate::debs`]).
+    Debs2012,
 }
 
 impl Format {
@@ -19,8 +21,9 @@ impl Format {
         match option.map(str::to_ascii_lowercase).as_deref() {
             Some("json") | Some("jsonl") | Some("ndjson") => Ok(Format::JsonLines),
             Some("csv") => Ok(Format::Csv),
+            Some("debs2012") => Ok(Format::Debs2012),
             Some(other) => Err(format!(
-                "format '{other}' is not supported by the file connector; use json or csv"
+                "format '{other}' is not supported by the file connector; use json, csv or debs2012"
             )),
             None if path.to_ascii_lowercase().ends_with(".csv") => Ok(Format::Csv),
             None => Ok(Format::JsonLines),
@@ -187,10 +190,15 @@ impl MessageDecoder {
         {
             None | Some("json") => Format::JsonLines,
             Some("csv") => Format::Csv,
+            Some("debs2012") => Format::Debs2012,
             Some("avro") => {
                 return Err("format 'avro' is not available yet; use json or csv".to_owned())
             }
-            Some(other) => return Err(format!("unknown format '{other}'; use json or csv")),
+            Some(other) => {
+                return Err(format!(
+                    "unknown format '{other}'; use json, csv or debs2012"
+                ))
+            }
         };
         let delimiter = match options.get("delimiter").map(String::as_bytes) {
             None => b',',
@@ -226,6 +234,13 @@ impl MessageDecoder {
                     }
                 } else {
                     out.push(decode_json(payload));
+                }
+            }
+            Format::Debs2012 => {
+                for line in payload.split(|c| *c == b'\n') {
+                    if !line.trim_ascii().is_empty() {
+                        crate::debs::decode_line(line, out);
+                    }
                 }
             }
             Format::Csv => {

@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod codec;
+pub mod debs;
 pub mod endpoint;
 pub mod file;
 pub mod http;

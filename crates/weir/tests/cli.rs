@@ -336,3 +336,59 @@ fn machines_example_finds_changes_overheating_and_command_latency() {
         ]
     );
 }
+
+/// The real DEBS 2012 sample through `format = 'debs2012'`: every record read, and the
+/// per-second averages of mf01 equal a plain recomputation from the file.
+#[test]
+fn the_debs_2012_sample_reads_into_per_second_averages() {
+    // Beside the repository, or where WEIR_SHARED_DATA says (a clone elsewhere on the machine
+    // finds the workspace's copy).
+    let data = [
+        std::env::var("WEIR_SHARED_DATA").ok().map(PathBuf::from),
+        Some(repo().join("../shared/data")),
+        Some(PathBuf::from("/work/shared/data")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("debs2012-sample.tsv"))
+    .find(|p| p.exists())
+    .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory");
+    let rules = tmp("debs.sql");
+    std::fs::write(
+        &rules,
+        "CREATE STREAM debs (ts BIGINT, mf01 BIGINT) WITH (timestamp = 'ts', format = 'debs2012');
+         INSERT INTO per_second SELECT window_start, sum(mf01) AS total, count(*) AS n FROM debs GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);",
+    )
+    .unwrap();
+    let out = tmp("debs.jsonl");
+    let input = format!("debs={}", data.display());
+    let output = format!("per_second={}", out.display());
+    let r = weir(
+        &[
+            "run",
+            rules.to_str().unwrap(),
+            "--input",
+            &input,
+            "--output",
+            &output,
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("read 17000 record(s)"));
+    // The same sums, straight from the text: seconds of the ISO time stamp, column 2.
+    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for line in std::fs::read_to_string(&data).unwrap().lines() {
+        let cols: Vec<&str> = line.trim_end().split('\t').collect();
+        let second = cols[0][..19].to_owned();
+        let e = expected.entry(second).or_default();
+        e.0 += cols[2].parse::<i64>().unwrap();
+        e.1 += 1;
+    }
+    let got: Vec<(i64, i64)> = json_lines(&std::fs::read_to_string(&out).unwrap())
+        .iter()
+        .map(|v| (v["total"].as_i64().unwrap(), v["n"].as_i64().unwrap()))
+        .collect();
+    let want: Vec<(i64, i64)> = expected.into_values().collect();
+    assert_eq!(got, want);
+}

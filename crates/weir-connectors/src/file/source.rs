@@ -50,11 +50,19 @@ impl FileSource {
             dead(d);
         };
         let records = match config.format {
-            Format::JsonLines => {
+            Format::JsonLines | Format::Debs2012 => {
                 let decoders = std::thread::available_parallelism()
                     .map_or(2, |n| n.get())
                     .clamp(1, 8);
-                decode_parallel(self.reader, &mut ingest, decoders, &stream, &mut reject)
+                let line: LineDecoder = match config.format {
+                    Format::Debs2012 => crate::debs::decode_line,
+                    _ => |l, out| out.push(decode_json(l)),
+                };
+                let lines = Lines {
+                    decoders,
+                    decode: line,
+                };
+                decode_parallel(self.reader, &mut ingest, lines, &stream, &mut reject)
                     .map_err(|e| config.io_error(e))?
             }
             Format::Csv => {
@@ -107,6 +115,15 @@ pub const MAX_RECORD: usize = 1 << 20;
 /// About this many bytes of whole lines go to a decoder at a time.
 const BLOCK: usize = 256 * 1024;
 
+/// Turns one line into its records (one, or several where a format allows it).
+type LineDecoder = fn(&[u8], &mut Vec<Result<weir_core::Row, String>>);
+
+/// How lines are decoded: by which decoder, on how many threads.
+struct Lines {
+    decoders: usize,
+    decode: LineDecoder,
+}
+
 /// One decoded block: events in input order, and its dead letters.
 struct Decoded {
     records: u64,
@@ -119,10 +136,11 @@ struct Decoded {
 fn decode_parallel(
     mut reader: Box<dyn BufRead + Send>,
     ingest: &mut Ingest,
-    decoders: usize,
+    lines: Lines,
     stream: &str,
     dead: &mut dyn FnMut(DeadLetter),
 ) -> std::io::Result<u64> {
+    let Lines { decoders, decode } = lines;
     let stamp = ingest.stamp();
     std::thread::scope(|scope| {
         let mut to_decoders = Vec::new();
@@ -136,7 +154,7 @@ fn decode_parallel(
             named.spawn_scoped(scope, move || {
                 for (first_line, block) in rx {
                     if out_tx
-                        .send(decode_block(&block, first_line, &stamp, &stream))
+                        .send(decode_block(&block, first_line, &stamp, &stream, decode))
                         .is_err()
                     {
                         break;
@@ -217,32 +235,41 @@ fn fill(reader: &mut dyn BufRead, block: &mut Vec<u8>, want: usize) -> std::io::
     Ok(false)
 }
 
-fn decode_block(block: &[u8], first_line: u64, stamp: &Stamp, stream: &str) -> Decoded {
+fn decode_block(
+    block: &[u8],
+    first_line: u64,
+    stamp: &Stamp,
+    stream: &str,
+    decode: LineDecoder,
+) -> Decoded {
     let mut items = Vec::with_capacity(block.len() / 64);
     let mut records = 0;
+    let mut rows = Vec::with_capacity(2);
     for (i, line) in block.split(|c| *c == b'\n').enumerate() {
         let line = line.trim_ascii();
         if line.is_empty() {
             continue;
         }
-        records += 1;
-        let decoded = if line.len() > MAX_RECORD {
-            Err(format!(
+        if line.len() > MAX_RECORD {
+            rows.push(Err(format!(
                 "a record of {} bytes exceeds the limit of {MAX_RECORD} bytes",
                 line.len()
-            ))
+            )));
         } else {
-            decode_json(line)
-        };
-        let item = decoded
-            .and_then(|row| stamp.event(row))
-            .map_err(|reason| DeadLetter {
-                stream: stream.to_owned(),
-                line: first_line + i as u64,
-                reason,
-                raw: String::from_utf8_lossy(&line[..line.len().min(MAX_RECORD)]).into_owned(),
-            });
-        items.push(item);
+            decode(line, &mut rows);
+        }
+        for decoded in rows.drain(..) {
+            records += 1;
+            let item = decoded
+                .and_then(|row| stamp.event(row))
+                .map_err(|reason| DeadLetter {
+                    stream: stream.to_owned(),
+                    line: first_line + i as u64,
+                    reason,
+                    raw: String::from_utf8_lossy(&line[..line.len().min(MAX_RECORD)]).into_owned(),
+                });
+            items.push(item);
+        }
     }
     Decoded { records, items }
 }
