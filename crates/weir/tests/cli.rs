@@ -392,3 +392,49 @@ fn the_debs_2012_sample_reads_into_per_second_averages() {
     let want: Vec<(i64, i64)> = expected.into_values().collect();
     assert_eq!(got, want);
 }
+
+/// `weir simulate debs`: the same bytes for the same seed, every line a valid DEBS 2012 record
+/// at about 100 a second, and each sensor change followed by its valve after a delay.
+#[test]
+fn simulate_debs_toggles_sensor_valve_pairs_in_the_real_format() {
+    let run = || {
+        let r = weir(
+            &["simulate", "debs", "--duration", "3m", "--seed", "7"],
+            None,
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        r.stdout
+    };
+    let text = run();
+    assert_eq!(text, run(), "deterministic");
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.ends_with("\r\n"));
+    let mut rows = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        weir_connectors::debs::decode_line(line.as_bytes(), &mut rows);
+    }
+    let rows: Vec<weir_core::Row> = rows.into_iter().map(Result::unwrap).collect();
+    assert!(
+        (16_000..20_000).contains(&rows.len()),
+        "{} records in 3 minutes",
+        rows.len()
+    );
+    let int = |r: &weir_core::Row, f: &str| match r.get(f) {
+        Some(weir_core::Value::Int(i)) => *i,
+        other => panic!("{f}: {other:?}"),
+    };
+    for (sensor, valve) in [("bm05", "bm08"), ("bm06", "bm09"), ("bm07", "bm10")] {
+        let changes = |f: &str| -> Vec<(i64, i64)> {
+            rows.windows(2)
+                .filter(|w| int(&w[0], f) != int(&w[1], f))
+                .map(|w| (int(&w[1], "ts"), int(&w[1], f)))
+                .collect()
+        };
+        let (s, v) = (changes(sensor), changes(valve));
+        assert!(s.len() >= 3, "{sensor} changes {} times", s.len());
+        for ((st, sv), (vt, vv)) in s.iter().zip(&v) {
+            assert_eq!(sv, vv, "{valve} follows {sensor}");
+            assert!((300..1500).contains(&(vt - st)), "delay {} ms", vt - st);
+        }
+    }
+}
