@@ -22,6 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   weir simulate readings --count 100000 --seed 42 > readings.jsonl
 ///   weir check examples/readings/tumbling_avg.sql
 ///   weir run examples/readings/tumbling_avg.sql --input readings=readings.jsonl --output avg_per_second=-
+///   weir simulate debs --duration 10m --output debs.tsv     (DEBS 2012 records)
+///   weir replay debs.tsv --to debs --speed 10               (to a node's stream, or a broker URL)
 #[derive(Parser)]
 #[command(name = "weir", version, verbatim_doc_comment)]
 struct Cli {
@@ -34,6 +36,7 @@ enum Command {
     Run(cmd::run::RunArgs),
     Check(cmd::check::CheckArgs),
     Simulate(cmd::simulate::SimulateArgs),
+    Replay(cmd::replay::ReplayArgs),
     Functions(cmd::functions::FunctionsArgs),
     Serve(cmd::serve::ServeArgs),
     Rule(cmd::client::RuleArgs),
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
         Command::Functions(a) => cmd::functions::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Rule(a) => cmd::client::rule(a),

@@ -438,3 +438,61 @@ fn simulate_debs_toggles_sensor_valve_pairs_in_the_real_format() {
         }
     }
 }
+
+/// `weir replay` to a broker: every record arrives, stamped with its send time, as fast as
+/// possible with --max, and at the recorded pace (here doubled) otherwise.
+#[test]
+fn replay_publishes_every_record_at_the_chosen_pace() {
+    let file = tmp("replay.tsv");
+    let r = weir(
+        &[
+            "simulate",
+            "debs",
+            "--duration",
+            "4s",
+            "--seed",
+            "3",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(r.status.success());
+    let records = std::fs::read_to_string(&file).unwrap().lines().count();
+    let subject = format!("weir.replay.{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The client and its subscription live in the runtime (their drops need it).
+    let _inside = rt.enter();
+    let mut sub = rt.block_on(async {
+        let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
+        let sub = client.subscribe(subject.clone()).await.unwrap();
+        client.flush().await.unwrap();
+        (client, sub)
+    });
+    let to = format!("nats://127.0.0.1:4222/{subject}");
+    for (mode, at_least, at_most) in [("--max", 0.0, 2.0), ("--speed=2", 1.7, 4.0)] {
+        let started = std::time::Instant::now();
+        let r = weir(&["replay", file.to_str().unwrap(), "--to", &to, mode], None);
+        let secs = started.elapsed().as_secs_f64();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        assert!((at_least..at_most).contains(&secs), "{mode}: {secs:.2} s");
+        let got = rt.block_on(async {
+            use futures::StreamExt;
+            let mut n = 0;
+            while n < records {
+                let m = tokio::time::timeout(std::time::Duration::from_secs(5), sub.1.next())
+                    .await
+                    .expect("every record arrives")
+                    .unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                assert!(
+                    v["sent_ns"].as_i64().unwrap() > 0 && v["mf01"].is_i64(),
+                    "{v}"
+                );
+                n += 1;
+            }
+            n
+        });
+        assert_eq!(got, records, "{mode}");
+    }
+}

@@ -16,7 +16,7 @@ pub struct NodeArg {
         default_value = "http://127.0.0.1:7070",
         global = true
     )]
-    node: String,
+    pub node: String,
 }
 
 /// Manage a node's rules.

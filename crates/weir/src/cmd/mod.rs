@@ -5,6 +5,7 @@ pub mod bench_state;
 pub mod check;
 pub mod client;
 pub mod functions;
+pub mod replay;
 pub mod run;
 pub mod serve;
 pub mod simulate;
