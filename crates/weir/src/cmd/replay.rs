@@ -128,7 +128,7 @@ fn read(path: &str, format: Option<&str>) -> Result<Vec<Row>, String> {
 }
 
 pub fn run(a: ReplayArgs) -> Result<ExitCode, String> {
-    if !(a.speed > 0.0) {
+    if a.speed.is_nan() || a.speed <= 0.0 {
         return Err(format!("--speed {} must be above 0", a.speed));
     }
     let rows = read(&a.file, a.format.as_deref())?;
