@@ -496,3 +496,145 @@ fn replay_publishes_every_record_at_the_chosen_pace() {
         assert_eq!(got, records, "{mode}");
     }
 }
+
+/// Query 2 of examples/debs2012 against a plain recomputation written here: per-second
+/// averages and relative variations ((max - min) / average) of mf01..mf03, the seconds over
+/// 30 %, and the average total power per minute; on the real sample and on generated data
+/// (whose power surges make violations).
+#[test]
+fn debs_query_2_matches_a_plain_recomputation() {
+    let generated = tmp("q2-generated.tsv");
+    let r = weir(
+        &[
+            "simulate",
+            "debs",
+            "--duration",
+            "12m",
+            "--seed",
+            "7",
+            "--output",
+            generated.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(r.status.success());
+    let sample = [
+        std::env::var("WEIR_SHARED_DATA").ok().map(PathBuf::from),
+        Some(repo().join("../shared/data")),
+        Some(PathBuf::from("/work/shared/data")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("debs2012-sample.tsv"))
+    .find(|p| p.exists())
+    .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory");
+    let mut violations_seen = 0;
+    for data in [sample, generated] {
+        // Plain: bucket the records by second and by minute.
+        let mut seconds: BTreeMap<i64, Vec<[f64; 3]>> = BTreeMap::new();
+        let mut minutes: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for line in std::fs::read_to_string(&data).unwrap().lines() {
+            let c: Vec<&str> = line.trim_end().split('\t').collect();
+            let ms = chrono::DateTime::parse_from_rfc3339(c[0])
+                .unwrap()
+                .timestamp_millis();
+            let mf = [2, 3, 4].map(|i| c[i].parse::<f64>().unwrap());
+            seconds
+                .entry(ms.div_euclid(1000) * 1000)
+                .or_default()
+                .push(mf);
+            minutes
+                .entry(ms.div_euclid(60_000) * 60_000)
+                .or_default()
+                .push(mf.iter().sum());
+        }
+        let per_second: Vec<(i64, [f64; 3], [f64; 3])> = seconds
+            .iter()
+            .map(|(s, rows)| {
+                let stat = |k: usize| {
+                    let v: Vec<f64> = rows.iter().map(|r| r[k]).collect();
+                    let avg = v.iter().sum::<f64>() / v.len() as f64;
+                    let (lo, hi) = v
+                        .iter()
+                        .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
+                    (avg, (hi - lo) / avg)
+                };
+                let s3 = [stat(0), stat(1), stat(2)];
+                (*s, s3.map(|x| x.0), s3.map(|x| x.1))
+            })
+            .collect();
+        let outs: Vec<PathBuf> = ["s", "v", "p"]
+            .iter()
+            .map(|n| tmp(&format!("q2{n}.jsonl")))
+            .collect();
+        let input = format!("debs={}", data.display());
+        let bind = |s: &str, p: &PathBuf| format!("{s}={}", p.display());
+        let (o1, o2, o3) = (
+            bind("q2_seconds", &outs[0]),
+            bind("q2_violations", &outs[1]),
+            bind("q2_power", &outs[2]),
+        );
+        let r = weir(
+            &[
+                "run",
+                "examples/debs2012/query2.sql",
+                "--input",
+                &input,
+                "--output",
+                &o1,
+                "--output",
+                &o2,
+                "--output",
+                &o3,
+            ],
+            None,
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let read = |p: &PathBuf| json_lines(&std::fs::read_to_string(p).unwrap());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        let got = read(&outs[0]);
+        assert_eq!(got.len(), per_second.len());
+        for (g, (start, avg, rv)) in got.iter().zip(&per_second) {
+            assert_eq!(g["window_start"].as_i64(), Some(*start));
+            for (k, name) in ["mf01", "mf02", "mf03"].iter().enumerate() {
+                assert!(
+                    close(g[format!("avg_{name}")].as_f64().unwrap(), avg[k]),
+                    "{g}"
+                );
+                assert!(
+                    close(g[format!("rv_{name}")].as_f64().unwrap(), rv[k]),
+                    "{g}"
+                );
+            }
+        }
+        let expected_violations: Vec<i64> = per_second
+            .iter()
+            .filter(|(_, _, rv)| rv.iter().any(|r| *r > 0.3))
+            .map(|(s, _, _)| *s)
+            .collect();
+        let violations: Vec<i64> = read(&outs[1])
+            .iter()
+            .map(|v| v["window_start"].as_i64().unwrap())
+            .collect();
+        assert_eq!(violations, expected_violations);
+        violations_seen += violations.len();
+        let power: Vec<(i64, f64)> = read(&outs[2])
+            .iter()
+            .map(|v| {
+                (
+                    v["window_start"].as_i64().unwrap(),
+                    v["avg_power"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(power.len(), minutes.len());
+        for ((start, avg), (m, totals)) in power.iter().zip(&minutes) {
+            assert_eq!(start, m);
+            assert!(close(
+                *avg,
+                totals.iter().sum::<f64>() / totals.len() as f64
+            ));
+        }
+    }
+    assert!(violations_seen > 0, "the generated surges make violations");
+}
