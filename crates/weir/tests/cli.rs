@@ -39,6 +39,21 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 
 const SAMPLE: &str = "examples/readings/readings.sample.jsonl";
 
+/// The real DEBS 2012 sample: beside the repository, or where WEIR_SHARED_DATA says (a clone
+/// elsewhere on the machine finds the workspace's copy).
+fn debs_sample() -> PathBuf {
+    [
+        std::env::var("WEIR_SHARED_DATA").ok().map(PathBuf::from),
+        Some(repo().join("../shared/data")),
+        Some(PathBuf::from("/work/shared/data")),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| d.join("debs2012-sample.tsv"))
+    .find(|p| p.exists())
+    .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory")
+}
+
 fn sample() -> Vec<serde_json::Value> {
     json_lines(&std::fs::read_to_string(repo().join(SAMPLE)).unwrap())
 }
@@ -341,18 +356,7 @@ fn machines_example_finds_changes_overheating_and_command_latency() {
 /// per-second averages of mf01 equal a plain recomputation from the file.
 #[test]
 fn the_debs_2012_sample_reads_into_per_second_averages() {
-    // Beside the repository, or where WEIR_SHARED_DATA says (a clone elsewhere on the machine
-    // finds the workspace's copy).
-    let data = [
-        std::env::var("WEIR_SHARED_DATA").ok().map(PathBuf::from),
-        Some(repo().join("../shared/data")),
-        Some(PathBuf::from("/work/shared/data")),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|d| d.join("debs2012-sample.tsv"))
-    .find(|p| p.exists())
-    .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory");
+    let data = debs_sample();
     let rules = tmp("debs.sql");
     std::fs::write(
         &rules,
@@ -518,16 +522,7 @@ fn debs_query_2_matches_a_plain_recomputation() {
         None,
     );
     assert!(r.status.success());
-    let sample = [
-        std::env::var("WEIR_SHARED_DATA").ok().map(PathBuf::from),
-        Some(repo().join("../shared/data")),
-        Some(PathBuf::from("/work/shared/data")),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|d| d.join("debs2012-sample.tsv"))
-    .find(|p| p.exists())
-    .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory");
+    let sample = debs_sample();
     let mut violations_seen = 0;
     for data in [sample, generated] {
         // Plain: bucket the records by second and by minute.
