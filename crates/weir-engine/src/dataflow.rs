@@ -500,6 +500,16 @@ enum Routing {
     Keyed(Vec<Vec<Expr>>),
 }
 
+impl Routing {
+    /// Operator chains (worker threads) a rule runs with `workers` per keyed rule.
+    fn chains(&self, workers: usize) -> usize {
+        match self {
+            Routing::Single => 1,
+            Routing::Keyed(_) => workers,
+        }
+    }
+}
+
 fn routing(rule: &Rule) -> Routing {
     let stateless_body = matches!(&rule.body, Body::Project(p) if p.changes.is_empty());
     match (&rule.input, &rule.body) {
@@ -527,10 +537,7 @@ pub fn chain_count(program: &Program, workers: usize) -> usize {
     program
         .rules
         .iter()
-        .map(|r| match routing(r) {
-            Routing::Single => 1,
-            Routing::Keyed(_) => workers,
-        })
+        .map(|r| routing(r).chains(workers))
         .sum()
 }
 
@@ -676,10 +683,7 @@ impl Dataflow {
             .iter()
             .map(|r| {
                 let rt = routing(r);
-                let workers = match rt {
-                    Routing::Single => 1,
-                    Routing::Keyed(_) => config.workers,
-                };
+                let workers = rt.chains(config.workers);
                 (rt, workers)
             })
             .collect();

@@ -309,14 +309,7 @@ impl Coordinator {
         let marker = c.epoch.to_be_bytes();
         for t in &self.staged_outputs {
             let key = committed_key(&self.id, &t.stream);
-            let done = self
-                .hub
-                .store()
-                .meta(&key)
-                .ok()
-                .flatten()
-                .and_then(|v| v.try_into().ok())
-                .map(u64::from_be_bytes);
+            let done = self.hub.store().meta_u64(&key).ok().flatten();
             if done >= Some(c.epoch) {
                 continue;
             }

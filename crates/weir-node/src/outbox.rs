@@ -123,14 +123,7 @@ impl Outbox {
     }
 
     fn settled_from(&self) -> u64 {
-        let stored = self
-            .store
-            .meta(&self.key)
-            .ok()
-            .flatten()
-            .and_then(|v| v.try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
+        let stored = self.store.meta_u64(&self.key).ok().flatten().unwrap_or(0);
         stored.max(self.log.first())
     }
 

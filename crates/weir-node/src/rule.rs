@@ -449,11 +449,9 @@ impl RunningRule {
                     let log = hub.store().log(&spec.log).map_err(|e| e.to_string())?;
                     let start = hub
                         .store()
-                        .meta(&start_key(&id, &spec.log))
+                        .meta_u64(&start_key(&id, &spec.log))
                         .ok()
-                        .flatten()
-                        .and_then(|v| v.try_into().ok())
-                        .map(u64::from_be_bytes);
+                        .flatten();
                     let pos = positions
                         .get(&spec.log)
                         .copied()

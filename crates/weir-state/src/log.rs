@@ -132,7 +132,8 @@ impl Store {
         Ok(self.meta.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
+    /// A marker holding a number (positions, epochs, sequences).
+    pub fn meta_u64(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self
             .meta(key)?
             .and_then(|v| v.try_into().ok())
@@ -248,11 +249,7 @@ impl StreamLog {
 
     /// The number of the last numbered message appended (see [`StreamLog::append_numbered`]).
     pub fn last_number(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .store
-            .meta(&format!("seq:{}", self.name))?
-            .and_then(|v| v.try_into().ok())
-            .map(u64::from_be_bytes))
+        self.store.meta_u64(&format!("seq:{}", self.name))
     }
 
     /// Appends a message its source numbers in increasing order, unless a message with that
