@@ -6,6 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// A source of processing time in epoch milliseconds; injected so tests control it.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64;
+
+    /// Epoch nanoseconds, for latency stamps; clocks without a finer resolution scale `now_ms`.
+    fn now_ns(&self) -> i64 {
+        self.now_ms().saturating_mul(1_000_000)
+    }
 }
 
 /// The wall clock.
@@ -17,6 +22,13 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_ns(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
             .unwrap_or(0)
     }
 }

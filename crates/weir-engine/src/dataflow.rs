@@ -26,7 +26,7 @@ use weir_lang::expr::Expr;
 use weir_lang::functions::parse_timestamp;
 use weir_lang::plan::{Body, Input, Program, Rule, StreamDef, TimeMode};
 
-use crate::operator::{Chain, Operator, Output};
+use crate::operator::{held_back, Chain, Operator, Output};
 use crate::ops::join::JoinOp;
 use crate::ops::pattern::PatternOp;
 use crate::ops::project::ProjectOp;
@@ -168,7 +168,7 @@ impl Publisher {
                 }
                 Msg::Data(evs)
             }
-            Msg::Watermark(w) if w != i64::MAX => Msg::Watermark(w.saturating_sub(self.delay)),
+            Msg::Watermark(w) => Msg::Watermark(held_back(w, self.delay)),
             other => other,
         };
         if let Msg::Data(d) = &msg {
@@ -337,6 +337,9 @@ pub struct Stamp {
 impl Stamp {
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
+        if let Some(field) = &self.def.received_at {
+            row.set(field, Value::Int(self.clock.now_ns()));
+        }
         if let Some(cols) = &self.def.columns {
             for c in cols {
                 if let Some(v) = row.get_mut(&c.name) {
@@ -521,7 +524,7 @@ fn routing(rule: &Rule) -> Routing {
         {
             Routing::Keyed(vec![p.partition.clone()])
         }
-        (Input::Join(j), _) if stateless_body => {
+        (Input::Join(j), _) if stateless_body && !j.left_keys.is_empty() => {
             Routing::Keyed(vec![j.left_keys.clone(), j.right_keys.clone()])
         }
         (Input::Pattern(p), _) if stateless_body && !p.partition.is_empty() => {
@@ -545,20 +548,25 @@ pub fn chain_count(program: &Program, workers: usize) -> usize {
 pub fn rule_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
     let first_input = program.stream(rule.inputs()[0]);
     let lateness = first_input.map_or(0, |s| s.allowed_lateness_ms);
+    // A join's output is in no particular order, so only a rule reading one stream can take it
+    // in arrival order.
+    let arrival =
+        !matches!(rule.input, Input::Join(_)) && first_input.is_some_and(|s| s.arrival_order);
     let body: Box<dyn Operator> = match &rule.body {
         Body::Project(p) => Box::new(ProjectOp::new(
             rule.filter.clone(),
             p.items.clone(),
             p.changes.clone(),
             p.partition.clone(),
+            arrival,
         )),
-        Body::Aggregate(a) => window_operator(rule.filter.clone(), a.clone(), lateness),
+        Body::Aggregate(a) => window_operator(rule.filter.clone(), a.clone(), lateness, arrival),
     };
     match &rule.input {
         Input::Stream(_) => body,
         Input::Join(j) => Box::new(Chain::new(vec![Box::new(JoinOp::new((**j).clone())), body])),
         Input::Pattern(p) => Box::new(Chain::new(vec![
-            Box::new(PatternOp::new((**p).clone())),
+            Box::new(PatternOp::new((**p).clone(), arrival)),
             body,
         ])),
     }
@@ -598,7 +606,8 @@ impl Runner {
         let mut out = Output::default();
         self.op.on_watermark(wm, &mut out);
         self.publish(out);
-        self.out.send(Msg::Watermark(wm));
+        self.out
+            .send(Msg::Watermark(held_back(wm, self.op.watermark_delay())));
     }
 
     /// Reports the operator's state for `epoch` and passes the barrier on.

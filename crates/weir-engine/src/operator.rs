@@ -40,6 +40,12 @@ pub trait Operator: Send {
     /// state the watermark bounds already (windows, joins) ignore it.
     fn set_state_ttl(&mut self, _ttl_ms: i64) {}
 
+    /// How far behind its input's watermark this operator's output may lag: the output
+    /// watermark is held back by it so that what the operator emits late is not late downstream.
+    fn watermark_delay(&self) -> i64 {
+        0
+    }
+
     /// The operator's state, for checkpoints and moves.
     fn snapshot(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -51,6 +57,15 @@ pub trait Operator: Send {
 }
 
 /// Operators run one after the other: the output of each is the input of the next.
+/// A watermark held back by `delay`; the end of input (`i64::MAX`) stays the end.
+pub fn held_back(wm: i64, delay: i64) -> i64 {
+    if wm == i64::MAX {
+        wm
+    } else {
+        wm.saturating_sub(delay)
+    }
+}
+
 pub struct Chain {
     ops: Vec<Box<dyn Operator>>,
 }
@@ -60,9 +75,11 @@ impl Chain {
         Chain { ops }
     }
 
-    /// Pushes what stage `from` produced through the remaining stages.
+    /// Pushes what stage `from` produced through the remaining stages; each stage sees the
+    /// watermark held back by the delays of the stages before it.
     fn forward(&mut self, from: usize, out: &mut Output, wm: Option<i64>, end: bool) {
         let mut batch = std::mem::take(&mut out.events);
+        let mut wm = wm.map(|w| held_back(w, self.ops[from].watermark_delay()));
         for op in self.ops[from + 1..].iter_mut() {
             let mut next = Output::default();
             for e in batch {
@@ -70,8 +87,9 @@ impl Chain {
             }
             if end {
                 op.on_end(&mut next);
-            } else if let Some(wm) = wm {
-                op.on_watermark(wm, &mut next);
+            } else if let Some(w) = wm {
+                op.on_watermark(w, &mut next);
+                wm = Some(held_back(w, op.watermark_delay()));
             }
             out.late.append(&mut next.late);
             batch = next.events;
@@ -111,6 +129,10 @@ impl Operator for Chain {
         for op in &mut self.ops {
             op.set_state_ttl(ttl_ms);
         }
+    }
+
+    fn watermark_delay(&self) -> i64 {
+        self.ops.iter().map(|o| o.watermark_delay()).sum()
     }
 
     fn snapshot(&self) -> serde_json::Value {

@@ -28,6 +28,9 @@ const COMMON_OPTIONS: &[&str] = &[
     "allowed_lateness",
     "time",
     "key",
+    "order",
+    "received_at",
+    "sent_at",
     "format",
     "connector",
     "delimiter",
@@ -309,6 +312,17 @@ impl Binder {
                     ),
                 },
                 "key" => def.key = Some(Arc::from(v.as_str())),
+                "order" => match v.to_ascii_lowercase().as_str() {
+                    "event" | "event_time" => def.arrival_order = false,
+                    "arrival" => def.arrival_order = true,
+                    _ => self.err(
+                        key.span,
+                        format!("order = '{v}' is not an order"),
+                        "use order = 'event' (hold events until the watermark, the default) or order = 'arrival'",
+                    ),
+                },
+                "received_at" => def.received_at = Some(Arc::from(v.as_str())),
+                "sent_at" => def.sent_at = Some(Arc::from(v.as_str())),
                 _ => {}
             }
             def.options.insert(k, v);
@@ -687,11 +701,13 @@ impl Binder {
             );
             return None;
         }
-        let on = match &join.join_operator {
+        let (on, semi) = match &join.join_operator {
             JoinOperator::Join(JoinConstraint::On(e))
-            | JoinOperator::Inner(JoinConstraint::On(e)) => e,
+            | JoinOperator::Inner(JoinConstraint::On(e)) => (e, false),
+            JoinOperator::LeftSemi(JoinConstraint::On(e))
+            | JoinOperator::Semi(JoinConstraint::On(e)) => (e, true),
             _ => {
-                self.err(join.relation_span(), "only inner joins with ON are supported between streams", "write JOIN <stream> ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL '5' SECOND AND a.ts + INTERVAL '5' SECOND");
+                self.err(join.relation_span(), "only inner and left semi joins with ON are supported between streams", "write JOIN <stream> ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL '5' SECOND AND a.ts + INTERVAL '5' SECOND, or LEFT SEMI JOIN to keep each left row once");
                 return None;
             }
         };
@@ -737,13 +753,6 @@ impl Binder {
             residual.push(c.clone());
         }
         let pos = span_of(on);
-        if keys.is_empty() {
-            self.err(
-                pos,
-                "a stream-stream join needs an equality between a key of each side",
-                format!("add {left_alias}.id = {right_alias}.id to ON"),
-            );
-        }
         let (Some(lower_ms), Some(upper_ms)) = (lower, upper) else {
             self.err(pos, "a stream-stream join needs a time bound on both sides, or its state grows forever", format!("add AND {right_alias}.ts BETWEEN {left_alias}.ts - INTERVAL '5' SECOND AND {left_alias}.ts + INTERVAL '5' SECOND (using the streams' timestamp columns)"));
             return None;
@@ -767,15 +776,23 @@ impl Binder {
             .iter()
             .map(|(l, r)| (self.bind_expr(l, &mut lctx), self.bind_expr(r, &mut rctx)))
             .unzip();
-        let shape = Shape::Joined {
+        let joined = Shape::Joined {
             left: (left.clone(), left_alias.clone()),
             right: (right.clone(), right_alias.clone()),
         };
-        let mut jctx = Ctx::new(shape.clone());
+        let mut jctx = Ctx::new(joined.clone());
         let residual = residual
             .iter()
             .map(|e| self.bind_expr(e, &mut jctx))
             .reduce(|a, b| Expr::Binary(BinOp::And, Box::new(a), Box::new(b)));
+        // A semi join's rows are the left rows themselves.
+        let shape = match semi {
+            true => Shape::Single {
+                stream: left.clone(),
+                alias: Some(left_alias.clone()),
+            },
+            false => joined,
+        };
         let spec = JoinSpec {
             left: left.name,
             right: right.name,
@@ -786,6 +803,7 @@ impl Binder {
             lower_ms,
             upper_ms,
             residual,
+            semi,
         };
         Some((Input::Join(Box::new(spec)), shape))
     }

@@ -45,6 +45,14 @@ pub struct StreamDef {
     pub allowed_lateness_ms: i64,
     /// Partition key for per-key state (`changed`, `lag`, `delta`) when a rule gives none.
     pub key: Option<Arc<str>>,
+    /// `order = 'arrival'`: change functions, patterns and sliding windows take this stream's
+    /// events as they arrive instead of holding them until the watermark (no added latency;
+    /// an event out of order is processed out of order, as Kafka Streams and eKuiper do).
+    pub arrival_order: bool,
+    /// `received_at`: the field that gets the time (epoch ns) the node read each event.
+    pub received_at: Option<Arc<str>>,
+    /// `sent_at`: the field that gets the time (epoch ns) a rule's result is handed to its sinks.
+    pub sent_at: Option<Arc<str>>,
     /// Connector and format options, kept as written for the connectors.
     pub options: BTreeMap<String, String>,
     /// False for streams that exist only because a rule writes to them.
@@ -62,6 +70,9 @@ impl StreamDef {
             watermark_ms: 0,
             allowed_lateness_ms: 0,
             key: None,
+            arrival_order: false,
+            received_at: None,
+            sent_at: None,
             options: BTreeMap::new(),
             declared: false,
             pos: Pos::default(),
@@ -113,8 +124,9 @@ pub enum Input {
     Pattern(Box<PatternSpec>),
 }
 
-/// An interval join: rows of `left` and `right` with equal keys and
-/// `lower_ms <= right.ts - left.ts <= upper_ms`. Joined rows name fields `alias.field`.
+/// An interval join: rows of `left` and `right` with equal keys (none: every pair) and
+/// `lower_ms <= right.ts - left.ts <= upper_ms`. Joined rows name fields `alias.field`; a semi
+/// join emits each left row once, as it is, when some right row matches it.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
     pub left: String,
@@ -127,6 +139,8 @@ pub struct JoinSpec {
     pub upper_ms: i64,
     /// Further `ON` conditions, over the joined row.
     pub residual: Option<Expr>,
+    /// `LEFT SEMI JOIN`.
+    pub semi: bool,
 }
 
 /// A `MATCH_RECOGNIZE` clause. Its output rows hold the partition columns and the measures.

@@ -26,7 +26,7 @@ use weir_connectors::codec::MessageDecoder;
 use weir_connectors::live::{DurableInput, Health, HealthReport, Outgoing, PayloadTx};
 use weir_connectors::nats::changelog::Changelog;
 use weir_connectors::Endpoint;
-use weir_core::{Clock, Row};
+use weir_core::{Clock, Row, Value};
 use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
 use weir_lang::plan::StreamDef;
 use weir_lang::Program;
@@ -522,7 +522,15 @@ impl RunningRule {
                 });
                 (def.name.clone(), report_tx.clone())
             });
-            drains.push((def.name.clone(), out, target, topic, stage, staging));
+            drains.push((
+                def.name.clone(),
+                out,
+                target,
+                topic,
+                stage,
+                staging,
+                def.sent_at.clone(),
+            ));
         }
         rule.metrics = Arc::new(RuleMetrics {
             sources: feeds.iter().map(|f| f.3.clone()).collect(),
@@ -530,7 +538,7 @@ impl RunningRule {
             sinks: drains.iter().map(|d| d.4.clone()).collect(),
             ..Arc::into_inner(rule.metrics).ok_or("metrics shared too early")?
         });
-        for (name, out, sender, topic, stage, staging) in drains {
+        for (name, out, sender, topic, stage, staging, sent_at) in drains {
             let (hub, metrics, clock) = (hub.clone(), rule.metrics.clone(), clock.clone());
             rule.threads
                 .push(spawn_thread(&format!("{id}-out-{name}"), move || {
@@ -541,6 +549,7 @@ impl RunningRule {
                         stage: &stage,
                         metrics: &metrics,
                         clock: clock.as_ref(),
+                        sent_at,
                     };
                     sink.run(out, staging)
                 })?);
@@ -928,6 +937,8 @@ struct Sink<'a> {
     stage: &'a Stage,
     metrics: &'a RuleMetrics,
     clock: &'a dyn Clock,
+    /// The stream's `sent_at` field, stamped with the time each result is encoded.
+    sent_at: Option<Arc<str>>,
 }
 
 impl Sink<'_> {
@@ -954,7 +965,10 @@ impl Sink<'_> {
                 }
             };
             let now = self.clock.now_ms();
-            for ev in batch {
+            for mut ev in batch {
+                if let Some(field) = &self.sent_at {
+                    ev.row.set(field, Value::Int(self.clock.now_ns()));
+                }
                 let payload = match serde_json::to_vec(&ev.row) {
                     Ok(p) => Bytes::from(p),
                     Err(e) => {

@@ -1,6 +1,8 @@
 //! Interval join of two streams: rows with equal keys whose times satisfy
 //! `lower <= right.ts - left.ts <= upper`. Each side is buffered per key until the watermark
-//! guarantees no partner can arrive.
+//! guarantees no partner can arrive. A semi join emits a left row once, at its own time, when
+//! its first partner is seen, and forgets it; its output watermark is held back by `upper` so
+//! that a left row released by a later right row is not late downstream.
 
 use std::sync::Arc;
 
@@ -31,6 +33,43 @@ impl JoinOp {
             spec,
             state: JoinState::default(),
         }
+    }
+
+    /// Whether a pair lies within the time bounds and passes the residual conditions.
+    fn pairs(&self, l: &Event, r: &Event) -> bool {
+        let d = r.ts - l.ts;
+        if d < self.spec.lower_ms || d > self.spec.upper_ms {
+            return false;
+        }
+        self.spec
+            .residual
+            .as_ref()
+            .is_none_or(|c| c.eval(&self.joined(l, r).row).is_true())
+    }
+
+    /// Semi join: a left row goes out at once if a stored right row matches, else waits; a
+    /// right row releases every waiting left row it matches.
+    fn semi(&mut self, input: usize, key: Key, ev: Event, out: &mut Output) {
+        if input == LEFT {
+            let matched = self.state.sides[RIGHT]
+                .get(&key)
+                .is_some_and(|rs| rs.iter().any(|r| self.pairs(&ev, r)));
+            if matched {
+                out.emit(ev);
+            } else {
+                self.state.sides[LEFT].entry(&key, Vec::new).push(ev);
+            }
+            return;
+        }
+        if let Some(waiting) = self.state.sides[LEFT].get(&key) {
+            let (hit, keep): (Vec<Event>, Vec<Event>) =
+                waiting.iter().cloned().partition(|l| self.pairs(l, &ev));
+            if !hit.is_empty() {
+                hit.into_iter().for_each(|l| out.emit(l));
+                *self.state.sides[LEFT].entry(&key, Vec::new) = keep;
+            }
+        }
+        self.state.sides[RIGHT].entry(&key, Vec::new).push(ev);
     }
 
     fn joined(&self, l: &Event, r: &Event) -> Event {
@@ -69,22 +108,15 @@ impl Operator for JoinOp {
         let Some(key) = join_key(&self.spec, input, &ev.row) else {
             return;
         };
+        if self.spec.semi {
+            return self.semi(input, key, ev, out);
+        }
         let other = 1 - input;
         if let Some(partners) = self.state.sides[other].get(&key) {
             for p in partners {
                 let (l, r) = if input == LEFT { (&ev, p) } else { (p, &ev) };
-                let d = r.ts - l.ts;
-                if d < self.spec.lower_ms || d > self.spec.upper_ms {
-                    continue;
-                }
-                let j = self.joined(l, r);
-                if self
-                    .spec
-                    .residual
-                    .as_ref()
-                    .is_none_or(|c| c.eval(&j.row).is_true())
-                {
-                    out.emit(j);
+                if self.pairs(l, r) {
+                    out.emit(self.joined(l, r));
                 }
             }
         }
@@ -104,6 +136,14 @@ impl Operator for JoinOp {
             evs.retain(|e| e.ts.saturating_sub(lower) > wm);
             !evs.is_empty()
         });
+    }
+
+    fn watermark_delay(&self) -> i64 {
+        if self.spec.semi {
+            self.spec.upper_ms.max(0)
+        } else {
+            0
+        }
     }
 
     state_hooks!(state);

@@ -19,12 +19,17 @@ pub struct PatternOp {
     spec: PatternSpec,
     state: PatternState,
     ttl: Option<i64>,
+    /// Match rows as they arrive instead of in event-time order.
+    arrival: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PatternState {
     order: EventOrder,
     partitions: KeyedState<Key, Partition>,
+    /// The newest watermark seen (what `WITHIN` expires against in arrival order).
+    #[serde(default)]
+    watermark: Option<i64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -234,11 +239,12 @@ impl Scope for MatchScope<'_, '_> {
 }
 
 impl PatternOp {
-    pub fn new(spec: PatternSpec) -> PatternOp {
+    pub fn new(spec: PatternSpec, arrival: bool) -> PatternOp {
         PatternOp {
             spec,
             state: PatternState::default(),
             ttl: None,
+            arrival,
         }
     }
 
@@ -305,22 +311,29 @@ impl PatternOp {
         }
     }
 
+    /// Appends a row to its partition; returns the partition's key.
+    fn add_row(&mut self, ev: Event) -> Key {
+        let key: Key = self
+            .spec
+            .partition
+            .iter()
+            .map(|e| e.eval(&ev.row))
+            .collect();
+        if self.ttl.is_some() {
+            self.state.partitions.touch(&key, ev.ts);
+        }
+        let part = self.state.partitions.entry(&key, || Partition {
+            key_values: key.clone(),
+            ..Default::default()
+        });
+        part.rows.push(ev);
+        key
+    }
+
     fn feed(&mut self, wm: i64, final_: bool, out: &mut Output) {
+        self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
         for ev in self.state.order.release(wm) {
-            let key: Key = self
-                .spec
-                .partition
-                .iter()
-                .map(|e| e.eval(&ev.row))
-                .collect();
-            if self.ttl.is_some() {
-                self.state.partitions.touch(&key, ev.ts);
-            }
-            let part = self.state.partitions.entry(&key, || Partition {
-                key_values: key.clone(),
-                ..Default::default()
-            });
-            part.rows.push(ev);
+            self.add_row(ev);
         }
         // Matching starts once every released row is in place: a row that is missing now
         // can only be one later than the watermark.
@@ -336,7 +349,15 @@ impl PatternOp {
 
 impl Operator for PatternOp {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
-        self.state.order.push(ev, out, "MATCH_RECOGNIZE");
+        if !self.arrival {
+            self.state.order.push(ev, out, "MATCH_RECOGNIZE");
+            return;
+        }
+        let key = self.add_row(ev);
+        let wm = self.state.watermark.unwrap_or(i64::MIN);
+        if let Some(part) = self.state.partitions.get_mut(&key) {
+            Self::run(&self.spec, part, wm, false, out);
+        }
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {

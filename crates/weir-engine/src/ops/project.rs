@@ -19,6 +19,8 @@ pub struct ProjectOp {
     partition: Vec<Expr>,
     state: ChangeState,
     ttl: Option<i64>,
+    /// Compute change functions as events arrive instead of in event-time order.
+    arrival: bool,
 }
 
 /// What the change functions remember: the last values of each call, per partition key.
@@ -34,6 +36,7 @@ impl ProjectOp {
         items: Vec<SelectItem>,
         changes: Vec<ChangeCall>,
         partition: Vec<Expr>,
+        arrival: bool,
     ) -> Self {
         ProjectOp {
             filter,
@@ -42,6 +45,7 @@ impl ProjectOp {
             partition,
             state: ChangeState::default(),
             ttl: None,
+            arrival,
         }
     }
 
@@ -78,7 +82,8 @@ impl ProjectOp {
         out.emit(Event::new(ev.ts, row));
     }
 
-    /// Computes the change functions for one event, in event-time order, updating their state.
+    /// Computes the change functions for one event (the next in event-time or arrival order),
+    /// updating their state.
     fn changes_for(&mut self, ev: &Event) -> Vec<Value> {
         let key: Key = self.partition.iter().map(|e| e.eval(&ev.row)).collect();
         let n = self.changes.len();
@@ -135,6 +140,9 @@ impl Operator for ProjectOp {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
         if self.changes.is_empty() {
             self.project(ev, &[], out);
+        } else if self.arrival {
+            let slots = self.changes_for(&ev);
+            self.project(ev, &slots, out);
         } else {
             self.state.order.push(ev, out, "change functions");
         }

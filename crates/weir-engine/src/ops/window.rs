@@ -121,7 +121,13 @@ impl AggCore {
 }
 
 /// Builds the operator for an aggregate's window kind.
-pub fn window_operator(filter: Option<Expr>, spec: Aggregate, lateness: i64) -> Box<dyn Operator> {
+/// `arrival`: a sliding window takes events as they arrive instead of in event-time order.
+pub fn window_operator(
+    filter: Option<Expr>,
+    spec: Aggregate,
+    lateness: i64,
+    arrival: bool,
+) -> Box<dyn Operator> {
     let window = spec.window;
     let core = AggCore::new(filter, spec);
     match window {
@@ -136,6 +142,7 @@ pub fn window_operator(filter: Option<Expr>, spec: Aggregate, lateness: i64) -> 
         Window::Sliding { size } => Box::new(SlidingWindows {
             core,
             size,
+            arrival,
             state: Default::default(),
         }),
         Window::Count { size, slide } => Box::new(CountWindows {
@@ -414,34 +421,47 @@ struct SlidingState {
 pub struct SlidingWindows {
     core: AggCore,
     size: i64,
+    arrival: bool,
     state: SlidingState,
+}
+
+impl SlidingWindows {
+    /// Adds one event (the next in event-time or arrival order) and emits its window.
+    fn slide(&mut self, ev: Event, out: &mut Output) {
+        let key = self.core.admit(&ev.row).unwrap_or_default();
+        let args = self.core.args(&ev.row);
+        let recent = self.state.recent.entry(&key, VecDeque::new);
+        recent.push_back((ev.ts, args));
+        while recent.front().is_some_and(|(t, _)| *t <= ev.ts - self.size) {
+            recent.pop_front();
+        }
+        let accs = self.core.over(recent.iter());
+        self.core.emit(
+            &key,
+            &accs,
+            Value::Int(ev.ts - self.size),
+            Value::Int(ev.ts),
+            ev.ts,
+            out,
+        );
+    }
 }
 
 impl Operator for SlidingWindows {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
-        if self.core.admit(&ev.row).is_some() {
+        if self.core.admit(&ev.row).is_none() {
+            return;
+        }
+        if self.arrival {
+            self.slide(ev, out);
+        } else {
             self.state.order.push(ev, out, "sliding window");
         }
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         for ev in self.state.order.release(wm) {
-            let key = self.core.admit(&ev.row).unwrap_or_default();
-            let args = self.core.args(&ev.row);
-            let recent = self.state.recent.entry(&key, VecDeque::new);
-            recent.push_back((ev.ts, args));
-            while recent.front().is_some_and(|(t, _)| *t <= ev.ts - self.size) {
-                recent.pop_front();
-            }
-            let accs = self.core.over(recent.iter());
-            self.core.emit(
-                &key,
-                &accs,
-                Value::Int(ev.ts - self.size),
-                Value::Int(ev.ts),
-                ev.ts,
-                out,
-            );
+            self.slide(ev, out);
         }
     }
 
