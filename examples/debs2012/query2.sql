@@ -1,16 +1,16 @@
 -- DEBS 2012 Grand Challenge, Query 2 (monitor energy), as a pipeline of rules over the
--- machine's records (format 'debs2012': replay them with `weir replay`, or read a file with
--- `weir run ... --input debs=FILE.tsv`).
+-- records of `debs` (declared in debs.sql).
 --
--- Relative variation, as these rules read the text: over each 1-second window,
--- (max - min) / average of the phase's power. A second is a violation when the relative
--- variation of any of mf01, mf02, mf03 exceeds 30 %. Power consumption per minute: the
--- average of the total power mf01 + mf02 + mf03 over each minute, and its energy
--- (average power x 60 s).
---
--- Not yet here: the raw recording from 20 s before to 70 s after each violation.
-CREATE STREAM debs (ts BIGINT, mf01 BIGINT, mf02 BIGINT, mf03 BIGINT)
-  WITH (timestamp = 'ts', format = 'debs2012');
+-- The reading these rules implement:
+--  * relative variation of a phase over a 1-second window: (max - min) / average of its power;
+--  * a second is a violation when the relative variation of any of mf01, mf02, mf03 exceeds
+--    30 %; the violation's time is the start of that second;
+--  * the raw recording: every record from 20 s before to 70 s after a violation, each record
+--    once, so that violations whose recordings overlap give one recording from 20 s before the
+--    first to 70 s after the last (q2_recording holds the records, q2_recordings one row per
+--    merged recording with its bounds);
+--  * power consumption per minute: the average of the total power mf01 + mf02 + mf03 over
+--    each minute, and its energy (average power x 60 s).
 
 INSERT INTO q2_seconds
 SELECT window_start,
@@ -20,9 +20,28 @@ SELECT window_start,
 FROM debs
 GROUP BY TUMBLE(ts, INTERVAL '1' SECOND);
 
+-- A violation takes the time of the start of its second (its window's result comes at the
+-- end, hence the watermark held back by a second).
+CREATE STREAM q2_violations (window_start BIGINT)
+  WITH (timestamp = 'window_start', watermark = '1 second');
+
 INSERT INTO q2_violations
 SELECT * FROM q2_seconds
 WHERE rv_mf01 > 0.3 OR rv_mf02 > 0.3 OR rv_mf03 > 0.3;
+
+-- The raw records around violations, each once however many violations cover it.
+INSERT INTO q2_recording
+SELECT r.ts, r.ts_ns, r.mf01, r.mf02, r.mf03 FROM debs AS r
+LEFT SEMI JOIN q2_violations AS v
+  ON v.window_start BETWEEN r.ts - INTERVAL '70' SECOND AND r.ts + INTERVAL '20' SECOND;
+
+-- One row per merged recording: violations less than 90 s apart share one.
+INSERT INTO q2_recordings
+SELECT window_start - INTERVAL '20' SECOND AS recording_from,
+       window_end - INTERVAL '90' SECOND + INTERVAL '70' SECOND AS recording_to,
+       count(*) AS violations
+FROM q2_violations
+GROUP BY SESSION(window_start, INTERVAL '90' SECOND);
 
 INSERT INTO q2_power
 SELECT window_start, avg(mf01 + mf02 + mf03) AS avg_power,

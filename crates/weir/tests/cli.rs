@@ -503,8 +503,9 @@ fn replay_publishes_every_record_at_the_chosen_pace() {
 
 /// Query 2 of examples/debs2012 against a plain recomputation written here: per-second
 /// averages and relative variations ((max - min) / average) of mf01..mf03, the seconds over
-/// 30 %, and the average total power per minute; on the real sample and on generated data
-/// (whose power surges make violations).
+/// 30 %, the raw records from 20 s before to 70 s after each violating second (each once) and
+/// the merged recordings, and the average total power per minute; on the real sample and on
+/// generated data (whose power surges make violations).
 #[test]
 fn debs_query_2_matches_a_plain_recomputation() {
     let generated = tmp("q2-generated.tsv");
@@ -543,6 +544,17 @@ fn debs_query_2_matches_a_plain_recomputation() {
                 .or_default()
                 .push(mf.iter().sum());
         }
+        let records: Vec<(i64, [i64; 3])> = std::fs::read_to_string(&data)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let c: Vec<&str> = line.trim_end().split('\t').collect();
+                let ms = chrono::DateTime::parse_from_rfc3339(c[0])
+                    .unwrap()
+                    .timestamp_millis();
+                (ms, [2, 3, 4].map(|i| c[i].parse::<i64>().unwrap()))
+            })
+            .collect();
         let per_second: Vec<(i64, [f64; 3], [f64; 3])> = seconds
             .iter()
             .map(|(s, rows)| {
@@ -558,32 +570,27 @@ fn debs_query_2_matches_a_plain_recomputation() {
                 (*s, s3.map(|x| x.0), s3.map(|x| x.1))
             })
             .collect();
-        let outs: Vec<PathBuf> = ["s", "v", "p"]
-            .iter()
-            .map(|n| tmp(&format!("q2{n}.jsonl")))
-            .collect();
-        let input = format!("debs={}", data.display());
-        let bind = |s: &str, p: &PathBuf| format!("{s}={}", p.display());
-        let (o1, o2, o3) = (
-            bind("q2_seconds", &outs[0]),
-            bind("q2_violations", &outs[1]),
-            bind("q2_power", &outs[2]),
-        );
-        let r = weir(
-            &[
-                "run",
-                "examples/debs2012/query2.sql",
-                "--input",
-                &input,
-                "--output",
-                &o1,
-                "--output",
-                &o2,
-                "--output",
-                &o3,
-            ],
-            None,
-        );
+        let streams = [
+            "q2_seconds",
+            "q2_violations",
+            "q2_power",
+            "q2_recording",
+            "q2_recordings",
+        ];
+        let outs: Vec<PathBuf> = streams.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
+        let mut args = vec![
+            "run".to_owned(),
+            "examples/debs2012/debs.sql".to_owned(),
+            "examples/debs2012/query2.sql".to_owned(),
+            "--input".to_owned(),
+            format!("debs={}", data.display()),
+            "--input-format".to_owned(),
+            "debs=debs2012".to_owned(),
+        ];
+        for (s, p) in streams.iter().zip(&outs) {
+            args.extend(["--output".to_owned(), format!("{s}={}", p.display())]);
+        }
+        let r = weir(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let read = |p: &PathBuf| json_lines(&std::fs::read_to_string(p).unwrap());
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
@@ -613,6 +620,47 @@ fn debs_query_2_matches_a_plain_recomputation() {
             .collect();
         assert_eq!(violations, expected_violations);
         violations_seen += violations.len();
+        // Plain recording: each record within [v - 20 s, v + 70 s] of some violation v, once;
+        // violations less than 90 s apart share one recording.
+        let recorded: Vec<(i64, [i64; 3])> = records
+            .iter()
+            .filter(|(t, _)| {
+                violations
+                    .iter()
+                    .any(|v| *t >= v - 20_000 && *t <= v + 70_000)
+            })
+            .cloned()
+            .collect();
+        let mut got: Vec<(i64, [i64; 3])> = read(&outs[3])
+            .iter()
+            .map(|r| {
+                let mf = ["mf01", "mf02", "mf03"].map(|k| r[k].as_i64().unwrap());
+                (r["ts"].as_i64().unwrap(), mf)
+            })
+            .collect();
+        got.sort_by_key(|r| r.0);
+        assert_eq!(got, recorded);
+        let mut recordings: Vec<(i64, i64, usize)> = Vec::new();
+        for v in &violations {
+            match recordings.last_mut() {
+                Some((_, to, n)) if v - (*to - 70_000) < 90_000 => {
+                    *to = v + 70_000;
+                    *n += 1;
+                }
+                _ => recordings.push((v - 20_000, v + 70_000, 1)),
+            }
+        }
+        let got: Vec<(i64, i64, usize)> = read(&outs[4])
+            .iter()
+            .map(|r| {
+                (
+                    r["recording_from"].as_i64().unwrap(),
+                    r["recording_to"].as_i64().unwrap(),
+                    r["violations"].as_u64().unwrap() as usize,
+                )
+            })
+            .collect();
+        assert_eq!(got, recordings);
         let power: Vec<(i64, f64)> = read(&outs[2])
             .iter()
             .map(|v| {
@@ -632,4 +680,195 @@ fn debs_query_2_matches_a_plain_recomputation() {
         }
     }
     assert!(violations_seen > 0, "the generated surges make violations");
+}
+
+/// Least squares (slope, intercept) by the two-pass formula.
+fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let slope = sxy / sxx;
+    (slope, my - slope * mx)
+}
+
+/// Query 1 of examples/debs2012 against a plain implementation of the same reading written
+/// here, on 26 hours of generated data (2 records a second, so that the 24-hour windows fill):
+/// the state changes of each sensor/valve pair, the delay of each valve change after the last
+/// sensor change, the alarms (newest delay over 1.01 x the 24-hour minimum) and the 24-hour
+/// least-squares trends.
+#[test]
+fn debs_query_1_matches_a_plain_implementation() {
+    let data = tmp("q1-generated.tsv");
+    let r = weir(
+        &[
+            "simulate",
+            "debs",
+            "--duration",
+            "26h",
+            "--rate",
+            "2",
+            "--seed",
+            "11",
+            "--output",
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+    // Plain: (ts ms, ts ns, bm05..bm10) per record.
+    let records: Vec<(i64, i64, [u8; 6])> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let c: Vec<&str> = line.trim_end().split('\t').collect();
+            let t = chrono::DateTime::parse_from_rfc3339(c[0]).unwrap();
+            let bm = [12, 13, 14, 15, 16, 17].map(|i| c[i].parse::<u8>().unwrap());
+            (t.timestamp_millis(), t.timestamp_nanos_opt().unwrap(), bm)
+        })
+        .collect();
+    let pairs = [
+        ("bm05-bm08", 0, 3),
+        ("bm06-bm09", 1, 4),
+        ("bm07-bm10", 2, 5),
+    ];
+    let day = 86_400_000i64;
+    let mut changes = 0;
+    // Per pair: (valve ts ms, delay ns).
+    let mut delays: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for (name, s, v) in pairs {
+        let mut last_sensor: Option<i64> = None;
+        for w in records.windows(2) {
+            let (prev, cur) = (&w[0].2, &w[1]);
+            let (sc, vc) = (prev[s] != cur.2[s], prev[v] != cur.2[v]);
+            assert!(!(sc && vc), "the generator never moves both in one record");
+            changes += usize::from(sc || vc);
+            if sc {
+                last_sensor = Some(cur.1);
+            }
+            if vc {
+                if let Some(at) = last_sensor.take() {
+                    delays.entry(name).or_default().push((cur.0, cur.1 - at));
+                }
+            }
+        }
+    }
+    // Alarms and trends over each delay's 24-hour window (t - 24 h, t].
+    let mut alarms = Vec::new();
+    let mut trends = Vec::new();
+    for (pair, ds) in &delays {
+        for (i, (t, d)) in ds.iter().enumerate() {
+            let window: Vec<&(i64, i64)> = ds[..=i].iter().filter(|(u, _)| *u > t - day).collect();
+            let min = window.iter().map(|w| w.1).min().unwrap();
+            if *d as f64 > 1.01 * min as f64 {
+                alarms.push((pair.to_string(), *t, *d, min));
+            }
+            if window.len() >= 2 {
+                let pts: Vec<(f64, f64)> =
+                    window.iter().map(|(u, d)| (*u as f64, *d as f64)).collect();
+                let (slope, intercept) = least_squares(&pts);
+                trends.push((
+                    pair.to_string(),
+                    *t,
+                    slope * 3.6e6,
+                    intercept + slope * (t - day) as f64,
+                ));
+            }
+        }
+    }
+    let n_delays: usize = delays.values().map(Vec::len).sum();
+    assert!(
+        n_delays > 3 * 26 * 60,
+        "{n_delays} delays: the pairs toggle every 20 to 60 s"
+    );
+    assert!(
+        !alarms.is_empty() && alarms.len() < n_delays,
+        "some delays raise alarms, not all"
+    );
+
+    let streams = ["q1_changes", "q1_delays", "q1_alarms", "q1_trend"];
+    let outs: Vec<PathBuf> = streams.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
+    let mut args = vec![
+        "run".to_owned(),
+        "examples/debs2012/debs.sql".to_owned(),
+        "examples/debs2012/query1.sql".to_owned(),
+        "--input".to_owned(),
+        format!("debs={}", data.display()),
+        "--input-format".to_owned(),
+        "debs=debs2012".to_owned(),
+    ];
+    for (s, p) in streams.iter().zip(&outs) {
+        args.extend(["--output".to_owned(), format!("{s}={}", p.display())]);
+    }
+    let r = weir(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let read = |p: &PathBuf| json_lines(&std::fs::read_to_string(p).unwrap());
+
+    assert_eq!(read(&outs[0]).len(), changes);
+    let mut got: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for d in read(&outs[1]) {
+        let pair = pairs.iter().find(|p| p.0 == d["pair"]).unwrap().0;
+        got.entry(pair)
+            .or_default()
+            .push((d["ts"].as_i64().unwrap(), d["delay_ns"].as_i64().unwrap()));
+    }
+    got.values_mut().for_each(|v| v.sort());
+    assert_eq!(got, delays);
+
+    let key = |r: &serde_json::Value| {
+        (
+            r["pair"].as_str().unwrap().to_owned(),
+            r["ts"].as_i64().unwrap(),
+        )
+    };
+    let mut got: Vec<(String, i64, i64, i64)> = read(&outs[2])
+        .iter()
+        .map(|a| {
+            let (p, t) = key(a);
+            (
+                p,
+                t,
+                a["delay_ns"].as_i64().unwrap(),
+                a["min_delay_ns_24h"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    alarms.sort();
+    assert_eq!(got, alarms);
+
+    let mut got: Vec<(String, i64, f64, f64)> = read(&outs[3])
+        .iter()
+        .filter(|t| !t["slope_ns_per_hour"].is_null())
+        .map(|t| {
+            let (p, ts) = key(t);
+            (
+                p,
+                ts,
+                t["slope_ns_per_hour"].as_f64().unwrap(),
+                t["intercept_ns"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    trends.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(got.len(), trends.len());
+    for (g, e) in got.iter().zip(&trends) {
+        assert_eq!((&g.0, g.1), (&e.0, e.1));
+        assert!(
+            (g.2 - e.2).abs() <= 1e-6 * e.2.abs().max(1.0),
+            "slope {g:?} vs {e:?}"
+        );
+        assert!(
+            (g.3 - e.3).abs() <= 1e-6 * e.3.abs().max(1e6),
+            "intercept {g:?} vs {e:?}"
+        );
+    }
+    // The delays grow about 5 % an hour: every pair's trend rises.
+    assert!(trends
+        .iter()
+        .filter(|t| t.1 > 1_329_929_188_967 + day)
+        .all(|t| t.2 > 0.0));
 }

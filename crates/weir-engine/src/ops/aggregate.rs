@@ -29,14 +29,64 @@ pub enum Acc {
     /// Earliest or latest by event time: (ts, value).
     First(Option<(i64, Value)>),
     Last(Option<(i64, Value)>),
-    Regr {
-        n: i64,
-        sx: f64,
-        sy: f64,
-        sxx: f64,
-        sxy: f64,
-    },
+    Regr(Regression),
     Collect(Vec<(i64, Value)>),
+}
+
+/// Least-squares sums over points shifted by the first point seen: x is often an epoch time
+/// (~1e12 ms), whose squares would swamp the variance in the unshifted sums.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Regression {
+    n: i64,
+    x0: f64,
+    y0: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+}
+
+impl Regression {
+    fn add(&mut self, x: f64, y: f64) {
+        if self.n == 0 {
+            (self.x0, self.y0) = (x, y);
+        }
+        let (dx, dy) = (x - self.x0, y - self.y0);
+        self.n += 1;
+        self.sx += dx;
+        self.sy += dy;
+        self.sxx += dx * dx;
+        self.sxy += dx * dy;
+    }
+
+    /// Adds another accumulator's points, re-shifted to this one's origin.
+    fn merge(&mut self, o: &Regression) {
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = o.clone();
+            return;
+        }
+        let (d, e, m) = (o.x0 - self.x0, o.y0 - self.y0, o.n as f64);
+        self.n += o.n;
+        self.sxx += o.sxx + 2.0 * d * o.sx + m * d * d;
+        self.sxy += o.sxy + d * o.sy + e * o.sx + m * d * e;
+        self.sx += o.sx + m * d;
+        self.sy += o.sy + m * e;
+    }
+
+    /// (slope, intercept), or `None` for fewer than two distinct x.
+    fn line(&self) -> Option<(f64, f64)> {
+        let n = self.n as f64;
+        let den = n * self.sxx - self.sx * self.sx;
+        if self.n < 2 || den == 0.0 {
+            return None;
+        }
+        let slope = (n * self.sxy - self.sx * self.sy) / den;
+        let (mx, my) = (self.x0 + self.sx / n, self.y0 + self.sy / n);
+        Some((slope, my - slope * mx))
+    }
 }
 
 /// An accumulator with its call's `DISTINCT` bookkeeping.
@@ -104,13 +154,7 @@ impl Acc {
             AggFunc::Percentile(_) => Acc::Values(Vec::new()),
             AggFunc::FirstValue => Acc::First(None),
             AggFunc::LastValue => Acc::Last(None),
-            AggFunc::RegrSlope | AggFunc::RegrIntercept => Acc::Regr {
-                n: 0,
-                sx: 0.0,
-                sy: 0.0,
-                sxx: 0.0,
-                sxy: 0.0,
-            },
+            AggFunc::RegrSlope | AggFunc::RegrIntercept => Acc::Regr(Regression::default()),
             AggFunc::Collect => Acc::Collect(Vec::new()),
         }
     }
@@ -185,19 +229,9 @@ impl Acc {
                     *cur = Some((ts, v.clone()));
                 }
             }
-            Acc::Regr {
-                n,
-                sx,
-                sy,
-                sxx,
-                sxy,
-            } => {
+            Acc::Regr(r) => {
                 if let (Some(y), Some(x)) = (v.as_f64(), args.get(1).and_then(Value::as_f64)) {
-                    *n += 1;
-                    *sx += x;
-                    *sy += y;
-                    *sxx += x * x;
-                    *sxy += x * y;
+                    r.add(x, y);
                 }
             }
             Acc::Collect(vs) => vs.push((ts, v.clone())),
@@ -254,28 +288,7 @@ impl Acc {
             (Acc::Values(a), Acc::Values(b)) => a.extend_from_slice(b),
             (me @ Acc::First(_), Acc::First(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
             (me @ Acc::Last(_), Acc::Last(Some((t, v)))) => me.add(std::slice::from_ref(v), *t),
-            (
-                Acc::Regr {
-                    n,
-                    sx,
-                    sy,
-                    sxx,
-                    sxy,
-                },
-                Acc::Regr {
-                    n: n2,
-                    sx: a,
-                    sy: b,
-                    sxx: c,
-                    sxy: d,
-                },
-            ) => {
-                *n += n2;
-                *sx += a;
-                *sy += b;
-                *sxx += c;
-                *sxy += d;
-            }
+            (Acc::Regr(a), Acc::Regr(b)) => a.merge(b),
             (Acc::Collect(a), Acc::Collect(b)) => {
                 a.extend(b.iter().cloned());
                 a.sort_by_key(|(t, _)| *t);
@@ -322,24 +335,11 @@ impl Acc {
                 _ => Value::Null,
             },
             Acc::First(v) | Acc::Last(v) => v.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
-            Acc::Regr {
-                n,
-                sx,
-                sy,
-                sxx,
-                sxy,
-            } => {
-                let n = *n as f64;
-                let den = n * sxx - sx * sx;
-                if n < 2.0 || den == 0.0 {
-                    return Value::Null;
-                }
-                let slope = (n * sxy - sx * sy) / den;
-                match f {
-                    AggFunc::RegrSlope => Value::Float(slope),
-                    _ => Value::Float((sy - slope * sx) / n),
-                }
-            }
+            Acc::Regr(r) => match (r.line(), f) {
+                (Some((slope, _)), AggFunc::RegrSlope) => Value::Float(slope),
+                (Some((_, intercept)), _) => Value::Float(intercept),
+                (None, _) => Value::Null,
+            },
             Acc::Collect(vs) => Value::Array(Arc::new(vs.iter().map(|(_, v)| v.clone()).collect())),
         }
     }
@@ -387,6 +387,25 @@ mod tests {
         }
         assert_eq!(a.result(AggFunc::RegrSlope), Value::Float(3.0));
         assert_eq!(a.result(AggFunc::RegrIntercept), Value::Float(1.0));
+    }
+
+    #[test]
+    fn regression_over_epoch_times_keeps_its_precision() {
+        // x in epoch ms of 2012, y a delay in ns growing 5 ns per second: naive sums of x^2
+        // would leave a handful of digits; the shifted sums, merged from two parts, keep them.
+        let (x0, slope, intercept) = (1_329_929_188_967.0, 5e-3, 5e8 - 5e-3 * 1_329_929_188_967.0);
+        let mut a = Acc::new(AggFunc::RegrSlope);
+        let mut b = Acc::new(AggFunc::RegrSlope);
+        for i in 0..2000 {
+            let x = x0 + 37_000.0 * i as f64;
+            let part = if i % 3 == 0 { &mut a } else { &mut b };
+            part.add(&[Value::Float(intercept + slope * x), Value::Float(x)], 0);
+        }
+        a.merge(&b);
+        let got = a.result(AggFunc::RegrSlope).as_f64().unwrap();
+        assert!((got - slope).abs() / slope < 1e-9, "slope {got}");
+        let at_x0 = a.result(AggFunc::RegrIntercept).as_f64().unwrap() + got * x0;
+        assert!((at_x0 - 5e8).abs() < 1e-6 * 5e8, "line at x0 {at_x0}");
     }
 
     #[test]

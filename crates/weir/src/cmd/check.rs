@@ -5,20 +5,24 @@ use std::process::ExitCode;
 use clap::Args;
 use weir_lang::plan::{Body, Input};
 
-/// Checks a rule file: every error at once, with line, column and a hint. Runs nothing.
+/// Checks rule files: every error at once, with line, column and a hint. Runs nothing.
+/// Several files are one program, each seeing the streams declared by those before it:
+///   weir check examples/debs2012/debs.sql examples/debs2012/query1.sql
 #[derive(Args)]
+#[command(verbatim_doc_comment)]
 pub struct CheckArgs {
-    /// The rule file (streaming SQL).
-    pub rules: String,
+    /// The rule files (streaming SQL).
+    #[arg(required = true)]
+    pub rules: Vec<String>,
 }
 
 pub fn run(a: CheckArgs) -> Result<ExitCode, String> {
-    let Some((_, program)) = super::load_rules(&a.rules)? else {
+    let Some(program) = super::load_rules(&a.rules)? else {
         return Ok(ExitCode::from(2));
     };
     println!(
         "{}: ok — {} stream(s), {} rule(s)",
-        a.rules,
+        a.rules.join(" "),
         program.streams.len(),
         program.rules.len()
     );

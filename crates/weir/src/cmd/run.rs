@@ -12,26 +12,34 @@ use weir_connectors::file::{FileConfig, FileSink, FileSource};
 use weir_connectors::DeadLetter;
 use weir_engine::{Dataflow, EngineConfig};
 
-/// Runs a rule file over files (or stdin) and writes the results as JSON lines.
+/// Runs rule files over files (or stdin) and writes the results as JSON lines.
 ///
-/// Every stream a rule reads needs an --input (JSON lines, or CSV for *.csv or format = 'csv');
-/// every stream a rule writes that no other rule reads goes to its --output, or to stdout.
+/// Several rule files are one program, each seeing the streams the files before it declare.
+/// Every stream a rule reads needs an --input (JSON lines, or CSV for *.csv, or the stream's
+/// format, or the one --input-format names); every stream a rule writes that no other rule
+/// reads goes to its --output, or to stdout.
 /// Malformed input lines never stop the run: they are counted and written, with the reason,
 /// to --dead-letter (or reported on stderr). Late events go to --late the same way.
 ///
 /// Example:
 ///   weir simulate readings --count 100000 | weir run examples/readings/tumbling_avg.sql --input readings=- --output avg_per_second=out.jsonl
+///   weir simulate debs --duration 10m | weir run examples/debs2012/debs.sql examples/debs2012/query1.sql --input debs=- --input-format debs=debs2012
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
-    /// The rule file (streaming SQL).
-    pub rules: String,
+    /// The rule files (streaming SQL).
+    #[arg(required = true)]
+    pub rules: Vec<String>,
     /// STREAM=PATH: read a stream from a file, `-` for stdin. Repeat for several streams.
     #[arg(long = "input", short = 'i', value_name = "STREAM=PATH")]
     pub inputs: Vec<String>,
     /// STREAM=PATH: write a stream to a file, `-` for stdout. Repeat for several streams.
     #[arg(long = "output", short = 'o', value_name = "STREAM=PATH")]
     pub outputs: Vec<String>,
+    /// STREAM=FORMAT: read that stream's input file as json, csv or debs2012, whatever the
+    /// stream declares (a stream declared for live JSON messages, read from a recording).
+    #[arg(long = "input-format", value_name = "STREAM=FORMAT")]
+    pub input_formats: Vec<String>,
     /// Write malformed input records here as JSON lines, with the reason.
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<String>,
@@ -106,9 +114,14 @@ impl SideOutput {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let Some((_, program)) = super::load_rules(&a.rules)? else {
+    let Some(program) = super::load_rules(&a.rules)? else {
         return Ok(ExitCode::from(2));
     };
+    let formats: Vec<(String, String)> = a
+        .input_formats
+        .iter()
+        .map(|b| split_binding(b))
+        .collect::<Result<_, _>>()?;
     let inputs: Vec<(String, String)> = a
         .inputs
         .iter()
@@ -158,9 +171,11 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
     // Open every file before anything runs, so a bad path fails fast.
     let mut sources = Vec::new();
     for (s, p) in &inputs {
-        let format = program
-            .stream(s)
-            .and_then(|d| d.options.get("format"))
+        let format = formats
+            .iter()
+            .find(|(f, _)| f.eq_ignore_ascii_case(s))
+            .map(|(_, f)| f)
+            .or_else(|| program.stream(s).and_then(|d| d.options.get("format")))
             .map(String::as_str);
         sources.push((
             s.clone(),

@@ -34,6 +34,10 @@ pub struct SimulateArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// For debs: records per second of event time (the machine sends about 100; fewer make
+    /// long spans small, e.g. a day of sensor/valve toggles for Query 1's 24-hour windows).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
     /// Where to write; standard output by default.
     #[arg(long, default_value = "-")]
     pub output: String,
@@ -66,7 +70,13 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
                 }
                 None => None,
             };
-            Debs::new(a.seed).write(&mut w, a.count, span_ns)
+            if !(a.rate > 0.0 && a.rate <= 100_000.0) {
+                return Err(format!(
+                    "--rate {} is not a rate: give 0 < records per second <= 100000",
+                    a.rate
+                ));
+            }
+            Debs::new(a.seed, a.rate).write(&mut w, a.count, span_ns)
         }
     };
     result
@@ -95,6 +105,8 @@ fn readings(w: &mut impl Write, count: u64, seed: u64) -> std::io::Result<()> {
 /// The DEBS 2012 generator's state: time, the three power phases, and the sensor/valve pairs.
 struct Debs {
     rng: ChaCha8Rng,
+    /// Mean nanoseconds between records.
+    interval: u64,
     /// Nanoseconds since the first record.
     t: u64,
     index: u64,
@@ -117,12 +129,13 @@ const DEBS_FLAGS: &str = "0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t1\t1\t0\t
 const SECOND: u64 = 1_000_000_000;
 
 impl Debs {
-    fn new(seed: u64) -> Debs {
+    fn new(seed: u64, rate: f64) -> Debs {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let next_toggle = [0, 1, 2].map(|_| rng.random_range(5 * SECOND..30 * SECOND));
         let next_surge = rng.random_range(60 * SECOND..300 * SECOND);
         Debs {
             rng,
+            interval: (1e9 / rate) as u64,
             t: 0,
             index: 2_556_001,
             mf: [13_056.0, 14_406.0, 8_119.0],
@@ -146,8 +159,9 @@ impl Debs {
     }
 
     fn step(&mut self) {
-        // About 100 records a second: 10 ms apart with jitter, as in the real data.
-        self.t += self.rng.random_range(6_000_000..14_000_000);
+        // 10 ms apart at the default rate, with jitter, as in the real data.
+        let i = self.interval;
+        self.t += self.rng.random_range(i * 6 / 10..i * 14 / 10);
         self.index += 1;
         let t = self.t;
         for k in 0..3 {
