@@ -22,8 +22,9 @@
 -- them in debs.sql).
 
 -- Stage 1: the state changes of each sensor/valve pair, one row per record in which the
--- sensor or the valve of the pair changed.
-CREATE STREAM q1_changes WITH (timestamp = 'ts', order = 'arrival');
+-- sensor or the valve of the pair changed. A node stamps each with the time it sends it
+-- (k_sent_ns, the paper's K_sentts; rcv_ns is its m2_rcvts): `weir bench debs` reads both.
+CREATE STREAM q1_changes WITH (timestamp = 'ts', order = 'arrival', sent_at = 'k_sent_ns');
 
 INSERT INTO q1_changes
 SELECT ts, ts_ns, rcv_ns, 'bm05-bm08' AS pair,

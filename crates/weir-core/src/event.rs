@@ -50,6 +50,11 @@ impl Row {
         self.fields.push((name, value));
     }
 
+    /// Keeps only the fields `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.fields.retain(|(k, _)| keep(k));
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &(Arc<str>, Value)> {
         self.fields.iter()
     }

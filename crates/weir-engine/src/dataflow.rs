@@ -14,7 +14,7 @@
 //! before it has been emitted and every operator has reported its state for that epoch.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
@@ -32,14 +32,21 @@ use crate::ops::pattern::PatternOp;
 use crate::ops::project::ProjectOp;
 use crate::ops::window::window_operator;
 
-/// What flows on a channel.
+/// What flows on a channel. A batch is shared by the consumers of its stream: each takes its
+/// own copy on its own thread (the last one takes the batch itself), so a stream read by many
+/// rules does not make its producer copy for all of them.
 #[derive(Debug, Clone)]
 pub enum Msg {
-    Data(Vec<Event>),
+    Data(Arc<Vec<Event>>),
     Watermark(i64),
     /// Checkpoint barrier of an epoch.
     Barrier(u64),
     End,
+}
+
+/// A shared batch as this consumer's own events.
+fn own(batch: Arc<Vec<Event>>) -> Vec<Event> {
+    Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone())
 }
 
 /// A message and the consumer-side slot (input × producer) it arrived on.
@@ -161,7 +168,7 @@ impl Publisher {
         let msg = match msg {
             Msg::Data(mut evs) if self.retime.is_some() => {
                 let col = self.retime.as_deref().unwrap_or_default();
-                for e in evs.iter_mut() {
+                for e in Arc::make_mut(&mut evs).iter_mut() {
                     if let Some(ts) = e.row.get(col).and_then(timestamp_of) {
                         e.ts = ts;
                     }
@@ -332,13 +339,56 @@ fn timestamp_of(v: &Value) -> Option<i64> {
 pub struct Stamp {
     def: Arc<StreamDef>,
     clock: Arc<dyn Clock>,
+    /// The fields some rule reads, when no rule reads them all: the rest are dropped here
+    /// rather than copied to every rule.
+    keep: Option<Arc<FieldSet>>,
+}
+
+/// A set of field names with a bit filter in front: most fields that are not in it are
+/// turned away by one bit test instead of string comparisons.
+struct FieldSet {
+    names: BTreeSet<Arc<str>>,
+    filter: [u64; 16],
+}
+
+impl FieldSet {
+    fn new(names: BTreeSet<Arc<str>>) -> FieldSet {
+        let mut filter = [0u64; 16];
+        for n in &names {
+            let h = Self::bit(n);
+            filter[h / 64] |= 1 << (h % 64);
+        }
+        FieldSet { names, filter }
+    }
+
+    /// A bit from the length and the first and last two bytes of a name.
+    fn bit(name: &str) -> usize {
+        let b = name.as_bytes();
+        let at = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
+        let n = b.len();
+        (n.wrapping_mul(131)
+            ^ at(0).wrapping_mul(31)
+            ^ at(n.wrapping_sub(1)).wrapping_mul(7)
+            ^ at(n.wrapping_sub(2)).wrapping_mul(193))
+            % 1024
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        let h = Self::bit(name);
+        self.filter[h / 64] & (1 << (h % 64)) != 0 && self.names.contains(name)
+    }
 }
 
 impl Stamp {
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
+        if let Some(keep) = &self.keep {
+            row.retain(|k| keep.contains(k));
+        }
         if let Some(field) = &self.def.received_at {
-            row.set(field, Value::Int(self.clock.now_ns()));
+            if self.keep.as_ref().is_none_or(|k| k.contains(field)) {
+                row.set(field, Value::Int(self.clock.now_ns()));
+            }
         }
         if let Some(cols) = &self.def.columns {
             for c in cols {
@@ -397,7 +447,7 @@ impl Ingest {
     pub fn flush(&mut self) {
         if !self.batch.is_empty() {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
-            self.publisher.send(Msg::Data(batch));
+            self.publisher.send(Msg::Data(Arc::new(batch)));
         }
         let wm = match self.stamp.def.time {
             TimeMode::Processing => self.stamp.clock.now_ms() - 1,
@@ -453,7 +503,7 @@ impl OutputStream {
                 Next::Msg(env) => env,
             };
             match env.msg {
-                Msg::Data(d) => return Some(Delivered::Events(d)),
+                Msg::Data(d) => return Some(Delivered::Events(own(d))),
                 Msg::Watermark(w) => {
                     self.tracker.watermark(env.slot, w);
                 }
@@ -544,6 +594,17 @@ pub fn chain_count(program: &Program, workers: usize) -> usize {
         .sum()
 }
 
+/// The fields of `stream` the program's rules read; `None` if one of them may read them all.
+fn fields_read(program: &Program, stream: &str) -> Option<BTreeSet<Arc<str>>> {
+    let mut all = BTreeSet::new();
+    for r in &program.rules {
+        if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(stream)) {
+            all.extend(r.fields_read()?);
+        }
+    }
+    Some(all)
+}
+
 /// The operator chain of one rule (one per worker).
 pub fn rule_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
     let first_input = program.stream(rule.inputs()[0]);
@@ -591,6 +652,18 @@ struct Runner {
 }
 
 impl Runner {
+    /// A batch other consumers hold too: the operator reads it without taking it.
+    fn data_shared(&mut self, input: usize, batch: &[Event]) {
+        self.stats
+            .events_in
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut out = Output::default();
+        for e in batch {
+            self.op.on_event_ref(input, e, &mut out);
+        }
+        self.publish(out);
+    }
+
     fn data(&mut self, input: usize, batch: Vec<Event>) {
         self.stats
             .events_in
@@ -641,7 +714,7 @@ impl Runner {
                 event,
             });
         }
-        self.out.send(Msg::Data(out.events));
+        self.out.send(Msg::Data(Arc::new(out.events)));
     }
 }
 
@@ -845,6 +918,10 @@ impl Dataflow {
             .zip(ingest_pubs)
             .map(|(def, publisher)| Ingest {
                 stamp: Stamp {
+                    keep: fields_read(program, &def.name).map(|mut f| {
+                        f.extend(def.timestamp.clone());
+                        Arc::new(FieldSet::new(f))
+                    }),
                     def: Arc::new(def),
                     clock: config.clock.clone(),
                 },
@@ -931,7 +1008,10 @@ fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
             Next::Msg(env) => env,
         };
         match env.msg {
-            Msg::Data(d) => runner.data(slots[env.slot], d),
+            Msg::Data(d) => match Arc::try_unwrap(d) {
+                Ok(batch) => runner.data(slots[env.slot], batch),
+                Err(shared) => runner.data_shared(slots[env.slot], &shared),
+            },
             Msg::Watermark(w) => {
                 if let Some(wm) = tracker.watermark(env.slot, w) {
                     runner.watermark(wm);
@@ -981,7 +1061,7 @@ fn run_router(
             Msg::Data(d) => {
                 let input = slots[env.slot];
                 let mut parts: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
-                for e in d {
+                for e in own(d) {
                     parts[route(&keys[input], &e.row, n)].push(e);
                 }
                 for (w, part) in parts.into_iter().enumerate() {

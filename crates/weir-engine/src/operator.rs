@@ -28,6 +28,12 @@ pub trait Operator: Send {
     fn on_event(&mut self, input: usize, event: Event, out: &mut Output);
 
     /// Event time has reached `wm`: no more events with `ts <= wm` are expected.
+    /// An event of a batch that other rules share: operators that only read their input
+    /// override this to spare the copy.
+    fn on_event_ref(&mut self, input: usize, event: &Event, out: &mut Output) {
+        self.on_event(input, event.clone(), out);
+    }
+
     fn on_watermark(&mut self, _wm: i64, _out: &mut Output) {}
 
     /// The input has ended: emit everything still held (open windows, pending matches).
@@ -98,15 +104,28 @@ impl Chain {
     }
 }
 
-impl Operator for Chain {
-    fn on_event(&mut self, input: usize, event: Event, out: &mut Output) {
-        let mut first = Output::default();
-        self.ops[0].on_event(input, event, &mut first);
+impl Chain {
+    /// Passes what the first stage made of an event through the rest.
+    fn after_first(&mut self, mut first: Output, out: &mut Output) {
         if !first.events.is_empty() {
             self.forward(0, &mut first, None, false);
         }
         out.events.append(&mut first.events);
         out.late.append(&mut first.late);
+    }
+}
+
+impl Operator for Chain {
+    fn on_event(&mut self, input: usize, event: Event, out: &mut Output) {
+        let mut first = Output::default();
+        self.ops[0].on_event(input, event, &mut first);
+        self.after_first(first, out);
+    }
+
+    fn on_event_ref(&mut self, input: usize, event: &Event, out: &mut Output) {
+        let mut first = Output::default();
+        self.ops[0].on_event_ref(input, event, &mut first);
+        self.after_first(first, out);
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {

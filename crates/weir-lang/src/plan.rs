@@ -1,7 +1,7 @@
 //! The logical plan: what a rule file means once parsed and checked. The engine builds its
 //! dataflow from these types only; it never sees SQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::diag::Pos;
@@ -114,6 +114,66 @@ impl Rule {
             Input::Join(j) => vec![j.left.as_str(), j.right.as_str()],
             Input::Pattern(p) => vec![p.stream.as_str()],
         }
+    }
+
+    /// The fields of its input rows this rule can read; `None` when it may read them all
+    /// (`SELECT *`). Lets the engine drop the others as events come in (projection pushdown);
+    /// joined names (`alias.field`) count for both forms, so the set may hold too much, never
+    /// too little.
+    pub fn fields_read(&self) -> Option<BTreeSet<Arc<str>>> {
+        let mut exprs: Vec<&Expr> = self.filter.iter().collect();
+        match &self.input {
+            Input::Stream(_) | Input::Join(_) => match &self.body {
+                Body::Project(p) => {
+                    for it in &p.items {
+                        match it {
+                            SelectItem::Star => return None,
+                            SelectItem::Expr(_, e) => exprs.push(e),
+                        }
+                    }
+                    exprs.extend(&p.partition);
+                    for c in &p.changes {
+                        exprs.push(&c.arg);
+                        exprs.extend(&c.default);
+                    }
+                }
+                Body::Aggregate(a) => {
+                    exprs.extend(&a.keys);
+                    exprs.extend(a.items.iter().map(|(_, e)| e));
+                    exprs.extend(&a.having);
+                    for c in &a.aggs {
+                        exprs.extend(&c.args);
+                        exprs.extend(&c.filter);
+                    }
+                }
+            },
+            // The body reads the measures, not the input.
+            Input::Pattern(p) => {
+                exprs.extend(&p.partition);
+                exprs.extend(p.defines.iter().flatten());
+                exprs.extend(p.measures.iter().map(|(_, e)| e));
+            }
+        }
+        if let Input::Join(j) = &self.input {
+            exprs.extend(&j.left_keys);
+            exprs.extend(&j.right_keys);
+            exprs.extend(&j.residual);
+        }
+        let mut names = BTreeSet::new();
+        for e in exprs {
+            e.clone().walk_mut(&mut |x| {
+                let name = match x {
+                    Expr::Field(n) => n,
+                    Expr::Pattern(r) => &r.field,
+                    _ => return,
+                };
+                if let Some((_, field)) = name.split_once('.') {
+                    names.insert(Arc::from(field));
+                }
+                names.insert(name.clone());
+            });
+        }
+        Some(names)
     }
 }
 

@@ -55,19 +55,38 @@ impl ProjectOp {
     }
 
     fn project(&self, ev: Event, slots: &[Value], out: &mut Output) {
+        if self.passes_through() {
+            if self.admits(&ev, slots) {
+                out.emit(ev);
+            }
+            return;
+        }
+        self.project_ref(&ev, slots, out);
+    }
+
+    fn admits(&self, ev: &Event, slots: &[Value]) -> bool {
         let scope = SlotScope {
             row: &ev.row,
             slots,
         };
-        if let Some(f) = &self.filter {
-            if !f.eval(&scope).is_true() {
-                return;
-            }
-        }
-        if self.passes_through() {
-            out.emit(ev);
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.eval(&scope).is_true())
+    }
+
+    /// Projects an event it only reads (copied only by `SELECT *`).
+    fn project_ref(&self, ev: &Event, slots: &[Value], out: &mut Output) {
+        if !self.admits(ev, slots) {
             return;
         }
+        if self.passes_through() {
+            out.emit(ev.clone());
+            return;
+        }
+        let scope = SlotScope {
+            row: &ev.row,
+            slots,
+        };
         let mut row = Row::with_capacity(self.items.len() + ev.row.len());
         for it in &self.items {
             match it {
@@ -145,6 +164,17 @@ impl Operator for ProjectOp {
             self.project(ev, &slots, out);
         } else {
             self.state.order.push(ev, out, "change functions");
+        }
+    }
+
+    fn on_event_ref(&mut self, input: usize, ev: &Event, out: &mut Output) {
+        if self.changes.is_empty() {
+            self.project_ref(ev, &[], out);
+        } else if self.arrival {
+            let slots = self.changes_for(ev);
+            self.project_ref(ev, &slots, out);
+        } else {
+            self.on_event(input, ev.clone(), out);
         }
     }
 

@@ -205,10 +205,12 @@ impl PaneWindows {
     }
 }
 
-impl Operator for PaneWindows {
-    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+impl PaneWindows {
+    /// Adds an event to its open windows; false when every one of them has closed (late),
+    /// or the filter keeps the event out (not late: nothing to report).
+    fn add(&mut self, ev: &Event, out: &mut Output) -> bool {
         if !self.core.admit_into(&ev.row, &mut self.key) {
-            return;
+            return true;
         }
         self.core.args_into(&ev.row, &mut self.args);
         let key = &self.key;
@@ -241,7 +243,13 @@ impl Operator for PaneWindows {
             }
             start -= self.slide;
         }
-        if !accepted {
+        accepted
+    }
+}
+
+impl Operator for PaneWindows {
+    fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+        if !self.add(&ev, out) {
             let wm = self.state.watermark.unwrap_or(i64::MIN);
             out.late(
                 ev,
@@ -253,6 +261,11 @@ impl Operator for PaneWindows {
         }
     }
 
+    fn on_event_ref(&mut self, input: usize, ev: &Event, out: &mut Output) {
+        if !self.add(ev, out) {
+            self.on_event(input, ev.clone(), out);
+        }
+    }
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
         let due: Vec<(i64, i64)> = self

@@ -10,8 +10,11 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-/// Measure weir: durable state, or a running rule through MQTT.
+/// Measure weir: the DEBS 2012 case, durable state, or a running rule through MQTT.
 ///
+///   weir bench debs --via engine --pace max --duration 1h --runs 5   (throughput, one process)
+///   weir bench debs --via embedded --pace original --duration 10m --plot debs.svg
+///   weir bench debs --via mqtt://127.0.0.1:1883 --pace original --duration 10m
 ///   weir bench state --events 20000000 --keys 1000000
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
@@ -27,6 +30,29 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The DEBS 2012 case end to end: generated records replayed into Query 1 and Query 2
+    /// (examples/debs2012), reporting seed paper 000's Av_SM, Av_TAT and Av_DV beside its
+    /// Table I, p50/p99/max, events/s and peak RSS, and a latency plot (SVG).
+    Debs {
+        /// Event time of generated data to replay (about 100 records a second).
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// original, max, or a speed-up factor such as 10.
+        #[arg(long, default_value = "original")]
+        pace: super::bench_debs::Pace,
+        /// engine (the rules alone in this process, for throughput), embedded (a node in this
+        /// process fed through its embedded topics) or mqtt://host:port (fed through a broker).
+        #[arg(long, default_value = "embedded")]
+        via: super::bench_debs::Via,
+        /// Runs to take the median of (engine only).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Where to write the latency plot (node runs).
+        #[arg(long)]
+        plot: Option<String>,
+    },
     /// What durable state costs: throughput of the engine-core benchmark queries with a
     /// checkpoint every second against none, checkpoint time and size, and the time to
     /// recover a rule holding --keys keys (bench/state.sh runs it on a release build).
@@ -154,7 +180,7 @@ async fn receive(
     seen
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+pub(super) fn bar(len: u64, what: &str) -> ProgressBar {
     let b = ProgressBar::new(len);
     b.set_style(
         ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"))
@@ -165,6 +191,26 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let (mode, broker) = match args.what {
+        BenchCommand::Debs {
+            duration,
+            seed,
+            pace,
+            via,
+            runs,
+            plot,
+        } => {
+            let duration_ms = weir_core::parse_duration(&duration)
+                .map_err(|e| format!("--duration '{duration}': {e}"))?;
+            super::bench_debs::run(super::bench_debs::DebsBench {
+                duration_ms,
+                seed,
+                pace,
+                via,
+                runs: runs.max(1),
+                plot,
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchCommand::State { events, keys, runs } => {
             super::bench_state::overhead(events, runs)?;
             super::bench_state::recovery(keys, runs)?;

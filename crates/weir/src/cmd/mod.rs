@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_debs;
 pub mod bench_state;
 pub mod check;
 pub mod client;

@@ -102,6 +102,14 @@ fn readings(w: &mut impl Write, count: u64, seed: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// DEBS 2012 records (the lines `weir simulate debs` writes) covering `span_ns` of event time.
+pub fn debs_lines(seed: u64, rate: f64, span_ns: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to memory cannot fail.
+    let _ = Debs::new(seed, rate).write(&mut out, 0, Some(span_ns));
+    out
+}
+
 /// The DEBS 2012 generator's state: time, the three power phases, and the sensor/valve pairs.
 struct Debs {
     rng: ChaCha8Rng,
