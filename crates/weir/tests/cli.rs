@@ -872,3 +872,79 @@ fn debs_query_1_matches_a_plain_implementation() {
         .filter(|t| t.1 > 1_329_929_188_967 + day)
         .all(|t| t.2 > 0.0));
 }
+
+/// `weir bench debs` runs the whole case: on the engine alone, and through a node in the
+/// process where every replayed record is read (delivery samples) and every state change of
+/// Query 1 carries its read and send stamps (turnaround samples).
+#[test]
+fn bench_debs_measures_the_whole_case() {
+    let r = weir(
+        &[
+            "bench",
+            "debs",
+            "--via",
+            "engine",
+            "--pace",
+            "max",
+            "--duration",
+            "30s",
+        ],
+        None,
+    );
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        out.contains("events/s") && out.contains("q1_changes"),
+        "{out}"
+    );
+
+    let plot = tmp("debs.svg");
+    let r = weir(
+        &[
+            "bench",
+            "debs",
+            "--via",
+            "embedded",
+            "--pace",
+            "max",
+            "--duration",
+            "3m",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        None,
+    );
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let field = |name: &str| -> usize {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    let messages = field("messages");
+    assert!(messages > 15_000, "{out}");
+    let samples = |name: &str| -> usize {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap();
+        let n = line
+            .rsplit('(')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        n.parse().unwrap()
+    };
+    assert_eq!(samples("delivery"), messages, "{out}");
+    assert!(samples("turnaround") > 0, "{out}");
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+}

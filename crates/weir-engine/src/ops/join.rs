@@ -36,15 +36,14 @@ impl JoinOp {
     }
 
     /// Whether a pair lies within the time bounds and passes the residual conditions.
-    fn pairs(&self, l: &Event, r: &Event) -> bool {
+    fn pairs(spec: &JoinSpec, l: &Event, r: &Event) -> bool {
         let d = r.ts - l.ts;
-        if d < self.spec.lower_ms || d > self.spec.upper_ms {
+        if d < spec.lower_ms || d > spec.upper_ms {
             return false;
         }
-        self.spec
-            .residual
+        spec.residual
             .as_ref()
-            .is_none_or(|c| c.eval(&self.joined(l, r).row).is_true())
+            .is_none_or(|c| c.eval(&Self::joined(spec, l, r).row).is_true())
     }
 
     /// Semi join: a left row goes out at once if a stored right row matches, else waits; a
@@ -53,7 +52,7 @@ impl JoinOp {
         if input == LEFT {
             let matched = self.state.sides[RIGHT]
                 .get(&key)
-                .is_some_and(|rs| rs.iter().any(|r| self.pairs(&ev, r)));
+                .is_some_and(|rs| rs.iter().any(|r| Self::pairs(&self.spec, &ev, r)));
             if matched {
                 out.emit(ev);
             } else {
@@ -61,20 +60,19 @@ impl JoinOp {
             }
             return;
         }
-        if let Some(waiting) = self.state.sides[LEFT].get(&key) {
-            let (hit, keep): (Vec<Event>, Vec<Event>) =
-                waiting.iter().cloned().partition(|l| self.pairs(l, &ev));
-            if !hit.is_empty() {
-                hit.into_iter().for_each(|l| out.emit(l));
-                *self.state.sides[LEFT].entry(&key, Vec::new) = keep;
-            }
+        if let Some(waiting) = self.state.sides[LEFT].get_mut(&key) {
+            let (hit, keep): (Vec<Event>, Vec<Event>) = std::mem::take(waiting)
+                .into_iter()
+                .partition(|l| Self::pairs(&self.spec, l, &ev));
+            *waiting = keep;
+            hit.into_iter().for_each(|l| out.emit(l));
         }
         self.state.sides[RIGHT].entry(&key, Vec::new).push(ev);
     }
 
-    fn joined(&self, l: &Event, r: &Event) -> Event {
+    fn joined(spec: &JoinSpec, l: &Event, r: &Event) -> Event {
         let mut row = Row::with_capacity(l.row.len() + r.row.len());
-        for (alias, ev) in [(&self.spec.left_alias, l), (&self.spec.right_alias, r)] {
+        for (alias, ev) in [(&spec.left_alias, l), (&spec.right_alias, r)] {
             for (k, v) in ev.row.iter() {
                 row.push(Arc::from(format!("{alias}.{k}")), v.clone());
             }
@@ -115,8 +113,8 @@ impl Operator for JoinOp {
         if let Some(partners) = self.state.sides[other].get(&key) {
             for p in partners {
                 let (l, r) = if input == LEFT { (&ev, p) } else { (p, &ev) };
-                if self.pairs(l, r) {
-                    out.emit(self.joined(l, r));
+                if Self::pairs(&self.spec, l, r) {
+                    out.emit(Self::joined(&self.spec, l, r));
                 }
             }
         }

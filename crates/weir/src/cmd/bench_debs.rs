@@ -295,9 +295,10 @@ async fn node(b: &DebsBench, rows: Vec<Row>) -> Result<(), String> {
         let mut m = Measured::default();
         let mut delivered = 0;
         let mut t0 = None;
-        while delivered < total {
-            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
-            else {
+        loop {
+            // Once every record is in, results still on their way get a second to arrive.
+            let wait = Duration::from_secs(if delivered < total { 10 } else { 1 });
+            let Ok(Some(msg)) = tokio::time::timeout(wait, rx.recv()).await else {
                 break;
             };
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else {
