@@ -50,9 +50,9 @@ impl Row {
         self.fields.push((name, value));
     }
 
-    /// Keeps only the fields `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.fields.retain(|(k, _)| keep(k));
+    /// Keeps only the fields `keep` says yes to; it may change their values on the way.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&str, &mut Value) -> bool) {
+        self.fields.retain_mut(|(k, v)| keep(k, v));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(Arc<str>, Value)> {

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use weir_core::{Clock, Event, Row, SystemClock, Value};
 use weir_lang::expr::Expr;
 use weir_lang::functions::parse_timestamp;
-use weir_lang::plan::{Body, Input, Program, Rule, StreamDef, TimeMode};
+use weir_lang::plan::{Body, Column, Input, Program, Rule, StreamDef, TimeMode};
 
 use crate::operator::{held_back, Chain, Operator, Output};
 use crate::ops::join::JoinOp;
@@ -342,6 +342,8 @@ pub struct Stamp {
     /// The fields some rule reads, when no rule reads them all: the rest are dropped here
     /// rather than copied to every rule.
     keep: Option<Arc<FieldSet>>,
+    /// The declared columns' names, to find them quickly in that pass.
+    declared: Option<Arc<FieldSet>>,
 }
 
 /// A set of field names with a bit filter in front: most fields that are not in it are
@@ -382,21 +384,39 @@ impl FieldSet {
 impl Stamp {
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
-        if let Some(keep) = &self.keep {
-            row.retain(|k| keep.contains(k));
+        let cast = |c: &Column, v: &mut Value| -> Result<(), String> {
+            if !c.ty.holds(v) {
+                *v = c.ty.cast(v).map_err(|e| format!("field {}: {e}", c.name))?;
+            }
+            Ok(())
+        };
+        match (&self.keep, &self.def.columns) {
+            // One pass: every declared column is still checked, then unread fields go.
+            (Some(keep), cols) => {
+                let mut bad = Ok(());
+                row.retain_mut(|k, v| {
+                    let declared = self.declared.as_ref().is_some_and(|d| d.contains(k));
+                    if let Some(c) = cols.iter().flatten().find(|c| declared && &*c.name == k) {
+                        if bad.is_ok() {
+                            bad = cast(c, v);
+                        }
+                    }
+                    keep.contains(k)
+                });
+                bad?;
+            }
+            (None, Some(cols)) => {
+                for c in cols {
+                    if let Some(v) = row.get_mut(&c.name) {
+                        cast(c, v)?;
+                    }
+                }
+            }
+            (None, None) => {}
         }
         if let Some(field) = &self.def.received_at {
             if self.keep.as_ref().is_none_or(|k| k.contains(field)) {
                 row.set(field, Value::Int(self.clock.now_ns()));
-            }
-        }
-        if let Some(cols) = &self.def.columns {
-            for c in cols {
-                if let Some(v) = row.get_mut(&c.name) {
-                    if !c.ty.holds(v) {
-                        *v = c.ty.cast(v).map_err(|e| format!("field {}: {e}", c.name))?;
-                    }
-                }
             }
         }
         let ts = match (self.def.time, &self.def.timestamp) {
@@ -921,6 +941,9 @@ impl Dataflow {
                     keep: fields_read(program, &def.name).map(|mut f| {
                         f.extend(def.timestamp.clone());
                         Arc::new(FieldSet::new(f))
+                    }),
+                    declared: def.columns.as_ref().map(|cols| {
+                        Arc::new(FieldSet::new(cols.iter().map(|c| c.name.clone()).collect()))
                     }),
                     def: Arc::new(def),
                     clock: config.clock.clone(),
