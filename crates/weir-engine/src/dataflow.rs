@@ -14,7 +14,7 @@
 //! before it has been emitted and every operator has reported its state for that epoch.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
@@ -341,26 +341,30 @@ pub struct Stamp {
     clock: Arc<dyn Clock>,
     /// The fields some rule reads, when no rule reads them all: the rest are dropped here
     /// rather than copied to every rule.
-    keep: Option<Arc<FieldSet>>,
-    /// The declared columns' names, to find them quickly in that pass.
-    declared: Option<Arc<FieldSet>>,
+    pruning: Option<Arc<Pruning>>,
 }
 
-/// A set of field names with a bit filter in front: most fields that are not in it are
-/// turned away by one bit test instead of string comparisons.
-struct FieldSet {
-    names: BTreeSet<Arc<str>>,
+/// What ingest does with each field name when some fields go unread: keep it or not, and
+/// which declared column checks it. A bit filter in front turns most other names away
+/// without string comparisons.
+struct Pruning {
+    fields: BTreeMap<Arc<str>, (bool, Option<usize>)>,
     filter: [u64; 16],
 }
 
-impl FieldSet {
-    fn new(names: BTreeSet<Arc<str>>) -> FieldSet {
+impl Pruning {
+    fn new(keep: BTreeSet<Arc<str>>, columns: &[Column]) -> Pruning {
+        let mut fields: BTreeMap<Arc<str>, (bool, Option<usize>)> =
+            keep.into_iter().map(|k| (k, (true, None))).collect();
+        for (i, c) in columns.iter().enumerate() {
+            fields.entry(c.name.clone()).or_insert((false, None)).1 = Some(i);
+        }
         let mut filter = [0u64; 16];
-        for n in &names {
+        for n in fields.keys() {
             let h = Self::bit(n);
             filter[h / 64] |= 1 << (h % 64);
         }
-        FieldSet { names, filter }
+        Pruning { fields, filter }
     }
 
     /// A bit from the length and the first and last two bytes of a name.
@@ -375,9 +379,13 @@ impl FieldSet {
             % 1024
     }
 
-    fn contains(&self, name: &str) -> bool {
+    /// (kept, declared column) for a field name.
+    fn get(&self, name: &str) -> (bool, Option<usize>) {
         let h = Self::bit(name);
-        self.filter[h / 64] & (1 << (h % 64)) != 0 && self.names.contains(name)
+        if self.filter[h / 64] & (1 << (h % 64)) == 0 {
+            return (false, None);
+        }
+        self.fields.get(name).copied().unwrap_or((false, None))
     }
 }
 
@@ -390,32 +398,30 @@ impl Stamp {
             }
             Ok(())
         };
-        match (&self.keep, &self.def.columns) {
+        let cols = self.def.columns.as_deref().unwrap_or_default();
+        match &self.pruning {
             // One pass: every declared column is still checked, then unread fields go.
-            (Some(keep), cols) => {
+            Some(p) => {
                 let mut bad = Ok(());
                 row.retain_mut(|k, v| {
-                    let declared = self.declared.as_ref().is_some_and(|d| d.contains(k));
-                    if let Some(c) = cols.iter().flatten().find(|c| declared && &*c.name == k) {
-                        if bad.is_ok() {
-                            bad = cast(c, v);
-                        }
+                    let (kept, column) = p.get(k);
+                    if let (Some(c), true) = (column, bad.is_ok()) {
+                        bad = cast(&cols[c], v);
                     }
-                    keep.contains(k)
+                    kept
                 });
                 bad?;
             }
-            (None, Some(cols)) => {
+            None => {
                 for c in cols {
                     if let Some(v) = row.get_mut(&c.name) {
                         cast(c, v)?;
                     }
                 }
             }
-            (None, None) => {}
         }
         if let Some(field) = &self.def.received_at {
-            if self.keep.as_ref().is_none_or(|k| k.contains(field)) {
+            if self.pruning.as_ref().is_none_or(|p| p.get(field).0) {
                 row.set(field, Value::Int(self.clock.now_ns()));
             }
         }
@@ -938,12 +944,9 @@ impl Dataflow {
             .zip(ingest_pubs)
             .map(|(def, publisher)| Ingest {
                 stamp: Stamp {
-                    keep: fields_read(program, &def.name).map(|mut f| {
+                    pruning: fields_read(program, &def.name).map(|mut f| {
                         f.extend(def.timestamp.clone());
-                        Arc::new(FieldSet::new(f))
-                    }),
-                    declared: def.columns.as_ref().map(|cols| {
-                        Arc::new(FieldSet::new(cols.iter().map(|c| c.name.clone()).collect()))
+                        Arc::new(Pruning::new(f, def.columns.as_deref().unwrap_or_default()))
                     }),
                     def: Arc::new(def),
                     clock: config.clock.clone(),
