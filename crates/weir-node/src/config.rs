@@ -34,6 +34,16 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// fdatasync every durable write (survives power loss, not only a crashed process).
     pub sync_writes: bool,
+    /// This node's name among the nodes of its control plane [default: the role and the port].
+    pub name: Option<String>,
+    /// The control plane to report to, `http://host:port`; none: this node is its own.
+    pub join: Option<String>,
+    /// The address other nodes reach this one at [default: http:// and `listen`].
+    pub advertise: Option<String>,
+    /// How often the node reports itself to its control plane, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// After how long without a report the control plane marks a node lost, in milliseconds.
+    pub lost_after_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +60,11 @@ impl Default for NodeConfig {
             outbox_capacity: 1_000_000,
             min_free_bytes: 64 << 20,
             sync_writes: false,
+            name: None,
+            join: None,
+            advertise: None,
+            heartbeat_ms: 1000,
+            lost_after_ms: 5000,
         }
     }
 }
@@ -89,6 +104,34 @@ impl NodeConfig {
         }
         if self.log_retention == 0 {
             problems.push("log_retention must be at least 1".to_owned());
+        }
+        if !(100..=60_000).contains(&self.heartbeat_ms) {
+            problems.push(format!(
+                "heartbeat_ms must be 100..=60000, not {}",
+                self.heartbeat_ms
+            ));
+        }
+        if self.lost_after_ms <= self.heartbeat_ms {
+            problems.push(format!(
+                "lost_after_ms ({}) must be longer than heartbeat_ms ({})",
+                self.lost_after_ms, self.heartbeat_ms
+            ));
+        }
+        for (key, url) in [("join", &self.join), ("advertise", &self.advertise)] {
+            if url.as_ref().is_some_and(|u| !u.starts_with("http://")) {
+                problems.push(format!("{key} must be an http://host:port address"));
+            }
+        }
+        if let Some(n) = &self.name {
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                problems.push(format!(
+                    "name '{n}' must be 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())

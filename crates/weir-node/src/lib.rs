@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod hub;
@@ -29,6 +30,7 @@ pub struct Running {
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     mqtt_task: Option<tokio::task::JoinHandle<()>>,
+    heartbeats: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,19 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
             })
             .await;
     });
-    tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, "weir node started");
+    let name = node
+        .config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", node.config.runtime, http_addr.port()));
+    let address = node
+        .config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let _ = node.name.set(name.clone());
+    let heartbeats = cluster::heartbeats(node.clone(), name.clone(), address);
+    tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, node = %name, "weir node started");
     Ok(Running {
         node,
         http: http_addr,
@@ -92,6 +106,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         shutdown: tx,
         server,
         mqtt_task,
+        heartbeats,
     })
 }
 
@@ -99,6 +114,7 @@ impl Running {
     /// Stops serving and stops every rule; the registry keeps their states for the next start.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
+        self.heartbeats.abort();
         if let Some(t) = self.mqtt_task {
             t.abort();
         }

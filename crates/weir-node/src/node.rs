@@ -141,6 +141,10 @@ pub struct Node {
     /// Journal subscriptions of installed durable rules: their logs keep filling while they
     /// are stopped, so they resume where they stopped.
     journals: std::sync::Mutex<HashMap<String, Vec<Subscription>>>,
+    /// The registry of nodes, when this node serves as their control plane.
+    pub members: crate::cluster::Members,
+    /// This node's name among its control plane's nodes.
+    pub name: std::sync::OnceLock<String>,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -169,6 +173,7 @@ impl Node {
             config.data_dir.join("checkpoints"),
             config.min_free_bytes,
         ));
+        let lost_after = std::time::Duration::from_millis(config.lost_after_ms);
         Ok(Arc::new(Node {
             config,
             hub,
@@ -181,6 +186,8 @@ impl Node {
                 failed: HashMap::new(),
             }),
             metrics: RwLock::new(BTreeMap::new()),
+            members: crate::cluster::Members::new(lost_after),
+            name: std::sync::OnceLock::new(),
         }))
     }
 

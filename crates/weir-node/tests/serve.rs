@@ -655,6 +655,8 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/rules/{id}/status",
         "/v1/rules/{id}/checkpoint",
         "/v1/rules/{id}/dead_letters",
+        "/v1/nodes",
+        "/v1/nodes/heartbeat",
         "/v1/templates",
         "/v1/templates/{name}",
         "/api/install",

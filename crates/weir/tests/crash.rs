@@ -5,6 +5,9 @@
 //! The exactly-once results must equal those of a run without failures, exactly; the
 //! at-least-once results must contain every one of them.
 
+mod common;
+use common::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,14 +42,6 @@ fn valves() -> Vec<Value> {
             |i| json!({"sensor": i % 4, "ts": 1_700_000_000_010i64 + i * 25, "open": (i / 12) % 2}),
         )
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {

@@ -59,6 +59,15 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn unavailable(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message,
+            problems: serde_json::Value::Null,
+        }
+    }
+
     fn internal(message: &str) -> ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -49,6 +49,8 @@ pub fn routes() -> Router<Arc<Node>> {
                 .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
         )
         .route("/v1/rules/{id}/dead_letters", get(tail_dead_letters))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/heartbeat", post(node_heartbeat))
         .route("/v1/templates", get(list_templates))
         .route("/v1/templates/{name}", post(instantiate_template))
 }
@@ -270,22 +272,77 @@ async fn tail_dead_letters(
     Ok(sse(&node, &[crate::rule::dead_letter_topic(&id)]))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct RuleBody {
     id: String,
     sql: String,
     #[serde(default)]
     options: RuleOptions,
+    /// The node to install on, by name; the control plane forwards the request to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 async fn create_rule(
     State(node): State<Arc<Node>>,
     body: Result<Json<RuleBody>, JsonRejection>,
-) -> Result<(axum::http::StatusCode, Json<RuleView>), ApiError> {
-    let Json(b) = body?;
+) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
+    let Json(mut b) = body?;
+    if let Some(target) = b.node.take().filter(|t| Some(t) != node.name.get()) {
+        return forward_install(&node, &target, &b).await;
+    }
     let view = node.install_rule(&b.id, &b.sql, b.options, None).await?;
-    Ok((axum::http::StatusCode::CREATED, Json(view)))
+    Ok((axum::http::StatusCode::CREATED, Json(json!(view))))
+}
+
+/// Installs a rule on another node of this control plane, answering with that node's answer.
+async fn forward_install(
+    node: &Node,
+    target: &str,
+    b: &RuleBody,
+) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
+    let member = node
+        .members
+        .get(target)
+        .ok_or_else(|| NodeError::NotFound {
+            kind: "node",
+            name: target.to_owned(),
+        })?;
+    if member.state != "up" {
+        return Err(ApiError::unavailable(format!(
+            "node '{target}' is lost: no report for {} ms",
+            member.last_seen_ms_ago
+        )));
+    }
+    let url = format!("{}/v1/rules", member.report.address);
+    let reply = reqwest::Client::new()
+        .post(&url)
+        .json(b)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("node '{target}' at {url}: {e}")))?;
+    let status = axum::http::StatusCode::from_u16(reply.status().as_u16())
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let body: Json_ = reply
+        .json()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("node '{target}' answered: {e}")))?;
+    Ok((status, Json(body)))
+}
+
+async fn list_nodes(State(node): State<Arc<Node>>) -> Json<Vec<crate::cluster::Member>> {
+    Json(node.members.list())
+}
+
+async fn node_heartbeat(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<crate::cluster::NodeReport>, JsonRejection>,
+) -> ApiResult<Json_> {
+    let Json(report) = body?;
+    node.members.heartbeat(report);
+    Ok(Json(json!({"ok": true})))
 }
 
 #[derive(Deserialize)]

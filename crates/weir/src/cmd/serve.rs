@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// sync_writes (fdatasync durable writes, default false: a killed process loses nothing,
     /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
     /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
-    /// disk, default 67108864).
+    /// disk, default 67108864), name, join, advertise, heartbeat_ms (default 1000),
+    /// lost_after_ms (default 5000).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
@@ -50,6 +51,20 @@ pub struct ServeArgs {
     /// Most rules the node holds [default: 1000].
     #[arg(long, env = "WEIR_MAX_RULES")]
     max_rules: Option<usize>,
+    /// This node's role: edge (one small node near the machines) or core.
+    #[arg(long, env = "WEIR_ROLE")]
+    role: Option<String>,
+    /// This node's name among the nodes of its control plane [default: ROLE-PORT].
+    #[arg(long, env = "WEIR_NAME")]
+    name: Option<String>,
+    /// The control plane to join, http://host:port of any node serving it; without it the
+    /// node is its own control plane. Nodes appear at /v1/nodes of the control plane, and
+    /// `POST /v1/rules` there with "node": NAME installs on that node.
+    #[arg(long, env = "WEIR_JOIN")]
+    join: Option<String>,
+    /// The address other nodes reach this one at [default: http://LISTEN].
+    #[arg(long, env = "WEIR_ADVERTISE")]
+    advertise: Option<String>,
     /// Log lines as JSON objects instead of text.
     #[arg(long, env = "WEIR_LOG_JSON")]
     log_json: bool,
@@ -88,6 +103,18 @@ impl ServeArgs {
         }
         if let Some(r) = self.max_rules {
             c.max_rules = r;
+        }
+        if let Some(r) = &self.role {
+            c.runtime = r.clone();
+        }
+        for (flag, slot) in [
+            (&self.name, &mut c.name),
+            (&self.join, &mut c.join),
+            (&self.advertise, &mut c.advertise),
+        ] {
+            if flag.is_some() {
+                slot.clone_from(flag);
+            }
         }
         c.validate()?;
         Ok(c)

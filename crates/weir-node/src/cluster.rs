@@ -1,0 +1,211 @@
+//! Nodes and the control plane (seed paper 002's registry of worker nodes). Every node reports
+//! itself — name, role, address, load, health — to the control plane it joined, once per
+//! heartbeat; a node that joined none is its own control plane. The control plane lists the
+//! nodes at `/v1/nodes`, marks one lost when its reports stop, and forwards rule installations
+//! to the node they name.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::Node;
+
+/// What a node says about itself in a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeReport {
+    pub name: String,
+    /// `edge` or `core`.
+    pub role: String,
+    /// Where its REST API answers, as `http://host:port`.
+    pub address: String,
+    pub load: Load,
+    /// `ok`, or what is wrong (a rule that failed, a connector that is down).
+    pub health: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Share of one core the process used since the previous report.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub rules: usize,
+    /// Events the node's rules read per second since the previous report.
+    pub events_per_s: f64,
+}
+
+/// A node as the control plane sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    #[serde(flatten)]
+    pub report: NodeReport,
+    /// `up`, or `lost` once no report came for `lost_after`.
+    pub state: &'static str,
+    pub last_seen_ms_ago: u64,
+}
+
+/// The control plane's registry of nodes.
+pub struct Members {
+    nodes: Mutex<BTreeMap<String, (NodeReport, Instant)>>,
+    lost_after: Duration,
+}
+
+impl Members {
+    pub fn new(lost_after: Duration) -> Members {
+        Members {
+            nodes: Mutex::new(BTreeMap::new()),
+            lost_after,
+        }
+    }
+
+    pub fn heartbeat(&self, report: NodeReport) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if !nodes.contains_key(&report.name) {
+            tracing::info!(node = %report.name, role = %report.role, address = %report.address, "node joined");
+        }
+        nodes.insert(report.name.clone(), (report, Instant::now()));
+    }
+
+    pub fn list(&self) -> Vec<Member> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .values()
+            .map(|(report, seen)| {
+                let ago = seen.elapsed();
+                Member {
+                    report: report.clone(),
+                    state: if ago > self.lost_after { "lost" } else { "up" },
+                    last_seen_ms_ago: ago.as_millis() as u64,
+                }
+            })
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Member> {
+        self.list().into_iter().find(|m| m.report.name == name)
+    }
+}
+
+/// CPU ticks of this process (user + system), from /proc (Linux; 0 elsewhere).
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Measures this node's load between two reports.
+struct Sampler {
+    at: Instant,
+    ticks: u64,
+    events: u64,
+}
+
+impl Sampler {
+    fn new(node: &Node) -> Sampler {
+        Sampler {
+            at: Instant::now(),
+            ticks: cpu_ticks(),
+            events: events_read(node),
+        }
+    }
+
+    async fn report(&mut self, node: &Node, name: &str, address: &str) -> NodeReport {
+        let (ticks, events) = (cpu_ticks(), events_read(node));
+        let secs = self.at.elapsed().as_secs_f64().max(1e-3);
+        // Linux counts CPU time in ticks of 1/100 s.
+        let cpu_percent = (ticks.saturating_sub(self.ticks)) as f64 / secs;
+        let events_per_s = events.saturating_sub(self.events) as f64 / secs;
+        *self = Sampler {
+            at: Instant::now(),
+            ticks,
+            events,
+        };
+        let rules = node.rules().await;
+        let failed: Vec<&str> = rules
+            .iter()
+            .filter(|r| r.last_error.is_some())
+            .map(|r| r.id.as_str())
+            .collect();
+        NodeReport {
+            name: name.to_owned(),
+            role: node.config.runtime.clone(),
+            address: address.to_owned(),
+            load: Load {
+                cpu_percent,
+                memory_bytes: rss_bytes(),
+                rules: rules.len(),
+                events_per_s,
+            },
+            health: if failed.is_empty() {
+                "ok".to_owned()
+            } else {
+                format!("rules failed: {}", failed.join(", "))
+            },
+        }
+    }
+}
+
+/// Events read by every rule's sources so far.
+fn events_read(node: &Node) -> u64 {
+    use std::sync::atomic::Ordering::Relaxed;
+    node.rule_metrics()
+        .iter()
+        .flat_map(|(_, m)| m.sources.iter())
+        .map(|s| s.events.load(Relaxed))
+        .sum()
+}
+
+/// Reports this node to its control plane every heartbeat, until the task is dropped.
+pub fn heartbeats(node: Arc<Node>, name: String, address: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(node.config.heartbeat_ms);
+        let http = reqwest::Client::builder()
+            .timeout(every.max(Duration::from_secs(1)))
+            .build()
+            .unwrap_or_default();
+        let mut sampler = Sampler::new(&node);
+        let mut tick = tokio::time::interval(every);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let report = sampler.report(&node, &name, &address).await;
+            let Some(join) = &node.config.join else {
+                node.members.heartbeat(report);
+                continue;
+            };
+            let url = format!("{}/v1/nodes/heartbeat", join.trim_end_matches('/'));
+            let sent = http.post(&url).json(&report).send().await;
+            match sent.map(|r| r.error_for_status()) {
+                Ok(Ok(_)) if failing => {
+                    failing = false;
+                    tracing::info!(control_plane = %join, "reporting to the control plane again");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) | Err(e) => {
+                    if !failing {
+                        tracing::warn!(control_plane = %join, error = %e, "heartbeat not delivered");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    })
+}
