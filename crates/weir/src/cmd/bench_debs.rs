@@ -114,17 +114,11 @@ fn records(b: &DebsBench) -> Result<Vec<Row>, String> {
 }
 
 fn program() -> Result<Program, String> {
-    let debs = weir_lang::compile(DEBS).map_err(|e| format!("debs.sql: {e:?}"))?;
-    let mut p = Program {
-        streams: debs.streams,
-        rules: Vec::new(),
-    };
-    for (name, text) in [("query1.sql", QUERY1), ("query2.sql", QUERY2)] {
-        let q = weir_lang::compile_with(text, &p.streams).map_err(|e| format!("{name}: {e:?}"))?;
-        p.streams = q.streams;
-        p.rules.extend(q.rules);
-    }
-    Ok(p)
+    super::compile_sources(&[
+        ("debs.sql", DEBS),
+        ("query1.sql", QUERY1),
+        ("query2.sql", QUERY2),
+    ])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -13,25 +13,45 @@ pub mod simulate;
 
 use weir_lang::Program;
 
-/// Reads and compiles rule files as one program: each file sees the streams the files before
-/// it declare (as rules on a node see its catalog), and the rules of all of them run together.
-/// On errors prints every diagnostic and returns `None`.
+/// Reads and compiles rule files as one program (see [`compile_sources`]). On errors prints
+/// every diagnostic and returns `None`.
 pub fn load_rules(paths: &[String]) -> Result<Option<Program>, String> {
-    let mut program = Program::default();
-    let mut failed = false;
+    let mut sources = Vec::new();
     for path in paths {
-        let source = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        match weir_lang::compile_with(&source, &program.streams) {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        sources.push((path.as_str(), text));
+    }
+    match compile_sources(&sources) {
+        Ok(p) => Ok(Some(p)),
+        Err(report) => {
+            eprint!("{report}");
+            Ok(None)
+        }
+    }
+}
+
+/// Compiles named rule texts as one program: each sees the streams the ones before it declare
+/// (as rules on a node see its catalog), and the rules of all of them run together. `Err`
+/// holds every diagnostic, rendered.
+pub fn compile_sources(sources: &[(&str, impl AsRef<str>)]) -> Result<Program, String> {
+    let mut program = Program::default();
+    let mut report = String::new();
+    for (name, text) in sources {
+        let text = text.as_ref();
+        match weir_lang::compile_with(text, &program.streams) {
             Ok(p) => {
                 program.streams = p.streams;
                 program.rules.extend(p.rules);
             }
             Err(d) => {
-                eprint!("{}", d.render(path, &source));
-                eprintln!("{path}: {} error(s); nothing was run", d.0.len());
-                failed = true;
+                report += &d.render(name, text);
+                report += &format!("{name}: {} error(s); nothing was run\n", d.0.len());
             }
         }
     }
-    Ok((!failed).then_some(program))
+    if report.is_empty() {
+        Ok(program)
+    } else {
+        Err(report)
+    }
 }
