@@ -54,6 +54,43 @@ fn debs_sample() -> PathBuf {
     .expect("the DEBS 2012 sample: set WEIR_SHARED_DATA to the shared data directory")
 }
 
+/// A DEBS 2012 file read plainly: per record its time stamp (epoch ns) and its 56 fields as
+/// they are written (field 0 is the time stamp text).
+fn debs_records(path: &Path) -> Vec<(i64, Vec<String>)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let c: Vec<String> = line.trim_end().split('\t').map(str::to_owned).collect();
+            let t = chrono::DateTime::parse_from_rfc3339(&c[0]).unwrap();
+            (t.timestamp_nanos_opt().unwrap(), c)
+        })
+        .collect()
+}
+
+/// Runs examples/debs2012/debs.sql with `query` over a DEBS 2012 file; the events of each of
+/// `streams`, in order.
+fn run_debs_query(query: &str, data: &Path, streams: &[&str]) -> Vec<Vec<serde_json::Value>> {
+    let outs: Vec<PathBuf> = streams.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
+    let mut args = vec![
+        "run".to_owned(),
+        "examples/debs2012/debs.sql".to_owned(),
+        format!("examples/debs2012/{query}"),
+        "--input".to_owned(),
+        format!("debs={}", data.display()),
+        "--input-format".to_owned(),
+        "debs=debs2012".to_owned(),
+    ];
+    for (s, p) in streams.iter().zip(&outs) {
+        args.extend(["--output".to_owned(), format!("{s}={}", p.display())]);
+    }
+    let r = weir(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    outs.iter()
+        .map(|p| json_lines(&std::fs::read_to_string(p).unwrap()))
+        .collect()
+}
+
 fn sample() -> Vec<serde_json::Value> {
     json_lines(&std::fs::read_to_string(repo().join(SAMPLE)).unwrap())
 }
@@ -526,15 +563,18 @@ fn debs_query_2_matches_a_plain_recomputation() {
     let sample = debs_sample();
     let mut violations_seen = 0;
     for data in [sample, generated] {
-        // Plain: bucket the records by second and by minute.
+        // Plain: (ms, mf01..mf03) per record, bucketed by second and by minute.
+        let records: Vec<(i64, [i64; 3])> = debs_records(&data)
+            .into_iter()
+            .map(|(ns, c)| {
+                let mf = [2, 3, 4].map(|i| c[i].parse::<i64>().unwrap());
+                (ns.div_euclid(1_000_000), mf)
+            })
+            .collect();
         let mut seconds: BTreeMap<i64, Vec<[f64; 3]>> = BTreeMap::new();
         let mut minutes: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-        for line in std::fs::read_to_string(&data).unwrap().lines() {
-            let c: Vec<&str> = line.trim_end().split('\t').collect();
-            let ms = chrono::DateTime::parse_from_rfc3339(c[0])
-                .unwrap()
-                .timestamp_millis();
-            let mf = [2, 3, 4].map(|i| c[i].parse::<f64>().unwrap());
+        for (ms, mf) in &records {
+            let mf = mf.map(|m| m as f64);
             seconds
                 .entry(ms.div_euclid(1000) * 1000)
                 .or_default()
@@ -544,17 +584,6 @@ fn debs_query_2_matches_a_plain_recomputation() {
                 .or_default()
                 .push(mf.iter().sum());
         }
-        let records: Vec<(i64, [i64; 3])> = std::fs::read_to_string(&data)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let c: Vec<&str> = line.trim_end().split('\t').collect();
-                let ms = chrono::DateTime::parse_from_rfc3339(c[0])
-                    .unwrap()
-                    .timestamp_millis();
-                (ms, [2, 3, 4].map(|i| c[i].parse::<i64>().unwrap()))
-            })
-            .collect();
         let per_second: Vec<(i64, [f64; 3], [f64; 3])> = seconds
             .iter()
             .map(|(s, rows)| {
@@ -570,31 +599,19 @@ fn debs_query_2_matches_a_plain_recomputation() {
                 (*s, s3.map(|x| x.0), s3.map(|x| x.1))
             })
             .collect();
-        let streams = [
-            "q2_seconds",
-            "q2_violations",
-            "q2_power",
-            "q2_recording",
-            "q2_recordings",
-        ];
-        let outs: Vec<PathBuf> = streams.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
-        let mut args = vec![
-            "run".to_owned(),
-            "examples/debs2012/debs.sql".to_owned(),
-            "examples/debs2012/query2.sql".to_owned(),
-            "--input".to_owned(),
-            format!("debs={}", data.display()),
-            "--input-format".to_owned(),
-            "debs=debs2012".to_owned(),
-        ];
-        for (s, p) in streams.iter().zip(&outs) {
-            args.extend(["--output".to_owned(), format!("{s}={}", p.display())]);
-        }
-        let r = weir(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let read = |p: &PathBuf| json_lines(&std::fs::read_to_string(p).unwrap());
+        let outs = run_debs_query(
+            "query2.sql",
+            &data,
+            &[
+                "q2_seconds",
+                "q2_violations",
+                "q2_power",
+                "q2_recording",
+                "q2_recordings",
+            ],
+        );
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
-        let got = read(&outs[0]);
+        let got = &outs[0];
         assert_eq!(got.len(), per_second.len());
         for (g, (start, avg, rv)) in got.iter().zip(&per_second) {
             assert_eq!(g["window_start"].as_i64(), Some(*start));
@@ -614,7 +631,7 @@ fn debs_query_2_matches_a_plain_recomputation() {
             .filter(|(_, _, rv)| rv.iter().any(|r| *r > 0.3))
             .map(|(s, _, _)| *s)
             .collect();
-        let violations: Vec<i64> = read(&outs[1])
+        let violations: Vec<i64> = outs[1]
             .iter()
             .map(|v| v["window_start"].as_i64().unwrap())
             .collect();
@@ -631,7 +648,7 @@ fn debs_query_2_matches_a_plain_recomputation() {
             })
             .cloned()
             .collect();
-        let mut got: Vec<(i64, [i64; 3])> = read(&outs[3])
+        let mut got: Vec<(i64, [i64; 3])> = outs[3]
             .iter()
             .map(|r| {
                 let mf = ["mf01", "mf02", "mf03"].map(|k| r[k].as_i64().unwrap());
@@ -650,7 +667,7 @@ fn debs_query_2_matches_a_plain_recomputation() {
                 _ => recordings.push((v - 20_000, v + 70_000, 1)),
             }
         }
-        let got: Vec<(i64, i64, usize)> = read(&outs[4])
+        let got: Vec<(i64, i64, usize)> = outs[4]
             .iter()
             .map(|r| {
                 (
@@ -661,7 +678,7 @@ fn debs_query_2_matches_a_plain_recomputation() {
             })
             .collect();
         assert_eq!(got, recordings);
-        let power: Vec<(i64, f64)> = read(&outs[2])
+        let power: Vec<(i64, f64)> = outs[2]
             .iter()
             .map(|v| {
                 (
@@ -719,14 +736,11 @@ fn debs_query_1_matches_a_plain_implementation() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 
     // Plain: (ts ms, ts ns, bm05..bm10) per record.
-    let records: Vec<(i64, i64, [u8; 6])> = std::fs::read_to_string(&data)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let c: Vec<&str> = line.trim_end().split('\t').collect();
-            let t = chrono::DateTime::parse_from_rfc3339(c[0]).unwrap();
+    let records: Vec<(i64, i64, [u8; 6])> = debs_records(&data)
+        .into_iter()
+        .map(|(ns, c)| {
             let bm = [12, 13, 14, 15, 16, 17].map(|i| c[i].parse::<u8>().unwrap());
-            (t.timestamp_millis(), t.timestamp_nanos_opt().unwrap(), bm)
+            (ns.div_euclid(1_000_000), ns, bm)
         })
         .collect();
     let pairs = [
@@ -788,27 +802,15 @@ fn debs_query_1_matches_a_plain_implementation() {
         "some delays raise alarms, not all"
     );
 
-    let streams = ["q1_changes", "q1_delays", "q1_alarms", "q1_trend"];
-    let outs: Vec<PathBuf> = streams.iter().map(|n| tmp(&format!("{n}.jsonl"))).collect();
-    let mut args = vec![
-        "run".to_owned(),
-        "examples/debs2012/debs.sql".to_owned(),
-        "examples/debs2012/query1.sql".to_owned(),
-        "--input".to_owned(),
-        format!("debs={}", data.display()),
-        "--input-format".to_owned(),
-        "debs=debs2012".to_owned(),
-    ];
-    for (s, p) in streams.iter().zip(&outs) {
-        args.extend(["--output".to_owned(), format!("{s}={}", p.display())]);
-    }
-    let r = weir(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let read = |p: &PathBuf| json_lines(&std::fs::read_to_string(p).unwrap());
+    let outs = run_debs_query(
+        "query1.sql",
+        &data,
+        &["q1_changes", "q1_delays", "q1_alarms", "q1_trend"],
+    );
 
-    assert_eq!(read(&outs[0]).len(), changes);
+    assert_eq!(outs[0].len(), changes);
     let mut got: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-    for d in read(&outs[1]) {
+    for d in &outs[1] {
         let pair = pairs.iter().find(|p| p.0 == d["pair"]).unwrap().0;
         got.entry(pair)
             .or_default()
@@ -823,7 +825,7 @@ fn debs_query_1_matches_a_plain_implementation() {
             r["ts"].as_i64().unwrap(),
         )
     };
-    let mut got: Vec<(String, i64, i64, i64)> = read(&outs[2])
+    let mut got: Vec<(String, i64, i64, i64)> = outs[2]
         .iter()
         .map(|a| {
             let (p, t) = key(a);
@@ -839,7 +841,7 @@ fn debs_query_1_matches_a_plain_implementation() {
     alarms.sort();
     assert_eq!(got, alarms);
 
-    let mut got: Vec<(String, i64, f64, f64)> = read(&outs[3])
+    let mut got: Vec<(String, i64, f64, f64)> = outs[3]
         .iter()
         .filter(|t| !t["slope_ns_per_hour"].is_null())
         .map(|t| {
