@@ -342,6 +342,8 @@ pub struct Stamp {
     /// The fields some rule reads, when no rule reads them all: the rest are dropped here
     /// rather than copied to every rule.
     pruning: Option<Arc<Pruning>>,
+    /// The stream's `received_at` field, when some rule reads it.
+    received_at: Option<Arc<str>>,
 }
 
 /// What ingest does with each field name when some fields go unread: keep it or not, and
@@ -390,6 +392,24 @@ impl Pruning {
 }
 
 impl Stamp {
+    /// The stamp of input stream `def` of `program`: it drops the fields no rule reads.
+    fn new(program: &Program, def: StreamDef, clock: Arc<dyn Clock>) -> Stamp {
+        let pruning = fields_read(program, &def.name).map(|mut f| {
+            f.extend(def.timestamp.clone());
+            Arc::new(Pruning::new(f, def.columns.as_deref().unwrap_or_default()))
+        });
+        let received_at = def
+            .received_at
+            .clone()
+            .filter(|f| pruning.as_ref().is_none_or(|p| p.get(f).0));
+        Stamp {
+            def: Arc::new(def),
+            clock,
+            pruning,
+            received_at,
+        }
+    }
+
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
         let cast = |c: &Column, v: &mut Value| -> Result<(), String> {
@@ -420,10 +440,8 @@ impl Stamp {
                 }
             }
         }
-        if let Some(field) = &self.def.received_at {
-            if self.pruning.as_ref().is_none_or(|p| p.get(field).0) {
-                row.set(field, Value::Int(self.clock.now_ns()));
-            }
+        if let Some(field) = &self.received_at {
+            row.set(field, Value::Int(self.clock.now_ns()));
         }
         let ts = match (self.def.time, &self.def.timestamp) {
             (TimeMode::Event, Some(col)) => match row.get(col) {
@@ -943,14 +961,7 @@ impl Dataflow {
             .into_iter()
             .zip(ingest_pubs)
             .map(|(def, publisher)| Ingest {
-                stamp: Stamp {
-                    pruning: fields_read(program, &def.name).map(|mut f| {
-                        f.extend(def.timestamp.clone());
-                        Arc::new(Pruning::new(f, def.columns.as_deref().unwrap_or_default()))
-                    }),
-                    def: Arc::new(def),
-                    clock: config.clock.clone(),
-                },
+                stamp: Stamp::new(program, def, config.clock.clone()),
                 publisher,
                 batch: Vec::with_capacity(config.batch_size),
                 batch_size: config.batch_size,

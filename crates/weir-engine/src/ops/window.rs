@@ -247,25 +247,33 @@ impl PaneWindows {
     }
 }
 
+impl PaneWindows {
+    fn late(&self, ev: Event, out: &mut Output) {
+        let wm = self.state.watermark.unwrap_or(i64::MIN);
+        out.late(
+            ev,
+            format!(
+                "its windows closed: watermark {wm}, allowed lateness {} ms",
+                self.lateness
+            ),
+        );
+    }
+}
+
 impl Operator for PaneWindows {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
         if !self.add(&ev, out) {
-            let wm = self.state.watermark.unwrap_or(i64::MIN);
-            out.late(
-                ev,
-                format!(
-                    "its windows closed: watermark {wm}, allowed lateness {} ms",
-                    self.lateness
-                ),
-            );
+            self.late(ev, out);
         }
     }
 
-    fn on_event_ref(&mut self, input: usize, ev: &Event, out: &mut Output) {
+    /// Only a late event is copied (to the late output).
+    fn on_event_ref(&mut self, _input: usize, ev: &Event, out: &mut Output) {
         if !self.add(ev, out) {
-            self.on_event(input, ev.clone(), out);
+            self.late(ev.clone(), out);
         }
     }
+
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
         let due: Vec<(i64, i64)> = self
