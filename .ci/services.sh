@@ -20,4 +20,13 @@ start redis 6379 redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 
 start rabbitmq 5672 rabbitmq-server -detached
 start mosquitto 1883 mosquitto -d -c /etc/mosquitto/mosquitto.conf
 start nats 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+# The Kafka tests start their own broker: tansu, a Kafka-protocol broker from crates.io. A build
+# from scratch takes about 20 minutes here, so the binary is kept in cargo's bin directory,
+# where later runs on this machine find it.
+if command -v tansu >/dev/null 2>&1; then
+  echo "tansu: $(command -v tansu)"
+else
+  echo "tansu: installing (cargo install tansu --features dynostore; about 20 minutes)"
+  cargo install tansu --version 0.6.0 --features dynostore --locked || echo "tansu: install failed; the Kafka tests will fail" >&2
+fi
 exit 0

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::amqp::AmqpConfig;
 use crate::file::FileConfig;
 use crate::http::HttpConfig;
+use crate::kafka::KafkaConfig;
 use crate::live::{Health, PayloadRx, PayloadTx};
 use crate::mqtt::MqttConfig;
 use crate::nats::NatsConfig;
@@ -26,7 +27,7 @@ pub enum Endpoint {
     /// Webhook sink; as a source, events arrive by HTTP ingest.
     Http(HttpConfig),
     File(FileConfig),
-    Kafka,
+    Kafka(KafkaConfig),
 }
 
 impl Endpoint {
@@ -55,16 +56,17 @@ impl Endpoint {
                 Ok(c) => Endpoint::File(c),
                 Err(e) => {
                     o.problems.push(e.to_string());
-                    Endpoint::Kafka
+                    Endpoint::Embedded {
+                        topic: stream.to_owned(),
+                    }
                 }
             },
-            "kafka" => {
-                o.problems.push("the kafka connector is not available on this node yet (it arrives with the core runtime); use mqtt, amqp or nats".to_owned());
-                Endpoint::Kafka
-            }
+            "kafka" => Endpoint::Kafka(KafkaConfig::from_opts(stream, &mut o)),
             other => {
                 o.problems.push(format!("unknown connector '{other}'"));
-                Endpoint::Kafka
+                Endpoint::Embedded {
+                    topic: stream.to_owned(),
+                }
             }
         };
         if o.problems.is_empty() {
@@ -77,6 +79,16 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint as rule `rule` uses it: settings whose default depends on the rule filled
+    /// in (a Kafka source's consumer group, `weir-<rule>-<stream>`).
+    pub fn for_rule(mut self, rule: &str, stream: &str) -> Endpoint {
+        if let Endpoint::Kafka(c) = &mut self {
+            c.group
+                .get_or_insert_with(|| format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
+        }
+        self
+    }
+
     /// The connector's name as written in `WITH (connector = ...)`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -86,7 +98,7 @@ impl Endpoint {
             Endpoint::Nats(_) => "nats",
             Endpoint::Http(_) => "http",
             Endpoint::File(_) => "file",
-            Endpoint::Kafka => "kafka",
+            Endpoint::Kafka(_) => "kafka",
         }
     }
 
@@ -97,12 +109,13 @@ impl Endpoint {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
+            Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_source(
                 c.clone(),
                 tx,
                 health,
             ))),
-            Endpoint::Embedded { .. } | Endpoint::Http(_) | Endpoint::Kafka => None,
+            Endpoint::Embedded { .. } | Endpoint::Http(_) => None,
         }
     }
 
@@ -113,13 +126,14 @@ impl Endpoint {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Http(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_sink(
                 c.clone(),
                 rx,
                 health,
             ))),
-            Endpoint::Embedded { .. } | Endpoint::Kafka => None,
+            Endpoint::Embedded { .. } => None,
         }
     }
 
@@ -130,9 +144,8 @@ impl Endpoint {
             Endpoint::Mqtt(c) => c.check().await.map_err(unreachable),
             Endpoint::Amqp(c) => c.check().await.map_err(unreachable),
             Endpoint::Nats(c) => c.check().await.map_err(unreachable),
-            Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } | Endpoint::Kafka => {
-                Ok(())
-            }
+            Endpoint::Kafka(c) => c.check().await.map_err(unreachable),
+            Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } => Ok(()),
         }
     }
 }
@@ -238,9 +251,30 @@ mod tests {
         for part in ["'qos' = '3'", "url scheme 'http'", "'topic' is required"] {
             assert!(err.contains(part), "{part} missing from {err}");
         }
-        let err = Endpoint::from_options("s", &opts(&[("connector", "kafka"), ("topic", "t")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not available"), "{err}");
+        let err =
+            Endpoint::from_options("s", &opts(&[("connector", "kafka"), ("partitions", "0")]))
+                .unwrap_err()
+                .to_string();
+        for part in ["'topic' is required", "'partitions' = '0'"] {
+            assert!(err.contains(part), "{part} missing from {err}");
+        }
+        let kafka = Endpoint::from_options(
+            "Src",
+            &opts(&[
+                ("connector", "kafka"),
+                ("url", "kafka://k:9093"),
+                ("topic", "t"),
+            ]),
+        )
+        .unwrap()
+        .for_rule("r1", "Src");
+        match kafka {
+            Endpoint::Kafka(c) => {
+                assert_eq!(c.brokers, "k:9093");
+                // One consumer group per rule and stream unless the stream names one.
+                assert_eq!(c.group.as_deref(), Some("weir-r1-src"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

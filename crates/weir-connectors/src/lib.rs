@@ -11,6 +11,7 @@ pub mod debs;
 pub mod endpoint;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod live;
 pub mod mqtt;
 pub mod nats;

@@ -43,10 +43,14 @@ impl PayloadTx {
         self.send_numbered(payload, None).await
     }
 
-    /// Like [`PayloadTx::send`] for a message its broker numbers (a JetStream stream sequence):
-    /// a durable log takes each number once, so a message redelivered after a crash is not
-    /// stored twice.
-    pub async fn send_numbered(&self, payload: Bytes, seq: Option<u64>) -> Result<(), Closed> {
+    /// Like [`PayloadTx::send`] for a message its broker numbers within a part (a JetStream
+    /// stream sequence in part `""`, a Kafka offset in its partition's part): a durable log
+    /// takes each number once, so a message redelivered after a crash is not stored twice.
+    pub async fn send_numbered(
+        &self,
+        payload: Bytes,
+        seq: Option<(&str, u64)>,
+    ) -> Result<(), Closed> {
         match self {
             PayloadTx::Channel(tx) => tx.send(payload).await.map_err(|_| Closed),
             PayloadTx::Log(d) => loop {
@@ -81,12 +85,12 @@ impl PayloadTx {
 
 impl DurableInput {
     /// One attempt; `Ok(false)` when the store refused (full disk), which health shows.
-    fn try_append(&self, payload: &Bytes, seq: Option<u64>) -> Result<bool, Closed> {
+    fn try_append(&self, payload: &Bytes, seq: Option<(&str, u64)>) -> Result<bool, Closed> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Closed);
         }
         let stored = match seq {
-            Some(seq) => self.log.append_numbered(payload.clone(), seq),
+            Some((part, seq)) => self.log.append_numbered(payload.clone(), part, seq),
             None => self.log.append(std::slice::from_ref(payload)).map(|_| ()),
         };
         match stored {

@@ -141,7 +141,7 @@ pub struct OperatorSnapshot {
     pub epoch: u64,
     /// Which chain: rules in program order, then workers in order (see [`Dataflow::chains`]).
     pub index: usize,
-    pub state: serde_json::Value,
+    pub state: crate::state::Snapshot,
 }
 
 /// Live counters of one rule.
@@ -788,7 +788,7 @@ impl Dataflow {
         inputs: &[String],
         outputs: &[String],
         config: EngineConfig,
-        restore: Option<Vec<serde_json::Value>>,
+        restore: Option<Vec<crate::state::Snapshot>>,
     ) -> Result<Dataflow, BuildError> {
         config.validate()?;
         let find = |name: &str| {
@@ -915,7 +915,7 @@ impl Dataflow {
                     op.set_state_ttl(ttl);
                 }
                 if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
-                    op.restore(state)
+                    op.restore(&state)
                         .map_err(|e| BuildError::Restore(format!("rule {}: {e}", rule.name)))?;
                 }
                 runners.push(Runner {

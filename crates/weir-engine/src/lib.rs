@@ -12,3 +12,4 @@ pub use dataflow::{
     EngineConfig, Ingest, LateEvent, OperatorSnapshot, OutputStream, RuleStats, Stamp,
 };
 pub use operator::{Operator, Output};
+pub use state::Snapshot;

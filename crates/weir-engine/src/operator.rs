@@ -53,11 +53,11 @@ pub trait Operator: Send {
     }
 
     /// The operator's state, for checkpoints and moves.
-    fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn snapshot(&self) -> crate::state::Snapshot {
+        crate::state::empty_snapshot()
     }
 
-    fn restore(&mut self, _snapshot: serde_json::Value) -> Result<(), StateError> {
+    fn restore(&mut self, _snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
         Ok(())
     }
 }
@@ -154,16 +154,14 @@ impl Operator for Chain {
         self.ops.iter().map(|o| o.watermark_delay()).sum()
     }
 
-    fn snapshot(&self) -> serde_json::Value {
-        serde_json::Value::Array(self.ops.iter().map(|o| o.snapshot()).collect())
+    fn snapshot(&self) -> crate::state::Snapshot {
+        let parts: Vec<crate::state::Snapshot> = self.ops.iter().map(|o| o.snapshot()).collect();
+        crate::state::to_snapshot(&parts)
     }
 
-    fn restore(&mut self, snapshot: serde_json::Value) -> Result<(), StateError> {
-        let serde_json::Value::Array(parts) = snapshot else {
-            return Err(StateError::Incompatible(
-                "a chain snapshot is a list".into(),
-            ));
-        };
+    fn restore(&mut self, snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
+        let parts: Vec<&serde_json::value::RawValue> = crate::state::from_snapshot(snapshot)
+            .map_err(|_| StateError::Incompatible("a chain snapshot is a list".into()))?;
         if parts.len() != self.ops.len() {
             return Err(StateError::Incompatible(format!(
                 "{} stages in the snapshot, {} in the rule",

@@ -148,23 +148,38 @@ impl<K: Ord + Clone> Timers<K> {
     }
 }
 
-/// Snapshot helpers shared by all operators.
-pub fn to_snapshot<T: Serialize>(t: &T) -> serde_json::Value {
-    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+/// An operator's state in its saved form: JSON text, kept as text from the operator to the
+/// checkpoint file and back. Without a tree of values in between, a million keys are saved and
+/// restored several times faster (checkpoints, recoveries and moves).
+pub type Snapshot = Box<serde_json::value::RawValue>;
+
+/// The snapshot of an operator without state.
+pub fn empty_snapshot() -> Snapshot {
+    serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
-pub fn from_snapshot<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, StateError> {
-    serde_json::from_value(v).map_err(|e| StateError::Incompatible(e.to_string()))
+/// Snapshot helpers shared by all operators.
+pub fn to_snapshot<T: Serialize>(t: &T) -> Snapshot {
+    serde_json::value::to_raw_value(t).unwrap_or_else(|_| empty_snapshot())
+}
+
+pub fn from_snapshot<'a, T: serde::Deserialize<'a>>(
+    s: &'a serde_json::value::RawValue,
+) -> Result<T, StateError> {
+    serde_json::from_str(s.get()).map_err(|e| StateError::Incompatible(e.to_string()))
 }
 
 /// The `snapshot` and `restore` hooks of an operator whose whole state is one serialisable field.
 macro_rules! state_hooks {
     ($field:ident) => {
-        fn snapshot(&self) -> serde_json::Value {
+        fn snapshot(&self) -> $crate::state::Snapshot {
             $crate::state::to_snapshot(&self.$field)
         }
 
-        fn restore(&mut self, s: serde_json::Value) -> Result<(), $crate::state::StateError> {
+        fn restore(
+            &mut self,
+            s: &serde_json::value::RawValue,
+        ) -> Result<(), $crate::state::StateError> {
             self.$field = $crate::state::from_snapshot(s)?;
             Ok(())
         }
@@ -208,7 +223,7 @@ mod tests {
         *s.entry(&vec![Value::Int(1)], || 0) += 5;
         *s.entry(&vec![Value::str("a")], || 0) += 2;
         let snap = to_snapshot(&s);
-        let back: KeyedState<Key, i64> = from_snapshot(snap).unwrap();
+        let back: KeyedState<Key, i64> = from_snapshot(&snap).unwrap();
         assert_eq!(back.get(&vec![Value::Int(1)]), Some(&5));
         assert_eq!(back.len(), 2);
     }
@@ -224,7 +239,7 @@ mod tests {
         assert!(s.get(&1).is_none() && s.get(&2).is_some());
         // The next sweep waits for a quarter of the TTL.
         assert_eq!(s.expire(1100, 500), 0);
-        let back: KeyedState<i64, i64> = from_snapshot(to_snapshot(&s)).unwrap();
+        let back: KeyedState<i64, i64> = from_snapshot(&to_snapshot(&s)).unwrap();
         assert_eq!(back.len(), 2);
     }
 

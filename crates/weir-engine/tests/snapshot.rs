@@ -41,7 +41,7 @@ fn check(sql: &str, evs: Vec<(usize, Event)>) {
         drop(first);
         let mut second = rule_operator(&program, rule);
         second
-            .restore(serde_json::from_str(&text).unwrap())
+            .restore(&serde_json::from_str::<Box<serde_json::value::RawValue>>(&text).unwrap())
             .unwrap();
         drive(second.as_mut(), &evs[cut..], &mut got);
         second.on_end(&mut got);
@@ -163,7 +163,7 @@ fn drive_flow(
     a: &[Row],
     b: &[Row],
     barrier: bool,
-) -> (Vec<String>, Vec<serde_json::Value>) {
+) -> (Vec<String>, Vec<weir_engine::Snapshot>) {
     use weir_engine::Delivered;
     let snaps = flow.take_snapshots().unwrap();
     let chains = flow.chains();

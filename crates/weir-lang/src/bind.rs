@@ -71,7 +71,10 @@ pub const CONNECTORS: &[(&str, &[&str])] = &[
         "nats",
         &["url", "topic", "subject", "queue", "stream", "durable"],
     ),
-    ("kafka", &["url", "topic", "group", "partitions"]),
+    (
+        "kafka",
+        &["url", "brokers", "topic", "group", "partitions", "key"],
+    ),
     ("http", &["url", "method"]),
     ("file", &["path"]),
 ];

@@ -28,16 +28,33 @@ use crate::delivery::Delivery;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
 
-/// A checkpoint's epoch and the state of each of its partitions (operator chains).
-pub type PartitionStates = (u64, Vec<serde_json::Value>);
+/// What a completed checkpoint puts in the changelog: its epoch, the state of each of its
+/// partitions (operator chains), and the source positions that go with them.
+#[derive(Clone)]
+pub struct PartitionStates {
+    pub epoch: u64,
+    pub operators: Vec<weir_engine::Snapshot>,
+    pub positions: BTreeMap<String, u64>,
+}
 
 /// What a feed thread is asked to do, shared with the coordinator.
-#[derive(Default)]
 pub struct FeedCtl {
     /// The newest epoch a barrier is wanted for.
     pub requested: AtomicU64,
     /// Stop reading and leave the engine without ending the stream (state stays as checkpointed).
     pub abandon: AtomicBool,
+    /// Wakes the feed if it waits for input, so a barrier goes in at once.
+    pub wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl FeedCtl {
+    pub fn new(wake: Box<dyn Fn() + Send + Sync>) -> FeedCtl {
+        FeedCtl {
+            requested: AtomicU64::new(0),
+            abandon: AtomicBool::new(false),
+            wake,
+        }
+    }
 }
 
 /// What the coordinator hears from a rule's threads.
@@ -76,6 +93,9 @@ pub struct CheckpointStatus {
     pub restored_from: Option<u64>,
     /// Why newer checkpoints were passed over at the last start.
     pub restore_notes: Vec<String>,
+    /// Where the newest checkpoint's inputs were read to (log offsets; broker offsets of a
+    /// group task's partition).
+    pub positions: BTreeMap<String, u64>,
     /// The newest epoch whose state is in the rule's changelog, if it has one.
     pub changelog_epoch: Option<u64>,
     pub changelog_error: Option<String>,
@@ -135,7 +155,12 @@ pub async fn mirror(
 ) {
     let mut written: Vec<Option<u64>> = Vec::new();
     while states.changed().await.is_ok() {
-        let Some((epoch, parts)) = states.borrow_and_update().clone() else {
+        let Some(PartitionStates {
+            epoch,
+            operators: parts,
+            positions,
+        }) = states.borrow_and_update().clone()
+        else {
             continue;
         };
         written.resize(parts.len(), None);
@@ -155,6 +180,11 @@ pub async fn mirror(
                     break;
                 }
             }
+        }
+        // Positions last: a reader that finds them older than a state met a round cut short.
+        if failure.is_none() {
+            let bytes = serde_json::to_vec(&positions).unwrap_or_default();
+            failure = log.put_positions(epoch, &bytes).await.err();
         }
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         match failure {
@@ -201,6 +231,7 @@ impl Coordinator {
             if stop || over {
                 for f in &self.feeds {
                     f.abandon.store(true, Ordering::Relaxed);
+                    (f.wake)();
                 }
                 return;
             }
@@ -211,8 +242,9 @@ impl Coordinator {
     fn checkpoint(&mut self, epoch: u64) -> Result<Checkpoint, String> {
         for f in &self.feeds {
             f.requested.store(epoch, Ordering::Relaxed);
+            (f.wake)();
         }
-        let mut operators: BTreeMap<usize, serde_json::Value> = BTreeMap::new();
+        let mut operators: BTreeMap<usize, weir_engine::Snapshot> = BTreeMap::new();
         let mut positions = BTreeMap::new();
         let mut feeds = 0;
         let mut staged = 0;
@@ -281,7 +313,11 @@ impl Coordinator {
     fn completed(&mut self, c: &Checkpoint, started: Instant) {
         self.publish(c);
         if let Some(changelog) = &self.changelog {
-            changelog.send_replace(Some((c.epoch, c.operators.clone())));
+            changelog.send_replace(Some(PartitionStates {
+                epoch: c.epoch,
+                operators: c.operators.clone(),
+                positions: c.positions.clone(),
+            }));
         }
         for log in &self.private_logs {
             if let Some(p) = c.positions.get(log.name()) {
@@ -299,6 +335,7 @@ impl Coordinator {
         }
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         s.epoch = c.epoch;
+        s.positions = c.positions.clone();
         s.completed += 1;
         s.last_at_ms = Some(c.created_ms);
         s.last_duration_ms = Some(started.elapsed().as_millis() as u64);

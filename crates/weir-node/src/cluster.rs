@@ -24,6 +24,22 @@ pub struct NodeReport {
     pub load: Load,
     /// `ok`, or what is wrong (a rule that failed, a connector that is down).
     pub health: String,
+    /// The rules installed on the node, so the control plane can place them elsewhere when
+    /// the node is lost or overloaded.
+    #[serde(default)]
+    pub hosted: Vec<Hosted>,
+}
+
+/// A rule as its node reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hosted {
+    pub id: String,
+    pub sql: String,
+    pub options: crate::registry::RuleOptions,
+    pub running: bool,
+    /// Events the rule read per second since the previous report.
+    pub events_per_s: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,15 +51,19 @@ pub struct Load {
     pub rules: usize,
     /// Events the node's rules read per second since the previous report.
     pub events_per_s: f64,
+    /// Input waiting for the node's rules: durable log entries beyond their positions and
+    /// payloads queued for them.
+    #[serde(default)]
+    pub input_lag: u64,
 }
 
 /// A node as the control plane sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     #[serde(flatten)]
     pub report: NodeReport,
     /// `up`, or `lost` once no report came for `lost_after`.
-    pub state: &'static str,
+    pub state: String,
     pub last_seen_ms_ago: u64,
 }
 
@@ -77,7 +97,7 @@ impl Members {
                 let ago = seen.elapsed();
                 Member {
                     report: report.clone(),
-                    state: if ago > self.lost_after { "lost" } else { "up" },
+                    state: if ago > self.lost_after { "lost" } else { "up" }.to_owned(),
                     last_seen_ms_ago: ago.as_millis() as u64,
                 }
             })
@@ -115,7 +135,8 @@ fn rss_bytes() -> u64 {
 struct Sampler {
     at: Instant,
     ticks: u64,
-    events: u64,
+    /// Events read so far, per running rule.
+    events: BTreeMap<String, u64>,
 }
 
 impl Sampler {
@@ -132,11 +153,11 @@ impl Sampler {
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         // Linux counts CPU time in ticks of 1/100 s.
         let cpu_percent = (ticks.saturating_sub(self.ticks)) as f64 / secs;
-        let events_per_s = events.saturating_sub(self.events) as f64 / secs;
-        *self = Sampler {
-            at: Instant::now(),
-            ticks,
-            events,
+        let rate = |id: &str| {
+            let before = self.events.get(id).copied().unwrap_or(0);
+            events
+                .get(id)
+                .map_or(0.0, |n| n.saturating_sub(before) as f64 / secs)
         };
         let rules = node.rules().await;
         let failed: Vec<&str> = rules
@@ -144,6 +165,33 @@ impl Sampler {
             .filter(|r| r.last_error.is_some())
             .map(|r| r.id.as_str())
             .collect();
+        let health = match failed.is_empty() {
+            true => "ok".to_owned(),
+            false => format!("rules failed: {}", failed.join(", ")),
+        };
+        let count = rules.len();
+        let hosted: Vec<Hosted> = rules
+            .into_iter()
+            .map(|r| Hosted {
+                events_per_s: rate(&r.id),
+                running: r.state == "RUNNING",
+                id: r.id,
+                sql: r.sql,
+                options: r.options,
+            })
+            .collect();
+        let events_per_s = hosted.iter().map(|h| h.events_per_s).sum();
+        let input_lag = node
+            .rule_metrics()
+            .iter()
+            .flat_map(|(_, m)| m.sources.iter())
+            .map(|s| s.backlog.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        *self = Sampler {
+            at: Instant::now(),
+            ticks,
+            events,
+        };
         NodeReport {
             name: name.to_owned(),
             role: node.config.runtime.clone(),
@@ -151,26 +199,23 @@ impl Sampler {
             load: Load {
                 cpu_percent,
                 memory_bytes: rss_bytes(),
-                rules: rules.len(),
+                rules: count,
                 events_per_s,
+                input_lag,
             },
-            health: if failed.is_empty() {
-                "ok".to_owned()
-            } else {
-                format!("rules failed: {}", failed.join(", "))
-            },
+            health,
+            hosted,
         }
     }
 }
 
-/// Events read by every rule's sources so far.
-fn events_read(node: &Node) -> u64 {
+/// Events read by each running rule's sources so far.
+fn events_read(node: &Node) -> BTreeMap<String, u64> {
     use std::sync::atomic::Ordering::Relaxed;
     node.rule_metrics()
-        .iter()
-        .flat_map(|(_, m)| m.sources.iter())
-        .map(|s| s.events.load(Relaxed))
-        .sum()
+        .into_iter()
+        .map(|(id, m)| (id, m.sources.iter().map(|s| s.events.load(Relaxed)).sum()))
+        .collect()
 }
 
 /// Reports this node to its control plane every heartbeat, until the task is dropped.

@@ -44,6 +44,16 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// After how long without a report the control plane marks a node lost, in milliseconds.
     pub lost_after_ms: u64,
+    /// Adaptive placement, on the control plane: an edge node whose load stays over this for
+    /// three heartbeats hands its busiest rule with `"adaptive": true` to the least loaded
+    /// core node [default: off].
+    pub offload_above: Option<f64>,
+    /// The rule goes back to its edge node once that node's load, with the rule's own
+    /// events/s when the load is events/s, stays under this for three heartbeats [default:
+    /// half of offload_above].
+    pub return_below: Option<f64>,
+    /// What load means for placement: cpu_percent (of one core) or events_per_s.
+    pub load_metric: String,
 }
 
 impl Default for NodeConfig {
@@ -65,6 +75,9 @@ impl Default for NodeConfig {
             advertise: None,
             heartbeat_ms: 1000,
             lost_after_ms: 5000,
+            offload_above: None,
+            return_below: None,
+            load_metric: "cpu_percent".to_owned(),
         }
     }
 }
@@ -116,6 +129,19 @@ impl NodeConfig {
                 "lost_after_ms ({}) must be longer than heartbeat_ms ({})",
                 self.lost_after_ms, self.heartbeat_ms
             ));
+        }
+        if !["cpu_percent", "events_per_s"].contains(&self.load_metric.as_str()) {
+            problems.push(format!(
+                "load_metric must be cpu_percent or events_per_s, not {}",
+                self.load_metric
+            ));
+        }
+        if let (Some(up), Some(down)) = (self.offload_above, self.return_below) {
+            if down >= up {
+                problems.push(format!(
+                    "return_below ({down}) must be under offload_above ({up}), or rules would move back and forth"
+                ));
+            }
         }
         for (key, url) in [("join", &self.join), ("advertise", &self.advertise)] {
             if url.as_ref().is_some_and(|u| !u.starts_with("http://")) {

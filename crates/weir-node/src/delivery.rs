@@ -9,8 +9,8 @@
 //! - `exactly_once`: as at-least-once, and results are held back until the checkpoint that
 //!   covers them is safe, then published in one atomic write with a marker of the epoch, so
 //!   they appear once however often the rule restarts. Needs sources whose messages cannot be
-//!   delivered twice into the log (embedded topics, HTTP ingest, JetStream, whose stream
-//!   sequence the log keeps) and sinks that take part in that write (embedded topics) or drop
+//!   delivered twice into the log (embedded topics, HTTP ingest, JetStream and Kafka, whose
+//!   stream sequences and partition offsets the log keeps) and sinks that take part in that write (embedded topics) or drop
 //!   a result sent twice (JetStream, by the result's stable Nats-Msg-Id, within the stream's
 //!   duplicate window).
 //!
@@ -58,8 +58,8 @@ impl Delivery {
                 "core NATS does not redeliver; read through JetStream with stream = '...'"
                     .to_owned(),
             ),
-            // JetStream numbers its messages: the input log takes each number once.
-            (Delivery::ExactlyOnce, Endpoint::Nats(_), true) => None,
+            // JetStream and Kafka number their messages: the input log takes each number once.
+            (Delivery::ExactlyOnce, Endpoint::Nats(_) | Endpoint::Kafka(_), true) => None,
             (Delivery::ExactlyOnce, Endpoint::Mqtt(_) | Endpoint::Amqp(_), true) => {
                 Some(format!(
                     "a {} message redelivered after a crash cannot be told from a new one, so this source gives at_least_once at most",

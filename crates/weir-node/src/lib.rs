@@ -9,12 +9,15 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod delivery;
+pub mod group;
 pub mod hub;
 pub mod metrics;
 pub mod mqtt_endpoint;
 pub mod node;
 pub mod outbox;
+pub mod placement;
 pub mod registry;
+pub mod relocation;
 pub mod rule;
 
 use std::sync::Arc;
@@ -31,6 +34,8 @@ pub struct Running {
     server: tokio::task::JoinHandle<()>,
     mqtt_task: Option<tokio::task::JoinHandle<()>>,
     heartbeats: tokio::task::JoinHandle<()>,
+    /// The placement policies, on a node that serves as its own control plane.
+    placement: Option<tokio::task::JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,11 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         .unwrap_or_else(|| format!("http://{http_addr}"));
     let _ = node.name.set(name.clone());
     let heartbeats = cluster::heartbeats(node.clone(), name.clone(), address);
+    let placement = node
+        .config
+        .join
+        .is_none()
+        .then(|| placement::spawn(node.clone()));
     tracing::info!(http = %http_addr, mqtt = ?mqtt_addr, node = %name, "weir node started");
     Ok(Running {
         node,
@@ -107,6 +117,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         server,
         mqtt_task,
         heartbeats,
+        placement,
     })
 }
 
@@ -115,6 +126,9 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         self.heartbeats.abort();
+        if let Some(p) = self.placement {
+            p.abort();
+        }
         if let Some(t) = self.mqtt_task {
             t.abort();
         }

@@ -42,7 +42,7 @@ impl Collector for Rules {
         let mut dead = Vec::new();
         let mut late = Vec::new();
         let (mut state, mut checkpoints, mut failures, mut took) = (vec![], vec![], vec![], vec![]);
-        let (mut depth, mut dropped) = (Vec::new(), Vec::new());
+        let (mut depth, mut dropped, mut backlog) = (Vec::new(), Vec::new(), Vec::new());
         for (id, m) in &self.0 {
             let rule: Labels = vec![("rule", id.clone())];
             let c = m
@@ -60,6 +60,9 @@ impl Collector for Rules {
                 ins.push((l.clone(), ConstCounter::new(op.events_in)));
                 outs.push((l.clone(), ConstCounter::new(op.events_out)));
                 errors.push((l.clone(), ConstCounter::new(op.errors)));
+                if let Some(b) = op.backlog {
+                    backlog.push((l.clone(), ConstGauge::new(b as i64)));
+                }
                 if let Some(o) = &op.outbox {
                     depth.push((l.clone(), ConstGauge::new(o.depth as i64)));
                     dropped.push((l.clone(), ConstCounter::new(o.dropped)));
@@ -99,6 +102,13 @@ impl Collector for Rules {
             "Errors of an operator (bad records, late events, failed sends)",
             MetricType::Counter,
             errors,
+        )?;
+        family(
+            &mut enc,
+            "weir_source_backlog",
+            "Input waiting for a rule's source: durable log entries beyond its position, or queued payloads",
+            MetricType::Gauge,
+            backlog,
         )?;
         family(
             &mut enc,

@@ -16,9 +16,15 @@ use weir_state::{Checkpoint, CheckpointStore, FileCheckpoints, Saved};
 
 use crate::checkpoint::CheckpointStatus;
 use crate::config::NodeConfig;
+use crate::group::GroupRule;
 use crate::hub::{Hub, Subscription};
-use crate::registry::{JobRecord, Registry, RuleOptions, RuleRecord, RuleState, StreamRecord};
+use crate::registry::{
+    JobRecord, MoveRecord, Registry, RuleOptions, RuleRecord, RuleState, StreamRecord,
+};
 use crate::rule::{self, Launch, OperatorStatus, RuleMetrics, RunningRule};
+
+mod transfer;
+pub use transfer::Package;
 
 /// A problem with rule or stream text, at a position.
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +54,12 @@ pub enum NodeError {
     Unsupported(String),
     #[error("rule could not start: {0}")]
     Start(String),
+    /// Another node, or the control plane, cannot be reached or is lost.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Another node refused a request it was handed, with its status.
+    #[error("{message}")]
+    Remote { status: u16, message: String },
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
     #[error("durable store: {0}")]
@@ -55,7 +67,7 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    fn invalid(message: impl Into<String>) -> NodeError {
+    pub(crate) fn invalid(message: impl Into<String>) -> NodeError {
         NodeError::Invalid {
             message: message.into(),
             problems: Vec::new(),
@@ -98,6 +110,9 @@ pub struct RuleView {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The nodes the rule moved between, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<MoveRecord>,
 }
 
 /// A rule's live status.
@@ -118,8 +133,30 @@ pub struct RuleStatus {
     pub checkpoint: CheckpointStatus,
 }
 
+/// A rule running on this node: alone, or as one member of its input's consumer group.
+enum Runner {
+    One(Box<RunningRule>),
+    Group(GroupRule),
+}
+
+impl Runner {
+    fn metrics(&self) -> &Arc<RuleMetrics> {
+        match self {
+            Runner::One(r) => &r.metrics,
+            Runner::Group(g) => &g.metrics,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Runner::One(r) => r.stop().await,
+            Runner::Group(g) => g.stop().await,
+        }
+    }
+}
+
 struct Live {
-    rule: RunningRule,
+    rule: Runner,
     since: Instant,
 }
 
@@ -145,6 +182,8 @@ pub struct Node {
     pub members: crate::cluster::Members,
     /// This node's name among its control plane's nodes.
     pub name: std::sync::OnceLock<String>,
+    /// The placement policies' decisions, when this node serves as the control plane.
+    pub placements: crate::placement::Decisions,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -188,6 +227,7 @@ impl Node {
             metrics: RwLock::new(BTreeMap::new()),
             members: crate::cluster::Members::new(lost_after),
             name: std::sync::OnceLock::new(),
+            placements: Default::default(),
         }))
     }
 
@@ -292,7 +332,8 @@ impl Node {
         held.insert(id.to_owned(), subs);
     }
 
-    /// Forgets a rule's durable traces: journals, its private logs and its checkpoints.
+    /// Forgets a rule's durable traces: journals, its private logs, its unsent results and its
+    /// checkpoints.
     fn forget_state(&self, st: &State, id: &str) {
         self.journals
             .lock()
@@ -315,6 +356,11 @@ impl Node {
                         let _ = log.truncate_before(log.end());
                     }
                 }
+                for out in rule::boundary(&program).1 {
+                    if let Err(e) = self.outbox(id, &out, rec).and_then(|o| Ok(o.clear()?)) {
+                        tracing::warn!(rule = %id, error = %e, "outbox not cleared");
+                    }
+                }
             }
         }
         if let Err(e) = self.checkpoints.remove(id) {
@@ -322,16 +368,8 @@ impl Node {
         }
     }
 
-    fn launch(&self, st: &State, id: &str) -> Result<RunningRule, NodeError> {
-        let rec = st
-            .registry
-            .catalog
-            .rules
-            .get(id)
-            .ok_or_else(|| NodeError::NotFound {
-                kind: "rule",
-                name: id.to_owned(),
-            })?;
+    fn launch(&self, st: &State, id: &str) -> Result<Runner, NodeError> {
+        let rec = Self::record(st, id)?;
         let program = Self::compile_rule(st, id, &rec.sql)?;
         let engine = EngineConfig {
             workers: rec.options.workers.unwrap_or(self.config.workers),
@@ -339,7 +377,7 @@ impl Node {
             ..EngineConfig::default()
         };
         let interval = rec.options.interval_ms().map_err(NodeError::invalid)?;
-        RunningRule::start(Launch {
+        let launch = Launch {
             id: id.to_owned(),
             program,
             engine,
@@ -352,15 +390,20 @@ impl Node {
             retention: self.config.log_retention,
             outbox: (self.config.outbox_capacity, rec.options.outbox_full),
             changelog: rec.options.changelog.clone(),
-        })
+            fed: None,
+        };
+        match rec.options.group {
+            true => GroupRule::start(launch).map(Runner::Group),
+            false => RunningRule::start(launch).map(|r| Runner::One(Box::new(r))),
+        }
         .map_err(NodeError::Start)
     }
 
-    fn set_running(&self, st: &mut State, id: &str, rule: RunningRule) {
+    fn set_running(&self, st: &mut State, id: &str, rule: Runner) {
         self.metrics
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), rule.metrics.clone());
+            .insert(id.to_owned(), rule.metrics().clone());
         st.failed.remove(id);
         st.running.insert(
             id.to_owned(),
@@ -549,6 +592,7 @@ impl Node {
                 options,
                 state: RuleState::Installed,
                 job,
+                moves: Vec::new(),
             },
         );
         self.hold_journals(&st, id);
@@ -588,16 +632,7 @@ impl Node {
         options: RuleOptions,
     ) -> Result<RuleView, NodeError> {
         let mut st = self.state.lock().await;
-        let old =
-            st.registry
-                .catalog
-                .rules
-                .get(id)
-                .cloned()
-                .ok_or_else(|| NodeError::NotFound {
-                    kind: "rule",
-                    name: id.to_owned(),
-                })?;
+        let old = Self::record(&st, id)?.clone();
         options.validate().map_err(NodeError::invalid)?;
         Self::compile_rule(&st, id, sql)?;
         let was_running = st.running.contains_key(id);
@@ -698,14 +733,19 @@ impl Node {
         Ok(self.view(&st, id))
     }
 
-    fn ensure_rule(&self, st: &State, id: &str) -> Result<(), NodeError> {
-        match st.registry.catalog.rules.contains_key(id) {
-            true => Ok(()),
-            false => Err(NodeError::NotFound {
+    fn record<'a>(st: &'a State, id: &str) -> Result<&'a RuleRecord, NodeError> {
+        st.registry
+            .catalog
+            .rules
+            .get(id)
+            .ok_or_else(|| NodeError::NotFound {
                 kind: "rule",
                 name: id.to_owned(),
-            }),
-        }
+            })
+    }
+
+    fn ensure_rule(&self, st: &State, id: &str) -> Result<(), NodeError> {
+        Self::record(st, id).map(|_| ())
     }
 
     fn persist_state(&self, st: &mut State, id: &str, state: RuleState) -> Result<(), NodeError> {
@@ -728,6 +768,7 @@ impl Node {
                 _ => state_name(rec.state),
             },
             last_error: failed,
+            moves: rec.moves.clone(),
         }
     }
 
@@ -758,7 +799,7 @@ impl Node {
             .map(|p| rule::boundary(&p))
             .unwrap_or_default();
         let live = st.running.get(id);
-        let m = live.map(|l| &l.rule.metrics);
+        let m = live.map(|l| l.rule.metrics());
         let failure = m.and_then(|m| m.failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let checkpoint = match m {
             Some(m) => m

@@ -122,6 +122,27 @@ impl Outbox {
         }
     }
 
+    /// The results not yet settled, from the offset of the first: what a moving rule carries.
+    pub fn unsettled(&self) -> Result<(u64, Vec<Bytes>), StoreError> {
+        let from = self.settled_from();
+        let entries = self.log.read(from, usize::MAX)?;
+        Ok((from, entries.into_iter().map(|e| e.1).collect()))
+    }
+
+    /// Takes a moved rule's unsettled results under their offsets, which name them to the
+    /// broker: a result the other node had sent already is dropped as a duplicate there.
+    pub fn adopt(&self, from: u64, results: &[Bytes]) -> Result<(), StoreError> {
+        self.log.truncate_before(self.log.end())?;
+        self.log.adopt(from, results, &Default::default())?;
+        self.store.set_meta(&self.key, &from.to_be_bytes())
+    }
+
+    /// Drops every result and the settled position (the rule is deleted or moved away).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.log.truncate_before(self.log.end())?;
+        self.store.remove_meta(&self.key)
+    }
+
     fn settled_from(&self) -> u64 {
         let stored = self.store.meta_u64(&self.key).ok().flatten().unwrap_or(0);
         stored.max(self.log.first())

@@ -55,6 +55,18 @@ pub struct RuleOptions {
     /// ("nats://host:port"), from which a node without a checkpoint rebuilds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog: Option<String>,
+    /// Run as one member of the Kafka input's consumer group on each node the rule is
+    /// installed on: one task per partition the node reads, state in the changelog.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
+    /// The control plane may move the rule between its edge node and the core by load (see
+    /// the node settings offload_above and return_below).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adaptive: bool,
+    /// When the rule's node is lost, the control plane starts it on the least loaded node of
+    /// this runtime ("core" or "edge"), from its changelog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
     /// What a durable rule's full sink outbox does: block (default) or drop_oldest.
     #[serde(default, skip_serializing_if = "is_default")]
     pub outbox_full: WhenFull,
@@ -109,6 +121,25 @@ impl RuleOptions {
                 "changelog '{url}' must be a NATS URL, nats://host:port (the changelog lives in JetStream)"
             ));
         }
+        if let Some(rt) = self
+            .failover
+            .as_ref()
+            .filter(|r| !["core", "edge"].contains(&r.as_str()))
+        {
+            problems.push(format!("failover must be core or edge, not {rt}"));
+        }
+        if self.failover.is_some() && self.delivery.durable() {
+            problems.push(format!("failover restarts the rule from its changelog, which holds its state but not the positions in its node's input logs that {} needs; use at_most_once with a JetStream durable consumer, or a Kafka group rule", self.delivery.name()));
+        }
+        if self.failover.is_some() && self.changelog.is_none() {
+            problems.push("failover needs a changelog (\"changelog\": \"nats://host:4222\"): the node the rule restarts on takes its state from there".to_owned());
+        }
+        if self.group && self.changelog.is_none() {
+            problems.push("a group rule needs a changelog (\"changelog\": \"nats://host:4222\"): a partition's state goes there when the partition moves to another node".to_owned());
+        }
+        if self.group && self.delivery == Delivery::ExactlyOnce {
+            problems.push("a group rule gives at_least_once at most: a partition's next owner emits again what the last one emitted after its last checkpoint".to_owned());
+        }
         if self.max_state_bytes == Some(0) {
             problems.push("max_state_bytes must be at least 1".to_owned());
         }
@@ -140,6 +171,19 @@ pub struct RuleRecord {
     pub state: RuleState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobRecord>,
+    /// Where the rule has been: its moves between nodes, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<MoveRecord>,
+}
+
+/// One move of a rule between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub from: String,
+    pub to: String,
+    pub at_ms: i64,
+    /// The checkpoint the rule resumed from.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -195,6 +239,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn placement_options_are_checked_together() {
+        let bad = RuleOptions {
+            failover: Some("cloud".into()),
+            delivery: Delivery::AtLeastOnce,
+            group: true,
+            ..RuleOptions::default()
+        };
+        let e = bad.validate().unwrap_err();
+        for part in [
+            "failover must be core or edge",
+            "not the positions",
+            "needs a changelog",
+            "a group rule needs a changelog",
+        ] {
+            assert!(e.contains(part), "{part} missing from {e}");
+        }
+        let good = RuleOptions {
+            failover: Some("core".into()),
+            adaptive: true,
+            changelog: Some("nats://127.0.0.1:4222".into()),
+            ..RuleOptions::default()
+        };
+        assert_eq!(good.validate(), Ok(()));
+    }
+
+    #[test]
     fn round_trip() {
         let dir = std::env::temp_dir().join(format!("weir-registry-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -207,6 +277,7 @@ mod tests {
                 options: RuleOptions::default(),
                 state: RuleState::Running,
                 job: None,
+                moves: Vec::new(),
             },
         );
         r.save().unwrap();

@@ -119,12 +119,15 @@ pub struct Stage {
     /// Events produced (sources) or published on an embedded topic (sinks).
     pub events: AtomicU64,
     pub errors: AtomicU64,
+    /// Input waiting to be read (sources): entries of its durable log beyond the rule's
+    /// position, or payloads queued for it. The node's load sums it as input lag.
+    pub backlog: AtomicU64,
     /// The store-and-forward outbox of an external sink of a durable rule.
     pub outbox: Option<Arc<Outbox>>,
 }
 
 impl Stage {
-    fn new(kind: &str, stream: &str, endpoint: &Endpoint) -> Arc<Stage> {
+    pub(crate) fn new(kind: &str, stream: &str, endpoint: &Endpoint) -> Arc<Stage> {
         Arc::new(Stage {
             name: format!("{kind}:{stream}"),
             connector: endpoint.kind(),
@@ -132,6 +135,7 @@ impl Stage {
             received: AtomicU64::new(0),
             events: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
             outbox: None,
         })
     }
@@ -167,9 +171,33 @@ pub struct OperatorStatus {
     pub health: Option<HealthReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxStatus>,
+    /// Input waiting to be read (sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }
 
 impl RuleMetrics {
+    pub fn new(
+        sources: Vec<Arc<Stage>>,
+        checkpoint: Arc<Mutex<CheckpointStatus>>,
+        failure: Arc<Mutex<Option<String>>>,
+    ) -> RuleMetrics {
+        RuleMetrics {
+            sources,
+            engine: Vec::new(),
+            sinks: Vec::new(),
+            dead_letters: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            last_dead_letter: Mutex::new(None),
+            lag: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            checkpoint,
+            failure,
+        }
+    }
+
     pub fn operators(&self) -> Vec<OperatorStatus> {
         // An external sink's output is what its connector has sent.
         let stage = |s: &Arc<Stage>| OperatorStatus {
@@ -183,6 +211,10 @@ impl RuleMetrics {
             connector: Some(s.connector),
             health: (s.connector != "embedded").then(|| s.health.report()),
             outbox: s.outbox.as_ref().map(|o| o.status()),
+            backlog: s
+                .name
+                .starts_with("source:")
+                .then(|| s.backlog.load(Ordering::Relaxed)),
         };
         let mut out: Vec<OperatorStatus> = self.sources.iter().map(stage).collect();
         out.extend(self.engine.iter().map(|r| OperatorStatus {
@@ -193,6 +225,7 @@ impl RuleMetrics {
             connector: None,
             health: None,
             outbox: None,
+            backlog: None,
         }));
         out.extend(self.sinks.iter().map(stage));
         out
@@ -230,6 +263,18 @@ pub struct Launch {
     pub outbox: (u64, WhenFull),
     /// NATS URL of the rule's state changelog.
     pub changelog: Option<String>,
+    /// An input fed by the node instead of its connector (a group task's partition).
+    pub fed: Option<Fed>,
+}
+
+/// An input a node feeds to a rule itself, each payload with its broker offset (`None` is a
+/// tick). The checkpoint keeps the next offset under `position`, a [`BROKER_POSITION`] name.
+pub struct Fed {
+    pub stream: String,
+    pub position: String,
+    pub rx: mpsc::Receiver<(Bytes, Option<u64>)>,
+    /// For ticks and barrier wake-ups; weak, so the feeder's leaving ends the input.
+    pub tx: mpsc::WeakSender<(Bytes, Option<u64>)>,
 }
 
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
@@ -248,6 +293,8 @@ pub struct RunningRule {
     closed: Arc<AtomicBool>,
     /// Whether state is mirrored to a changelog (stop waits for the last state to be in it).
     mirrored: bool,
+    /// The positions of the checkpoint the rule started from.
+    pub restored: BTreeMap<String, u64>,
 }
 
 /// The streams a program reads from outside and the streams its rules write.
@@ -318,6 +365,7 @@ impl RunningRule {
             retention,
             outbox: (outbox_capacity, when_full),
             changelog,
+            mut fed,
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
             bad.into_iter()
@@ -329,7 +377,7 @@ impl RunningRule {
         let endpoint_of = |name: &str| {
             eps.iter()
                 .find(|(d, _)| d.name.eq_ignore_ascii_case(name))
-                .cloned()
+                .map(|(d, e)| (d.clone(), e.clone().for_rule(&id, &d.name)))
                 .ok_or_else(|| format!("stream {name} has no endpoint"))
         };
         let mut refusals = Vec::new();
@@ -358,16 +406,31 @@ impl RunningRule {
             None => None,
         };
         let mut recovered = checkpoints.latest(&id).map_err(|e| e.to_string())?;
-        if let (None, Some(log)) = (&recovered, &changelog) {
+        if let Some(log) = &changelog {
+            // The changelog is newer than this node's checkpoint when the rule ran elsewhere
+            // since (a group task's partition that came back).
             let chains = weir_engine::chain_count(&program, engine.workers);
-            recovered = tokio::task::block_in_place(|| {
+            let remote = tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(rebuild(
                     log,
                     &id,
                     chains,
                     engine.workers,
                 ))
-            })?;
+            });
+            // An unreadable changelog only stops a rule that has nothing else to start from.
+            let remote = match remote {
+                Ok(r) => r,
+                Err(e) if recovered.is_some() => {
+                    tracing::warn!(rule = %id, error = %e, "changelog not read; starting from this node's checkpoint");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let epoch = |r: &Option<Recovered>| r.as_ref().map(|r| r.checkpoint.epoch);
+            if epoch(&remote) > epoch(&recovered) {
+                recovered = remote;
+            }
         }
         let mut restore = None;
         if let Some(r) = &recovered {
@@ -410,20 +473,11 @@ impl RunningRule {
         let checkpoint_status = Arc::new(Mutex::new(status));
         let failure = Arc::new(Mutex::new(None));
         let mut rule = RunningRule {
-            metrics: Arc::new(RuleMetrics {
-                sources: Vec::new(),
-                engine: Vec::new(),
-                sinks: Vec::new(),
-                dead_letters: AtomicU64::new(0),
-                late: AtomicU64::new(0),
-                last_dead_letter: Mutex::new(None),
-                lag: Histogram::new([
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ]),
-                checkpoint: checkpoint_status.clone(),
-                failure: failure.clone(),
-            }),
+            metrics: Arc::new(RuleMetrics::new(
+                Vec::new(),
+                checkpoint_status.clone(),
+                failure.clone(),
+            )),
             tasks: Vec::new(),
             sinks: Vec::new(),
             subs: Vec::new(),
@@ -432,6 +486,7 @@ impl RunningRule {
             coordinator: None,
             closed: Arc::new(AtomicBool::new(false)),
             mirrored: changelog.is_some(),
+            restored: positions.clone(),
         };
         let (report_tx, report_rx) = std::sync::mpsc::channel::<Report>();
         let specs = journals(&id, &program);
@@ -444,7 +499,21 @@ impl RunningRule {
             let spec = specs
                 .iter()
                 .find(|j| j.input && j.stream.eq_ignore_ascii_case(name));
-            let (tx, source) = match spec.filter(|_| delivery.durable()) {
+            if let Some(f) = fed.take_if(|f| f.stream.eq_ignore_ascii_case(name)) {
+                stage.health.up();
+                let tick = (Bytes::new(), None);
+                rule.tasks.push(spawn_ticks(f.tx.clone(), tick.clone()));
+                let wake = waker(f.tx, tick);
+                let next = positions.get(&f.position).copied();
+                let source = FeedSource::Numbered {
+                    rx: f.rx,
+                    position: f.position,
+                    next,
+                };
+                feeds.push((def, ingest, source, stage, wake));
+                continue;
+            }
+            let (tx, source, wake) = match spec.filter(|_| delivery.durable()) {
                 Some(spec) => {
                     let log = hub.store().log(&spec.log).map_err(|e| e.to_string())?;
                     let start = hub
@@ -466,12 +535,15 @@ impl RunningRule {
                         closed: rule.closed.clone(),
                         health: stage.health.clone(),
                     });
-                    (tx, FeedSource::Log { log, pos })
+                    let nudged = log.clone();
+                    let wake: Box<dyn Fn() + Send + Sync> = Box::new(move || nudged.nudge());
+                    (tx, FeedSource::Log { log, pos }, wake)
                 }
                 None => {
                     let (tx, rx) = mpsc::channel::<Bytes>(1024);
                     rule.live_inputs(&hub, &def, &endpoint, &tx);
-                    (PayloadTx::Channel(tx), FeedSource::Channel(rx))
+                    let wake = waker(tx.downgrade(), Bytes::new());
+                    (PayloadTx::Channel(tx), FeedSource::Channel(rx), wake)
                 }
             };
             if let Some(task) = endpoint.spawn_source(tx, stage.health.clone()) {
@@ -479,7 +551,7 @@ impl RunningRule {
             } else {
                 stage.health.up();
             }
-            feeds.push((def, ingest, source, stage));
+            feeds.push((def, ingest, source, stage, wake));
         }
         for spec in specs.iter().filter(|j| !j.input && delivery.durable()) {
             topic_logs.push(hub.store().log(&spec.log).map_err(|e| e.to_string())?);
@@ -555,8 +627,8 @@ impl RunningRule {
                 })?);
         }
         let mut ctls = Vec::new();
-        for (def, ingest, source, stage) in feeds {
-            let ctl = Arc::new(FeedCtl::default());
+        for (def, ingest, source, stage, wake) in feeds {
+            let ctl = Arc::new(FeedCtl::new(wake));
             ctls.push(ctl.clone());
             let feed = Feed {
                 ingest,
@@ -661,17 +733,7 @@ impl RunningRule {
                 }
             }
         }));
-        let tick = tx.clone();
-        self.tasks.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                every.tick().await;
-                if tick.is_closed() {
-                    break;
-                }
-                let _ = tick.try_send(Bytes::new());
-            }
-        }));
+        self.tasks.push(spawn_ticks(tx.downgrade(), Bytes::new()));
     }
 
     /// Stops the rule: a last checkpoint, then sources, then every thread. Blocks until done.
@@ -722,6 +784,34 @@ impl RunningRule {
     }
 }
 
+/// Puts `tick` (an empty payload) into a feed's channel every 100 ms while the channel has
+/// senders, so processing time advances and checkpoint barriers pass without events.
+fn spawn_ticks<T: Clone + Send + 'static>(tx: mpsc::WeakSender<T>, tick: T) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let Some(tx) = tx.upgrade() else { break };
+            if tx.try_send(tick.clone()).is_err() && tx.is_closed() {
+                break;
+            }
+        }
+    })
+}
+
+/// Wakes a feed waiting on its channel with one `tick`, if there is room (weak: the channel
+/// still closes when its senders go).
+fn waker<T: Clone + Send + Sync + 'static>(
+    tx: mpsc::WeakSender<T>,
+    tick: T,
+) -> Box<dyn Fn() + Send + Sync> {
+    Box::new(move || {
+        if let Some(tx) = tx.upgrade() {
+            let _ = tx.try_send(tick.clone());
+        }
+    })
+}
+
 fn spawn_thread(
     name: &str,
     f: impl FnOnce() + Send + 'static,
@@ -732,8 +822,12 @@ fn spawn_thread(
         .map_err(|e| format!("could not start a thread: {e}"))
 }
 
-/// A rule's state read back from its changelog, as a checkpoint without source positions
-/// (those belong to the node that wrote it): `None` if the changelog holds no state for it.
+/// How a checkpoint names a position in a broker rather than in a node's log: it means the same
+/// on every node, so it comes back from a changelog.
+pub const BROKER_POSITION: &str = "broker:";
+
+/// A rule's state read back from its changelog, with the broker positions written with it
+/// (log offsets are node-local and stay behind): `None` if the changelog holds no state for it.
 async fn rebuild(
     log: &Changelog,
     id: &str,
@@ -753,6 +847,21 @@ async fn rebuild(
                 .map_err(|e| format!("changelog partition {chain} is not readable: {e}"))?,
         );
     }
+    let positions = match log.get_positions().await? {
+        Some((e, p)) if e >= epoch => {
+            let all: BTreeMap<String, u64> = serde_json::from_slice(&p)
+                .map_err(|e| format!("changelog positions are not readable: {e}"))?;
+            all.into_iter()
+                .filter(|(k, _)| k.starts_with(BROKER_POSITION))
+                .collect()
+        }
+        Some((e, _)) => {
+            return Err(format!(
+                "the changelog's positions (epoch {e}) are older than its state (epoch {epoch}): a write was cut short"
+            ))
+        }
+        None => BTreeMap::new(),
+    };
     Ok(Some(Recovered {
         checkpoint: Checkpoint {
             rule: id.to_owned(),
@@ -760,7 +869,7 @@ async fn rebuild(
             created_ms: 0,
             workers,
             operators,
-            positions: BTreeMap::new(),
+            positions,
             staged: BTreeMap::new(),
         },
         bytes,
@@ -776,6 +885,12 @@ enum FeedSource {
     Channel(mpsc::Receiver<Bytes>),
     /// At-least-once and exactly-once: a durable log, from `pos` on.
     Log { log: StreamLog, pos: u64 },
+    /// Fed by the node with broker offsets; `next` is the offset after the last one taken.
+    Numbered {
+        rx: mpsc::Receiver<(Bytes, Option<u64>)>,
+        position: String,
+        next: Option<u64>,
+    },
 }
 
 /// One input of a rule: decodes payloads into events (bad records become dead letters and the
@@ -796,24 +911,41 @@ struct Feed {
     rows: Vec<Result<Row, String>>,
 }
 
+/// Waits for one item, then takes whatever else is waiting (up to 1024), so the feed flushes
+/// once per batch: batches under load, one event when idle. `None` once the channel closed.
+fn take_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![rx.blocking_recv()?];
+    while let Ok(p) = rx.try_recv() {
+        batch.push(p);
+        if batch.len() >= 1024 {
+            break;
+        }
+    }
+    Some(batch)
+}
+
 impl Feed {
     fn run(mut self) {
         loop {
             match &mut self.source {
                 FeedSource::Channel(rx) => {
-                    let Some(first) = rx.blocking_recv() else {
+                    let Some(batch) = take_batch(rx) else {
                         break;
                     };
-                    // Take whatever is waiting, then flush once: batches under load, one event
-                    // when idle.
-                    let mut batch = vec![first];
-                    while let Ok(p) = rx.try_recv() {
-                        batch.push(p);
-                        if batch.len() >= 1024 {
-                            break;
-                        }
-                    }
+                    self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
                     for p in batch {
+                        self.accept(&p);
+                    }
+                }
+                FeedSource::Numbered { rx, next, .. } => {
+                    let Some(batch) = take_batch(rx) else {
+                        break;
+                    };
+                    self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
+                    if let Some(o) = batch.iter().filter_map(|b| b.1).next_back() {
+                        *next = Some(o + 1);
+                    }
+                    for (p, _) in batch {
                         self.accept(&p);
                     }
                 }
@@ -844,6 +976,8 @@ impl Feed {
                         Ok(entries) => {
                             let next = entries.last().map_or(*pos, |(o, _)| o + 1);
                             *pos = next;
+                            let behind = log.end().saturating_sub(next);
+                            self.stage.backlog.store(behind, Ordering::Relaxed);
                             for (_, p) in entries {
                                 self.accept(&p);
                             }
@@ -865,7 +999,12 @@ impl Feed {
                 self.ingest.barrier(wanted);
                 let (log, offset) = match &self.source {
                     FeedSource::Log { log, pos } => (Some(log.name().to_owned()), *pos),
-                    FeedSource::Channel(_) => (None, 0),
+                    FeedSource::Numbered {
+                        position,
+                        next: Some(n),
+                        ..
+                    } => (Some(position.clone()), *n),
+                    FeedSource::Channel(_) | FeedSource::Numbered { .. } => (None, 0),
                 };
                 let _ = self.reports.send(Report::Position {
                     epoch: wanted,

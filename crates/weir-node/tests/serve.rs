@@ -144,6 +144,11 @@ async fn embedded_mqtt_http_ingest_tail_and_dead_letters() {
         )),
         "{metrics}"
     );
+    // Everything sent was read: nothing waits for the source.
+    assert!(
+        metrics.contains(r#"weir_source_backlog{rule="hot",operator="source:readings"} 0"#),
+        "{metrics}"
+    );
     node.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -183,7 +188,11 @@ async fn rabbitmq_through_the_seed_paper_api() {
     use lapin::options::*;
     use lapin::types::FieldTable;
     let dir = data_dir("paper");
-    let node = TestNode::start(&dir).await;
+    let node = TestNode::with(weir_node::NodeConfig {
+        name: Some("edge-1".into()),
+        ..config(&dir)
+    })
+    .await;
     let (ex_in, ex_out) = (unique("weir_in"), unique("weir_out"));
     let install = json!({
         "headers": {"runtime": "edge", "targetResource": "edge-1", "jobType": "single-filter"},
@@ -298,14 +307,22 @@ async fn rabbitmq_through_the_seed_paper_api() {
             json!({"target_runtime": "core", "targetResource": "core-1", "jobInfo": started}),
         )
         .await;
-    assert_eq!(s, 501, "{moved}");
+    // No node core-1 is known to this single node's control plane: refused, the job runs on.
+    assert_eq!(s, 404, "{moved}");
     assert!(
         moved["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("keeps running"),
+            .contains("core-1"),
         "{moved}"
     );
+    let (_, status) = node
+        .get(&format!(
+            "/v1/rules/{}/status",
+            started["jobId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status["state"], "RUNNING", "{status}");
     let (s, stopped) = node.post("/api/stop", info.clone()).await;
     assert_eq!((s, stopped["jobStatus"].as_str()), (200, Some("STOPPED")));
     let (s, gone) = node.post("/api/uninstall", info.clone()).await;
@@ -653,10 +670,13 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/rules/{id}/stop",
         "/v1/rules/{id}/restart",
         "/v1/rules/{id}/status",
+        "/v1/rules/{id}/move",
+        "/v1/rules/{id}/attach",
         "/v1/rules/{id}/checkpoint",
         "/v1/rules/{id}/dead_letters",
         "/v1/nodes",
         "/v1/nodes/heartbeat",
+        "/v1/placements",
         "/v1/templates",
         "/v1/templates/{name}",
         "/api/install",

@@ -34,6 +34,8 @@ struct Shared {
     /// Next offset to write, and the first still kept.
     range: Mutex<(u64, u64)>,
     grown: Condvar,
+    /// Bumped by [`StreamLog::nudge`] to end waits early.
+    nudges: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on one log. Cheap to clone.
@@ -116,6 +118,7 @@ impl Store {
                 let s = Arc::new(Shared {
                     range: Mutex::new((end, first)),
                     grown: Condvar::new(),
+                    nudges: Default::default(),
                 });
                 open.insert(name.to_owned(), s.clone());
                 s
@@ -247,21 +250,93 @@ impl StreamLog {
         Ok(self.store.commit(&[(self, payloads)], None)?[0])
     }
 
-    /// The number of the last numbered message appended (see [`StreamLog::append_numbered`]).
-    pub fn last_number(&self) -> Result<Option<u64>, StoreError> {
-        self.store.meta_u64(&format!("seq:{}", self.name))
+    /// Where the numbers of `part` are kept: the whole stream's (`""`, a JetStream stream
+    /// sequence) or one partition's (a Kafka partition's offsets).
+    fn number_key(&self, part: &str) -> String {
+        match part {
+            "" => format!("seq:{}", self.name),
+            p => format!("seq:{}/{p}", self.name),
+        }
     }
 
-    /// Appends a message its source numbers in increasing order, unless a message with that
-    /// number or a later one is in already: the number is kept with the entry in one write.
-    pub fn append_numbered(&self, payload: Bytes, seq: u64) -> Result<(), StoreError> {
-        if self.last_number()? >= Some(seq) {
+    /// The number of the last message of `part` appended (see [`StreamLog::append_numbered`]).
+    pub fn last_number(&self, part: &str) -> Result<Option<u64>, StoreError> {
+        self.store.meta_u64(&self.number_key(part))
+    }
+
+    /// The last number of every part that has one.
+    pub fn numbers(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        if let Some(n) = self.last_number("")? {
+            out.insert(String::new(), n);
+        }
+        let prefix = format!("seq:{}/", self.name);
+        for g in self.store.meta.prefix(&prefix) {
+            let (k, v) = g.into_inner()?;
+            let part = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Ok(bytes) = <[u8; 8]>::try_from(v.as_ref()) {
+                out.insert(part, u64::from_be_bytes(bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends a message its source numbers in increasing order within `part`, unless a
+    /// message with that number or a later one is in already: the number is kept with the
+    /// entry in one write.
+    pub fn append_numbered(&self, payload: Bytes, part: &str, seq: u64) -> Result<(), StoreError> {
+        if self.last_number(part)? >= Some(seq) {
             return Ok(());
         }
-        let key = format!("seq:{}", self.name);
+        let key = self.number_key(part);
         let marker = seq.to_be_bytes();
         self.store
             .commit(&[(self, &[payload])], Some((key.as_str(), &marker)))?;
+        Ok(())
+    }
+
+    /// Makes an empty log continue from `offset` holding `payloads`, with `numbers` as the last
+    /// numbered message of each part: how a log arrives from another node when its rule moves
+    /// (offsets name results for good, so they continue where the other node left off).
+    pub fn adopt(
+        &self,
+        offset: u64,
+        payloads: &[Bytes],
+        numbers: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let mut r = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
+        if r.0 != r.1 {
+            return Err(StoreError::Invalid(format!(
+                "log {} holds entries {}..{}; only an empty log takes another's",
+                self.name, r.1, r.0
+            )));
+        }
+        let mut batch = self.store.db.batch().durability(Some(self.store.mode));
+        for (i, p) in payloads.iter().enumerate() {
+            batch.insert(
+                &self.store.logs,
+                key(&self.name, offset + i as u64),
+                p.as_ref(),
+            );
+        }
+        let end = offset + payloads.len() as u64;
+        let meta = &self.store.meta;
+        batch.insert(
+            meta,
+            format!("end:{}", self.name),
+            end.to_be_bytes().as_slice(),
+        );
+        for (part, _) in self.numbers()? {
+            batch.remove(meta, self.number_key(&part));
+        }
+        for (part, n) in numbers {
+            batch.insert(meta, self.number_key(part), n.to_be_bytes().as_slice());
+        }
+        let bytes: usize = payloads.iter().map(|p| p.len() + 32).sum();
+        self.store.write(batch, bytes as u64 + 64)?;
+        *r = (end, offset);
+        drop(r);
+        self.shared.grown.notify_all();
         Ok(())
     }
 
@@ -294,15 +369,29 @@ impl StreamLog {
             .1
     }
 
-    /// Waits until the log holds an entry at `offset` or `timeout` passes; true if it does.
+    /// Waits until the log holds an entry at `offset`, `timeout` passes or the log is nudged;
+    /// true if it holds the entry.
     pub fn wait_beyond(&self, offset: u64, timeout: Duration) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let g = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
+        let nudges = self.shared.nudges.load(Relaxed);
         let (g, _) = self
             .shared
             .grown
-            .wait_timeout_while(g, timeout, |r| r.0 <= offset)
+            .wait_timeout_while(g, timeout, |r| {
+                r.0 <= offset && self.shared.nudges.load(Relaxed) == nudges
+            })
             .unwrap_or_else(|e| e.into_inner());
         g.0 > offset
+    }
+
+    /// Ends every [`StreamLog::wait_beyond`] now, entry or not (a reader has something to do).
+    pub fn nudge(&self) {
+        let _g = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared
+            .nudges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.grown.notify_all();
     }
 
     /// Drops every entry before `offset` (what no reader will need again).
@@ -383,10 +472,34 @@ mod tests {
         let store = Store::open(dir.path(), false, 0).unwrap();
         let log = store.log("in").unwrap();
         for seq in [1, 2, 2, 1, 3] {
-            log.append_numbered(b(&seq.to_string()), seq).unwrap();
+            log.append_numbered(b(&seq.to_string()), "", seq).unwrap();
         }
         let got: Vec<Bytes> = log.read(0, 10).unwrap().into_iter().map(|e| e.1).collect();
         assert_eq!(got, vec![b("1"), b("2"), b("3")]);
+    }
+
+    #[test]
+    fn an_empty_log_adopts_another_nodes_entries_offsets_and_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
+        let log = store.log("in").unwrap();
+        log.append_numbered(b("old"), "", 3).unwrap();
+        log.append_numbered(b("p0"), "0", 5).unwrap();
+        let carried = [("".to_owned(), 41), ("1".to_owned(), 9)].into();
+        assert!(log.adopt(10, &[b("x")], &carried).is_err());
+        log.truncate_before(log.end()).unwrap();
+        log.adopt(7, &[b("a"), b("b")], &carried).unwrap();
+        assert_eq!((log.first(), log.end()), (7, 9));
+        assert_eq!(log.read(0, 10).unwrap(), vec![(7, b("a")), (8, b("b"))]);
+        assert_eq!(log.numbers().unwrap(), carried, "partition 0's number went");
+        log.append_numbered(b("41"), "", 41).unwrap();
+        log.append_numbered(b("42"), "", 42).unwrap();
+        assert_eq!(log.end(), 10);
+        drop(log);
+        let store2 = store.clone();
+        drop(store);
+        let again = store2.log("in").unwrap();
+        assert_eq!((again.first(), again.end()), (7, 10));
     }
 
     #[test]

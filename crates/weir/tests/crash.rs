@@ -538,7 +538,6 @@ async fn a_full_disk_fails_checkpoints_and_ingest_with_clear_errors() {
 /// arrive, the rule leaves in its output stream exactly what a run without failures leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_to_jetstream_exactly_once_through_kills() {
-    use futures::StreamExt;
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     let tag = format!("{}_{}", std::process::id(), free_port());
     let run = |name: &str, kills: usize, seed: u64| {
@@ -614,22 +613,11 @@ async fn jetstream_to_jetstream_exactly_once_through_kills() {
                 last = n;
             }
             node.kill();
-            let stream = js.get_stream(&output).await.unwrap();
-            let consumer = stream
-                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+            let mut results: Vec<String> = common::jetstream_messages(&js, &output)
                 .await
-                .unwrap();
-            let mut results = Vec::new();
-            let mut batch = consumer
-                .fetch()
-                .max_messages(100_000)
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await
-                .unwrap();
-            while let Some(Ok(m)) = batch.next().await {
-                results.push(String::from_utf8_lossy(&m.payload).into_owned());
-            }
+                .into_iter()
+                .map(|m| m.1)
+                .collect();
             let _ = js.delete_stream(&input).await;
             let _ = js.delete_stream(&output).await;
             let _ = std::fs::remove_dir_all(&dir);

@@ -59,6 +59,25 @@ impl Changelog {
 
     /// Writes the newest state of one partition.
     pub async fn put(&self, partition: usize, epoch: u64, state: &[u8]) -> Result<(), String> {
+        self.put_key(&partition.to_string(), epoch, state).await
+    }
+
+    /// The newest state of one partition and its epoch, if it was ever written.
+    pub async fn get(&self, partition: usize) -> Result<Option<(u64, Vec<u8>)>, String> {
+        self.get_key(&partition.to_string()).await
+    }
+
+    /// Writes the source positions that go with the states of `epoch` (written after them).
+    pub async fn put_positions(&self, epoch: u64, positions: &[u8]) -> Result<(), String> {
+        self.put_key("positions", epoch, positions).await
+    }
+
+    /// The newest source positions and their epoch.
+    pub async fn get_positions(&self) -> Result<Option<(u64, Vec<u8>)>, String> {
+        self.get_key("positions").await
+    }
+
+    async fn put_key(&self, partition: &str, epoch: u64, state: &[u8]) -> Result<(), String> {
         let parts: Vec<&[u8]> = match state.is_empty() {
             true => vec![state],
             false => state.chunks(PART).collect(),
@@ -81,8 +100,7 @@ impl Changelog {
         Ok(())
     }
 
-    /// The newest state of one partition and its epoch, if it was ever written.
-    pub async fn get(&self, partition: usize) -> Result<Option<(u64, Vec<u8>)>, String> {
+    async fn get_key(&self, partition: &str) -> Result<Option<(u64, Vec<u8>)>, String> {
         let stream = self
             .js
             .get_stream(STREAM)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::context::Publish;
+use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 
 use crate::endpoint::Opts;
@@ -149,7 +149,7 @@ impl NatsConfig {
             // A durable rule keeps its own position: the stream sequence of the last message
             // its log took. It reads in stream order from just after it, without
             // acknowledgements, so nothing is skipped or stored twice across crashes.
-            let last = input.log.last_number().map_err(|e| e.to_string())?;
+            let last = input.log.last_number("").map_err(|e| e.to_string())?;
             let deliver_policy = match last {
                 Some(seq) => DeliverPolicy::ByStartSequence {
                     start_sequence: seq + 1,
@@ -180,7 +180,7 @@ impl NatsConfig {
                     Err(_) => continue,
                 };
                 health.count();
-                let seq = msg.info().ok().map(|i| i.stream_sequence);
+                let seq = msg.info().ok().map(|i| ("", i.stream_sequence));
                 if tx.send_numbered(msg.payload.clone(), seq).await.is_err() {
                     return Err("rule stopped".to_owned());
                 }
@@ -230,7 +230,7 @@ impl NatsConfig {
                     Some(js) => {
                         // JetStream drops a message whose id it has seen within its
                         // duplicate window: a result sent again after a crash lands once.
-                        let mut publish = Publish::build().payload(payload.clone());
+                        let mut publish = PublishMessage::build().payload(payload.clone());
                         if let Some(id) = &id {
                             publish = publish.message_id(id);
                         }

@@ -87,6 +87,11 @@ impl From<NodeError> for ApiError {
             NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit"),
             NodeError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
             NodeError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
+            NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            NodeError::Remote { status, .. } => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "remote",
+            ),
             NodeError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
             NodeError::Store(weir_state::StoreError::Full(_)) => {
                 (StatusCode::INSUFFICIENT_STORAGE, "disk_full")

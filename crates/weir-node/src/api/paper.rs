@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{ApiError, ApiResult};
-use crate::node::{Node, NodeError, RuleView};
+use crate::cluster::Member;
+use crate::node::{Node, RuleView};
 use crate::registry::{JobRecord, RuleOptions};
+use crate::relocation;
 
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -172,12 +174,24 @@ async fn install(
 ) -> ApiResult<JobInfo> {
     let Json(req) = body?;
     let runtime = &req.headers.runtime;
+    let me = node.name.get().cloned().unwrap_or_default();
+    // targetResource names the node; without it, a node of the runtime asked for is chosen.
+    let target = match &req.headers.target_resource {
+        Some(t) if *t != me => Some(relocation::resolve(&node, t).await?),
+        Some(_) => None,
+        None if runtime != &node.config.runtime => {
+            Some(relocation::least_loaded(&node, runtime, "").await?)
+        }
+        None => None,
+    };
+    if let Some(t) = target {
+        return forward(&t, "/api/install", &req).await;
+    }
     if runtime != &node.config.runtime {
-        return Err(NodeError::Unsupported(format!(
-            "this node is the '{}' runtime; installing on '{runtime}' needs the runtimes issue (edge and core nodes)",
+        return Err(ApiError::bad_request(format!(
+            "node '{me}' is the '{}' runtime, not '{runtime}'",
             node.config.runtime
-        ))
-        .into());
+        )));
     }
     let job_type = req.headers.job_type.clone();
     let job_id = new_job_id(&job_type);
@@ -295,21 +309,51 @@ async fn stop(
     lifecycle(&node, body, Op::Stop).await
 }
 
-/// Moving between runtimes needs a second runtime to move to; until the edge and core
-/// runtimes exist, a move is refused and the rule stays where it runs.
+/// Moves a job to the node `target_resource` names, or to the least loaded node of
+/// `target_runtime`, with its state (see [`crate::relocation`]).
 async fn relocate(
     State(node): State<Arc<Node>>,
     body: Result<Json<Relocation>, JsonRejection>,
 ) -> ApiResult<JobInfo> {
     let Json(req) = body?;
-    node.rule(&req.job_info.job_id).await?;
-    let target = req
-        .target_resource
-        .as_deref()
-        .unwrap_or("(unnamed resource)");
-    Err(NodeError::Unsupported(format!(
-        "moving job {} to runtime '{}' at {target} is not possible yet: this node is the only '{}' runtime, and moves between edge and core arrive with the runtimes issue; the job keeps its state and keeps running here",
-        req.job_info.job_id, req.target_runtime, node.config.runtime
-    ))
-    .into())
+    let id = &req.job_info.job_id;
+    let target = match &req.target_resource {
+        Some(name) => relocation::resolve(&node, name).await?,
+        None => {
+            let holder = match node.rule(id).await {
+                Ok(_) => node.name.get().cloned().unwrap_or_default(),
+                Err(_) => relocation::holder(&node, id).await?.report.name,
+            };
+            relocation::least_loaded(&node, &req.target_runtime, &holder).await?
+        }
+    };
+    if target.report.role != req.target_runtime {
+        return Err(ApiError::bad_request(format!(
+            "targetResource '{}' is a '{}' node, not '{}'",
+            target.report.name, target.report.role, req.target_runtime
+        )));
+    }
+    let to = relocation::MoveRequest {
+        node: target.report.name.clone(),
+        address: Some(target.report.address.clone()),
+    };
+    let report = relocation::move_rule(&node, id, to).await?;
+    let status = match report.view["state"].as_str() {
+        Some("RUNNING") => "RUNNING",
+        Some("INSTALLED") => "INSTALLED",
+        _ => "STOPPED",
+    };
+    Ok(Json(JobInfo {
+        runtime: req.target_runtime,
+        job_id: req.job_info.job_id,
+        job_type: req.job_info.job_type,
+        job_status: status.to_owned(),
+        config_file_name: req.job_info.config_file_name,
+    }))
+}
+
+/// Hands a paper request to another node and answers with its answer.
+async fn forward<T: Serialize>(target: &Member, path: &str, body: &T) -> ApiResult<JobInfo> {
+    let reply = relocation::send(target, path, body).await?;
+    Ok(Json(relocation::answer(reply, &target.report.name).await?))
 }

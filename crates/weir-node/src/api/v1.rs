@@ -42,6 +42,11 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/rules/{id}/stop", post(stop_rule))
         .route("/v1/rules/{id}/restart", post(restart_rule))
         .route("/v1/rules/{id}/status", get(rule_status))
+        .route("/v1/rules/{id}/move", post(move_rule))
+        .route(
+            "/v1/rules/{id}/attach",
+            post(attach_rule).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+        )
         .route(
             "/v1/rules/{id}/checkpoint",
             get(export_checkpoint)
@@ -51,6 +56,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/rules/{id}/dead_letters", get(tail_dead_letters))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/heartbeat", post(node_heartbeat))
+        .route("/v1/placements", get(list_placements))
         .route("/v1/templates", get(list_templates))
         .route("/v1/templates/{name}", post(instantiate_template))
 }
@@ -282,6 +288,9 @@ struct RuleBody {
     /// The node to install on, by name; the control plane forwards the request to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
+    /// Install on every up node of this runtime (`core` for a group rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
 }
 
 async fn create_rule(
@@ -289,11 +298,49 @@ async fn create_rule(
     body: Result<Json<RuleBody>, JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
     let Json(mut b) = body?;
+    if let Some(runtime) = b.runtime.take() {
+        return install_on_runtime(&node, &runtime, &b).await;
+    }
     if let Some(target) = b.node.take().filter(|t| Some(t) != node.name.get()) {
         return forward_install(&node, &target, &b).await;
     }
     let view = node.install_rule(&b.id, &b.sql, b.options, None).await?;
     Ok((axum::http::StatusCode::CREATED, Json(json!(view))))
+}
+
+/// Installs a rule on every up node of a runtime; 201 if every one took it, else 502 with
+/// each node's answer.
+async fn install_on_runtime(
+    node: &Node,
+    runtime: &str,
+    b: &RuleBody,
+) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
+    let targets: Vec<_> = crate::relocation::members(node)
+        .await?
+        .into_iter()
+        .filter(|m| m.state == "up" && m.report.role == runtime)
+        .collect();
+    if targets.is_empty() {
+        return Err(ApiError::unavailable(format!("no '{runtime}' node is up")));
+    }
+    let mut answers = Vec::new();
+    let mut all = true;
+    for m in &targets {
+        let (status, body) = match crate::relocation::send(m, "/v1/rules", b).await {
+            Ok(r) => (
+                r.status().as_u16(),
+                r.json::<Json_>().await.unwrap_or_default(),
+            ),
+            Err(e) => (503, json!({"error": {"message": e.to_string()}})),
+        };
+        all &= status == 201;
+        answers.push(json!({"node": m.report.name, "status": status, "answer": body}));
+    }
+    let status = match all {
+        true => axum::http::StatusCode::CREATED,
+        false => axum::http::StatusCode::BAD_GATEWAY,
+    };
+    Ok((status, Json(json!({"installed": answers}))))
 }
 
 /// Installs a rule on another node of this control plane, answering with that node's answer.
@@ -302,27 +349,8 @@ async fn forward_install(
     target: &str,
     b: &RuleBody,
 ) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
-    let member = node
-        .members
-        .get(target)
-        .ok_or_else(|| NodeError::NotFound {
-            kind: "node",
-            name: target.to_owned(),
-        })?;
-    if member.state != "up" {
-        return Err(ApiError::unavailable(format!(
-            "node '{target}' is lost: no report for {} ms",
-            member.last_seen_ms_ago
-        )));
-    }
-    let url = format!("{}/v1/rules", member.report.address);
-    let reply = reqwest::Client::new()
-        .post(&url)
-        .json(b)
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("node '{target}' at {url}: {e}")))?;
+    let member = crate::relocation::resolve(node, target).await?;
+    let reply = crate::relocation::send(&member, "/v1/rules", b).await?;
     let status = axum::http::StatusCode::from_u16(reply.status().as_u16())
         .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
     let body: Json_ = reply
@@ -332,8 +360,46 @@ async fn forward_install(
     Ok((status, Json(body)))
 }
 
+async fn move_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Result<Json<crate::relocation::MoveRequest>, JsonRejection>,
+) -> ApiResult<crate::relocation::MoveReport> {
+    let Json(req) = body?;
+    Ok(Json(crate::relocation::move_rule(&node, &id, req).await?))
+}
+
+#[derive(Deserialize)]
+struct AttachQuery {
+    from: Option<String>,
+}
+
+/// Takes a rule another node packed for a move (see [`crate::relocation`]).
+async fn attach_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<AttachQuery>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<RuleView>), ApiError> {
+    let package = crate::node::Package::decode(&body)?;
+    if package.header.record.id != id {
+        return Err(ApiError::bad_request(format!(
+            "the package holds rule '{}', not '{id}'",
+            package.header.record.id
+        )));
+    }
+    let from = q.from.unwrap_or_else(|| "(unnamed node)".to_owned());
+    let view = node.attach(package, &from).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(view)))
+}
+
 async fn list_nodes(State(node): State<Arc<Node>>) -> Json<Vec<crate::cluster::Member>> {
     Json(node.members.list())
+}
+
+/// The placement policies' decisions, oldest first (see [`crate::placement`]).
+async fn list_placements(State(node): State<Arc<Node>>) -> Json<Vec<crate::placement::Decision>> {
+    Json(node.placements.list())
 }
 
 async fn node_heartbeat(

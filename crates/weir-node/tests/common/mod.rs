@@ -188,3 +188,7 @@ pub async fn expect_quiet(rx: &mut mpsc::Receiver<Bytes>, ms: u64) {
         panic!("unexpected message: {}", String::from_utf8_lossy(&b));
     }
 }
+
+pub mod tansu;
+#[allow(unused_imports)] // only the Kafka tests use them
+pub use tansu::{produce, windows, Tansu};

@@ -16,6 +16,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 ///   weir bench debs --via embedded --pace original --duration 10m --plot debs.svg
 ///   weir bench debs --via mqtt://127.0.0.1:1883 --pace original --duration 10m
 ///   weir bench state --events 20000000 --keys 1000000
+///   weir bench move --keys 10000,1000000 --runs 3
+///   weir bench group --events 400000 --partitions 4 --runs 3   (needs tansu, or --brokers)
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -63,6 +65,30 @@ enum BenchCommand {
         /// Keys of state for the recovery run.
         #[arg(long, default_value_t = 1_000_000)]
         keys: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// How long a rule processes nothing while it moves between two nodes (in this process)
+    /// with a given amount of keyed state: stop at a checkpoint, pack, send, unpack, start.
+    Move {
+        /// Keys of state, one run each: 10000,1000000
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+        keys: Vec<usize>,
+        /// Moves back and forth per state size (each counts twice).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// A core group on Kafka: read rate of one and of two member nodes (in this process) on a
+    /// partitioned topic, and the handover time when a member leaves. Starts its own tansu
+    /// broker unless --brokers names one; the changelog is NATS on 127.0.0.1:4222.
+    Group {
+        /// Kafka bootstrap servers, host:port.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        #[arg(long, default_value_t = 400_000)]
+        events: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -214,6 +240,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::State { events, keys, runs } => {
             super::bench_state::overhead(events, runs)?;
             super::bench_state::recovery(keys, runs)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Move { keys, runs } => {
+            super::bench_move::run(&keys, runs)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Group {
+            brokers,
+            partitions,
+            events,
+            runs,
+        } => {
+            super::bench_group::run(brokers, partitions, events, runs)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),

@@ -81,6 +81,14 @@ enum RuleCommand {
     Delete {
         id: String,
     },
+    /// Move the rule, with its state, to another node of the control plane (ask any node):
+    /// it stops at a checkpoint and resumes there from exactly where it stopped; prints how
+    /// long it processed nothing. The nodes are listed at /v1/nodes of the control plane.
+    Move {
+        id: String,
+        /// The target node's name.
+        to: String,
+    },
     /// Follow the rule's dead letters.
     DeadLetters {
         id: String,
@@ -332,6 +340,11 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
             }
             RuleCommand::Delete { id } => {
                 c.call(M::DELETE, &format!("/v1/rules/{id}"), None).await?
+            }
+            RuleCommand::Move { id, to } => {
+                let body = json!({ "node": to });
+                c.call(M::POST, &format!("/v1/rules/{id}/move"), Some(body))
+                    .await?
             }
             RuleCommand::DeadLetters { id } => {
                 c.follow(&format!("/v1/rules/{id}/dead_letters"), None)

@@ -2,6 +2,9 @@
 
 pub mod bench;
 pub mod bench_debs;
+pub mod bench_group;
+pub mod bench_move;
+pub mod bench_node;
 pub mod bench_state;
 pub mod check;
 pub mod client;

@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
     /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
     /// disk, default 67108864), name, join, advertise, heartbeat_ms (default 1000),
-    /// lost_after_ms (default 5000).
+    /// lost_after_ms (default 5000); on a control plane, adaptive placement: offload_above,
+    /// return_below and load_metric (cpu_percent or events_per_s).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
@@ -147,6 +148,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
                 .map(|m| format!(", MQTT on {m}"))
                 .unwrap_or_default()
         );
+        // Ctrl-C, or SIGTERM from a service manager: rules stop at a checkpoint, group members
+        // leave their groups so their partitions move at once.
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("weir: stopping");
         running.stop().await;

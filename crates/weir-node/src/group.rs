@@ -1,0 +1,298 @@
+//! Group rules: one rule run by several core nodes as members of its input's Kafka consumer
+//! group (Kafka Streams' model). Kafka's group protocol decides which node reads which
+//! partition; each node runs one task per partition it reads — the rule's program with its own
+//! state — and every task checkpoints to the rule's changelog together with its partition's
+//! next offset. When a partition moves (a node joins, leaves or dies), its new owner rebuilds
+//! the task from the changelog and skips what that state already holds. Offsets are committed
+//! to the group only once the changelog holds the state that covers them, so the group never
+//! starts a partition past its state. Results are at least once: what a task emitted after its
+//! last checkpoint is emitted again by the partition's next owner.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use weir_connectors::kafka::{GroupEvent, KafkaConfig};
+use weir_connectors::Endpoint;
+
+use crate::checkpoint::CheckpointStatus;
+use crate::rule::{Fed, Launch, RuleMetrics, RunningRule, Stage, BROKER_POSITION};
+
+/// A running group rule on this node.
+pub struct GroupRule {
+    pub metrics: Arc<RuleMetrics>,
+    stop: oneshot::Sender<()>,
+    member: tokio::task::JoinHandle<()>,
+}
+
+/// One partition's task.
+struct Task {
+    rule: RunningRule,
+    tx: mpsc::Sender<(Bytes, Option<u64>)>,
+    /// Offsets below this are in the task's restored state already.
+    from: u64,
+}
+
+impl GroupRule {
+    /// Joins the consumer group of the rule's input; `launch` is the rule as one task runs it
+    /// (its id and changelog are made per partition).
+    pub fn start(launch: Launch) -> Result<GroupRule, String> {
+        let (inputs, _) = crate::rule::boundary(&launch.program);
+        let eps = crate::rule::endpoints(&launch.program).map_err(|bad| {
+            let bad: Vec<String> = bad.into_iter().map(|(_, e)| e).collect();
+            bad.join("; ")
+        })?;
+        let [input] = inputs.as_slice() else {
+            return Err(format!(
+                "a group rule reads one Kafka stream; rule {} reads {}",
+                launch.id,
+                inputs.join(", ")
+            ));
+        };
+        let (def, endpoint) = eps
+            .into_iter()
+            .find(|(d, _)| d.name.eq_ignore_ascii_case(input))
+            .ok_or("input not found")?;
+        let endpoint = endpoint.for_rule(&launch.id, &def.name);
+        let Endpoint::Kafka(kafka) = &endpoint else {
+            return Err(format!(
+                "a group rule reads a Kafka stream, whose partitions Kafka's group protocol shares among the nodes; {} is {}",
+                def.name,
+                endpoint.kind()
+            ));
+        };
+        if launch.changelog.is_none() {
+            return Err("a group rule needs a changelog (\"changelog\": \"nats://host:4222\"): it is where a partition's state goes when the partition moves to another node".into());
+        }
+        let stage = Stage::new("source", &def.name, &endpoint);
+        let status = Arc::new(Mutex::new(CheckpointStatus {
+            delivery: "at_least_once",
+            ..CheckpointStatus::default()
+        }));
+        let metrics = Arc::new(RuleMetrics::new(
+            vec![stage.clone()],
+            status,
+            Arc::new(Mutex::new(None)),
+        ));
+        let (stop, stopped) = oneshot::channel();
+        let member = Member {
+            launch,
+            kafka: kafka.clone(),
+            stream: def.name.clone(),
+            stage,
+            metrics: metrics.clone(),
+            tasks: BTreeMap::new(),
+            owned: Default::default(),
+        };
+        Ok(GroupRule {
+            metrics,
+            stop,
+            member: tokio::spawn(member.run(stopped)),
+        })
+    }
+
+    /// Leaves the group: every task takes a last checkpoint into the changelog first.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.member.await;
+    }
+}
+
+struct Member {
+    launch: Launch,
+    kafka: KafkaConfig,
+    stream: String,
+    stage: Arc<Stage>,
+    metrics: Arc<RuleMetrics>,
+    tasks: BTreeMap<i32, Task>,
+    /// The partitions the group gave this member; messages of others (fetched before a
+    /// revocation) belong to their new owner and are dropped.
+    owned: std::collections::BTreeSet<i32>,
+}
+
+impl Member {
+    /// A partition's task: its checkpoints and changelog go by this id.
+    fn task_id(&self, partition: i32) -> String {
+        format!("{}.p{partition}", self.launch.id)
+    }
+
+    fn position(&self, partition: i32) -> String {
+        format!("{BROKER_POSITION}kafka/{}/{partition}", self.kafka.topic)
+    }
+
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
+        let mut group = loop {
+            match self.kafka.join_group().await {
+                Ok(g) => break g,
+                Err(e) => self.stage.health.down(e),
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        self.stage.health.up();
+        let mut commits = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = commits.tick() => {
+                    if let Err(e) = group.commit(&self.covered()) {
+                        tracing::warn!(rule = %self.launch.id, error = %e, "offsets not committed");
+                    }
+                }
+                event = group.next() => match event {
+                    Ok(GroupEvent::Message { partition, offset, payload }) => {
+                        self.stage.health.count();
+                        self.deliver(partition, offset, payload).await;
+                    }
+                    Ok(GroupEvent::Assigned(parts)) => {
+                        for p in parts {
+                            self.owned.insert(p);
+                            self.ensure_task(p);
+                        }
+                    }
+                    Ok(GroupEvent::Revoked(parts)) => {
+                        // Their last positions too, while the group may still take them.
+                        let mut last = self.leave_all(parts).await;
+                        last.extend(self.covered());
+                        let _ = group.commit(&last);
+                    }
+                    Err(e) => {
+                        self.stage.health.down(e);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                },
+            }
+        }
+        let parts: Vec<i32> = self.tasks.keys().copied().collect();
+        let last = self.leave_all(parts).await;
+        let _ = group.commit(&last);
+    }
+
+    /// Starts a partition's task unless it runs; false if it cannot start.
+    fn ensure_task(&mut self, partition: i32) -> bool {
+        if self.tasks.contains_key(&partition) {
+            return true;
+        }
+        match self.start_task(partition) {
+            Ok(t) => {
+                self.tasks.insert(partition, t);
+                true
+            }
+            Err(e) => {
+                tracing::error!(rule = %self.launch.id, partition, error = %e, "partition task not started");
+                *self
+                    .metrics
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("partition {partition}: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Hands a message to its partition's task.
+    async fn deliver(&mut self, partition: i32, offset: u64, payload: Bytes) {
+        if !self.owned.contains(&partition) || !self.ensure_task(partition) {
+            return;
+        }
+        let task = &self.tasks[&partition];
+        if offset < task.from {
+            return;
+        }
+        self.stage
+            .events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = task.tx.send((payload, Some(offset))).await;
+    }
+
+    fn start_task(&self, partition: i32) -> Result<Task, String> {
+        let (tx, rx) = mpsc::channel(1024);
+        let position = self.position(partition);
+        let l = &self.launch;
+        let rule = RunningRule::start(Launch {
+            id: self.task_id(partition),
+            program: l.program.clone(),
+            engine: l.engine.clone(),
+            hub: l.hub.clone(),
+            max_payload: l.max_payload,
+            delivery: l.delivery,
+            interval: l.interval,
+            max_state_bytes: l.max_state_bytes,
+            checkpoints: l.checkpoints.clone(),
+            retention: l.retention,
+            outbox: l.outbox,
+            changelog: l.changelog.clone(),
+            fed: Some(Fed {
+                stream: self.stream.clone(),
+                position: position.clone(),
+                rx,
+                tx: tx.downgrade(),
+            }),
+        })?;
+        let from = rule.restored.get(&position).copied().unwrap_or(0);
+        tracing::info!(rule = %l.id, partition, from, "partition task started");
+        Ok(Task { rule, tx, from })
+    }
+
+    /// Gives up partitions: their tasks stop; the next offset each one's state covers.
+    async fn leave_all(&mut self, parts: Vec<i32>) -> Vec<(i32, u64)> {
+        let mut last = Vec::new();
+        for p in parts {
+            self.owned.remove(&p);
+            last.extend(self.leave(p).await.map(|next| (p, next)));
+        }
+        last
+    }
+
+    /// Stops a partition's task (a last checkpoint into the changelog); the next offset its
+    /// state covers.
+    async fn leave(&mut self, partition: i32) -> Option<u64> {
+        let task = self.tasks.remove(&partition)?;
+        let position = self.position(partition);
+        let status = task.rule.metrics.checkpoint.clone();
+        // Stopped before its input closes: a closed input would end the stream and flush the
+        // open windows, which belong to the partition's next owner.
+        task.rule.stop().await;
+        drop(task.tx);
+        // The changelog holds the state now; a copy here would only go stale.
+        let task_id = self.task_id(partition);
+        if let Err(e) = self.launch.checkpoints.remove(&task_id) {
+            tracing::warn!(rule = %task_id, error = %e, "checkpoints not removed");
+        }
+        tracing::info!(rule = %self.launch.id, partition, "partition task stopped");
+        let s = status.lock().unwrap_or_else(|e| e.into_inner());
+        s.positions.get(&position).copied()
+    }
+
+    /// Per partition, the next offset of the newest state the changelog holds.
+    fn covered(&self) -> Vec<(i32, u64)> {
+        let mut out = Vec::new();
+        let mut summary = BTreeMap::new();
+        for (p, task) in &self.tasks {
+            let s = task
+                .rule
+                .metrics
+                .checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let position = self.position(*p);
+            let next = s.positions.get(&position).copied();
+            if let (Some(next), true) = (next, s.changelog_epoch >= Some(s.epoch)) {
+                out.push((*p, next));
+                summary.insert(position, next);
+            }
+        }
+        self.metrics
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .positions = summary;
+        out
+    }
+}

@@ -1,0 +1,61 @@
+//! Nodes in the benchmark's own process, and feeding them through HTTP ingest.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use weir_node::NodeConfig;
+
+/// A node on a free port with its data under `dir/name`; `workers` per keyed rule, or the
+/// node default.
+pub async fn start(
+    dir: &std::path::Path,
+    name: &str,
+    workers: Option<usize>,
+) -> Result<weir_node::Running, String> {
+    let mut config = NodeConfig {
+        name: Some(name.to_owned()),
+        listen: ([127, 0, 0, 1], 0).into(),
+        mqtt_listen: None,
+        data_dir: dir.join(name),
+        ..NodeConfig::default()
+    };
+    if let Some(w) = workers {
+        config.workers = w;
+    }
+    weir_node::start(config).await.map_err(|e| e.to_string())
+}
+
+/// Posts `count` events made by `event` to `stream` on `node` in batches of 5000, with a
+/// progress bar; after each batch, waits while `behind(sent so far)` says the node is behind.
+pub async fn ingest(
+    node: &weir_node::Running,
+    stream: &str,
+    count: usize,
+    message: &'static str,
+    event: impl Fn(usize) -> serde_json::Value,
+    behind: impl Fn(usize) -> bool,
+) -> Result<(), String> {
+    let bar = ProgressBar::new(count as u64).with_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec})")
+            .map_err(|e| e.to_string())?,
+    );
+    bar.set_message(message);
+    let url = format!("http://{}/v1/streams/{stream}/events", node.http);
+    let http = reqwest::Client::new();
+    for from in (0..count).step_by(5000) {
+        let to = (from + 5000).min(count);
+        let batch: Vec<serde_json::Value> = (from..to).map(&event).collect();
+        http.post(&url)
+            .json(&batch)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("ingest: {e}"))?;
+        while behind(to) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bar.set_position(to as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
