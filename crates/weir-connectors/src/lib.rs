@@ -10,6 +10,7 @@ pub mod codec;
 pub mod debs;
 pub mod endpoint;
 pub mod file;
+pub mod group;
 pub mod http;
 pub mod kafka;
 pub mod live;

@@ -114,6 +114,15 @@ pub struct Outgoing {
     pub id: Option<String>,
 }
 
+/// The value of `field` in a JSON result, as the text a sink keys or partitions it by.
+pub fn key_of(payload: &[u8], field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(match v.get(field)? {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;

@@ -69,7 +69,16 @@ pub const CONNECTORS: &[(&str, &[&str])] = &[
     ),
     (
         "nats",
-        &["url", "topic", "subject", "queue", "stream", "durable"],
+        &[
+            "url",
+            "topic",
+            "subject",
+            "queue",
+            "stream",
+            "durable",
+            "partitions",
+            "group",
+        ],
     ),
     (
         "kafka",

@@ -1,12 +1,13 @@
-//! Group rules: one rule run by several core nodes as members of its input's Kafka consumer
-//! group (Kafka Streams' model). Kafka's group protocol decides which node reads which
-//! partition; each node runs one task per partition it reads — the rule's program with its own
-//! state — and every task checkpoints to the rule's changelog together with its partition's
-//! next offset. When a partition moves (a node joins, leaves or dies), its new owner rebuilds
-//! the task from the changelog and skips what that state already holds. Offsets are committed
-//! to the group only once the changelog holds the state that covers them, so the group never
-//! starts a partition past its state. Results are at least once: what a task emitted after its
-//! last checkpoint is emitted again by the partition's next owner.
+//! Group rules: one rule run by several core nodes as members of its input's consumer group
+//! (Kafka Streams' model), on a Kafka topic or a partitioned JetStream stream. The log's own
+//! group protocol decides which node reads which partition; each node runs one task per
+//! partition it reads — the rule's program with its own state — and every task checkpoints to
+//! the rule's changelog together with its partition's next position. When a partition moves (a
+//! node joins, leaves or dies), its new owner rebuilds the task from the changelog, skips what
+//! that state already holds and reads what the log handed the previous owner beyond it. Kafka
+//! offsets are committed to the group only once the changelog holds the state that covers them,
+//! so the group never starts a partition past its state. Results are at least once: what a task
+//! emitted after its last checkpoint is emitted again by the partition's next owner.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
-use weir_connectors::kafka::{GroupEvent, KafkaConfig};
-use weir_connectors::Endpoint;
+use weir_connectors::group::{GroupEvent, GroupLog, GroupMember};
 
 use crate::checkpoint::CheckpointStatus;
 use crate::rule::{Fed, Launch, RuleMetrics, RunningRule, Stage, BROKER_POSITION};
@@ -31,8 +31,10 @@ pub struct GroupRule {
 struct Task {
     rule: RunningRule,
     tx: mpsc::Sender<(Bytes, Option<u64>)>,
-    /// Offsets below this are in the task's restored state already.
-    from: u64,
+    /// The next position the task takes: those below are in its state or already given to it.
+    next: u64,
+    /// Whether what the log handed a previous owner beyond the task's state was read.
+    filled: bool,
 }
 
 impl GroupRule {
@@ -46,7 +48,7 @@ impl GroupRule {
         })?;
         let [input] = inputs.as_slice() else {
             return Err(format!(
-                "a group rule reads one Kafka stream; rule {} reads {}",
+                "a group rule reads one partitioned stream; rule {} reads {}",
                 launch.id,
                 inputs.join(", ")
             ));
@@ -56,13 +58,7 @@ impl GroupRule {
             .find(|(d, _)| d.name.eq_ignore_ascii_case(input))
             .ok_or("input not found")?;
         let endpoint = endpoint.for_rule(&launch.id, &def.name);
-        let Endpoint::Kafka(kafka) = &endpoint else {
-            return Err(format!(
-                "a group rule reads a Kafka stream, whose partitions Kafka's group protocol shares among the nodes; {} is {}",
-                def.name,
-                endpoint.kind()
-            ));
-        };
+        let log = GroupLog::of(&def.name, &endpoint)?;
         if launch.changelog.is_none() {
             return Err("a group rule needs a changelog (\"changelog\": \"nats://host:4222\"): it is where a partition's state goes when the partition moves to another node".into());
         }
@@ -79,7 +75,7 @@ impl GroupRule {
         let (stop, stopped) = oneshot::channel();
         let member = Member {
             launch,
-            kafka: kafka.clone(),
+            log,
             stream: def.name.clone(),
             stage,
             metrics: metrics.clone(),
@@ -102,7 +98,7 @@ impl GroupRule {
 
 struct Member {
     launch: Launch,
-    kafka: KafkaConfig,
+    log: GroupLog,
     stream: String,
     stage: Arc<Stage>,
     metrics: Arc<RuleMetrics>,
@@ -119,12 +115,12 @@ impl Member {
     }
 
     fn position(&self, partition: i32) -> String {
-        format!("{BROKER_POSITION}kafka/{}/{partition}", self.kafka.topic)
+        format!("{BROKER_POSITION}{}", self.log.position(partition))
     }
 
     async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
         let mut group = loop {
-            match self.kafka.join_group().await {
+            match self.log.join().await {
                 Ok(g) => break g,
                 Err(e) => self.stage.health.down(e),
             }
@@ -146,7 +142,7 @@ impl Member {
                 event = group.next() => match event {
                     Ok(GroupEvent::Message { partition, offset, payload }) => {
                         self.stage.health.count();
-                        self.deliver(partition, offset, payload).await;
+                        self.deliver(&group, partition, offset, payload).await;
                     }
                     Ok(GroupEvent::Assigned(parts)) => {
                         for p in parts {
@@ -156,9 +152,10 @@ impl Member {
                     }
                     Ok(GroupEvent::Revoked(parts)) => {
                         // Their last positions too, while the group may still take them.
-                        let mut last = self.leave_all(parts).await;
+                        let mut last = self.leave_all(parts.clone()).await;
                         last.extend(self.covered());
                         let _ = group.commit(&last);
+                        group.released(&parts).await;
                     }
                     Err(e) => {
                         self.stage.health.down(e);
@@ -195,19 +192,38 @@ impl Member {
         }
     }
 
-    /// Hands a message to its partition's task.
-    async fn deliver(&mut self, partition: i32, offset: u64, payload: Bytes) {
+    /// Hands a message to its partition's task, after what the log handed a previous owner
+    /// beyond the task's state.
+    async fn deliver(&mut self, group: &GroupMember, partition: i32, offset: u64, payload: Bytes) {
         if !self.owned.contains(&partition) || !self.ensure_task(partition) {
             return;
         }
-        let task = &self.tasks[&partition];
-        if offset < task.from {
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            return;
+        };
+        if offset < task.next {
             return;
         }
+        let mut batch = Vec::new();
+        if !task.filled {
+            match group.backfill(partition, task.next, offset).await {
+                Ok(missed) => batch = missed,
+                Err(e) => {
+                    // Read again with the partition's next message, which is dropped here.
+                    tracing::warn!(rule = %self.launch.id, partition, error = %e, "what the previous owner was handed not read");
+                    return;
+                }
+            }
+            task.filled = true;
+        }
+        batch.push((offset, payload));
         self.stage
             .events
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = task.tx.send((payload, Some(offset))).await;
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for (offset, payload) in batch {
+            let _ = task.tx.send((payload, Some(offset))).await;
+        }
+        task.next = offset + 1;
     }
 
     fn start_task(&self, partition: i32) -> Result<Task, String> {
@@ -234,9 +250,14 @@ impl Member {
                 tx: tx.downgrade(),
             }),
         })?;
-        let from = rule.restored.get(&position).copied().unwrap_or(0);
-        tracing::info!(rule = %l.id, partition, from, "partition task started");
-        Ok(Task { rule, tx, from })
+        let next = rule.restored.get(&position).copied().unwrap_or(0);
+        tracing::info!(rule = %l.id, partition, next, "partition task started");
+        Ok(Task {
+            rule,
+            tx,
+            next,
+            filled: false,
+        })
     }
 
     /// Gives up partitions: their tasks stop; the next offset each one's state covers.

@@ -55,8 +55,9 @@ pub struct RuleOptions {
     /// ("nats://host:port"), from which a node without a checkpoint rebuilds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog: Option<String>,
-    /// Run as one member of the Kafka input's consumer group on each node the rule is
-    /// installed on: one task per partition the node reads, state in the changelog.
+    /// Run as one member of the input's consumer group (a Kafka topic or a partitioned
+    /// JetStream stream) on each node the rule is installed on: one task per partition the
+    /// node reads, state in the changelog.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub group: bool,
     /// The control plane may move the rule between its edge node and the core by load (see
@@ -129,7 +130,7 @@ impl RuleOptions {
             problems.push(format!("failover must be core or edge, not {rt}"));
         }
         if self.failover.is_some() && self.delivery.durable() {
-            problems.push(format!("failover restarts the rule from its changelog, which holds its state but not the positions in its node's input logs that {} needs; use at_most_once with a JetStream durable consumer, or a Kafka group rule", self.delivery.name()));
+            problems.push(format!("failover restarts the rule from its changelog, which holds its state but not the positions in its node's input logs that {} needs; use at_most_once with a JetStream durable consumer, or a group rule", self.delivery.name()));
         }
         if self.failover.is_some() && self.changelog.is_none() {
             problems.push("failover needs a changelog (\"changelog\": \"nats://host:4222\"): the node the rule restarts on takes its state from there".to_owned());

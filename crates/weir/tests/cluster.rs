@@ -25,7 +25,8 @@ fn serve(dir: &std::path::Path, name: &str, role: &str, port: u16, join: Option<
     serve_with(dir, name, role, port, join, "")
 }
 
-/// [`serve`] with node settings in TOML.
+/// [`serve`] with node settings in TOML. The node logs at `WEIR_TEST_LOG` (a RUST_LOG filter;
+/// warn by default) into `<dir>/<name>.log`.
 fn serve_with(
     dir: &std::path::Path,
     name: &str,
@@ -45,7 +46,10 @@ fn serve_with(
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(dir.join(name))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
     if let Some(j) = join {
@@ -438,6 +442,56 @@ async fn a_stateful_rule_moves_edge_core_edge_mid_stream_and_loses_nothing() {
 #[path = "../../weir-node/tests/common/tansu.rs"]
 mod tansu;
 
+const GROUP_BASE: i64 = 1_700_000_000_000;
+
+/// The group tests' readings: 8 sensors, 100 per second of event time.
+fn group_events() -> Vec<Value> {
+    (0..8000i64)
+        .map(|i| json!({"sensor": i % 8, "ts": GROUP_BASE + (i / 8) * 10, "v": (i * 7919) % 13}))
+        .collect()
+}
+
+/// One reading per sensor far ahead, closing every window.
+fn group_closing() -> Vec<Value> {
+    (0..8)
+        .map(|s| json!({"sensor": s, "ts": GROUP_BASE + 100_000_000, "v": 0}))
+        .collect()
+}
+
+/// Installs group rule `id` through the control plane at `plane` on core-a, then on core-b
+/// (REST ports `ports`), each time waiting until the node checkpoints partitions of its own.
+async fn start_group(plane: &str, id: &str, sql: &str, options: &Value, ports: [u16; 2]) {
+    for (node, port) in ["core-a", "core-b"].into_iter().zip(ports) {
+        let body = json!({"id": id, "sql": sql, "options": options, "node": node});
+        let (status, body) = post(&format!("{plane}/v1/rules"), body).await;
+        assert_eq!(status, 201, "{body}");
+        let status = format!("http://127.0.0.1:{port}/v1/rules/{id}/status");
+        wait_for(&status, &format!("{node} reads partitions"), |v| {
+            partitions(v) > 0
+        })
+        .await;
+    }
+}
+
+/// How many partitions a group rule's status says the node checkpoints.
+fn partitions(status: &Value) -> usize {
+    status["checkpoint"]["positions"]
+        .as_object()
+        .map_or(0, |p| p.len())
+}
+
+/// Adds a result row of the group tests' rule to `got`; a window that comes out again must
+/// come out with the same figures (results are at least once).
+fn tally(got: &mut BTreeMap<(i64, i64), (i64, i64)>, r: &Value) {
+    let n = |k: &str| r[k].as_i64().unwrap();
+    let row = (n("n"), n("total"));
+    let before = got.insert((n("sensor"), n("window_start")), row);
+    assert!(
+        before.is_none() || before == Some(row),
+        "window {r} came out twice with different figures: {before:?}"
+    );
+}
+
 /// A rule on the core runtime runs on both core nodes as members of its input's consumer
 /// group, each reading some of the partitions; one node leaves mid-stream (SIGTERM) and the
 /// other takes its partitions over from the changelog. Every window's count and sum come out
@@ -469,25 +523,7 @@ async fn a_kafka_core_group_shares_partitions_and_moves_a_leaving_members_partit
     );
     let options = json!({"group": true, "changelog": "nats://127.0.0.1:4222", "checkpoint_interval": "200ms"});
     let id = format!("grp{tag}");
-    let install = |node: &str| {
-        let body = json!({"id": id, "sql": sql, "options": options, "node": node});
-        let url = format!("{plane}/v1/rules");
-        async move {
-            let (status, body) = post(&url, body).await;
-            assert_eq!(status, 201, "{body}");
-        }
-    };
-    let status_of = |port: u16| format!("http://127.0.0.1:{port}/v1/rules/{id}/status");
-    let reading = |v: &Value| {
-        v["checkpoint"]["positions"]
-            .as_object()
-            .is_some_and(|p| !p.is_empty())
-    };
-
-    let base = 1_700_000_000_000i64;
-    let events: Vec<Value> = (0..8000i64)
-        .map(|i| json!({"sensor": i % 8, "ts": base + (i / 8) * 10, "v": (i * 7919) % 13}))
-        .collect();
+    let events = group_events();
     // Paced over about 8 s, so that the kill lands while events arrive.
     let producer = tokio::spawn({
         let (b, t_in, events) = (b.clone(), t_in.clone(), events.clone());
@@ -498,20 +534,14 @@ async fn a_kafka_core_group_shares_partitions_and_moves_a_leaving_members_partit
             }
         }
     });
-    install("core-a").await;
-    wait_for(&status_of(p0), "core-a reads partitions", reading).await;
-    install("core-b").await;
-    wait_for(&status_of(p1), "core-b reads partitions", reading).await;
+    start_group(&plane, &id, &sql, &options, [p0, p1]).await;
     let stopped = Command::new("kill")
         .args(["-TERM", &core_b.0.id().to_string()])
         .status()
         .unwrap();
     assert!(stopped.success());
     producer.await.unwrap();
-    let closing: Vec<Value> = (0..8)
-        .map(|s| json!({"sensor": s, "ts": base + 100_000_000, "v": 0}))
-        .collect();
-    tansu::produce(&b, &t_in, "sensor", &closing).await;
+    tansu::produce(&b, &t_in, "sensor", &group_closing()).await;
 
     let expected = tansu::windows(&events);
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
@@ -527,18 +557,118 @@ async fn a_kafka_core_group_shares_partitions_and_moves_a_leaving_members_partit
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await else {
             continue;
         };
-        let r: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let n = |k: &str| r[k].as_i64().unwrap();
-        let row = (n("n"), n("total"));
-        let before = got.insert((n("sensor"), n("window_start")), row);
-        assert!(
-            before.is_none() || before == Some(row),
-            "window {r} came out twice with different figures: {before:?}"
+        tally(
+            &mut got,
+            &serde_json::from_slice(m.payload().unwrap()).unwrap(),
         );
     }
     assert_eq!(got.len(), expected.len(), "every window came out");
     assert_eq!(got, expected, "no event lost, none counted twice");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A rule on the core runtime over a JetStream stream split into four partitioned subjects:
+/// both core nodes pull every partition, JetStream pins each partition to one of them, and the
+/// first node releases half of its partitions when the second comes. The second node is then
+/// SIGKILLed mid-stream: once its pins time out, the first takes its partitions over from the
+/// changelog and reads what the dead node had been handed beyond its last checkpoint. Every
+/// window's count and sum come out as if nothing had happened (a result may repeat, identical).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_core_group_balances_partitions_and_survives_a_sigkilled_member() {
+    use async_nats::jetstream;
+    let nats = common::NatsServer::start().await;
+    let js = jetstream::new(async_nats::connect(&nats.url).await.unwrap());
+    let dir = std::env::temp_dir().join(format!("weir-jsgroup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p0, p1) = (free_port(), free_port());
+    let _a = serve(&dir, "core-a", "core", p0, None);
+    let mut core_b = serve(&dir, "core-b", "core", p1, Some(p0));
+    let plane = format!("http://127.0.0.1:{p0}");
+    all_up(&format!("{plane}/v1/nodes"), 2).await;
+
+    let tag = format!("{}_{p0}", std::process::id());
+    let (s_in, s_out) = (format!("jg_in_{tag}"), format!("jg_out_{tag}"));
+    for (name, subject) in [
+        (s_in.to_uppercase(), format!("{s_in}.*")),
+        (s_out.to_uppercase(), s_out.clone()),
+    ] {
+        js.get_or_create_stream(jetstream::stream::Config {
+            name,
+            subjects: vec![subject],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let url = &nats.url;
+    let (stream_in, stream_out) = (s_in.to_uppercase(), s_out.to_uppercase());
+    let sql = format!(
+        "CREATE STREAM src (sensor BIGINT, ts BIGINT, v BIGINT) WITH (connector = 'nats', url = '{url}', topic = '{s_in}', stream = '{stream_in}', partitions = '4', timestamp = 'ts');
+         CREATE STREAM counts WITH (connector = 'nats', url = '{url}', topic = '{s_out}', stream = '{stream_out}');
+         INSERT INTO counts SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM src GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);"
+    );
+    let options = json!({"group": true, "changelog": url, "checkpoint_interval": "200ms"});
+    let id = format!("jg{tag}");
+    let status_of = |port: u16| format!("http://127.0.0.1:{port}/v1/rules/{id}/status");
+    let events = group_events();
+    // A sensor's events all go to one partition (sensor % 4). Paced over about 16 s, so that
+    // the balancing and the kill land while events arrive.
+    let producer = tokio::spawn({
+        let (js, s_in, events) = (js.clone(), s_in.clone(), events.clone());
+        async move {
+            for chunk in events.chunks(50) {
+                publish(&js, &s_in, chunk).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    start_group(&plane, &id, &sql, &options, [p0, p1]).await;
+    // Long enough for core-b to emit windows of its own, which core-a may emit again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    core_b.0.kill().unwrap();
+    let killed = Instant::now();
+    wait_for(
+        &status_of(p0),
+        "core-a takes the dead node's partitions",
+        |v| partitions(v) == 4,
+    )
+    .await;
+    let resumed = killed.elapsed();
+    producer.await.unwrap();
+    publish(&js, &s_in, &group_closing()).await;
+
+    let expected = tansu::windows(&events);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+        for (_, text) in common::jetstream_messages(&js, &stream_out).await {
+            tally(&mut got, &serde_json::from_str(&text).unwrap());
+        }
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(got.len(), expected.len(), "every window came out");
+    assert_eq!(got, expected, "no event lost, none counted twice");
+    eprintln!("core-a read every partition {resumed:?} after core-b was killed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes events to JetStream, each on its sensor's partition subject, every ack awaited.
+async fn publish(js: &async_nats::jetstream::Context, subject: &str, events: &[Value]) {
+    let mut acks = Vec::new();
+    for e in events {
+        let p = e["sensor"].as_i64().unwrap() % 4;
+        let ack = js
+            .publish(format!("{subject}.{p}"), e.to_string().into())
+            .await
+            .unwrap();
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
 }
 
 /// Where rule `id` runs among the nodes at `ports`, by name.

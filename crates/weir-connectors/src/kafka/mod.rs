@@ -24,6 +24,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::endpoint::Opts;
+use crate::group::GroupEvent;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
 
 /// Results in flight to the broker at once.
@@ -258,13 +259,10 @@ impl KafkaConfig {
         out: &Outgoing,
         health: &Health,
     ) -> DeliveryFuture {
-        let key = self.key.as_ref().and_then(|field| {
-            let v: serde_json::Value = serde_json::from_slice(&out.payload).ok()?;
-            Some(match v.get(field)? {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        });
+        let key = self
+            .key
+            .as_ref()
+            .and_then(|field| crate::live::key_of(&out.payload, field));
         loop {
             let mut record = FutureRecord::<str, [u8]>::to(&self.topic).payload(&out.payload);
             if let Some(k) = &key {
@@ -326,28 +324,15 @@ impl rdkafka::consumer::ConsumerContext for Rebalances {
 
 /// One node's membership of a stream's consumer group: Kafka's group protocol decides which
 /// partitions it reads.
-pub struct GroupMember {
+pub struct KafkaMember {
     consumer: StreamConsumer<Rebalances>,
     rebalances: tokio::sync::mpsc::UnboundedReceiver<GroupEvent>,
     topic: String,
 }
 
-/// What a group member hears next.
-pub enum GroupEvent {
-    Message {
-        partition: i32,
-        offset: u64,
-        payload: bytes::Bytes,
-    },
-    /// Partitions given to this member.
-    Assigned(Vec<i32>),
-    /// Partitions given to another member.
-    Revoked(Vec<i32>),
-}
-
 impl KafkaConfig {
     /// Joins the stream's consumer group; reading starts at the group's committed offsets.
-    pub async fn join_group(&self) -> Result<GroupMember, String> {
+    pub async fn join_group(&self) -> Result<KafkaMember, String> {
         self.ensure_topic().await?;
         let (tx, rebalances) = tokio::sync::mpsc::unbounded_channel();
         let group = self.group.clone().unwrap_or_else(|| "weir".to_owned());
@@ -364,7 +349,7 @@ impl KafkaConfig {
         consumer
             .subscribe(&[&self.topic])
             .map_err(|e| e.to_string())?;
-        Ok(GroupMember {
+        Ok(KafkaMember {
             consumer,
             rebalances,
             topic: self.topic.clone(),
@@ -372,7 +357,7 @@ impl KafkaConfig {
     }
 }
 
-impl GroupMember {
+impl KafkaMember {
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
         loop {
             // Rebalances first: librdkafka reports an assignment before it hands out the

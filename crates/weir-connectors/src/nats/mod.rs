@@ -2,6 +2,10 @@
 //! set, sources read through a durable JetStream consumer and acknowledge each message once its
 //! rule has taken it (at-least-once and exactly-once rules instead keep their own position, see
 //! `consume_jetstream`), and sinks wait for JetStream's acknowledgement of each publish.
+//! With `partitions = 'N'` the subject is split into `<subject>.0` … `<subject>.N-1`: sources
+//! read them all, sinks publish each result to the partition its `key` field hashes to (FNV-1a,
+//! as the server's own `partition()` subject mapping), and a core group shares the partitions
+//! among its nodes ([`group`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
 
 pub mod changelog;
+pub mod group;
 
 /// Settings of a NATS stream.
 #[derive(Debug, Clone)]
@@ -28,6 +33,12 @@ pub struct NatsConfig {
     pub stream: Option<String>,
     /// Durable consumer name, so a restarted source resumes where it stopped.
     pub durable: Option<String>,
+    /// Partitioned subjects `<subject>.<p>`, p in 0..N.
+    pub partitions: Option<u32>,
+    /// Field whose value picks a result's partition (sinks).
+    pub key: Option<String>,
+    /// Name of a core group's consumers (see [`crate::Endpoint::for_rule`]).
+    pub group: Option<String>,
 }
 
 impl NatsConfig {
@@ -49,13 +60,59 @@ impl NatsConfig {
                 "a durable consumer needs a JetStream stream: add stream = '<name>'".to_owned(),
             );
         }
+        let partitions = o
+            .get("partitions")
+            .is_some()
+            .then(|| o.number("partitions", 1, 1..=10_000));
+        let key = o.get("key").map(str::to_owned);
+        if key.is_some() && partitions.is_none() {
+            o.problems.push(
+                "'key' picks a result's partition: add partitions = 'N' (subjects <subject>.0 … <subject>.N-1)".to_owned(),
+            );
+        }
         NatsConfig {
             url: format!("{}://{}:{}", url.scheme, url.host, url.port.unwrap_or(4222)),
             subject,
             queue: o.get("queue").map(str::to_owned),
             stream: js_stream,
             durable,
+            partitions,
+            key,
+            group: o.get("group").map(str::to_owned),
         }
+    }
+
+    /// The subjects the stream reads: all its partitions when it has some.
+    fn filter(&self) -> String {
+        match self.partitions {
+            Some(_) => format!("{}.*", self.subject),
+            None => self.subject.clone(),
+        }
+    }
+
+    /// Partition `p`'s subject.
+    fn partition_subject(&self, p: u32) -> String {
+        format!("{}.{p}", self.subject)
+    }
+
+    /// The subject a result goes to: its key's partition (round robin over `turn` without a
+    /// key field in it).
+    fn subject_for(&self, payload: &[u8], turn: &mut u32) -> String {
+        let Some(n) = self.partitions else {
+            return self.subject.clone();
+        };
+        let p = match self
+            .key
+            .as_deref()
+            .and_then(|f| crate::live::key_of(payload, f))
+        {
+            Some(key) => fnv1a(key.as_bytes()) % n,
+            None => {
+                *turn = turn.wrapping_add(1);
+                *turn % n
+            }
+        };
+        self.partition_subject(p)
     }
 
     async fn connect(&self, health: &Arc<Health>) -> Result<async_nats::Client, String> {
@@ -85,7 +142,7 @@ impl NatsConfig {
         jetstream::new(client.clone())
             .get_or_create_stream(jetstream::stream::Config {
                 name: name.to_owned(),
-                subjects: vec![self.subject.clone()],
+                subjects: vec![self.filter()],
                 ..Default::default()
             })
             .await
@@ -102,12 +159,8 @@ impl NatsConfig {
         match &self.stream {
             None => loop {
                 let sub = match &self.queue {
-                    Some(q) => {
-                        client
-                            .queue_subscribe(self.subject.clone(), q.clone())
-                            .await
-                    }
-                    None => client.subscribe(self.subject.clone()).await,
+                    Some(q) => client.queue_subscribe(self.filter(), q.clone()).await,
+                    None => client.subscribe(self.filter()).await,
                 };
                 let mut sub = match sub {
                     Ok(s) => s,
@@ -157,7 +210,7 @@ impl NatsConfig {
                 None => DeliverPolicy::All,
             };
             let config = jetstream::consumer::pull::OrderedConfig {
-                filter_subject: self.subject.clone(),
+                filter_subject: self.filter(),
                 deliver_policy,
                 ..Default::default()
             };
@@ -188,7 +241,7 @@ impl NatsConfig {
         }
         let config = jetstream::consumer::pull::Config {
             durable_name: self.durable.clone(),
-            filter_subject: self.subject.clone(),
+            filter_subject: self.filter(),
             ..Default::default()
         };
         let consumer = match &self.durable {
@@ -224,7 +277,9 @@ impl NatsConfig {
             None => None,
         };
         let mut backoff = Backoff::default();
+        let mut turn = 0;
         while let Some(Outgoing { payload, id }) = rx.recv().await {
+            let subject = self.subject_for(&payload, &mut turn);
             loop {
                 let sent = match &js {
                     Some(js) => {
@@ -234,13 +289,13 @@ impl NatsConfig {
                         if let Some(id) = &id {
                             publish = publish.message_id(id);
                         }
-                        match js.send_publish(self.subject.clone(), publish).await {
+                        match js.send_publish(subject.clone(), publish).await {
                             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                             Err(e) => Err(e.to_string()),
                         }
                     }
                     None => client
-                        .publish(self.subject.clone(), payload.clone())
+                        .publish(subject.clone(), payload.clone())
                         .await
                         .map_err(|e| e.to_string()),
                 };
@@ -268,4 +323,11 @@ impl NatsConfig {
             .map_err(|e| e.to_string())?;
         client.flush().await.map_err(|e| e.to_string())
     }
+}
+
+/// 32-bit FNV-1a, the hash of the NATS server's `partition()` subject mapping.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }

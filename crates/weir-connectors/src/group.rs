@@ -1,0 +1,117 @@
+//! The consumer groups of the distributed logs a core group reads: Kafka's group protocol, or
+//! JetStream's pinned-client priority groups over partitioned subjects. Either way the log
+//! decides which member reads which partition; a member hears what it was given or lost and
+//! the messages of what it holds, each with the partition's own position (Kafka offset,
+//! JetStream stream sequence).
+
+use bytes::Bytes;
+
+use crate::kafka::{KafkaConfig, KafkaMember};
+use crate::nats::group::JetStreamMember;
+use crate::nats::NatsConfig;
+use crate::Endpoint;
+
+/// What a group member hears next.
+pub enum GroupEvent {
+    Message {
+        partition: i32,
+        offset: u64,
+        payload: Bytes,
+    },
+    /// Partitions given to this member.
+    Assigned(Vec<i32>),
+    /// Partitions given to another member (or released by this one to balance the group).
+    Revoked(Vec<i32>),
+}
+
+/// A stream whose log shares its partitions among a group's members.
+#[derive(Debug, Clone)]
+pub enum GroupLog {
+    Kafka(KafkaConfig),
+    JetStream(NatsConfig),
+}
+
+impl GroupLog {
+    /// The group log of a stream's endpoint, or why it has none.
+    pub fn of(stream: &str, endpoint: &Endpoint) -> Result<GroupLog, String> {
+        match endpoint {
+            Endpoint::Kafka(k) => Ok(GroupLog::Kafka(k.clone())),
+            Endpoint::Nats(n) if n.stream.is_some() && n.partitions.is_some() => {
+                Ok(GroupLog::JetStream(n.clone()))
+            }
+            Endpoint::Nats(_) => Err(format!(
+                "{stream} is a NATS stream without partitions: a group reads a JetStream stream split into partitioned subjects (stream = '<name>', partitions = 'N'; messages on <subject>.0 … <subject>.N-1)"
+            )),
+            other => Err(format!(
+                "a group rule reads a Kafka topic or a partitioned JetStream stream, whose partitions the log's own group protocol shares among the nodes; {stream} is {}",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The key of a partition's position in checkpoints, after the `broker:` prefix.
+    pub fn position(&self, partition: i32) -> String {
+        match self {
+            GroupLog::Kafka(k) => format!("kafka/{}/{partition}", k.topic),
+            GroupLog::JetStream(n) => format!("nats/{}/{partition}", n.subject),
+        }
+    }
+
+    /// Joins the stream's group (its `group` option; see [`Endpoint::for_rule`]).
+    pub async fn join(&self) -> Result<GroupMember, String> {
+        match self {
+            GroupLog::Kafka(k) => k.join_group().await.map(GroupMember::Kafka),
+            GroupLog::JetStream(n) => JetStreamMember::join(n)
+                .await
+                .map(|m| GroupMember::JetStream(Box::new(m))),
+        }
+    }
+}
+
+/// One node's membership of a group.
+pub enum GroupMember {
+    Kafka(KafkaMember),
+    JetStream(Box<JetStreamMember>),
+}
+
+impl GroupMember {
+    pub async fn next(&mut self) -> Result<GroupEvent, String> {
+        match self {
+            GroupMember::Kafka(k) => k.next().await,
+            GroupMember::JetStream(j) => j.next().await,
+        }
+    }
+
+    /// Tells the log, per partition, the position of the next message the group's state does
+    /// not cover yet. JetStream keeps no such position: a new owner reads from the state's own
+    /// position ([`GroupMember::backfill`]).
+    pub fn commit(&self, next: &[(i32, u64)]) -> Result<(), String> {
+        match self {
+            GroupMember::Kafka(k) => k.commit(next),
+            GroupMember::JetStream(_) => Ok(()),
+        }
+    }
+
+    /// The revoked partitions' tasks have stopped: partitions this member released to balance
+    /// the group can go to another member now.
+    pub async fn released(&mut self, parts: &[i32]) {
+        if let GroupMember::JetStream(j) = self {
+            j.released(parts).await;
+        }
+    }
+
+    /// The messages of `partition` from position `from` up to (not including) `until` that
+    /// the log handed to a previous owner: a new owner reads them before `until`. Kafka never
+    /// starts a member past the committed position, so there is nothing to read.
+    pub async fn backfill(
+        &self,
+        partition: i32,
+        from: u64,
+        until: u64,
+    ) -> Result<Vec<(u64, Bytes)>, String> {
+        match self {
+            GroupMember::Kafka(_) => Ok(Vec::new()),
+            GroupMember::JetStream(j) => j.backfill(partition, from, until).await,
+        }
+    }
+}
