@@ -50,11 +50,15 @@ impl Drop for Tansu {
 }
 
 /// Sends JSON events keyed by their `key` field, all in flight at once (awaited one by one,
-/// each would wait out librdkafka's linger).
+/// each would wait out librdkafka's linger). One record per batch: tansu 0.6 answers a fetch
+/// from an offset inside a stored batch with the batches after it, skipping the rest of that
+/// batch, so a reader resuming mid-batch (a restarted rule, a partition's next owner) would
+/// miss records that Kafka itself would serve.
 pub async fn produce(brokers: &str, topic: &str, key: &str, events: &[serde_json::Value]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("batch.num.messages", "1")
         .create()
         .unwrap();
     let sends: Vec<_> = events
