@@ -100,6 +100,14 @@ impl GroupMember {
         }
     }
 
+    /// Leaves the group now, once every task has stopped, rather than when the log notices
+    /// (Kafka's consumer leaves its group when dropped).
+    pub async fn leave(&mut self) {
+        if let GroupMember::JetStream(j) = self {
+            j.leave().await;
+        }
+    }
+
     /// The messages of `partition` from position `from` up to (not including) `until` that
     /// the log handed to a previous owner: a new owner reads them before `until`. Kafka never
     /// starts a member past the committed position, so there is nothing to read.

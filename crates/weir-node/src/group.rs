@@ -167,6 +167,7 @@ impl Member {
         let parts: Vec<i32> = self.tasks.keys().copied().collect();
         let last = self.leave_all(parts).await;
         let _ = group.commit(&last);
+        group.leave().await;
     }
 
     /// Starts a partition's task unless it runs; false if it cannot start.

@@ -317,6 +317,18 @@ impl JetStreamMember {
         }
     }
 
+    /// Stops pulling and unpins every partition this member holds, so the others take them
+    /// without waiting out the pin timeout.
+    pub async fn leave(&mut self) {
+        self.releasing.extend(self.pins.keys());
+        self.pins.clear();
+        let parts: Vec<i32> = self.releasing.iter().copied().collect();
+        self.released(&parts).await;
+        for puller in std::mem::take(&mut self.pullers).into_values() {
+            puller.abort();
+        }
+    }
+
     /// The messages of `partition` with stream sequences in `from..until`, in order.
     pub async fn backfill(
         &self,

@@ -35,7 +35,7 @@ pub struct NatsConfig {
     pub durable: Option<String>,
     /// Partitioned subjects `<subject>.<p>`, p in 0..N.
     pub partitions: Option<u32>,
-    /// Field whose value picks a result's partition (sinks).
+    /// The stream's key field: with partitions, it picks a result's partition (sinks).
     pub key: Option<String>,
     /// Name of a core group's consumers (see [`crate::Endpoint::for_rule`]).
     pub group: Option<String>,
@@ -65,11 +65,6 @@ impl NatsConfig {
             .is_some()
             .then(|| o.number("partitions", 1, 1..=10_000));
         let key = o.get("key").map(str::to_owned);
-        if key.is_some() && partitions.is_none() {
-            o.problems.push(
-                "'key' picks a result's partition: add partitions = 'N' (subjects <subject>.0 … <subject>.N-1)".to_owned(),
-            );
-        }
         NatsConfig {
             url: format!("{}://{}:{}", url.scheme, url.host, url.port.unwrap_or(4222)),
             subject,
@@ -330,4 +325,53 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Endpoint;
+
+    fn nats(pairs: &[(&str, &str)]) -> NatsConfig {
+        let options: std::collections::BTreeMap<String, String> =
+            [("connector", "nats"), ("topic", "readings")]
+                .iter()
+                .chain(pairs)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        match Endpoint::from_options("s", &options).unwrap() {
+            Endpoint::Nats(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partitioned_subjects_and_keys() {
+        let c = nats(&[("partitions", "4"), ("key", "sensor")]);
+        assert_eq!(c.filter(), "readings.*");
+        let mut turn = 0;
+        let to = |sensor: i64, turn: &mut u32| {
+            c.subject_for(format!(r#"{{"sensor":{sensor}}}"#).as_bytes(), turn)
+        };
+        // One key, one partition: its state lives in one place.
+        assert_eq!(to(7, &mut turn), to(7, &mut turn));
+        let spread: std::collections::BTreeSet<String> =
+            (0..40).map(|s| to(s, &mut turn)).collect();
+        assert_eq!(spread.len(), 4, "{spread:?}");
+        // Without the key field, results go round the partitions.
+        let unkeyed: Vec<String> = (0..4).map(|_| c.subject_for(b"{}", &mut turn)).collect();
+        assert_eq!(
+            unkeyed
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            4
+        );
+        assert_eq!(fnv1a(b"a"), 0xe40c_292c, "FNV-1a 32 of 'a'");
+
+        // Without partitions the key is the engine's alone.
+        let plain = nats(&[("key", "sensor")]);
+        assert_eq!(plain.filter(), "readings");
+        assert_eq!(plain.subject_for(br#"{"sensor":1}"#, &mut turn), "readings");
+    }
 }
