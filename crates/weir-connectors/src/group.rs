@@ -83,12 +83,11 @@ impl GroupMember {
     }
 
     /// Tells the log, per partition, the position of the next message the group's state does
-    /// not cover yet. JetStream keeps no such position: a new owner reads from the state's own
-    /// position ([`GroupMember::backfill`]).
-    pub fn commit(&self, next: &[(i32, u64)]) -> Result<(), String> {
+    /// not cover yet: Kafka commits it, JetStream acknowledges everything before it.
+    pub async fn commit(&mut self, next: &[(i32, u64)]) -> Result<(), String> {
         match self {
             GroupMember::Kafka(k) => k.commit(next),
-            GroupMember::JetStream(_) => Ok(()),
+            GroupMember::JetStream(j) => j.acknowledge(next).await,
         }
     }
 
@@ -108,9 +107,10 @@ impl GroupMember {
         }
     }
 
-    /// The messages of `partition` from position `from` up to (not including) `until` that
-    /// the log handed to a previous owner: a new owner reads them before `until`. Kafka never
-    /// starts a member past the committed position, so there is nothing to read.
+    /// What a new owner of `partition` reads first, in order: from position `from` (where its
+    /// state ends) through the message at `until` it was handed first, and on JetStream through
+    /// whatever the log had already handed the previous owner. Kafka never starts a member past
+    /// the committed position, so there is nothing to read before `until`: empty.
     pub async fn backfill(
         &self,
         partition: i32,

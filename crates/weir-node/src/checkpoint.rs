@@ -98,6 +98,10 @@ pub struct CheckpointStatus {
     pub positions: BTreeMap<String, u64>,
     /// The newest epoch whose state is in the rule's changelog, if it has one.
     pub changelog_epoch: Option<u64>,
+    /// Where the inputs of that state were read to: what a group may commit, even while the
+    /// changelog trails the newest checkpoint under load.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub changelog_positions: BTreeMap<String, u64>,
     pub changelog_error: Option<String>,
 }
 
@@ -190,6 +194,7 @@ pub async fn mirror(
         match failure {
             None => {
                 s.changelog_epoch = Some(epoch);
+                s.changelog_positions = positions;
                 s.changelog_error = None;
             }
             Some(e) => {

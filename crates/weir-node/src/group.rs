@@ -5,8 +5,8 @@
 //! the rule's changelog together with its partition's next position. When a partition moves (a
 //! node joins, leaves or dies), its new owner rebuilds the task from the changelog, skips what
 //! that state already holds and reads what the log handed the previous owner beyond it. Kafka
-//! offsets are committed to the group only once the changelog holds the state that covers them,
-//! so the group never starts a partition past its state. Results are at least once: what a task
+//! offsets are committed (JetStream messages acknowledged) only once the changelog holds the
+//! state that covers them, so the group never starts a partition past its state. Results are at least once: what a task
 //! emitted after its last checkpoint is emitted again by the partition's next owner.
 
 use std::collections::BTreeMap;
@@ -135,7 +135,7 @@ impl Member {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = commits.tick() => {
-                    if let Err(e) = group.commit(&self.covered()) {
+                    if let Err(e) = group.commit(&self.covered()).await {
                         tracing::warn!(rule = %self.launch.id, error = %e, "offsets not committed");
                     }
                 }
@@ -154,7 +154,7 @@ impl Member {
                         // Their last positions too, while the group may still take them.
                         let mut last = self.leave_all(parts.clone()).await;
                         last.extend(self.covered());
-                        let _ = group.commit(&last);
+                        let _ = group.commit(&last).await;
                         group.released(&parts).await;
                     }
                     Err(e) => {
@@ -166,7 +166,7 @@ impl Member {
         }
         let parts: Vec<i32> = self.tasks.keys().copied().collect();
         let last = self.leave_all(parts).await;
-        let _ = group.commit(&last);
+        let _ = group.commit(&last).await;
         group.leave().await;
     }
 
@@ -217,14 +217,19 @@ impl Member {
             }
             task.filled = true;
         }
-        batch.push((offset, payload));
-        self.stage
-            .events
-            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        for (offset, payload) in batch {
-            let _ = task.tx.send((payload, Some(offset))).await;
+        if batch.last().is_none_or(|(last, _)| *last < offset) {
+            batch.push((offset, payload));
         }
-        task.next = offset + 1;
+        for (offset, payload) in batch {
+            if offset < task.next {
+                continue;
+            }
+            self.stage
+                .events
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = task.tx.send((payload, Some(offset))).await;
+            task.next = offset + 1;
+        }
     }
 
     fn start_task(&self, partition: i32) -> Result<Task, String> {
@@ -271,8 +276,8 @@ impl Member {
         last
     }
 
-    /// Stops a partition's task (a last checkpoint into the changelog); the next offset its
-    /// state covers.
+    /// Stops a partition's task (a last checkpoint into the changelog); the next offset the
+    /// changelog's state covers.
     async fn leave(&mut self, partition: i32) -> Option<u64> {
         let task = self.tasks.remove(&partition)?;
         let position = self.position(partition);
@@ -288,7 +293,7 @@ impl Member {
         }
         tracing::info!(rule = %self.launch.id, partition, "partition task stopped");
         let s = status.lock().unwrap_or_else(|e| e.into_inner());
-        s.positions.get(&position).copied()
+        s.changelog_positions.get(&position).copied()
     }
 
     /// Per partition, the next offset of the newest state the changelog holds.
@@ -304,8 +309,7 @@ impl Member {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let position = self.position(*p);
-            let next = s.positions.get(&position).copied();
-            if let (Some(next), true) = (next, s.changelog_epoch >= Some(s.epoch)) {
+            if let Some(next) = s.changelog_positions.get(&position).copied() {
                 out.push((*p, next));
                 summary.insert(position, next);
             }

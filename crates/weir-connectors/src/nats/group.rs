@@ -4,12 +4,18 @@
 //! waiting puller when the pinned one stops pulling for the consumer's priority timeout (its node
 //! left or died) or when it is released. Every member pulls every partition, so a lost member's
 //! partitions go to the others. For balance, members announce themselves every second on the
-//! group's subject, and one holding more than its share of the partitions releases the surplus
-//! to the waiting pullers; who owns a partition is only ever the server's pin.
+//! group's subject; a joining member listens for a moment first (as Kafka's initial rebalance
+//! delay), pulls the partitions that fall to it in the order of the members' ids, and only then
+//! the others, on standby. One holding more than its share releases the surplus, others' first,
+//! to the waiting pullers. Who owns a partition is only ever the server's pin, which it gives
+//! with a message: a partition without new messages changes hands with its next one.
 //!
-//! The consumers acknowledge nothing: a partition's position lives with its state in the rule's
-//! changelog, and a new owner first reads, in stream order, what the consumer handed the previous
-//! owner beyond that state ([`JetStreamMember::backfill`]).
+//! A partition's position lives with its state in the rule's changelog. Its consumer is
+//! acknowledged (all up to a sequence) only as far as the changelog covers; what the previous
+//! owner was handed beyond that, the consumer hands out again after its ack wait, so a partition
+//! changes hands even when no new message comes. A new owner first reads, in stream order, what
+//! lies between its state and the first message it is handed ([`JetStreamMember::backfill`]),
+//! and drops what its state already holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -34,10 +40,17 @@ const PIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How long a member leaves a partition it released alone, so that a waiting member takes it.
 const REST: Duration = Duration::from_secs(3);
+/// After this long unacknowledged, a message is handed out again (to whoever holds the pin).
+const ACK_WAIT: Duration = Duration::from_secs(5);
+/// Messages a partition may have handed out unacknowledged: several checkpoints' worth.
+const MAX_ACK_PENDING: i64 = 200_000;
 /// How often a member announces itself, checks its pins and its share.
 const BALANCE_EVERY: Duration = Duration::from_secs(1);
 /// A member not heard from for this long no longer counts for the shares.
 const SILENT: Duration = Duration::from_secs(3);
+/// How long a joining member listens before pulling its partitions, and then before pulling
+/// the others' on standby.
+const JOIN_WAIT: Duration = Duration::from_millis(1500);
 
 /// One message a partition's puller took, with the pin it came under.
 struct Pulled {
@@ -45,6 +58,8 @@ struct Pulled {
     pin: Option<String>,
     seq: u64,
     payload: Bytes,
+    /// Where the message is acknowledged.
+    reply: Option<async_nats::Subject>,
 }
 
 /// One node's membership of a JetStream core group.
@@ -62,6 +77,9 @@ pub struct JetStreamMember {
     releasing: BTreeSet<i32>,
     /// Released partitions not pulled until then.
     resting: BTreeMap<i32, Instant>,
+    /// Per partition held, the acknowledgement subject of each message handed on and not yet
+    /// acknowledged, by stream sequence.
+    unacked: BTreeMap<i32, BTreeMap<u64, async_nats::Subject>>,
     pending: VecDeque<GroupEvent>,
     balance: tokio::time::Interval,
     client: async_nats::Client,
@@ -71,6 +89,8 @@ pub struct JetStreamMember {
     me: String,
     announcements: async_nats::Subscriber,
     heard: BTreeMap<String, Instant>,
+    /// When this member starts pulling the partitions that fall to others.
+    standby_from: Instant,
 }
 
 impl JetStreamMember {
@@ -99,6 +119,7 @@ impl JetStreamMember {
             pins: BTreeMap::new(),
             releasing: BTreeSet::new(),
             resting: BTreeMap::new(),
+            unacked: BTreeMap::new(),
             pending: VecDeque::new(),
             balance: tokio::time::interval(BALANCE_EVERY),
             me: client.new_inbox(),
@@ -106,11 +127,48 @@ impl JetStreamMember {
             announce,
             announcements,
             heard: BTreeMap::new(),
+            standby_from: Instant::now() + 2 * JOIN_WAIT,
         };
+        let listened = Instant::now() + JOIN_WAIT;
+        while Instant::now() < listened {
+            member.announce_and_hear().await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        member.announce_and_hear().await?;
+        tracing::info!(member = %member.me, heard = member.heard.len(), "joined the group");
         for p in 0..n as i32 {
-            member.pull(p).await?;
+            if member.falls_to_me(p) {
+                member.pull(p).await?;
+            }
         }
         Ok(member)
+    }
+
+    /// Announces this member and takes in the others' announcements.
+    async fn announce_and_hear(&mut self) -> Result<(), String> {
+        self.client
+            .publish(self.announce.clone(), self.me.clone().into())
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        while let Some(Some(m)) = self.announcements.next().now_or_never() {
+            let id = String::from_utf8_lossy(&m.payload).into_owned();
+            // A member leaving says so ("-<id>"), so that shares grow at once.
+            match id.strip_prefix('-') {
+                Some(gone) => self.heard.remove(gone),
+                None => self.heard.insert(id, now),
+            };
+        }
+        self.heard.insert(self.me.clone(), now);
+        self.heard.retain(|_, at| now.duration_since(*at) < SILENT);
+        Ok(())
+    }
+
+    /// Whether partition `p` falls to this member when the members heard share the
+    /// partitions round robin in the order of their ids.
+    fn falls_to_me(&self, p: i32) -> bool {
+        let at = self.heard.keys().position(|m| *m == self.me).unwrap_or(0);
+        p as usize % self.heard.len().max(1) == at
     }
 
     /// Starts pulling partition `p` (on standby until the server pins this puller).
@@ -119,7 +177,9 @@ impl JetStreamMember {
             durable_name: Some(self.consumers[p as usize].clone()),
             filter_subject: self.config.partition_subject(p as u32),
             deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
+            ack_policy: AckPolicy::All,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
             priority_policy: PriorityPolicy::PinnedClient,
             priority_groups: vec![GROUP.to_owned()],
             priority_timeout: PIN_TIMEOUT,
@@ -162,6 +222,7 @@ impl JetStreamMember {
                             .map(|v| v.as_str().to_owned()),
                         seq: m.info().map_or(0, |i| i.stream_sequence),
                         payload: m.payload.clone(),
+                        reply: m.reply.clone(),
                     });
                     let failed = pulled.is_err();
                     if tx.send(pulled).await.is_err() {
@@ -196,7 +257,7 @@ impl JetStreamMember {
                     match self.pins.insert(m.partition, pin.clone()) {
                         Some(held) if held == pin => {}
                         held => {
-                            tracing::info!(partition = m.partition, pin, ?held, "partition pinned to this member");
+                            tracing::info!(member = %self.me, partition = m.partition, pin, ?held, "partition pinned to this member");
                             // A pin of its own again after losing it unnoticed: its task's state
                             // may be stale, so the task starts over from the changelog.
                             if held.is_some() {
@@ -204,6 +265,9 @@ impl JetStreamMember {
                             }
                             self.pending.push_back(GroupEvent::Assigned(vec![m.partition]));
                         }
+                    }
+                    if let Some(reply) = m.reply {
+                        self.unacked.entry(m.partition).or_default().insert(m.seq, reply);
                     }
                     self.pending.push_back(GroupEvent::Message {
                         partition: m.partition,
@@ -230,15 +294,14 @@ impl JetStreamMember {
             self.resting.remove(&p);
             self.pull(p).await?;
         }
-        self.client
-            .publish(self.announce.clone(), self.me.clone().into())
-            .await
-            .map_err(|e| e.to_string())?;
-        while let Some(Some(m)) = self.announcements.next().now_or_never() {
-            self.heard
-                .insert(String::from_utf8_lossy(&m.payload).into_owned(), now);
+        if now >= self.standby_from {
+            for p in 0..self.consumers.len() as i32 {
+                if !self.pullers.contains_key(&p) && !self.resting.contains_key(&p) {
+                    self.pull(p).await?;
+                }
+            }
         }
-        self.heard.retain(|_, at| now.duration_since(*at) < SILENT);
+        self.announce_and_hear().await?;
         let mut lost = Vec::new();
         for (p, name) in self.consumers.iter().enumerate() {
             let p = p as i32;
@@ -267,15 +330,17 @@ impl JetStreamMember {
         }
         for p in &lost {
             self.pins.remove(p);
+            // Acknowledged by the new owner, as far as its state goes.
+            self.unacked.remove(p);
         }
         let members = self.heard.len().max(1);
         let share = self.consumers.len().div_ceil(members);
-        let surplus: Vec<i32> = self
-            .pins
-            .keys()
-            .rev()
+        // Partitions that fall to others go first, the highest first.
+        let mut held: Vec<i32> = self.pins.keys().copied().collect();
+        held.sort_by_key(|p| (self.falls_to_me(*p), std::cmp::Reverse(*p)));
+        let surplus: Vec<i32> = held
+            .into_iter()
             .take(self.pins.len().saturating_sub(share))
-            .copied()
             .collect();
         for p in &surplus {
             self.pins.remove(p);
@@ -303,6 +368,7 @@ impl JetStreamMember {
             if !self.releasing.remove(p) {
                 continue;
             }
+            self.unacked.remove(p);
             if let Some(puller) = self.pullers.remove(p) {
                 puller.abort();
             }
@@ -317,9 +383,33 @@ impl JetStreamMember {
         }
     }
 
+    /// Acknowledges, per partition, every message before the position `next` (which the
+    /// changelog's state covers).
+    pub async fn acknowledge(&mut self, next: &[(i32, u64)]) -> Result<(), String> {
+        for (p, covered) in next {
+            let Some(handed) = self.unacked.get_mut(p) else {
+                continue;
+            };
+            let later = handed.split_off(covered);
+            let done = std::mem::replace(handed, later);
+            // All up to the last: the consumer's policy is AckPolicy::All.
+            if let Some((_, reply)) = done.into_iter().next_back() {
+                self.client
+                    .publish(reply, "+ACK".into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops pulling and unpins every partition this member holds, so the others take them
     /// without waiting out the pin timeout.
     pub async fn leave(&mut self) {
+        let _ = self
+            .client
+            .publish(self.announce.clone(), format!("-{}", self.me).into())
+            .await;
         self.releasing.extend(self.pins.keys());
         self.pins.clear();
         let parts: Vec<i32> = self.releasing.iter().copied().collect();
@@ -329,7 +419,9 @@ impl JetStreamMember {
         }
     }
 
-    /// The messages of `partition` with stream sequences in `from..until`, in order.
+    /// The messages of `partition` from stream sequence `from` on, in order, through `until`
+    /// and through every message its consumer has handed out so far: those handed to the
+    /// previous owner come again only after their ack wait, mixed with new ones.
     pub async fn backfill(
         &self,
         partition: i32,
@@ -337,7 +429,15 @@ impl JetStreamMember {
         until: u64,
     ) -> Result<Vec<(u64, Bytes)>, String> {
         let from = from.max(1);
-        if until <= from {
+        let delivered = self
+            .stream
+            .consumer_info(&self.consumers[partition as usize])
+            .await
+            .map_err(|e| e.to_string())?
+            .delivered
+            .stream_sequence;
+        let through = until.max(delivered);
+        if through < from {
             return Ok(Vec::new());
         }
         let consumer = self
@@ -353,16 +453,19 @@ impl JetStreamMember {
             .map_err(|e| e.to_string())?;
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        // `until` is a message of this partition, so the reader reaches it; the timeout only
-        // guards against its deletion by the stream's limits meanwhile.
+        // `until` is a message of this partition, so the reader reaches it; the timeout ends
+        // the read when no message of the partition lies between it and `through`.
         while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await
         {
             let m = m.map_err(|e| e.to_string())?;
             let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-            if seq >= until {
+            if seq > through {
                 break;
             }
             out.push((seq, m.payload.clone()));
+            if seq == through {
+                break;
+            }
         }
         Ok(out)
     }

@@ -18,6 +18,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 ///   weir bench state --events 20000000 --keys 1000000
 ///   weir bench move --keys 10000,1000000 --runs 3
 ///   weir bench group --events 400000 --partitions 4 --runs 3   (needs tansu, or --brokers)
+///   weir bench group --log jetstream --events 400000 --runs 3  (needs NATS ≥ 2.11, or --brokers)
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -78,11 +79,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// A core group on Kafka: read rate of one and of two member nodes (in this process) on a
-    /// partitioned topic, and the handover time when a member leaves. Starts its own tansu
-    /// broker unless --brokers names one; the changelog is NATS on 127.0.0.1:4222.
+    /// A core group on Kafka or JetStream: read rate of one and of two member nodes (in this
+    /// process) on a partitioned topic, the handover time when a member leaves, and on
+    /// JetStream the time to resume after a member is killed. Starts its own broker unless
+    /// --brokers names one (tansu; the NATS server .ci/services.sh installs); a Kafka run's
+    /// changelog is NATS on 127.0.0.1:4222.
     Group {
-        /// Kafka bootstrap servers, host:port.
+        /// The log the group reads.
+        #[arg(long, value_enum, default_value = "kafka")]
+        log: super::bench_group::LogKind,
+        /// Kafka bootstrap servers (host:port), or the NATS URL (2.11 or later).
         #[arg(long)]
         brokers: Option<String>,
         #[arg(long, default_value_t = 4)]
@@ -247,12 +253,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Group {
+            log,
             brokers,
             partitions,
             events,
             runs,
         } => {
-            super::bench_group::run(brokers, partitions, events, runs)?;
+            super::bench_group::run(log, brokers, partitions, events, runs)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),

@@ -1,9 +1,11 @@
-//! `weir bench group`: a core group on Kafka. A loader node writes generated readings through
-//! weir's own Kafka sink (keyed by sensor) into a partitioned topic; then one, then two member
-//! nodes (in this process) run a group rule over it — a per-sensor 1 s window — and the read
-//! rate between 10 % and 90 % of the topic is measured. With two members, one then leaves and
-//! the time until the other owns every partition, restored from the changelog and checkpointed
-//! again, is the handover time.
+//! `weir bench group`: a core group on Kafka or on JetStream. A loader node writes generated
+//! readings through weir's own sink (keyed by sensor) into a partitioned topic or stream; then
+//! one, then two member nodes (in this process) run a group rule over it — a per-sensor 1 s
+//! window — and the read rate between 10 % and 90 % of the input is measured. With two members,
+//! one then leaves and the time until the other owns every partition, restored from the
+//! changelog and checkpointed again, is the handover time. On JetStream, a member is then also
+//! killed: a `weir serve` process shares the group with a node here, gets SIGKILL, and the time
+//! until the node here owns every partition again is the time to resume after a death.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -17,10 +19,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// A broker for the run: the one given, or a `tansu` of its own (in memory).
+/// The log a run's group reads.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum LogKind {
+    Kafka,
+    Jetstream,
+}
+
+/// A broker for the run: the one given, or one of its own (tansu in memory; the NATS server
+/// `.ci/services.sh` installs, on a free port).
 struct Broker {
-    brokers: String,
+    kind: LogKind,
+    /// Kafka bootstrap servers, or the NATS URL.
+    address: String,
     child: Option<std::process::Child>,
+}
+
+impl Broker {
+    /// The `WITH (...)` options of a stream on `topic`, keyed by sensor.
+    fn stream(&self, topic: &str, partitions: u32) -> String {
+        match self.kind {
+            LogKind::Kafka => format!(
+                "connector = 'kafka', url = 'kafka://{}', topic = '{topic}', partitions = '{partitions}', key = 'sensor'",
+                self.address
+            ),
+            LogKind::Jetstream => format!(
+                "connector = 'nats', url = '{}', topic = '{topic}', stream = '{}', partitions = '{partitions}', key = 'sensor'",
+                self.address,
+                topic.to_uppercase()
+            ),
+        }
+    }
+
+    /// Where group rules keep their changelog: a JetStream run's own server.
+    fn changelog(&self) -> &str {
+        match self.kind {
+            LogKind::Kafka => "nats://127.0.0.1:4222",
+            LogKind::Jetstream => &self.address,
+        }
+    }
 }
 
 impl Drop for Broker {
@@ -32,10 +69,15 @@ impl Drop for Broker {
     }
 }
 
-async fn broker(given: Option<String>) -> Result<Broker, String> {
-    if let Some(brokers) = given {
+async fn broker(
+    kind: LogKind,
+    given: Option<String>,
+    dir: &std::path::Path,
+) -> Result<Broker, String> {
+    if let Some(address) = given {
         return Ok(Broker {
-            brokers,
+            kind,
+            address,
             child: None,
         });
     }
@@ -43,27 +85,56 @@ async fn broker(given: Option<String>) -> Result<Broker, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new("tansu")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        .args(["--storage-engine", "memory://tansu/", "--silent"])
+    let (mut command, address, hint) = match kind {
+        LogKind::Kafka => {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut c = std::process::Command::new("tansu");
+            c.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"]);
+            (
+                c,
+                format!("127.0.0.1:{port}"),
+                "cargo install tansu --features dynostore",
+            )
+        }
+        LogKind::Jetstream => {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let mut c = std::process::Command::new(format!(
+                "{home}/.local/share/weir/nats-server/bin/nats-server"
+            ));
+            c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(dir.join("nats"));
+            (
+                c,
+                format!("nats://127.0.0.1:{port}"),
+                "bash .ci/services.sh installs NATS 2.15",
+            )
+        }
+    };
+    let child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| {
-            format!("no --brokers given and tansu did not start ({e}): cargo install tansu --features dynostore")
-        })?;
+        .map_err(|e| format!("no broker given and none started ({e}): {hint}"))?;
     let b = Broker {
-        brokers: format!("127.0.0.1:{port}"),
+        kind,
+        address,
         child: Some(child),
     };
+    let at = b.address.trim_start_matches("nats://").to_owned();
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&b.brokers).await.is_ok() {
+        if tokio::net::TcpStream::connect(&at).await.is_ok() {
             return Ok(b);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err("tansu did not listen within 10 s".into())
+    Err(format!("the broker did not listen on {at} within 10 s"))
 }
 
 /// Events the rule `id` read on `node` so far (a group rule counts what its tasks took).
@@ -77,10 +148,10 @@ fn read(node: &weir_node::Running, id: &str) -> u64 {
         .sum()
 }
 
-/// Writes `events` readings of 1000 sensors to `topic` through a node's Kafka sink.
+/// Writes `events` readings of 1000 sensors to `topic` through a node's sink.
 async fn load(
     dir: &std::path::Path,
-    brokers: &str,
+    broker: &Broker,
     topic: &str,
     partitions: u32,
     events: usize,
@@ -88,8 +159,9 @@ async fn load(
     let loader = start(dir, "loader", None).await?;
     let sql = format!(
         "CREATE STREAM readings (sensor BIGINT, ts BIGINT, v BIGINT);
-         CREATE STREAM out WITH (connector = 'kafka', url = 'kafka://{brokers}', topic = '{topic}', partitions = '{partitions}', key = 'sensor');
-         INSERT INTO out SELECT * FROM readings;"
+         CREATE STREAM out WITH ({});
+         INSERT INTO out SELECT * FROM readings;",
+        broker.stream(topic, partitions)
     );
     loader
         .node
@@ -97,7 +169,7 @@ async fn load(
         .await
         .map_err(|e| e.to_string())?;
     let reading = |i: usize| serde_json::json!({"sensor": i % 1000, "ts": 1_700_000_000_000i64 + (i / 1000) as i64 * 10, "v": i % 13});
-    // The sink confirms what Kafka took; stay within a few batches of it.
+    // The sink confirms what the broker took; stay within a few batches of it.
     let behind = |posted: usize| (posted as u64).saturating_sub(sent(&loader)) > 20_000;
     ingest(
         &loader,
@@ -115,7 +187,7 @@ async fn load(
     Ok(())
 }
 
-/// Results the loader's Kafka sink has had confirmed.
+/// Results the loader's sink has had confirmed.
 fn sent(loader: &weir_node::Running) -> u64 {
     loader
         .node
@@ -126,33 +198,60 @@ fn sent(loader: &weir_node::Running) -> u64 {
         .sum()
 }
 
+/// The group rule over `topic` and its options.
+fn group_rule(broker: &Broker, topic: &str, partitions: u32) -> (String, serde_json::Value) {
+    let sql = format!(
+        "CREATE STREAM src (sensor BIGINT, ts BIGINT, v BIGINT) WITH ({}, timestamp = 'ts');
+         INSERT INTO per_second SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM src GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);",
+        broker.stream(topic, partitions)
+    );
+    let options = serde_json::json!({
+        "group": true, "changelog": broker.changelog(), "checkpoint_interval": "500ms"
+    });
+    (sql, options)
+}
+
+/// Partitions a node's copy of group rule `id` checkpoints.
+async fn owned(node: &weir_node::Running, id: &str) -> Result<usize, String> {
+    let status = node.node.status(id).await.map_err(|e| e.to_string())?;
+    Ok(status.checkpoint.positions.len())
+}
+
+/// Waits up to 2 minutes until `node` owns every partition of group rule `id`; the time.
+async fn owns_all(node: &weir_node::Running, id: &str, partitions: u32) -> Result<f64, String> {
+    let started = Instant::now();
+    while owned(node, id).await? < partitions as usize {
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err("the remaining member did not take every partition in 2 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// One measurement: `members` nodes read the topic; the read rate, and with two members the
 /// handover time after one leaves.
 async fn measure(
     dir: &std::path::Path,
-    brokers: &str,
+    broker: &Broker,
     topic: &str,
     (partitions, events): (u32, usize),
     members: usize,
 ) -> Result<(f64, Option<f64>), String> {
     // Its own rule id, so its own consumer group and changelog: it reads the topic from the start.
     let id = format!("bench-{topic}-{members}");
-    let sql = format!(
-        "CREATE STREAM src (sensor BIGINT, ts BIGINT, v BIGINT) WITH (connector = 'kafka', url = 'kafka://{brokers}', topic = '{topic}', timestamp = 'ts');
-         INSERT INTO per_second SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM src GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);"
-    );
-    let options: RuleOptions = serde_json::from_value(serde_json::json!({
-        "group": true, "changelog": "nats://127.0.0.1:4222", "checkpoint_interval": "500ms"
-    }))
-    .map_err(|e| e.to_string())?;
+    let (sql, options) = group_rule(broker, topic, partitions);
+    let options: RuleOptions = serde_json::from_value(options).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     for m in 0..members {
-        let n = start(dir, &format!("member-{m}"), Some(1)).await?;
+        nodes.push(start(dir, &format!("member-{m}"), Some(1)).await?);
+    }
+    // Installed on the started nodes at once, so that they join the group together.
+    for n in &nodes {
         n.node
             .install_rule(&id, &sql, options.clone(), None)
             .await
             .map_err(|e| e.to_string())?;
-        nodes.push(n);
     }
     let total = |nodes: &[weir_node::Running]| nodes.iter().map(|n| read(n, &id)).sum::<u64>();
     let (mut at10, mut at90) = (None, None);
@@ -182,19 +281,7 @@ async fn measure(
         let leaving = nodes.pop().ok_or("two members")?;
         let started = Instant::now();
         leaving.stop().await;
-        let stay = &nodes[0];
-        loop {
-            let status = stay.node.status(&id).await.map_err(|e| e.to_string())?;
-            if status.checkpoint.positions.len() == partitions as usize {
-                break;
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                return Err(
-                    "the remaining member did not take every partition in 2 minutes".into(),
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        owns_all(&nodes[0], &id, partitions).await?;
         handover = Some(started.elapsed().as_secs_f64());
     }
     for n in nodes {
@@ -203,9 +290,84 @@ async fn measure(
     Ok((rate, handover))
 }
 
+/// A JetStream member dies: a node here and a `weir serve` process join the group rule over
+/// the loaded stream together; once the process holds partitions it gets SIGKILL. The time
+/// until the node here owns every partition again, restored and checkpointed.
+async fn failover(
+    dir: &std::path::Path,
+    broker: &Broker,
+    topic: &str,
+    partitions: u32,
+) -> Result<f64, String> {
+    let id = format!("bench-{topic}-failover");
+    let (sql, options) = group_rule(broker, topic, partitions);
+    let stay = start(dir, "member-0", Some(1)).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut victim = std::process::Command::new(exe)
+        .args([
+            "serve", "--mqtt", "off", "--role", "core", "--name", "member-1",
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("member-1"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let base = format!("http://127.0.0.1:{port}/v1/rules");
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"id": id, "sql": sql, "options": options});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until the process answers, then until it holds partitions of its own.
+    loop {
+        let installed = http.post(&base).json(&body).send().await;
+        if installed.is_ok_and(|r| r.status().is_success()) {
+            let options = serde_json::from_value(options).map_err(|e| e.to_string())?;
+            stay.node
+                .install_rule(&id, &sql, options, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = victim.kill();
+            return Err("the second member did not take the rule in a minute".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let status: serde_json::Value = match http.get(format!("{base}/{id}/status")).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if status["checkpoint"]["positions"]
+            .as_object()
+            .is_some_and(|p| !p.is_empty())
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = victim.kill();
+            return Err("the second member got no partition in a minute".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill().map_err(|e| e.to_string())?;
+    let _ = victim.wait();
+    let resumed = owns_all(&stay, &id, partitions).await?;
+    stay.stop().await;
+    Ok(resumed)
+}
+
 /// Runs the group benchmark `runs` times; prints medians.
 pub fn run(
-    brokers: Option<String>,
+    log: LogKind,
+    address: Option<String>,
     partitions: u32,
     events: usize,
     runs: usize,
@@ -214,34 +376,58 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // The nodes' logs, when RUST_LOG asks for them.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     rt.block_on(async move {
-        let broker = broker(brokers).await?;
         let dir = std::env::temp_dir().join(format!("weir-bench-group-{}", std::process::id()));
-        let (mut one, mut two, mut handovers) = (Vec::new(), Vec::new(), Vec::new());
+        let broker = broker(log, address, &dir).await?;
+        let (mut one, mut two, mut handovers, mut deaths) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..runs {
             let topic = format!("bench_group_{}_{r}", std::process::id());
-            let _ = std::fs::remove_dir_all(&dir);
-            load(&dir, &broker.brokers, &topic, partitions, events).await?;
+            for node in ["loader", "member-0", "member-1"] {
+                let _ = std::fs::remove_dir_all(dir.join(node));
+            }
+            load(&dir, &broker, &topic, partitions, events).await?;
             for members in [1, 2] {
                 eprint!("\rrun {}/{runs}: {members} member(s) reading", r + 1);
                 let _ = std::fs::remove_dir_all(dir.join("member-0"));
                 let _ = std::fs::remove_dir_all(dir.join("member-1"));
                 let (rate, handover) =
-                    measure(&dir, &broker.brokers, &topic, (partitions, events), members).await?;
+                    measure(&dir, &broker, &topic, (partitions, events), members).await?;
                 match members {
                     1 => one.push(rate),
                     _ => two.push(rate),
                 }
                 handovers.extend(handover);
             }
+            if log == LogKind::Jetstream {
+                eprint!("\rrun {}/{runs}: a member killed       ", r + 1);
+                let _ = std::fs::remove_dir_all(dir.join("member-0"));
+                let _ = std::fs::remove_dir_all(dir.join("member-1"));
+                deaths.push(failover(&dir, &broker, &topic, partitions).await?);
+            }
         }
         eprint!("\r\x1b[K");
         let (a, b) = (median(one), median(two));
+        let name = match log {
+            LogKind::Kafka => "Kafka",
+            LogKind::Jetstream => "JetStream",
+        };
         println!(
-            "group: {events} events on {partitions} partitions, median of {runs}: 1 member {a:.0} events/s, 2 members {b:.0} events/s (ratio {:.2}); a member leaving: the other owns every partition again, restored and checkpointed, after {:.2} s",
+            "group on {name}: {events} events on {partitions} partitions, median of {runs}: 1 member {a:.0} events/s, 2 members {b:.0} events/s (ratio {:.2}); a member leaving: the other owns every partition again, restored and checkpointed, after {:.2} s",
             b / a,
             median(handovers)
         );
+        if !deaths.is_empty() {
+            println!(
+                "a member killed (SIGKILL): the other owns every partition again after {:.2} s (median of {runs})",
+                median(deaths)
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     })
