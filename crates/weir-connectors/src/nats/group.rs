@@ -7,15 +7,16 @@
 //! group's subject; a joining member listens for a moment first (as Kafka's initial rebalance
 //! delay), pulls the partitions that fall to it in the order of the members' ids, and only then
 //! the others, on standby. One holding more than its share releases the surplus, others' first,
-//! to the waiting pullers. Who owns a partition is only ever the server's pin, which it gives
-//! with a message: a partition without new messages changes hands with its next one.
+//! to the waiting pullers. Who owns a partition is only ever the server's pin, which comes with
+//! the first message the server hands the new owner.
 //!
 //! A partition's position lives with its state in the rule's changelog. Its consumer is
 //! acknowledged (all up to a sequence) only as far as the changelog covers; what the previous
 //! owner was handed beyond that, the consumer hands out again after its ack wait, so a partition
-//! changes hands even when no new message comes. A new owner first reads, in stream order, what
-//! lies between its state and the first message it is handed ([`JetStreamMember::backfill`]),
-//! and drops what its state already holds.
+//! changes hands even when no new message comes (one whose owner had processed and acknowledged
+//! everything has nothing to hand over until its next message). A new owner first reads, in
+//! stream order, from its state through everything the consumer has handed out
+//! ([`JetStreamMember::backfill`]), and drops what its state already holds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
