@@ -268,18 +268,8 @@ async fn a_stateful_rule_moves_edge_core_edge_mid_stream_and_loses_nothing() {
     let tag = format!("{}_{}", std::process::id(), p0);
     let (input, output) = (format!("MVIN_{tag}"), format!("MVOUT_{tag}"));
     let subject_in = format!("mv.{tag}.in");
-    for (stream, subject) in [
-        (&input, subject_in.clone()),
-        (&output, format!("mv.{tag}.out.>")),
-    ] {
-        js.get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    common::jetstream_stream(&js, &input, &subject_in).await;
+    common::jetstream_stream(&js, &output, &format!("mv.{tag}.out.>")).await;
     let options = json!({"delivery": "exactly_once", "checkpoint_interval": "200ms"});
     for (id, on) in [("fixed", "core-a"), ("roams", "edge-1")] {
         let sql = roaming_rule(&subject_in, &input, &format!("mv.{tag}.out.{id}"), &output);
@@ -588,18 +578,8 @@ async fn a_jetstream_core_group_balances_partitions_and_survives_a_sigkilled_mem
 
     let tag = format!("{}_{p0}", std::process::id());
     let (s_in, s_out) = (format!("jg_in_{tag}"), format!("jg_out_{tag}"));
-    for (name, subject) in [
-        (s_in.to_uppercase(), format!("{s_in}.*")),
-        (s_out.to_uppercase(), s_out.clone()),
-    ] {
-        js.get_or_create_stream(jetstream::stream::Config {
-            name,
-            subjects: vec![subject],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    common::jetstream_stream(&js, &s_in.to_uppercase(), &format!("{s_in}.*")).await;
+    common::jetstream_stream(&js, &s_out.to_uppercase(), &s_out).await;
     let url = &nats.url;
     let (stream_in, stream_out) = (s_in.to_uppercase(), s_out.to_uppercase());
     let sql = format!(
@@ -704,13 +684,7 @@ async fn placement_offloads_a_busy_edge_brings_the_rule_back_and_fails_over_a_lo
     let js = async_nats::jetstream::new(async_nats::connect("127.0.0.1:4222").await.unwrap());
     let tag = format!("{}_{p0}", std::process::id());
     let (input, subject) = (format!("PLIN_{tag}"), format!("pl.{tag}.in"));
-    js.get_or_create_stream(async_nats::jetstream::stream::Config {
-        name: input.clone(),
-        subjects: vec![subject.clone()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    common::jetstream_stream(&js, &input, &subject).await;
     let sql = format!(
         "CREATE STREAM src (machine BIGINT, ts BIGINT) WITH (connector = 'nats', subject = '{subject}', stream = '{input}', durable = 'pl{tag}', timestamp = 'ts');
          INSERT INTO per_second SELECT machine, window_start, count(*) AS n FROM src GROUP BY machine, TUMBLE(ts, INTERVAL '1' SECOND);"

@@ -553,15 +553,8 @@ async fn jetstream_to_jetstream_exactly_once_through_kills() {
                  CREATE STREAM dst WITH (connector = 'nats', subject = '{subject_out}', stream = '{output}');
                  INSERT INTO dst SELECT sensor, window_start, count(*) AS n, sum(v) AS total FROM src GROUP BY sensor, TUMBLE(ts, INTERVAL '1' SECOND);"
             );
-            for (stream, subject) in [(&input, &subject_in), (&output, &subject_out)] {
-                js.get_or_create_stream(async_nats::jetstream::stream::Config {
-                    name: stream.clone(),
-                    subjects: vec![subject.clone()],
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            }
+            common::jetstream_stream(&js, &input, &subject_in).await;
+            common::jetstream_stream(&js, &output, &subject_out).await;
             let dir = scratch(&format!("js-{name}"));
             let port = free_port();
             let node = Node::start(&dir, port, 0).await;

@@ -9,6 +9,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Creates JetStream stream `name` over `subject` unless it exists.
+#[allow(dead_code)] // not every test binary reads JetStream
+pub async fn jetstream_stream(js: &async_nats::jetstream::Context, name: &str, subject: &str) {
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject.to_owned()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// Every message of a JetStream stream, as (subject, payload text), in stream order.
 #[allow(dead_code)] // not every test binary reads JetStream
 pub async fn jetstream_messages(
