@@ -22,6 +22,10 @@ pub enum GroupEvent {
     Assigned(Vec<i32>),
     /// Partitions given to another member (or released by this one to balance the group).
     Revoked(Vec<i32>),
+    /// Partitions another member took while this one did not hear of it (it stalled past the
+    /// log's timeout): their state here may be older than the new owner's, so it must not be
+    /// checkpointed again. Kafka revokes before it reassigns, so only JetStream says this.
+    Lost(Vec<i32>),
 }
 
 /// A stream whose log shares its partitions among a group's members.

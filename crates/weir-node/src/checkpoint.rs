@@ -116,6 +116,9 @@ pub struct OutputTarget {
 pub enum Command {
     /// Take a last checkpoint, then tell the feeds to leave.
     Stop,
+    /// Tell the feeds to leave at once: the state belongs to someone else now (a group
+    /// partition another node took), so no checkpoint of it may be written.
+    Abandon,
 }
 
 pub struct Coordinator {
@@ -218,6 +221,7 @@ impl Coordinator {
         loop {
             let stop = match self.commands.recv_timeout(self.interval) {
                 Ok(Command::Stop) => true,
+                Ok(Command::Abandon) => return self.release_feeds(),
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
@@ -234,12 +238,16 @@ impl Coordinator {
             }
             let over = self.over_limit();
             if stop || over {
-                for f in &self.feeds {
-                    f.abandon.store(true, Ordering::Relaxed);
-                    (f.wake)();
-                }
-                return;
+                return self.release_feeds();
             }
+        }
+    }
+
+    /// Tells every feed to leave the engine without ending its stream.
+    fn release_feeds(&self) {
+        for f in &self.feeds {
+            f.abandon.store(true, Ordering::Relaxed);
+            (f.wake)();
         }
     }
 

@@ -157,6 +157,12 @@ impl Member {
                         let _ = group.commit(&last).await;
                         group.released(&parts).await;
                     }
+                    Ok(GroupEvent::Lost(parts)) => {
+                        for p in parts {
+                            self.owned.remove(&p);
+                            self.drop_task(p, false).await;
+                        }
+                    }
                     Err(e) => {
                         self.stage.health.down(e);
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -279,21 +285,36 @@ impl Member {
     /// Stops a partition's task (a last checkpoint into the changelog); the next offset the
     /// changelog's state covers.
     async fn leave(&mut self, partition: i32) -> Option<u64> {
-        let task = self.tasks.remove(&partition)?;
         let position = self.position(partition);
+        let status = self.drop_task(partition, true).await?;
+        let s = status.lock().unwrap_or_else(|e| e.into_inner());
+        s.changelog_positions.get(&position).copied()
+    }
+
+    /// Stops a partition's task, with a last checkpoint or (a partition lost) without, and
+    /// removes its local checkpoints; the task's checkpoint status.
+    async fn drop_task(
+        &mut self,
+        partition: i32,
+        checkpoint: bool,
+    ) -> Option<Arc<Mutex<CheckpointStatus>>> {
+        let task = self.tasks.remove(&partition)?;
         let status = task.rule.metrics.checkpoint.clone();
         // Stopped before its input closes: a closed input would end the stream and flush the
         // open windows, which belong to the partition's next owner.
-        task.rule.stop().await;
+        match checkpoint {
+            true => task.rule.stop().await,
+            false => task.rule.abandon().await,
+        }
         drop(task.tx);
-        // The changelog holds the state now; a copy here would only go stale.
+        // The changelog holds the state now (a lost partition's, from its new owner); a copy
+        // here would only go stale.
         let task_id = self.task_id(partition);
         if let Err(e) = self.launch.checkpoints.remove(&task_id) {
             tracing::warn!(rule = %task_id, error = %e, "checkpoints not removed");
         }
-        tracing::info!(rule = %self.launch.id, partition, "partition task stopped");
-        let s = status.lock().unwrap_or_else(|e| e.into_inner());
-        s.changelog_positions.get(&position).copied()
+        tracing::info!(rule = %self.launch.id, partition, checkpoint, "partition task stopped");
+        Some(status)
     }
 
     /// Per partition, the next offset of the newest state the changelog holds.

@@ -737,14 +737,25 @@ impl RunningRule {
     }
 
     /// Stops the rule: a last checkpoint, then sources, then every thread. Blocks until done.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.halt(Command::Stop).await
+    }
+
+    /// Stops the rule without a last checkpoint, and without writing its changelog further:
+    /// its state belongs to another node now.
+    pub async fn abandon(self) {
+        self.halt(Command::Abandon).await
+    }
+
+    async fn halt(mut self, how: Command) {
+        let checkpoint = matches!(how, Command::Stop);
         if let Some((commands, coordinator)) = self.coordinator.take() {
-            let _ = commands.send(Command::Stop);
+            let _ = commands.send(how);
             let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
         }
         // The last checkpoint's state goes to the changelog before its writer stops.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.mirrored && tokio::time::Instant::now() < deadline {
+        while checkpoint && self.mirrored && tokio::time::Instant::now() < deadline {
             let s = self
                 .metrics
                 .checkpoint

@@ -262,7 +262,7 @@ impl JetStreamMember {
                             // A pin of its own again after losing it unnoticed: its task's state
                             // may be stale, so the task starts over from the changelog.
                             if held.is_some() {
-                                self.pending.push_back(GroupEvent::Revoked(vec![m.partition]));
+                                self.pending.push_back(GroupEvent::Lost(vec![m.partition]));
                             }
                             self.pending.push_back(GroupEvent::Assigned(vec![m.partition]));
                         }
@@ -355,9 +355,11 @@ impl JetStreamMember {
                 "releasing partitions to balance the group"
             );
         }
-        let revoked: Vec<i32> = lost.into_iter().chain(surplus).collect();
-        if !revoked.is_empty() {
-            self.pending.push_back(GroupEvent::Revoked(revoked));
+        if !lost.is_empty() {
+            self.pending.push_back(GroupEvent::Lost(lost));
+        }
+        if !surplus.is_empty() {
+            self.pending.push_back(GroupEvent::Revoked(surplus));
         }
         Ok(())
     }
