@@ -6,8 +6,9 @@
 //! node joins, leaves or dies), its new owner rebuilds the task from the changelog, skips what
 //! that state already holds and reads what the log handed the previous owner beyond it. Kafka
 //! offsets are committed (JetStream messages acknowledged) only once the changelog holds the
-//! state that covers them, so the group never starts a partition past its state. Results are at least once: what a task
-//! emitted after its last checkpoint is emitted again by the partition's next owner.
+//! state that covers them, so the group never starts a partition past its state. Results are
+//! at least once: what a task emitted after its last checkpoint is emitted again by the
+//! partition's next owner.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
