@@ -267,6 +267,17 @@ impl Node {
             .collect()
     }
 
+    /// Refuses one more rule on a node holding `max_rules` already.
+    fn ensure_room(&self, st: &State) -> Result<(), NodeError> {
+        if st.registry.catalog.rules.len() >= self.config.max_rules {
+            return Err(NodeError::Limit(format!(
+                "this node holds at most {} rules (max_rules); delete one first",
+                self.config.max_rules
+            )));
+        }
+        Ok(())
+    }
+
     fn compile_rule(st: &State, id: &str, sql: &str) -> Result<Program, NodeError> {
         let program = compile_with(sql, &Self::catalog_streams(st))
             .map_err(|d| NodeError::from_diagnostics(&format!("rule {id}"), sql, d))?;
@@ -573,12 +584,7 @@ impl Node {
                 "rule '{id}' exists; update it with PUT /v1/rules/{id}"
             )));
         }
-        if st.registry.catalog.rules.len() >= self.config.max_rules {
-            return Err(NodeError::Limit(format!(
-                "this node holds at most {} rules (max_rules); delete one first",
-                self.config.max_rules
-            )));
-        }
+        self.ensure_room(&st)?;
         options.validate().map_err(NodeError::invalid)?;
         Self::compile_rule(&st, id, sql)?;
         // A rule installed under a deleted one's id starts from nothing.

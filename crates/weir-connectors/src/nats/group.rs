@@ -255,17 +255,15 @@ impl JetStreamMember {
                         continue;
                     }
                     let pin = m.pin.unwrap_or_default();
-                    match self.pins.insert(m.partition, pin.clone()) {
-                        Some(held) if held == pin => {}
-                        held => {
-                            tracing::info!(member = %self.me, partition = m.partition, pin, ?held, "partition pinned to this member");
-                            // A pin of its own again after losing it unnoticed: its task's state
-                            // may be stale, so the task starts over from the changelog.
-                            if held.is_some() {
-                                self.pending.push_back(GroupEvent::Lost(vec![m.partition]));
-                            }
-                            self.pending.push_back(GroupEvent::Assigned(vec![m.partition]));
+                    // Compared before stored: the same pin comes with every message.
+                    if self.pins.get(&m.partition) != Some(&pin) {
+                        tracing::info!(member = %self.me, partition = m.partition, pin, "partition pinned to this member");
+                        // A pin of its own again after losing it unnoticed: its task's state
+                        // may be stale, so the task starts over from the changelog.
+                        if self.pins.insert(m.partition, pin).is_some() {
+                            self.pending.push_back(GroupEvent::Lost(vec![m.partition]));
                         }
+                        self.pending.push_back(GroupEvent::Assigned(vec![m.partition]));
                     }
                     if let Some(reply) = m.reply {
                         self.unacked.entry(m.partition).or_default().insert(m.seq, reply);

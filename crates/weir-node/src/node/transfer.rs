@@ -239,12 +239,7 @@ impl Node {
                 "rule '{id}' is already installed on this node"
             )));
         }
-        if st.registry.catalog.rules.len() >= self.config.max_rules {
-            return Err(NodeError::Limit(format!(
-                "this node holds at most {} rules (max_rules)",
-                self.config.max_rules
-            )));
-        }
+        self.ensure_room(&st)?;
         let mut added = Vec::new();
         for s in header.streams {
             match Self::find_stream(&st, &s.name) {

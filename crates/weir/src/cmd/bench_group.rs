@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 
 use weir_node::registry::RuleOptions;
 
-use super::bench_node::{ingest, start};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
+use super::bench_node::{free_port, ingest, median, start};
 
 /// The log a run's group reads.
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -81,10 +76,7 @@ async fn broker(
             child: None,
         });
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = free_port()?;
     let (mut command, address, hint) = match kind {
         LogKind::Kafka => {
             let url = format!("tcp://127.0.0.1:{port}");
@@ -302,10 +294,7 @@ async fn failover(
     let id = format!("bench-{topic}-failover");
     let (sql, options) = group_rule(broker, topic, partitions);
     let stay = start(dir, "member-0", Some(1)).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = free_port()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut victim = std::process::Command::new(exe)
         .args([

@@ -10,15 +10,10 @@ use std::time::{Duration, Instant};
 use weir_node::registry::RuleOptions;
 use weir_node::relocation::{move_rule, MoveReport, MoveRequest};
 
-use super::bench_node::{ingest, start};
+use super::bench_node::{ingest, median, start};
 
 const RULE: &str = "CREATE STREAM keyed (k BIGINT, v BIGINT) WITH (connector = 'nats', url = 'nats://127.0.0.1:4222', subject = 'weir.bench.move');
 INSERT INTO key_changes SELECT k, v FROM keyed WHERE changed(v) OVER (PARTITION BY k);";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
 
 /// Feeds `keys` keys to the rule on `node` through HTTP ingest and waits until it read them.
 async fn load(node: &weir_node::Running, keys: usize) -> Result<(), String> {

@@ -1,9 +1,24 @@
-//! Nodes in the benchmark's own process, and feeding them through HTTP ingest.
+//! What the node benchmarks share: nodes in the benchmark's own process, feeding them through
+//! HTTP ingest, free ports and medians.
 
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use weir_node::NodeConfig;
+
+/// The median of `v` (the upper one of an even count); 0 when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
 
 /// A node on a free port with its data under `dir/name`; `workers` per keyed rule, or the
 /// node default.

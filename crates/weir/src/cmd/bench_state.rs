@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use weir_core::{Row, Value};
 use weir_engine::{Dataflow, EngineConfig};
 use weir_lang::Program;
+
+use super::bench_node::median;
 use weir_state::{Checkpoint, CheckpointStore, FileCheckpoints};
 
 const QUERIES: [(&str, &str, &str); 2] = [
@@ -141,11 +143,6 @@ fn run_once(
         rate: events as f64 / started.elapsed().as_secs_f64(),
         checkpoints,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Throughput with and without checkpoints every second, for both benchmark queries.
