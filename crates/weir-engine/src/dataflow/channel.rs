@@ -1,0 +1,204 @@
+//! What flows between stages: messages, the publisher that fans a producer's messages out to
+//! its consumers, and the consumer side that combines watermarks and aligns barriers.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+use weir_core::Event;
+
+use super::ingest::timestamp_of;
+use crate::operator::held_back;
+
+/// What flows on a channel. A batch is shared by the consumers of its stream: each takes its
+/// own copy on its own thread (the last one takes the batch itself), so a stream read by many
+/// rules does not make its producer copy for all of them.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Data(Arc<Vec<Event>>),
+    Watermark(i64),
+    /// Checkpoint barrier of an epoch.
+    Barrier(u64),
+    End,
+}
+
+/// A shared batch as this consumer's own events.
+pub(super) fn own(batch: Arc<Vec<Event>>) -> Vec<Event> {
+    Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone())
+}
+
+/// A message and the consumer-side slot (input × producer) it arrived on.
+pub(super) struct Envelope {
+    pub(super) slot: usize,
+    pub(super) msg: Msg,
+}
+
+/// Sends one producer's messages to every consumer of a stream.
+#[derive(Clone, Default)]
+pub(super) struct Publisher {
+    pub(super) subs: Vec<(SyncSender<Envelope>, usize)>,
+    /// The stream's timestamp column, when events take their time from a field on the way in.
+    pub(super) retime: Option<Arc<str>>,
+    /// Extra watermark delay declared on the stream.
+    pub(super) delay: i64,
+}
+
+impl Publisher {
+    pub(super) fn send(&self, msg: Msg) {
+        let msg = match msg {
+            Msg::Data(mut evs) if self.retime.is_some() => {
+                let col = self.retime.as_deref().unwrap_or_default();
+                for e in Arc::make_mut(&mut evs).iter_mut() {
+                    if let Some(ts) = e.row.get(col).and_then(timestamp_of) {
+                        e.ts = ts;
+                    }
+                }
+                Msg::Data(evs)
+            }
+            Msg::Watermark(w) => Msg::Watermark(held_back(w, self.delay)),
+            other => other,
+        };
+        if let Msg::Data(d) = &msg {
+            if d.is_empty() {
+                return;
+            }
+        }
+        let mut msg = Some(msg);
+        let n = self.subs.len();
+        for (i, (tx, slot)) in self.subs.iter().enumerate() {
+            // The last subscriber takes the message itself; only fan-out pays for copies.
+            let m = if i + 1 == n { msg.take() } else { msg.clone() };
+            if let Some(m) = m {
+                // A consumer that has gone away (output closed) is not an error for the producer.
+                let _ = tx.send(Envelope {
+                    slot: *slot,
+                    msg: m,
+                });
+            }
+        }
+    }
+}
+
+/// Combines the watermarks of several slots: the minimum of those not yet ended.
+pub(super) struct Tracker {
+    pub(super) wms: Vec<i64>,
+    pub(super) ended: Vec<bool>,
+    pub(super) current: i64,
+}
+
+impl Tracker {
+    pub(super) fn new(slots: usize) -> Tracker {
+        Tracker {
+            wms: vec![i64::MIN; slots],
+            ended: vec![false; slots],
+            current: i64::MIN,
+        }
+    }
+
+    /// Records a slot's watermark; returns the combined one if it advanced.
+    pub(super) fn watermark(&mut self, slot: usize, wm: i64) -> Option<i64> {
+        self.wms[slot] = self.wms[slot].max(wm);
+        self.advance()
+    }
+
+    pub(super) fn end(&mut self, slot: usize) -> Option<i64> {
+        self.ended[slot] = true;
+        self.advance()
+    }
+
+    pub(super) fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    pub(super) fn advance(&mut self) -> Option<i64> {
+        let min = self
+            .wms
+            .iter()
+            .zip(&self.ended)
+            .filter(|(_, e)| !**e)
+            .map(|(w, _)| *w)
+            .min()
+            .unwrap_or(i64::MAX);
+        if min > self.current && !self.all_ended() {
+            self.current = min;
+            Some(min)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a consumer takes from its channel: a message from one slot, or a barrier every slot has
+/// delivered.
+pub(super) enum Next {
+    Msg(Envelope),
+    Barrier(u64),
+}
+
+/// A consumer's channel with barrier alignment: once a slot has delivered the barrier of the
+/// current epoch, its later messages are held until every slot still running has delivered it.
+pub(super) struct Inbox {
+    pub(super) rx: Receiver<Envelope>,
+    pub(super) at_barrier: Vec<bool>,
+    pub(super) ended: Vec<bool>,
+    pub(super) held: Vec<VecDeque<Msg>>,
+    pub(super) ready: VecDeque<Envelope>,
+    pub(super) epoch: Option<u64>,
+}
+
+impl Inbox {
+    pub(super) fn new(rx: Receiver<Envelope>, slots: usize) -> Inbox {
+        Inbox {
+            rx,
+            at_barrier: vec![false; slots],
+            ended: vec![false; slots],
+            held: (0..slots).map(|_| VecDeque::new()).collect(),
+            ready: VecDeque::new(),
+            epoch: None,
+        }
+    }
+
+    pub(super) fn next(&mut self) -> Option<Next> {
+        loop {
+            let env = match self.ready.pop_front() {
+                Some(e) => e,
+                None => self.rx.recv().ok()?,
+            };
+            let slot = env.slot;
+            if self.at_barrier[slot] {
+                self.held[slot].push_back(env.msg);
+                continue;
+            }
+            match env.msg {
+                Msg::Barrier(e) => {
+                    self.at_barrier[slot] = true;
+                    self.epoch = Some(e);
+                }
+                Msg::End => {
+                    self.ended[slot] = true;
+                    if self.epoch.is_none() || !self.aligned() {
+                        return Some(Next::Msg(env));
+                    }
+                    // This end completes the barrier: the barrier goes first.
+                    self.ready.push_front(env);
+                }
+                _ => return Some(Next::Msg(env)),
+            }
+            if self.epoch.is_some() && self.aligned() {
+                for (slot, held) in self.held.iter_mut().enumerate() {
+                    self.ready
+                        .extend(held.drain(..).map(|msg| Envelope { slot, msg }));
+                }
+                self.at_barrier.iter_mut().for_each(|b| *b = false);
+                return self.epoch.take().map(Next::Barrier);
+            }
+        }
+    }
+
+    pub(super) fn aligned(&self) -> bool {
+        self.at_barrier
+            .iter()
+            .zip(&self.ended)
+            .all(|(b, e)| *b || *e)
+    }
+}

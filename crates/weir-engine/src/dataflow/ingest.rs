@@ -1,0 +1,220 @@
+//! Outside input: turning rows into events (declared types, event time, dropped fields) and
+//! feeding them into a stream with watermarks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use weir_core::{Clock, Event, Row, Value};
+use weir_lang::functions::parse_timestamp;
+use weir_lang::plan::{Column, Program, StreamDef, TimeMode};
+
+use super::channel::{Msg, Publisher};
+
+/// Reads a timestamp from a field: epoch milliseconds, or ISO-8601 text.
+pub(super) fn timestamp_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Float(f) if f.is_finite() => Some(*f as i64),
+        Value::Str(s) => parse_timestamp(s),
+        _ => None,
+    }
+}
+
+/// Turns a row of an outside stream into an event: converts declared columns to their types and
+/// reads the event time. Cheap to clone, so decoders can stamp rows in parallel.
+#[derive(Clone)]
+pub struct Stamp {
+    pub(super) def: Arc<StreamDef>,
+    pub(super) clock: Arc<dyn Clock>,
+    /// The fields some rule reads, when no rule reads them all: the rest are dropped here
+    /// rather than copied to every rule.
+    pub(super) pruning: Option<Arc<Pruning>>,
+    /// The stream's `received_at` field, when some rule reads it.
+    pub(super) received_at: Option<Arc<str>>,
+}
+
+/// What ingest does with each field name when some fields go unread: keep it or not, and
+/// which declared column checks it. A bit filter in front turns most other names away
+/// without string comparisons.
+pub(super) struct Pruning {
+    pub(super) fields: BTreeMap<Arc<str>, (bool, Option<usize>)>,
+    pub(super) filter: [u64; 16],
+}
+
+impl Pruning {
+    fn new(keep: BTreeSet<Arc<str>>, columns: &[Column]) -> Pruning {
+        let mut fields: BTreeMap<Arc<str>, (bool, Option<usize>)> =
+            keep.into_iter().map(|k| (k, (true, None))).collect();
+        for (i, c) in columns.iter().enumerate() {
+            fields.entry(c.name.clone()).or_insert((false, None)).1 = Some(i);
+        }
+        let mut filter = [0u64; 16];
+        for n in fields.keys() {
+            let h = Self::bit(n);
+            filter[h / 64] |= 1 << (h % 64);
+        }
+        Pruning { fields, filter }
+    }
+
+    /// A bit from the length and the first and last two bytes of a name.
+    fn bit(name: &str) -> usize {
+        let b = name.as_bytes();
+        let at = |i: usize| b.get(i).copied().unwrap_or(0) as usize;
+        let n = b.len();
+        (n.wrapping_mul(131)
+            ^ at(0).wrapping_mul(31)
+            ^ at(n.wrapping_sub(1)).wrapping_mul(7)
+            ^ at(n.wrapping_sub(2)).wrapping_mul(193))
+            % 1024
+    }
+
+    /// (kept, declared column) for a field name.
+    fn get(&self, name: &str) -> (bool, Option<usize>) {
+        let h = Self::bit(name);
+        if self.filter[h / 64] & (1 << (h % 64)) == 0 {
+            return (false, None);
+        }
+        self.fields.get(name).copied().unwrap_or((false, None))
+    }
+}
+
+impl Stamp {
+    /// The stamp of input stream `def` of `program`: it drops the fields no rule reads.
+    pub(super) fn new(program: &Program, def: StreamDef, clock: Arc<dyn Clock>) -> Stamp {
+        let pruning = fields_read(program, &def.name).map(|mut f| {
+            f.extend(def.timestamp.clone());
+            Arc::new(Pruning::new(f, def.columns.as_deref().unwrap_or_default()))
+        });
+        let received_at = def
+            .received_at
+            .clone()
+            .filter(|f| pruning.as_ref().is_none_or(|p| p.get(f).0));
+        Stamp {
+            def: Arc::new(def),
+            clock,
+            pruning,
+            received_at,
+        }
+    }
+
+    /// `Err` says why the row cannot be an event (it should go to the dead letters).
+    pub fn event(&self, mut row: Row) -> Result<Event, String> {
+        let cast = |c: &Column, v: &mut Value| -> Result<(), String> {
+            if !c.ty.holds(v) {
+                *v = c.ty.cast(v).map_err(|e| format!("field {}: {e}", c.name))?;
+            }
+            Ok(())
+        };
+        let cols = self.def.columns.as_deref().unwrap_or_default();
+        match &self.pruning {
+            // One pass: every declared column is still checked, then unread fields go.
+            Some(p) => {
+                let mut bad = Ok(());
+                row.retain_mut(|k, v| {
+                    let (kept, column) = p.get(k);
+                    if let (Some(c), true) = (column, bad.is_ok()) {
+                        bad = cast(&cols[c], v);
+                    }
+                    kept
+                });
+                bad?;
+            }
+            None => {
+                for c in cols {
+                    if let Some(v) = row.get_mut(&c.name) {
+                        cast(c, v)?;
+                    }
+                }
+            }
+        }
+        if let Some(field) = &self.received_at {
+            row.set(field, Value::Int(self.clock.now_ns()));
+        }
+        let ts = match (self.def.time, &self.def.timestamp) {
+            (TimeMode::Event, Some(col)) => match row.get(col) {
+                None | Some(Value::Null) => return Err(format!("missing timestamp field '{col}'")),
+                Some(v) => timestamp_of(v).ok_or_else(|| format!("timestamp field '{col}' holds {v}, not epoch milliseconds or ISO-8601 text"))?,
+            },
+            _ => self.clock.now_ms(),
+        };
+        Ok(Event::new(ts, row))
+    }
+}
+
+/// Feeds outside events into one stream: stamps them, batches them and generates watermarks
+/// (bounded out-of-orderness).
+pub struct Ingest {
+    pub(super) stamp: Stamp,
+    pub(super) publisher: Publisher,
+    pub(super) batch: Vec<Event>,
+    pub(super) batch_size: usize,
+    pub(super) max_ts: i64,
+    pub(super) last_wm: i64,
+}
+
+impl Ingest {
+    /// Accepts one row; `Err` says why the row cannot be an event (it should go to the dead
+    /// letters).
+    pub fn push(&mut self, row: Row) -> Result<(), String> {
+        let ev = self.stamp.event(row)?;
+        self.push_event(ev);
+        Ok(())
+    }
+
+    /// Accepts an event already stamped by this stream's [`Stamp`].
+    pub fn push_event(&mut self, ev: Event) {
+        self.max_ts = self.max_ts.max(ev.ts);
+        self.batch.push(ev);
+        if self.batch.len() >= self.batch_size {
+            self.flush();
+        }
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        self.stamp.clone()
+    }
+
+    /// Sends the pending batch and the watermark it allows.
+    pub fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+            self.publisher.send(Msg::Data(Arc::new(batch)));
+        }
+        let wm = match self.stamp.def.time {
+            TimeMode::Processing => self.stamp.clock.now_ms() - 1,
+            TimeMode::Event if self.max_ts == i64::MIN => return,
+            TimeMode::Event => self.max_ts - self.stamp.def.watermark_ms - 1,
+        };
+        if wm > self.last_wm {
+            self.last_wm = wm;
+            self.publisher.send(Msg::Watermark(wm));
+        }
+    }
+
+    /// Puts the barrier of checkpoint `epoch` into the stream, after everything pushed so far.
+    pub fn barrier(&mut self, epoch: u64) {
+        self.flush();
+        self.publisher.send(Msg::Barrier(epoch));
+    }
+
+    /// Ends the stream: everything is flushed and consumers learn no more events will come.
+    pub fn finish(mut self) {
+        self.flush();
+        self.publisher.send(Msg::End);
+    }
+
+    pub fn stream(&self) -> &StreamDef {
+        &self.stamp.def
+    }
+}
+
+/// The fields of `stream` the program's rules read; `None` if one of them may read them all.
+pub(super) fn fields_read(program: &Program, stream: &str) -> Option<BTreeSet<Arc<str>>> {
+    let mut all = BTreeSet::new();
+    for r in &program.rules {
+        if r.inputs().iter().any(|i| i.eq_ignore_ascii_case(stream)) {
+            all.extend(r.fields_read()?);
+        }
+    }
+    Some(all)
+}

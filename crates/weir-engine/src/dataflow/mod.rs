@@ -1,0 +1,408 @@
+//! The runtime: turns a program into threads joined by bounded channels.
+//!
+//! Every stream has producers (an [`Ingest`] for outside input, or the workers of the rules that
+//! write it) and consumers (rules and [`OutputStream`]s). A consumer tracks the watermark of
+//! each producer of each input and advances to their minimum, so event time stays correct with
+//! any number of parallel producers. A keyed rule runs one operator chain per worker thread;
+//! its router thread hashes each event's key to pick the worker, so a key's state lives in one
+//! place. Channels are bounded: a slow stage blocks its producers instead of growing memory.
+//!
+//! Checkpoints use barriers (Chandy-Lamport, as Flink aligns them): [`Ingest::barrier`] puts a
+//! numbered barrier into a stream; a consumer with several producers holds back what arrives
+//! behind the barrier on one slot until it has the barrier from every slot, snapshots its
+//! operator, and passes the barrier on. When the barrier reaches an [`OutputStream`], everything
+//! before it has been emitted and every operator has reported its state for that epoch.
+
+mod batch;
+mod channel;
+mod ingest;
+mod output;
+mod routing;
+mod run;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use weir_core::{Clock, Event, SystemClock};
+use weir_lang::plan::{Program, StreamDef, TimeMode};
+
+pub use batch::{run_batch, BatchResult};
+pub use channel::Msg;
+pub use ingest::{Ingest, Stamp};
+pub use output::{Delivered, OutputStream};
+pub use routing::chain_count;
+pub use run::rule_operator;
+
+use channel::{Envelope, Inbox, Publisher, Tracker};
+use routing::{routing, Routing};
+use run::{run_router, run_single, run_worker, Runner, WorkerMsg};
+
+/// Engine settings, validated by [`EngineConfig::validate`] before anything starts.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Worker threads per keyed rule.
+    pub workers: usize,
+    /// Batches a channel holds before its producer waits.
+    pub channel_capacity: usize,
+    /// Events per batch at ingest.
+    pub batch_size: usize,
+    pub clock: Arc<dyn Clock>,
+    /// Per-key state unused for this long (event time, ms) is dropped.
+    pub state_ttl_ms: Option<i64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            channel_capacity: 16,
+            batch_size: 1024,
+            clock: Arc::new(SystemClock),
+            state_ttl_ms: None,
+        }
+    }
+}
+
+/// Errors building a dataflow.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid engine setting: {0}")]
+    Config(String),
+    #[error("unknown stream '{0}'")]
+    UnknownStream(String),
+    #[error("could not start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("the checkpoint does not fit this rule: {0}")]
+    Restore(String),
+}
+
+impl weir_core::Classify for BuildError {
+    fn blame(&self) -> weir_core::Blame {
+        match self {
+            BuildError::Thread(_) => weir_core::Blame::External,
+            BuildError::Restore(_) => weir_core::Blame::Internal,
+            _ => weir_core::Blame::User,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let mut problems = Vec::new();
+        if self.workers == 0 || self.workers > 256 {
+            problems.push(format!("workers must be 1..=256, not {}", self.workers));
+        }
+        if self.channel_capacity == 0 {
+            problems.push("channel_capacity must be at least 1".to_owned());
+        }
+        if self.batch_size == 0 {
+            problems.push("batch_size must be at least 1".to_owned());
+        }
+        if self.state_ttl_ms.is_some_and(|t| t <= 0) {
+            problems.push("state_ttl must be positive".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(BuildError::Config(problems.join("; ")))
+        }
+    }
+}
+
+/// An event that arrived after its time had passed, with the rule and the reason.
+#[derive(Debug, Clone)]
+pub struct LateEvent {
+    pub rule: String,
+    pub reason: String,
+    pub event: Event,
+}
+
+/// One operator chain's state at a checkpoint barrier.
+#[derive(Debug)]
+pub struct OperatorSnapshot {
+    pub epoch: u64,
+    /// Which chain: rules in program order, then workers in order (see [`Dataflow::chains`]).
+    pub index: usize,
+    pub state: crate::state::Snapshot,
+}
+
+/// Live counters of one rule.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    pub name: String,
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+    pub late: AtomicU64,
+}
+
+/// A running program.
+pub struct Dataflow {
+    ingests: Vec<Ingest>,
+    outputs: Vec<(String, OutputStream)>,
+    late: Option<Receiver<LateEvent>>,
+    snapshots: Option<Receiver<OperatorSnapshot>>,
+    chains: usize,
+    threads: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<RuleStats>>,
+}
+impl Dataflow {
+    /// Wires and starts a program. `inputs` are the streams fed from outside through
+    /// [`Dataflow::take_ingest`]; `outputs` the streams read through [`Dataflow::take_output`].
+    pub fn build(
+        program: &Program,
+        inputs: &[String],
+        outputs: &[String],
+        config: EngineConfig,
+    ) -> Result<Dataflow, BuildError> {
+        Dataflow::build_restored(program, inputs, outputs, config, None)
+    }
+
+    /// Like [`Dataflow::build`], with every operator chain restored from a checkpoint's
+    /// snapshots (in [`OperatorSnapshot::index`] order).
+    pub fn build_restored(
+        program: &Program,
+        inputs: &[String],
+        outputs: &[String],
+        config: EngineConfig,
+        restore: Option<Vec<crate::state::Snapshot>>,
+    ) -> Result<Dataflow, BuildError> {
+        config.validate()?;
+        let find = |name: &str| {
+            program
+                .stream(name)
+                .cloned()
+                .ok_or_else(|| BuildError::UnknownStream(name.to_owned()))
+        };
+        let input_defs: Vec<StreamDef> =
+            inputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let output_defs: Vec<StreamDef> =
+            outputs.iter().map(|n| find(n)).collect::<Result<_, _>>()?;
+        let key = |s: &str| s.to_ascii_lowercase();
+
+        // Producers of each stream: ingest, and each worker of each rule writing it.
+        let plans: Vec<(Routing, usize)> = program
+            .rules
+            .iter()
+            .map(|r| {
+                let rt = routing(r);
+                let workers = rt.chains(config.workers);
+                (rt, workers)
+            })
+            .collect();
+        #[derive(Clone, Copy)]
+        enum Producer {
+            Ingest(usize),
+            Worker(usize, usize),
+        }
+        let mut producers: std::collections::HashMap<String, Vec<Producer>> = Default::default();
+        for (i, d) in input_defs.iter().enumerate() {
+            producers
+                .entry(key(&d.name))
+                .or_default()
+                .push(Producer::Ingest(i));
+        }
+        for (r, rule) in program.rules.iter().enumerate() {
+            for w in 0..plans[r].1 {
+                producers
+                    .entry(key(&rule.sink))
+                    .or_default()
+                    .push(Producer::Worker(r, w));
+            }
+        }
+        let mut ingest_pubs: Vec<Publisher> = vec![Publisher::default(); input_defs.len()];
+        let mut worker_pubs: Vec<Vec<Publisher>> = plans
+            .iter()
+            .map(|(_, w)| vec![Publisher::default(); *w])
+            .collect();
+        for (r, rule) in program.rules.iter().enumerate() {
+            let sink = program.stream(&rule.sink);
+            for p in worker_pubs[r].iter_mut() {
+                if let Some(s) = sink.filter(|s| s.declared) {
+                    p.retime = s.timestamp.clone().filter(|_| s.time == TimeMode::Event);
+                    p.delay = s.watermark_ms;
+                }
+            }
+        }
+        // Subscribes a consumer to a stream; returns the slots it will see, each tagged with the input.
+        let mut subscribe =
+            |tx: &SyncSender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
+                for p in producers.get(&key(stream)).into_iter().flatten() {
+                    let slot = slots.len();
+                    slots.push(input);
+                    let publisher = match *p {
+                        Producer::Ingest(i) => &mut ingest_pubs[i],
+                        Producer::Worker(r, w) => &mut worker_pubs[r][w],
+                    };
+                    publisher.subs.push((tx.clone(), slot));
+                }
+            };
+
+        let (late_tx, late_rx) = sync_channel::<LateEvent>(config.channel_capacity * 64);
+        let mut rule_rx = Vec::new();
+        let mut stats = Vec::new();
+        for rule in &program.rules {
+            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let mut slots = Vec::new();
+            for (i, s) in rule.inputs().iter().enumerate() {
+                subscribe(&tx, s, i, &mut slots);
+            }
+            rule_rx.push((rx, slots));
+            stats.push(Arc::new(RuleStats {
+                name: rule.name.clone(),
+                ..Default::default()
+            }));
+        }
+        let mut outs = Vec::new();
+        for d in &output_defs {
+            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let mut slots = Vec::new();
+            subscribe(&tx, &d.name, 0, &mut slots);
+            outs.push((
+                d.name.clone(),
+                OutputStream {
+                    inbox: Inbox::new(rx, slots.len()),
+                    tracker: Tracker::new(slots.len()),
+                },
+            ));
+        }
+
+        let chains: usize = plans.iter().map(|(_, w)| w).sum();
+        let mut restore = match restore {
+            None => None,
+            Some(states) if states.len() == chains => Some(states.into_iter()),
+            Some(states) => {
+                return Err(BuildError::Restore(format!(
+                    "{} operator snapshots for {chains} operator chains (was the worker count changed?)",
+                    states.len()
+                )))
+            }
+        };
+        let (snap_tx, snap_rx) = channel::<OperatorSnapshot>();
+        let mut index = 0;
+
+        let mut threads = Vec::new();
+        for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
+            let rule = &program.rules[r];
+            let pubs = std::mem::take(&mut worker_pubs[r]);
+            let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
+            for out in pubs {
+                let mut op = rule_operator(program, rule);
+                if let Some(ttl) = config.state_ttl_ms {
+                    op.set_state_ttl(ttl);
+                }
+                if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
+                    op.restore(&state)
+                        .map_err(|e| BuildError::Restore(format!("rule {}: {e}", rule.name)))?;
+                }
+                runners.push(Runner {
+                    op,
+                    index,
+                    out,
+                    late: late_tx.clone(),
+                    snapshots: snap_tx.clone(),
+                    stats: stats[r].clone(),
+                });
+                index += 1;
+            }
+            let name = format!("rule-{r}");
+            match rt {
+                Routing::Single => {
+                    let runner = runners.pop().expect("one runner");
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn(move || run_single(rx, slots, runner))?,
+                    );
+                }
+                Routing::Keyed(keys) => {
+                    let mut worker_tx = Vec::new();
+                    for (w, runner) in runners.into_iter().enumerate() {
+                        let (tx, wrx) = sync_channel::<WorkerMsg>(config.channel_capacity);
+                        worker_tx.push(tx);
+                        threads.push(
+                            std::thread::Builder::new()
+                                .name(format!("{name}-w{w}"))
+                                .spawn(move || run_worker(wrx, runner))?,
+                        );
+                    }
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn(move || run_router(rx, slots, keys, worker_tx))?,
+                    );
+                }
+            }
+        }
+        let ingests = input_defs
+            .into_iter()
+            .zip(ingest_pubs)
+            .map(|(def, publisher)| Ingest {
+                stamp: Stamp::new(program, def, config.clock.clone()),
+                publisher,
+                batch: Vec::with_capacity(config.batch_size),
+                batch_size: config.batch_size,
+                max_ts: i64::MIN,
+                last_wm: i64::MIN,
+            })
+            .collect();
+        Ok(Dataflow {
+            ingests,
+            outputs: outs,
+            late: Some(late_rx),
+            snapshots: Some(snap_rx),
+            chains,
+            threads,
+            stats,
+        })
+    }
+
+    /// Operator snapshots, one per chain per checkpoint barrier.
+    pub fn take_snapshots(&mut self) -> Option<Receiver<OperatorSnapshot>> {
+        self.snapshots.take()
+    }
+
+    /// How many operator chains run (and report a snapshot at each barrier).
+    pub fn chains(&self) -> usize {
+        self.chains
+    }
+
+    /// The ingest handle of an input stream named at build time.
+    pub fn take_ingest(&mut self, stream: &str) -> Option<Ingest> {
+        let i = self
+            .ingests
+            .iter()
+            .position(|g| g.stream().name.eq_ignore_ascii_case(stream))?;
+        Some(self.ingests.swap_remove(i))
+    }
+
+    pub fn take_output(&mut self, stream: &str) -> Option<OutputStream> {
+        let i = self
+            .outputs
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(stream))?;
+        Some(self.outputs.swap_remove(i).1)
+    }
+
+    /// Late events of every rule; read it, or late events will eventually block their rules.
+    pub fn take_late(&mut self) -> Option<Receiver<LateEvent>> {
+        self.late.take()
+    }
+
+    pub fn stats(&self) -> &[Arc<RuleStats>] {
+        &self.stats
+    }
+
+    /// Waits for every rule to finish (after all inputs ended).
+    pub fn join(mut self) {
+        // Unused ingests and late receivers must not keep the flow alive.
+        for g in std::mem::take(&mut self.ingests) {
+            g.finish();
+        }
+        drop(self.late.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
