@@ -86,15 +86,34 @@ impl fmt::Display for Row {
     }
 }
 
-/// One event: a row and its event time in epoch milliseconds.
+/// One event: a row, its event time in epoch milliseconds, and the watermark of its stream just
+/// before it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub ts: i64,
+    /// The watermark its stream had reached before this event: state that this watermark has
+    /// closed cannot take the event (it is late). Judging each event by the watermark of the
+    /// events before it, rather than by whatever watermark a batch boundary happened to bring,
+    /// makes lateness a function of the input alone. `i64::MIN` until ingest stamps it.
+    #[serde(default = "no_watermark", skip_serializing_if = "is_no_watermark")]
+    pub wm: i64,
     pub row: Row,
+}
+
+fn no_watermark() -> i64 {
+    i64::MIN
+}
+
+fn is_no_watermark(wm: &i64) -> bool {
+    *wm == i64::MIN
 }
 
 impl Event {
     pub fn new(ts: i64, row: Row) -> Self {
-        Event { ts, row }
+        Event {
+            ts,
+            wm: i64::MIN,
+            row,
+        }
     }
 }

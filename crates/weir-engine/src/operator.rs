@@ -1,9 +1,15 @@
-//! The one operator trait. Every stage of a rule implements it; only `on_event` is required, the
-//! lifecycle hooks default to doing nothing so stateless stages stay short.
+//! The one operator trait, and the chain that runs a rule's operators one after the other.
+//!
+//! Event time is decided per event: every event carries the watermark its stream had reached
+//! before it ([`Event::wm`]), and a [`Chain`] advances each operator to that watermark before
+//! handing it the event, exactly as if every event had arrived in a batch of its own. So
+//! whether an event is late, when a window fires and which events an allowed-lateness update
+//! includes depend on the input alone, never on how it was batched; data still moves, and
+//! watermarks still travel between threads, once per batch.
 
 use weir_core::Event;
 
-use crate::state::StateError;
+use crate::state::{Snapshot, StateError};
 
 /// Where an operator puts what it produces.
 #[derive(Debug, Default)]
@@ -24,16 +30,19 @@ impl Output {
 }
 
 pub trait Operator: Send {
-    /// One input event. `input` tells which input it came from (joins have two).
+    /// One input event. `input` tells which input it came from (joins have two). Lateness is
+    /// judged by [`judged_by`]: the watermark of the event's own stream before it.
     fn on_event(&mut self, input: usize, event: Event, out: &mut Output);
 
-    /// Event time has reached `wm`: no more events with `ts <= wm` are expected.
     /// An event of a batch that other rules share: operators that only read their input
     /// override this to spare the copy.
     fn on_event_ref(&mut self, input: usize, event: &Event, out: &mut Output) {
         self.on_event(input, event.clone(), out);
     }
 
+    /// Event time has reached `wm`: no more events with `ts <= wm` are expected. The chain calls
+    /// it before each event that brings a later watermark (on ordered input, before nearly every
+    /// event), so an operator keeps it cheap when nothing is due.
     fn on_watermark(&mut self, _wm: i64, _out: &mut Output) {}
 
     /// The input has ended: emit everything still held (open windows, pending matches).
@@ -52,9 +61,18 @@ pub trait Operator: Send {
         0
     }
 
+    /// What the operator is, for snapshots and the messages about them.
+    fn kind(&self) -> &'static str;
+
+    /// The format of [`Operator::snapshot`]: raised whenever the saved state changes shape, so
+    /// a checkpoint written by another build is refused instead of misread.
+    fn state_version(&self) -> u32 {
+        1
+    }
+
     /// The operator's state, for checkpoints and moves.
-    fn snapshot(&self) -> crate::state::Snapshot {
-        crate::state::empty_snapshot()
+    fn snapshot(&self) -> Result<Snapshot, StateError> {
+        Ok(crate::state::empty_snapshot())
     }
 
     fn restore(&mut self, _snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
@@ -62,7 +80,12 @@ pub trait Operator: Send {
     }
 }
 
-/// Operators run one after the other: the output of each is the input of the next.
+/// The watermark an event is judged by: the one its stream had reached before it, or the
+/// operator's if that is later (events built outside ingest carry none).
+pub fn judged_by(ev: &Event, operator_wm: Option<i64>) -> i64 {
+    operator_wm.map_or(ev.wm, |w| w.max(ev.wm))
+}
+
 /// A watermark held back by `delay`; the end of input (`i64::MAX`) stays the end.
 pub fn held_back(wm: i64, delay: i64) -> i64 {
     if wm == i64::MAX {
@@ -72,106 +95,271 @@ pub fn held_back(wm: i64, delay: i64) -> i64 {
     }
 }
 
+/// An operator with the watermark it has been given, which stamps what it emits with the
+/// watermark of its output stream before each result.
+struct Stage {
+    op: Box<dyn Operator>,
+    wm: i64,
+    delay: i64,
+    /// Identifies the operator's definition in snapshots: state saved under another one does
+    /// not fit.
+    fingerprint: u64,
+}
+
+impl Stage {
+    fn new(op: Box<dyn Operator>, fingerprint: u64) -> Stage {
+        Stage {
+            delay: op.watermark_delay(),
+            op,
+            wm: i64::MIN,
+            fingerprint,
+        }
+    }
+
+    /// Moves event time on to `wm`. What fires is stamped with a watermark between the one
+    /// before and the one after (the operator may say which, see [`stamp_fired`]).
+    fn advance(&mut self, wm: i64, out: &mut Output) {
+        if wm <= self.wm {
+            return;
+        }
+        let from = out.events.len();
+        self.op.on_watermark(wm, out);
+        stamp_fired(
+            &mut out.events[from..],
+            held_back(self.wm, self.delay),
+            held_back(wm, self.delay),
+        );
+        self.wm = wm;
+    }
+
+    /// One event whose stream (all inputs together) had reached `wm` before it.
+    fn event(&mut self, input: usize, ev: Event, wm: i64, out: &mut Output) {
+        self.advance(wm, out);
+        let from = out.events.len();
+        self.op.on_event(input, ev, out);
+        self.stamp_now(&mut out.events[from..]);
+    }
+
+    fn event_ref(&mut self, input: usize, ev: &Event, wm: i64, out: &mut Output) {
+        self.advance(wm, out);
+        let from = out.events.len();
+        self.op.on_event_ref(input, ev, out);
+        self.stamp_now(&mut out.events[from..]);
+    }
+
+    fn end(&mut self, out: &mut Output) {
+        let from = out.events.len();
+        self.op.on_end(out);
+        self.stamp_now(&mut out.events[from..]);
+        self.wm = i64::MAX;
+    }
+
+    /// Results of an event come after the watermark the operator stands at.
+    fn stamp_now(&self, evs: &mut [Event]) {
+        let wm = held_back(self.wm, self.delay);
+        evs.iter_mut().for_each(|e| e.wm = wm);
+    }
+}
+
+/// Results that a watermark moving from `before` to `after` released: each is stamped with the
+/// watermark it came after, between the two. An operator may put the time that released a
+/// result, less one, into its `wm` (a pattern's deciding row); otherwise it gets `before`. Kept
+/// in watermark order, as the output stream's watermark only rises.
+fn stamp_fired(evs: &mut [Event], before: i64, after: i64) {
+    let last = after.saturating_sub(1).max(before);
+    for e in evs.iter_mut() {
+        e.wm = e.wm.clamp(before, last);
+    }
+    if !evs.is_sorted_by_key(|e| e.wm) {
+        evs.sort_by_key(|e| e.wm);
+    }
+}
+
+/// A rule's operators run one after the other: what each emits is the input of the next, and
+/// each stage sees the watermark held back by the delays of the stages before it.
 pub struct Chain {
-    ops: Vec<Box<dyn Operator>>,
+    stages: Vec<Stage>,
+    /// What a stage emitted, on its way to the next (kept to reuse the allocation).
+    between: Vec<Output>,
+}
+
+/// What a chain is asked to do; each stage does it, and passes on what it produced.
+enum Step<'a> {
+    Event(usize, Event, i64),
+    EventRef(usize, &'a Event, i64),
+    Watermark(i64),
+    End,
 }
 
 impl Chain {
-    pub fn new(ops: Vec<Box<dyn Operator>>) -> Chain {
-        Chain { ops }
+    /// Operators with the fingerprints of their definitions.
+    pub fn new(ops: Vec<(Box<dyn Operator>, u64)>) -> Chain {
+        let stages: Vec<Stage> = ops.into_iter().map(|(op, f)| Stage::new(op, f)).collect();
+        let between = (1..stages.len()).map(|_| Output::default()).collect();
+        Chain { stages, between }
     }
 
-    /// Pushes what stage `from` produced through the remaining stages; each stage sees the
-    /// watermark held back by the delays of the stages before it.
-    fn forward(&mut self, from: usize, out: &mut Output, wm: Option<i64>, end: bool) {
-        let mut batch = std::mem::take(&mut out.events);
-        let mut wm = wm.map(|w| held_back(w, self.ops[from].watermark_delay()));
-        for op in self.ops[from + 1..].iter_mut() {
-            let mut next = Output::default();
-            for e in batch {
-                op.on_event(0, e, &mut next);
+    /// One event of input `input`; `wm` is the watermark every input together had reached
+    /// before it (the event's own `wm` is its stream's, by which its lateness is judged).
+    pub fn on_event(&mut self, input: usize, ev: Event, wm: i64, out: &mut Output) {
+        self.drive(0, Step::Event(input, ev, wm), out);
+    }
+
+    pub fn on_event_ref(&mut self, input: usize, ev: &Event, wm: i64, out: &mut Output) {
+        self.drive(0, Step::EventRef(input, ev, wm), out);
+    }
+
+    pub fn on_watermark(&mut self, wm: i64, out: &mut Output) {
+        self.drive(0, Step::Watermark(wm), out);
+    }
+
+    pub fn on_end(&mut self, out: &mut Output) {
+        self.drive(0, Step::End, out);
+    }
+
+    /// The watermark the chain has reached (that of its first stage).
+    pub fn watermark(&self) -> i64 {
+        self.stages[0].wm
+    }
+
+    fn drive(&mut self, k: usize, step: Step, out: &mut Output) {
+        let last = k + 1 == self.stages.len();
+        let mut buf = match last {
+            true => None,
+            false => Some(std::mem::take(&mut self.between[k])),
+        };
+        let target = buf.as_mut().unwrap_or(out);
+        let stage = &mut self.stages[k];
+        let next = match step {
+            Step::Event(i, ev, wm) => {
+                stage.event(i, ev, wm, target);
+                None
             }
-            if end {
-                op.on_end(&mut next);
-            } else if let Some(w) = wm {
-                op.on_watermark(w, &mut next);
-                wm = Some(held_back(w, op.watermark_delay()));
+            Step::EventRef(i, ev, wm) => {
+                stage.event_ref(i, ev, wm, target);
+                None
             }
-            out.late.append(&mut next.late);
-            batch = next.events;
+            Step::Watermark(wm) => {
+                stage.advance(wm, target);
+                Some(Step::Watermark(held_back(wm, stage.delay)))
+            }
+            Step::End => {
+                stage.end(target);
+                Some(Step::End)
+            }
+        };
+        let Some(mut between) = buf else {
+            return;
+        };
+        out.late.append(&mut between.late);
+        for ev in between.events.drain(..) {
+            let wm = ev.wm;
+            self.drive(k + 1, Step::Event(0, ev, wm), out);
         }
-        out.events = batch;
-    }
-}
-
-impl Chain {
-    /// Passes what the first stage made of an event through the rest.
-    fn after_first(&mut self, mut first: Output, out: &mut Output) {
-        if !first.events.is_empty() {
-            self.forward(0, &mut first, None, false);
-        }
-        out.events.append(&mut first.events);
-        out.late.append(&mut first.late);
-    }
-}
-
-impl Operator for Chain {
-    fn on_event(&mut self, input: usize, event: Event, out: &mut Output) {
-        let mut first = Output::default();
-        self.ops[0].on_event(input, event, &mut first);
-        self.after_first(first, out);
-    }
-
-    fn on_event_ref(&mut self, input: usize, event: &Event, out: &mut Output) {
-        let mut first = Output::default();
-        self.ops[0].on_event_ref(input, event, &mut first);
-        self.after_first(first, out);
-    }
-
-    fn on_watermark(&mut self, wm: i64, out: &mut Output) {
-        let mut first = Output::default();
-        self.ops[0].on_watermark(wm, &mut first);
-        self.forward(0, &mut first, Some(wm), false);
-        out.events.append(&mut first.events);
-        out.late.append(&mut first.late);
-    }
-
-    fn on_end(&mut self, out: &mut Output) {
-        let mut first = Output::default();
-        self.ops[0].on_end(&mut first);
-        self.forward(0, &mut first, None, true);
-        out.events.append(&mut first.events);
-        out.late.append(&mut first.late);
-    }
-
-    fn set_state_ttl(&mut self, ttl_ms: i64) {
-        for op in &mut self.ops {
-            op.set_state_ttl(ttl_ms);
+        self.between[k] = between;
+        if let Some(step) = next {
+            self.drive(k + 1, step, out);
         }
     }
 
-    fn watermark_delay(&self) -> i64 {
-        self.ops.iter().map(|o| o.watermark_delay()).sum()
+    pub fn set_state_ttl(&mut self, ttl_ms: i64) {
+        for s in &mut self.stages {
+            s.op.set_state_ttl(ttl_ms);
+        }
     }
 
-    fn snapshot(&self) -> crate::state::Snapshot {
-        let parts: Vec<crate::state::Snapshot> = self.ops.iter().map(|o| o.snapshot()).collect();
-        crate::state::to_snapshot(&parts)
+    /// How far the chain's output watermark lags its input's.
+    pub fn watermark_delay(&self) -> i64 {
+        self.stages.iter().map(|s| s.delay).sum()
     }
 
-    fn restore(&mut self, snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
-        let parts: Vec<&serde_json::value::RawValue> = crate::state::from_snapshot(snapshot)
-            .map_err(|_| StateError::Incompatible("a chain snapshot is a list".into()))?;
-        if parts.len() != self.ops.len() {
+    /// Every stage's state with its kind, format version, definition and watermark.
+    pub fn snapshot(&self) -> Result<Snapshot, StateError> {
+        let mut parts = Vec::with_capacity(self.stages.len());
+        for (i, s) in self.stages.iter().enumerate() {
+            let state = s.op.snapshot().map_err(|e| {
+                StateError::Unsaved(format!("stage {} ({}): {e}", i + 1, s.op.kind()))
+            })?;
+            parts.push(SavedStage {
+                kind: s.op.kind().to_owned(),
+                version: s.op.state_version(),
+                definition: format!("{:016x}", s.fingerprint),
+                watermark: s.wm,
+                state,
+            });
+        }
+        let saved = SavedChain {
+            format: CHAIN_FORMAT,
+            stages: parts,
+        };
+        serde_json::value::to_raw_value(&saved).map_err(|e| StateError::Unsaved(e.to_string()))
+    }
+
+    /// Restores what [`Chain::snapshot`] saved; state that does not fit (another operator,
+    /// format or definition) is refused with the reason, never half taken.
+    pub fn restore(&mut self, snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
+        let saved: SavedChain = serde_json::from_str(snapshot.get()).map_err(|e| {
+            StateError::Incompatible(format!(
+                "the state was saved by an older build of weir, in a form this one does not read ({e})"
+            ))
+        })?;
+        if saved.format != CHAIN_FORMAT {
             return Err(StateError::Incompatible(format!(
-                "{} stages in the snapshot, {} in the rule",
-                parts.len(),
-                self.ops.len()
+                "the state was saved in format {}, this build reads format {CHAIN_FORMAT}",
+                saved.format
             )));
         }
-        for (op, s) in self.ops.iter_mut().zip(parts) {
-            op.restore(s)?;
+        if saved.stages.len() != self.stages.len() {
+            return Err(StateError::Incompatible(format!(
+                "the rule had {} stateful stages when its state was saved and has {} now",
+                saved.stages.len(),
+                self.stages.len()
+            )));
+        }
+        for (i, (s, saved)) in self.stages.iter().zip(&saved.stages).enumerate() {
+            let what = format!("stage {} ({})", i + 1, s.op.kind());
+            if saved.kind != s.op.kind() {
+                return Err(StateError::Incompatible(format!(
+                    "{what} was a {} when its state was saved",
+                    saved.kind
+                )));
+            }
+            if saved.version != s.op.state_version() {
+                return Err(StateError::Incompatible(format!(
+                    "{what}: its state was saved in version {} of its format, this build reads version {}",
+                    saved.version,
+                    s.op.state_version()
+                )));
+            }
+            if saved.definition != format!("{:016x}", s.fingerprint) {
+                return Err(StateError::Changed(format!(
+                    "{what} is defined differently from when its state was saved"
+                )));
+            }
+        }
+        for (s, saved) in self.stages.iter_mut().zip(saved.stages) {
+            s.op.restore(&saved.state)?;
+            s.wm = saved.watermark;
         }
         Ok(())
     }
+}
+
+/// The form of a chain's snapshot; raised when [`SavedChain`] or [`SavedStage`] change.
+const CHAIN_FORMAT: u32 = 2;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedChain {
+    format: u32,
+    stages: Vec<SavedStage>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedStage {
+    kind: String,
+    version: u32,
+    /// The fingerprint of the operator's definition (hex).
+    definition: String,
+    watermark: i64,
+    state: Snapshot,
 }

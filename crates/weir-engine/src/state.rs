@@ -12,16 +12,25 @@ use weir_core::Value;
 /// A grouping or partition key: the values of the key expressions.
 pub type Key = Vec<Value>;
 
-/// Errors restoring state.
+/// Errors saving or restoring state.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("snapshot does not fit this operator: {0}")]
+    /// The state was saved by a build that wrote it in another form.
+    #[error("{0}")]
     Incompatible(String),
+    /// The rule's stateful part was changed since the state was saved.
+    #[error("{0}")]
+    Changed(String),
+    #[error("the state could not be saved: {0}")]
+    Unsaved(String),
 }
 
 impl weir_core::Classify for StateError {
     fn blame(&self) -> weir_core::Blame {
-        weir_core::Blame::Internal
+        match self {
+            StateError::Changed(_) => weir_core::Blame::User,
+            _ => weir_core::Blame::Internal,
+        }
     }
 }
 
@@ -81,6 +90,10 @@ impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
         self.map.is_empty()
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
+    }
+
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
         self.map.iter_mut()
     }
@@ -89,9 +102,17 @@ impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
         self.map.retain(f)
     }
 
-    /// Records that `key` was used at event time `ts` (only needed when keys expire).
-    pub fn touch(&mut self, key: &K, ts: i64) {
+    /// Records that `key` is used by an event at time `ts` judged at watermark `wm` (only
+    /// needed when keys expire). A key whose last use lies more than `ttl` before that is
+    /// forgotten first, as a sweep would have forgotten it: whether state expired depends on
+    /// the events alone, not on when sweeps happened to run.
+    pub fn touch(&mut self, key: &K, ts: i64, wm: i64, ttl: i64) {
+        let now = ts.max(wm);
         match self.touched.get_mut(key) {
+            Some(t) if *t < now.saturating_sub(ttl) => {
+                *t = ts;
+                self.map.remove(key);
+            }
             Some(t) => *t = (*t).max(ts),
             None => {
                 self.touched.insert(key.clone(), ts);
@@ -99,8 +120,9 @@ impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
         }
     }
 
-    /// Drops keys not used within `ttl` of the watermark `wm`; returns how many. Sweeps at most
-    /// every quarter of the TTL, so the cost stays proportional to the keys, not the events.
+    /// Drops keys not used within `ttl` of the watermark `wm`; returns how many. Only a
+    /// collection of garbage ([`KeyedState::touch`] decides expiry), so it runs at most every
+    /// quarter of the TTL and costs in proportion to the keys, not the events.
     pub fn expire(&mut self, wm: i64, ttl: i64) -> usize {
         if wm == i64::MAX || wm.saturating_sub(self.swept) < ttl / 4 {
             return 0;
@@ -158,9 +180,10 @@ pub fn empty_snapshot() -> Snapshot {
     serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
-/// Snapshot helpers shared by all operators.
-pub fn to_snapshot<T: Serialize>(t: &T) -> Snapshot {
-    serde_json::value::to_raw_value(t).unwrap_or_else(|_| empty_snapshot())
+/// Snapshot helpers shared by all operators. A state that cannot be written is an error, never
+/// an empty state.
+pub fn to_snapshot<T: Serialize>(t: &T) -> Result<Snapshot, StateError> {
+    serde_json::value::to_raw_value(t).map_err(|e| StateError::Unsaved(e.to_string()))
 }
 
 pub fn from_snapshot<'a, T: serde::Deserialize<'a>>(
@@ -172,7 +195,7 @@ pub fn from_snapshot<'a, T: serde::Deserialize<'a>>(
 /// The `snapshot` and `restore` hooks of an operator whose whole state is one serialisable field.
 macro_rules! state_hooks {
     ($field:ident) => {
-        fn snapshot(&self) -> $crate::state::Snapshot {
+        fn snapshot(&self) -> Result<$crate::state::Snapshot, $crate::state::StateError> {
             $crate::state::to_snapshot(&self.$field)
         }
 
@@ -222,7 +245,7 @@ mod tests {
         let mut s: KeyedState<Key, i64> = KeyedState::default();
         *s.entry(&vec![Value::Int(1)], || 0) += 5;
         *s.entry(&vec![Value::str("a")], || 0) += 2;
-        let snap = to_snapshot(&s);
+        let snap = to_snapshot(&s).unwrap();
         let back: KeyedState<Key, i64> = from_snapshot(&snap).unwrap();
         assert_eq!(back.get(&vec![Value::Int(1)]), Some(&5));
         assert_eq!(back.len(), 2);
@@ -232,15 +255,29 @@ mod tests {
     fn keys_not_used_within_the_ttl_expire() {
         let mut s: KeyedState<i64, i64> = KeyedState::default();
         for (k, ts) in [(1, 100), (2, 900), (3, 1000)] {
+            s.touch(&k, ts, ts - 1, 500);
             *s.entry(&k, || 0) += 1;
-            s.touch(&k, ts);
         }
         assert_eq!(s.expire(1000, 500), 1);
         assert!(s.get(&1).is_none() && s.get(&2).is_some());
         // The next sweep waits for a quarter of the TTL.
         assert_eq!(s.expire(1100, 500), 0);
-        let back: KeyedState<i64, i64> = from_snapshot(&to_snapshot(&s)).unwrap();
+        let back: KeyedState<i64, i64> = from_snapshot(&to_snapshot(&s).unwrap()).unwrap();
         assert_eq!(back.len(), 2);
+    }
+
+    #[test]
+    fn a_key_idle_for_longer_than_the_ttl_starts_afresh_without_a_sweep() {
+        let mut s: KeyedState<i64, i64> = KeyedState::default();
+        s.touch(&1, 100, 99, 500);
+        *s.entry(&1, || 0) += 1;
+        // No sweep ran, but the next use is 600 ms later: the key's state is gone.
+        s.touch(&1, 700, 699, 500);
+        assert!(s.get(&1).is_none());
+        *s.entry(&1, || 0) += 1;
+        // Within the TTL it stays.
+        s.touch(&1, 1100, 1099, 500);
+        assert_eq!(s.get(&1), Some(&1));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use weir_core::{Event, ManualClock, Row, Value};
-use weir_engine::{rule_operator, run_batch, EngineConfig, Operator, Output};
+use weir_engine::{rule_chain, run_batch, Chain, EngineConfig, Output};
 
 fn event(ts: i64, fields: &[(&str, Value)]) -> Event {
     let mut row: Row = fields
@@ -17,33 +17,36 @@ fn event(ts: i64, fields: &[(&str, Value)]) -> Event {
 }
 
 /// (input, event) pairs with a watermark after each event (no out-of-orderness).
-fn drive(op: &mut dyn Operator, evs: &[(usize, Event)], out: &mut Output) {
+fn drive(chain: &mut Chain, evs: &[(usize, Event)], out: &mut Output) {
     for (input, e) in evs {
-        op.on_event(*input, e.clone(), out);
-        op.on_watermark(e.ts - 1, out);
+        let wm = chain.watermark();
+        let mut e = e.clone();
+        e.wm = wm;
+        chain.on_event(*input, e.clone(), wm, out);
+        chain.on_watermark(e.ts - 1, out);
     }
 }
 
 fn check(sql: &str, evs: Vec<(usize, Event)>) {
     let program = weir_lang::compile(sql).unwrap();
     let rule = &program.rules[0];
-    let mut whole = rule_operator(&program, rule);
+    let mut whole = rule_chain(&program, rule);
     let mut expected = Output::default();
-    drive(whole.as_mut(), &evs, &mut expected);
+    drive(&mut whole, &evs, &mut expected);
     whole.on_end(&mut expected);
     assert!(!expected.events.is_empty(), "the case produces output");
 
     for cut in [1, evs.len() / 2, evs.len() - 1] {
-        let mut first = rule_operator(&program, rule);
+        let mut first = rule_chain(&program, rule);
         let mut got = Output::default();
-        drive(first.as_mut(), &evs[..cut], &mut got);
-        let text = serde_json::to_string(&first.snapshot()).unwrap();
+        drive(&mut first, &evs[..cut], &mut got);
+        let text = serde_json::to_string(&first.snapshot().unwrap()).unwrap();
         drop(first);
-        let mut second = rule_operator(&program, rule);
+        let mut second = rule_chain(&program, rule);
         second
             .restore(&serde_json::from_str::<Box<serde_json::value::RawValue>>(&text).unwrap())
             .unwrap();
-        drive(second.as_mut(), &evs[cut..], &mut got);
+        drive(&mut second, &evs[cut..], &mut got);
         second.on_end(&mut got);
         assert_eq!(got.events, expected.events, "cut at {cut} of {sql}");
     }
@@ -210,7 +213,7 @@ fn drive_flow(
     };
     states.sort_by_key(|s| s.index);
     assert!(states.iter().all(|s| s.epoch == 1));
-    (got, states.into_iter().map(|s| s.state).collect())
+    (got, states.into_iter().map(|s| s.state.unwrap()).collect())
 }
 
 /// A whole dataflow checkpointed by a barrier mid-stream, then rebuilt from the snapshots the
@@ -275,7 +278,11 @@ fn a_dataflow_restored_from_a_barrier_checkpoint_continues_exactly() {
         );
     }
     let wrong = Dataflow::build_restored(&program, &inputs, &outputs, config(), Some(vec![]));
-    assert!(wrong.err().unwrap().to_string().contains("worker count"));
+    assert!(wrong
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("state of 0 operator chains and the rules need 4"));
 }
 
 /// With a state TTL, a key unused for longer than the TTL (in event time) starts again from

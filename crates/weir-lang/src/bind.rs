@@ -1039,7 +1039,12 @@ impl Binder {
                         "write {n,m} with n <= m",
                     );
                 }
-                Pattern::Repeat(inner, min, max)
+                Pattern::Repeat {
+                    inner,
+                    min,
+                    max,
+                    greedy: true,
+                }
             }
             MatchRecognizePattern::Exclude(_) | MatchRecognizePattern::Permute(_) => {
                 self.err(

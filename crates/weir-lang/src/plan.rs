@@ -223,7 +223,14 @@ pub enum Pattern {
     Symbol(usize),
     Concat(Vec<Pattern>),
     Alt(Vec<Pattern>),
-    Repeat(Box<Pattern>, u32, Option<u32>),
+    /// `inner{min,max}`: greedy takes as many repetitions as it can, reluctant (`+?`, `*?`,
+    /// `??`, `{n,m}?`) as few.
+    Repeat {
+        inner: Box<Pattern>,
+        min: u32,
+        max: Option<u32>,
+        greedy: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

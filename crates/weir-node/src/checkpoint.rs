@@ -285,7 +285,8 @@ impl Coordinator {
                     self.pending.entry(stream).or_default().append(&mut payloads);
                 }
                 Ok(Report::Operator(s)) if s.epoch == epoch => {
-                    operators.insert(s.index, s.state);
+                    let state = s.state.map_err(|e| format!("checkpoint {epoch}: {e}"))?;
+                    operators.insert(s.index, state);
                 }
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {

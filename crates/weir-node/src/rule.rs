@@ -448,23 +448,18 @@ impl RunningRule {
         }
         let clock = engine.clock.clone();
         let workers = engine.workers;
-        let mut flow =
-            match Dataflow::build_restored(&program, &inputs, &outputs, engine.clone(), restore) {
-                Err(BuildError::Restore(why)) => {
-                    let note = format!("checkpoint not restored, starting with empty state: {why}");
-                    tracing::warn!(rule = %id, "{note}");
-                    status.restore_notes.push(note);
-                    Dataflow::build(&program, &inputs, &outputs, engine)
-                }
-                other => {
-                    status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
-                    other
-                }
-            }
-            .map_err(|e| e.to_string())?;
-        let recovered = recovered
-            .map(|r| r.checkpoint)
-            .filter(|_| status.restored_from.is_some());
+        // State that does not fit is never dropped silently: the rule does not start, and the
+        // user decides (start it with reset_state to begin afresh).
+        let mut flow = Dataflow::build_restored(&program, &inputs, &outputs, engine, restore)
+            .map_err(|e| match e {
+                BuildError::Restore { .. } => format!(
+                    "{e} (checkpoint {}); to start it with empty state instead, start it again with reset_state",
+                    status.epoch
+                ),
+                other => other.to_string(),
+            })?;
+        status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
+        let recovered = recovered.map(|r| r.checkpoint);
         let positions: BTreeMap<String, u64> = recovered
             .as_ref()
             .map(|c| c.positions.clone())

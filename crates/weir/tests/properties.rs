@@ -131,8 +131,9 @@ proptest! {
             list.sort();
             let mut start = list[0].0;
             let mut last = list[0].0;
+            // Flink's sessions: events at most the gap apart share one.
             for (ts, v) in list {
-                if ts >= last + gap {
+                if ts > last + gap {
                     start = ts;
                 }
                 last = ts;

@@ -101,7 +101,7 @@ impl NatsConfig {
             .as_deref()
             .and_then(|f| crate::live::key_of(payload, f))
         {
-            Some(key) => fnv1a(key.as_bytes()) % n,
+            Some(key) => weir_core::hash::fnv1a_32(key.as_bytes()) % n,
             None => {
                 *turn = turn.wrapping_add(1);
                 *turn % n
@@ -320,13 +320,6 @@ impl NatsConfig {
     }
 }
 
-/// 32-bit FNV-1a, the hash of the NATS server's `partition()` subject mapping.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +360,6 @@ mod tests {
                 .len(),
             4
         );
-        assert_eq!(fnv1a(b"a"), 0xe40c_292c, "FNV-1a 32 of 'a'");
 
         // Without partitions the key is the engine's alone.
         let plain = nats(&[("key", "sensor")]);

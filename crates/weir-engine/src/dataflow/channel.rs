@@ -46,12 +46,13 @@ pub(super) struct Publisher {
 impl Publisher {
     pub(super) fn send(&self, msg: Msg) {
         let msg = match msg {
-            Msg::Data(mut evs) if self.retime.is_some() => {
-                let col = self.retime.as_deref().unwrap_or_default();
+            Msg::Data(mut evs) if self.retime.is_some() || self.delay != 0 => {
+                let col = self.retime.as_deref();
                 for e in Arc::make_mut(&mut evs).iter_mut() {
-                    if let Some(ts) = e.row.get(col).and_then(timestamp_of) {
+                    if let Some(ts) = col.and_then(|c| e.row.get(c)).and_then(timestamp_of) {
                         e.ts = ts;
                     }
+                    e.wm = held_back(e.wm, self.delay);
                 }
                 Msg::Data(evs)
             }
@@ -79,11 +80,13 @@ impl Publisher {
     }
 }
 
-/// Combines the watermarks of several slots: the minimum of those not yet ended.
+/// Combines the watermarks of several slots: the minimum of those not yet ended. A slot's
+/// watermark rises with its watermark messages and with the watermark each of its events
+/// carries.
 pub(super) struct Tracker {
-    pub(super) wms: Vec<i64>,
-    pub(super) ended: Vec<bool>,
-    pub(super) current: i64,
+    wms: Vec<i64>,
+    ended: Vec<bool>,
+    current: i64,
 }
 
 impl Tracker {
@@ -97,7 +100,10 @@ impl Tracker {
 
     /// Records a slot's watermark; returns the combined one if it advanced.
     pub(super) fn watermark(&mut self, slot: usize, wm: i64) -> Option<i64> {
-        self.wms[slot] = self.wms[slot].max(wm);
+        if wm <= self.wms[slot] {
+            return None;
+        }
+        self.wms[slot] = wm;
         self.advance()
     }
 
@@ -110,7 +116,12 @@ impl Tracker {
         self.ended.iter().all(|e| *e)
     }
 
-    pub(super) fn advance(&mut self) -> Option<i64> {
+    /// The combined watermark.
+    pub(super) fn current(&self) -> i64 {
+        self.current
+    }
+
+    fn advance(&mut self) -> Option<i64> {
         let min = self
             .wms
             .iter()

@@ -148,8 +148,10 @@ pub struct Ingest {
     pub(super) publisher: Publisher,
     pub(super) batch: Vec<Event>,
     pub(super) batch_size: usize,
-    pub(super) max_ts: i64,
-    pub(super) last_wm: i64,
+    /// The stream's watermark after the events pushed so far.
+    pub(super) wm: i64,
+    /// The newest watermark sent to the consumers.
+    pub(super) sent: i64,
 }
 
 impl Ingest {
@@ -161,9 +163,15 @@ impl Ingest {
         Ok(())
     }
 
-    /// Accepts an event already stamped by this stream's [`Stamp`].
-    pub fn push_event(&mut self, ev: Event) {
-        self.max_ts = self.max_ts.max(ev.ts);
+    /// Accepts an event already stamped by this stream's [`Stamp`]: it carries the watermark of
+    /// the events before it, by which every rule judges whether it is late.
+    pub fn push_event(&mut self, mut ev: Event) {
+        ev.wm = self.wm;
+        let delay = match self.stamp.def.time {
+            TimeMode::Event => self.stamp.def.watermark_ms,
+            TimeMode::Processing => 0,
+        };
+        self.wm = self.wm.max(ev.ts.saturating_sub(delay).saturating_sub(1));
         self.batch.push(ev);
         if self.batch.len() >= self.batch_size {
             self.flush();
@@ -174,20 +182,31 @@ impl Ingest {
         self.stamp.clone()
     }
 
-    /// Sends the pending batch and the watermark it allows.
+    /// The stream's watermark: what a checkpoint keeps so that a restored rule judges the
+    /// events after it as the uninterrupted rule would have.
+    pub fn watermark(&self) -> i64 {
+        self.wm
+    }
+
+    /// Continues from a watermark a checkpoint kept.
+    pub fn resume_at(&mut self, wm: i64) {
+        self.wm = self.wm.max(wm);
+        self.sent = self.sent.max(wm);
+    }
+
+    /// Sends the pending batch and the watermark it allows (a processing-time stream's moves
+    /// on with the clock).
     pub fn flush(&mut self) {
         if !self.batch.is_empty() {
             let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
             self.publisher.send(Msg::Data(Arc::new(batch)));
         }
-        let wm = match self.stamp.def.time {
-            TimeMode::Processing => self.stamp.clock.now_ms() - 1,
-            TimeMode::Event if self.max_ts == i64::MIN => return,
-            TimeMode::Event => self.max_ts - self.stamp.def.watermark_ms - 1,
-        };
-        if wm > self.last_wm {
-            self.last_wm = wm;
-            self.publisher.send(Msg::Watermark(wm));
+        if self.stamp.def.time == TimeMode::Processing {
+            self.wm = self.wm.max(self.stamp.clock.now_ms() - 1);
+        }
+        if self.wm > self.sent {
+            self.sent = self.wm;
+            self.publisher.send(Msg::Watermark(self.wm));
         }
     }
 

@@ -33,7 +33,7 @@ pub use channel::Msg;
 pub use ingest::{Ingest, Stamp};
 pub use output::{Delivered, OutputStream};
 pub use routing::chain_count;
-pub use run::rule_operator;
+pub use run::rule_chain;
 
 use channel::{Envelope, Inbox, Publisher, Tracker};
 use routing::{routing, Routing};
@@ -74,15 +74,18 @@ pub enum BuildError {
     UnknownStream(String),
     #[error("could not start a thread: {0}")]
     Thread(#[from] std::io::Error),
-    #[error("the checkpoint does not fit this rule: {0}")]
-    Restore(String),
+    #[error("the saved state does not fit {rule}: {error}")]
+    Restore {
+        rule: String,
+        error: crate::state::StateError,
+    },
 }
 
 impl weir_core::Classify for BuildError {
     fn blame(&self) -> weir_core::Blame {
         match self {
             BuildError::Thread(_) => weir_core::Blame::External,
-            BuildError::Restore(_) => weir_core::Blame::Internal,
+            BuildError::Restore { error, .. } => error.blame(),
             _ => weir_core::Blame::User,
         }
     }
@@ -125,7 +128,8 @@ pub struct OperatorSnapshot {
     pub epoch: u64,
     /// Which chain: rules in program order, then workers in order (see [`Dataflow::chains`]).
     pub index: usize,
-    pub state: crate::state::Snapshot,
+    /// The chain's state, or why it could not be saved.
+    pub state: Result<crate::state::Snapshot, String>,
 }
 
 /// Live counters of one rule.
@@ -273,10 +277,13 @@ impl Dataflow {
             None => None,
             Some(states) if states.len() == chains => Some(states.into_iter()),
             Some(states) => {
-                return Err(BuildError::Restore(format!(
-                    "{} operator snapshots for {chains} operator chains (was the worker count changed?)",
-                    states.len()
-                )))
+                return Err(BuildError::Restore {
+                    rule: "the rule file".to_owned(),
+                    error: crate::state::StateError::Changed(format!(
+                        "it holds the state of {} operator chains and the rules need {chains} (rules were added or removed, or the worker count changed)",
+                        states.len()
+                    )),
+                })
             }
         };
         let (snap_tx, snap_rx) = channel::<OperatorSnapshot>();
@@ -288,21 +295,24 @@ impl Dataflow {
             let pubs = std::mem::take(&mut worker_pubs[r]);
             let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
             for out in pubs {
-                let mut op = rule_operator(program, rule);
+                let mut chain = rule_chain(program, rule);
                 if let Some(ttl) = config.state_ttl_ms {
-                    op.set_state_ttl(ttl);
+                    chain.set_state_ttl(ttl);
                 }
                 if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
-                    op.restore(&state)
-                        .map_err(|e| BuildError::Restore(format!("rule {}: {e}", rule.name)))?;
+                    chain.restore(&state).map_err(|error| BuildError::Restore {
+                        rule: rule.name.clone(),
+                        error,
+                    })?;
                 }
                 runners.push(Runner {
-                    op,
+                    chain,
                     index,
                     out,
                     late: late_tx.clone(),
                     snapshots: snap_tx.clone(),
                     stats: stats[r].clone(),
+                    sent: i64::MIN,
                 });
                 index += 1;
             }
@@ -343,8 +353,8 @@ impl Dataflow {
                 publisher,
                 batch: Vec::with_capacity(config.batch_size),
                 batch_size: config.batch_size,
-                max_ts: i64::MIN,
-                last_wm: i64::MIN,
+                wm: i64::MIN,
+                sent: i64::MIN,
             })
             .collect();
         Ok(Dataflow {

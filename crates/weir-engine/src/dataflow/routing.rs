@@ -1,9 +1,7 @@
 //! How a rule's events are spread over workers: keyed rules hash their key to pick the worker
 //! that holds the key's state.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-
+use weir_core::hash::KeyHasher;
 use weir_core::Row;
 use weir_lang::expr::Expr;
 use weir_lang::plan::{Body, Input, Program, Rule};
@@ -57,10 +55,12 @@ pub fn chain_count(program: &Program, workers: usize) -> usize {
         .sum()
 }
 
+/// The worker that holds the state of `row`'s key: weir's own hash, so a checkpoint restores
+/// each key's state on the worker that will see the key, whatever build restores it.
 pub(super) fn route(keys: &[Expr], row: &Row, workers: usize) -> usize {
-    let mut h = DefaultHasher::new();
+    let mut h = KeyHasher::default();
     for k in keys {
-        k.eval(row).hash(&mut h);
+        h.value(&k.eval(row));
     }
     (h.finish() % workers as u64) as usize
 }

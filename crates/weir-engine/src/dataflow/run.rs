@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
+use weir_core::hash::KeyHasher;
 use weir_core::Event;
 use weir_lang::expr::Expr;
 use weir_lang::plan::{Body, Input, Program, Rule};
@@ -18,89 +19,136 @@ use crate::ops::pattern::PatternOp;
 use crate::ops::project::ProjectOp;
 use crate::ops::window::window_operator;
 
-/// The operator chain of one rule (one per worker).
-pub fn rule_operator(program: &Program, rule: &Rule) -> Box<dyn Operator> {
+/// The operator chain of one rule (one per worker), each operator with the fingerprint of the
+/// part of the rule its state depends on: a checkpoint restores into an updated rule only where
+/// that part is unchanged (a new `WHERE`, projection or sink keeps the state).
+pub fn rule_chain(program: &Program, rule: &Rule) -> Chain {
     let first_input = program.stream(rule.inputs()[0]);
     let lateness = first_input.map_or(0, |s| s.allowed_lateness_ms);
     // A join's output is in no particular order, so only a rule reading one stream can take it
     // in arrival order.
     let arrival =
         !matches!(rule.input, Input::Join(_)) && first_input.is_some_and(|s| s.arrival_order);
-    let body: Box<dyn Operator> = match &rule.body {
-        Body::Project(p) => Box::new(ProjectOp::new(
-            rule.filter.clone(),
-            p.items.clone(),
-            p.changes.clone(),
-            p.partition.clone(),
-            arrival,
-        )),
-        Body::Aggregate(a) => window_operator(rule.filter.clone(), a.clone(), lateness, arrival),
+    let body: (Box<dyn Operator>, u64) = match &rule.body {
+        Body::Project(p) => (
+            Box::new(ProjectOp::new(
+                rule.filter.clone(),
+                p.items.clone(),
+                p.changes.clone(),
+                p.partition.clone(),
+                arrival,
+            )),
+            fingerprint(&(&p.changes, &p.partition, arrival)),
+        ),
+        Body::Aggregate(a) => (
+            window_operator(rule.filter.clone(), a.clone(), lateness, arrival),
+            fingerprint(&(&a.window, &a.keys, &a.aggs, arrival)),
+        ),
     };
+    let mut ops = Vec::with_capacity(2);
     match &rule.input {
-        Input::Stream(_) => body,
-        Input::Join(j) => Box::new(Chain::new(vec![Box::new(JoinOp::new((**j).clone())), body])),
-        Input::Pattern(p) => Box::new(Chain::new(vec![
+        Input::Stream(_) => {}
+        Input::Join(j) => ops.push((
+            Box::new(JoinOp::new((**j).clone())) as Box<dyn Operator>,
+            fingerprint(&(
+                &j.left,
+                &j.right,
+                &j.left_keys,
+                &j.right_keys,
+                j.lower_ms,
+                j.upper_ms,
+                j.semi,
+            )),
+        )),
+        Input::Pattern(p) => ops.push((
             Box::new(PatternOp::new((**p).clone(), arrival)),
-            body,
-        ])),
+            fingerprint(&(
+                &p.partition,
+                &p.symbols,
+                &p.defines,
+                &p.pattern,
+                &p.skip,
+                p.within_ms,
+                arrival,
+            )),
+        )),
     }
+    ops.push(body);
+    Chain::new(ops)
 }
 
-/// Runs an operator over one message and publishes what it produced.
+/// A fingerprint of a definition, from its debug form.
+fn fingerprint(definition: &impl std::fmt::Debug) -> u64 {
+    let mut h = KeyHasher::default();
+    h.write(format!("{definition:?}").as_bytes());
+    h.finish()
+}
+
+/// Runs a rule's operator chain over its input and publishes what it produced.
 pub(super) struct Runner {
-    pub(super) op: Box<dyn Operator>,
+    pub(super) chain: Chain,
     pub(super) index: usize,
     pub(super) out: Publisher,
     pub(super) late: SyncSender<LateEvent>,
     pub(super) snapshots: Sender<OperatorSnapshot>,
     pub(super) stats: Arc<RuleStats>,
+    /// The newest watermark sent downstream.
+    pub(super) sent: i64,
 }
 
 impl Runner {
-    /// A batch other consumers hold too: the operator reads it without taking it.
-    fn data_shared(&mut self, input: usize, batch: &[Event]) {
+    /// A batch of input `input`; `wm_of` says what watermark all inputs together had reached
+    /// before each event.
+    fn data(&mut self, input: usize, batch: Vec<Event>, mut wm_of: impl FnMut(&Event) -> i64) {
         self.stats
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
         for e in batch {
-            self.op.on_event_ref(input, e, &mut out);
+            let wm = wm_of(&e);
+            self.chain.on_event(input, e, wm, &mut out);
         }
         self.publish(out);
     }
 
-    fn data(&mut self, input: usize, batch: Vec<Event>) {
+    /// A batch other consumers hold too: the operators read it without taking it.
+    fn data_shared(&mut self, input: usize, batch: &[Event], mut wm_of: impl FnMut(&Event) -> i64) {
         self.stats
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
         for e in batch {
-            self.op.on_event(input, e, &mut out);
+            self.chain.on_event_ref(input, e, wm_of(e), &mut out);
         }
         self.publish(out);
     }
 
+    /// Event time of every input has reached `wm`: what is due fires, and the watermark goes on
+    /// downstream (held back by the chain's delay).
     fn watermark(&mut self, wm: i64) {
         let mut out = Output::default();
-        self.op.on_watermark(wm, &mut out);
+        self.chain.on_watermark(wm, &mut out);
         self.publish(out);
-        self.out
-            .send(Msg::Watermark(held_back(wm, self.op.watermark_delay())));
+        let down = held_back(self.chain.watermark(), self.chain.watermark_delay());
+        if down > self.sent {
+            self.sent = down;
+            self.out.send(Msg::Watermark(down));
+        }
     }
 
-    /// Reports the operator's state for `epoch` and passes the barrier on.
+    /// Reports the operators' state for `epoch` and passes the barrier on.
     fn barrier(&mut self, epoch: u64) {
         let _ = self.snapshots.send(OperatorSnapshot {
             epoch,
             index: self.index,
-            state: self.op.snapshot(),
+            state: self.chain.snapshot().map_err(|e| e.to_string()),
         });
         self.out.send(Msg::Barrier(epoch));
     }
 
     fn end(&mut self) {
         let mut out = Output::default();
-        self.op.on_end(&mut out);
+        self.chain.on_end(&mut out);
         self.publish(out);
         self.out.send(Msg::End);
     }
@@ -123,13 +171,16 @@ impl Runner {
     }
 }
 
+/// What a router hands a worker: its share of a batch with the watermark every input had
+/// reached before each event (the router sees them all; a worker only its own keys).
 pub(super) enum WorkerMsg {
-    Data(usize, Vec<Event>),
+    Data(usize, Vec<Event>, Vec<i64>),
     Watermark(i64),
     Barrier(u64),
     End,
 }
 
+/// The rule thread of a rule with one operator chain.
 pub(super) fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
     let mut tracker = Tracker::new(slots.len());
     if slots.is_empty() {
@@ -145,30 +196,34 @@ pub(super) fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: 
             }
             Next::Msg(env) => env,
         };
+        let slot = env.slot;
+        let mut wm_of = |e: &Event| {
+            tracker.watermark(slot, e.wm);
+            tracker.current()
+        };
         match env.msg {
             Msg::Data(d) => match Arc::try_unwrap(d) {
-                Ok(batch) => runner.data(slots[env.slot], batch),
-                Err(shared) => runner.data_shared(slots[env.slot], &shared),
+                Ok(batch) => runner.data(slots[slot], batch, &mut wm_of),
+                Err(shared) => runner.data_shared(slots[slot], &shared, &mut wm_of),
             },
             Msg::Watermark(w) => {
-                if let Some(wm) = tracker.watermark(env.slot, w) {
-                    runner.watermark(wm);
-                }
+                tracker.watermark(slot, w);
+                runner.watermark(tracker.current());
             }
             Msg::End => {
-                if let Some(wm) = tracker.end(env.slot) {
-                    runner.watermark(wm);
-                }
+                tracker.end(slot);
                 if tracker.all_ended() {
                     runner.end();
                     return;
                 }
+                runner.watermark(tracker.current());
             }
             Msg::Barrier(_) => {}
         }
     }
 }
 
+/// The rule thread of a keyed rule: hashes each event's key to the worker that holds its state.
 pub(super) fn run_router(
     rx: Receiver<Envelope>,
     slots: Vec<usize>,
@@ -186,6 +241,7 @@ pub(super) fn run_router(
         broadcast(&|| WorkerMsg::End);
         return;
     }
+    let mut sent = i64::MIN;
     let mut inbox = Inbox::new(rx, slots.len());
     while let Some(next) = inbox.next() {
         let env = match next {
@@ -198,39 +254,49 @@ pub(super) fn run_router(
         match env.msg {
             Msg::Data(d) => {
                 let input = slots[env.slot];
-                let mut parts: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+                let mut parts: Vec<(Vec<Event>, Vec<i64>)> =
+                    (0..n).map(|_| Default::default()).collect();
                 for e in own(d) {
-                    parts[route(&keys[input], &e.row, n)].push(e);
+                    tracker.watermark(env.slot, e.wm);
+                    let part = &mut parts[route(&keys[input], &e.row, n)];
+                    part.1.push(tracker.current());
+                    part.0.push(e);
                 }
-                for (w, part) in parts.into_iter().enumerate() {
-                    if !part.is_empty() {
-                        let _ = workers[w].send(WorkerMsg::Data(input, part));
+                for (w, (evs, wms)) in parts.into_iter().enumerate() {
+                    if !evs.is_empty() {
+                        let _ = workers[w].send(WorkerMsg::Data(input, evs, wms));
                     }
                 }
+                continue;
             }
             Msg::Watermark(w) => {
-                if let Some(wm) = tracker.watermark(env.slot, w) {
-                    broadcast(&|| WorkerMsg::Watermark(wm));
-                }
+                tracker.watermark(env.slot, w);
             }
             Msg::End => {
-                if let Some(wm) = tracker.end(env.slot) {
-                    broadcast(&|| WorkerMsg::Watermark(wm));
-                }
+                tracker.end(env.slot);
                 if tracker.all_ended() {
                     broadcast(&|| WorkerMsg::End);
                     return;
                 }
             }
-            Msg::Barrier(_) => {}
+            Msg::Barrier(_) => continue,
+        }
+        let wm = tracker.current();
+        if wm > sent {
+            sent = wm;
+            broadcast(&|| WorkerMsg::Watermark(wm));
         }
     }
 }
 
+/// A worker thread of a keyed rule.
 pub(super) fn run_worker(rx: Receiver<WorkerMsg>, mut runner: Runner) {
     while let Ok(m) = rx.recv() {
         match m {
-            WorkerMsg::Data(input, d) => runner.data(input, d),
+            WorkerMsg::Data(input, d, wms) => {
+                let mut wms = wms.into_iter();
+                runner.data(input, d, |_| wms.next().unwrap_or(i64::MIN));
+            }
             WorkerMsg::Watermark(wm) => runner.watermark(wm),
             WorkerMsg::Barrier(e) => runner.barrier(e),
             WorkerMsg::End => {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use weir_core::Event;
 
-use crate::operator::Output;
+use crate::operator::{judged_by, Output};
 use crate::state::pairs;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,12 +29,14 @@ impl Default for EventOrder {
 }
 
 impl EventOrder {
-    /// Buffers an event, or sends it to the late output if its time has already passed.
+    /// Buffers an event, or sends it to the late output if its stream's watermark had already
+    /// passed it.
     pub fn push(&mut self, e: Event, out: &mut Output, what: &str) {
-        if e.ts <= self.watermark {
+        let wm = judged_by(&e, Some(self.watermark));
+        if e.ts <= wm {
             let reason = format!(
-                "{what}: event time {} is not after the watermark {}",
-                e.ts, self.watermark
+                "{what}: event time {} is not after the watermark {wm}",
+                e.ts
             );
             out.late(e, reason);
             return;
@@ -46,6 +48,13 @@ impl EventOrder {
     /// Releases, in order, every event at or before `wm`.
     pub fn release(&mut self, wm: i64) -> Vec<Event> {
         self.watermark = self.watermark.max(wm);
+        if self
+            .pending
+            .first_key_value()
+            .is_none_or(|((t, _), _)| *t > wm)
+        {
+            return Vec::new();
+        }
         let rest = match wm.checked_add(1) {
             Some(next) => self.pending.split_off(&(next, 0)),
             None => BTreeMap::new(),
@@ -53,9 +62,5 @@ impl EventOrder {
         std::mem::replace(&mut self.pending, rest)
             .into_values()
             .collect()
-    }
-
-    pub fn watermark(&self) -> i64 {
-        self.watermark
     }
 }

@@ -1,26 +1,34 @@
 //! `MATCH_RECOGNIZE`: per partition, rows in event-time order are matched against the pattern
-//! by a backtracking matcher with greedy quantifiers. A match is final only when no preferred
-//! alternative could still grow with rows yet to come; otherwise the partition waits.
+//! by a backtracking matcher with greedy and reluctant quantifiers. A match is final only when
+//! no preferred alternative could still grow with rows yet to come; otherwise the partition
+//! waits, and is looked at again when it gets rows or when its `WITHIN` bound expires.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use weir_core::{Event, Row, Value};
-use weir_lang::expr::{walk_path, Nav, PatternAgg, PatternRef, Scope};
+use weir_lang::expr::{walk_path, Expr, Nav, PatternAgg, PatternRef, Scope};
 use weir_lang::plan::{Pattern, PatternSpec, Skip};
 
 use crate::operator::{Operator, Output};
 use crate::ops::aggregate::Acc;
 use crate::ops::order::EventOrder;
-use crate::state::{state_hooks, Key, KeyedState};
-
-/// How many rows before a match's start stay available to `PREV`.
-const HISTORY: usize = 16;
+use crate::state::{state_hooks, Key, KeyedState, Timers};
 
 pub struct PatternOp {
-    spec: PatternSpec,
+    def: Definition,
     state: PatternState,
     ttl: Option<i64>,
+}
+
+/// What a pattern operator matches, and how.
+struct Definition {
+    spec: PatternSpec,
     /// Match rows as they arrive instead of in event-time order.
     arrival: bool,
+    /// How many rows before a match's start `PREV` may reach back to.
+    history: usize,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -28,8 +36,9 @@ struct PatternState {
     order: EventOrder,
     partitions: KeyedState<Key, Partition>,
     /// The newest watermark seen (what `WITHIN` expires against in arrival order).
-    #[serde(default)]
     watermark: Option<i64>,
+    /// Partitions waiting for their `WITHIN` bound to expire, at the watermark that expires it.
+    expiry: Timers<Key>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -58,6 +67,10 @@ struct Matcher<'a> {
     /// Rows up to the watermark have all arrived; with `final_`, no more rows will.
     watermark: i64,
     final_: bool,
+    /// The last row the attempt looked at, and whether `WITHIN` expiring decided it: together
+    /// they say when the attempt became decidable.
+    looked_at: Cell<usize>,
+    expired: Cell<bool>,
 }
 
 impl Matcher<'_> {
@@ -77,15 +90,33 @@ impl Matcher<'_> {
     }
 
     fn end_reached(&self) -> Step {
+        if self.final_ {
+            return Step::Fail;
+        }
         let expired = self
             .spec
             .within_ms
             .is_some_and(|w| self.watermark.saturating_sub(self.rows[self.start].ts) > w);
-        if self.final_ || expired {
+        if expired {
+            self.expired.set(true);
             Step::Fail
         } else {
             Step::NeedMore
         }
+    }
+
+    /// The watermark at which this attempt's outcome became certain: once the rows it looked
+    /// at were all in (event-time order), or once its `WITHIN` bound expired.
+    fn decided_at(&self, arrival: bool) -> i64 {
+        let rows = match arrival {
+            true => i64::MIN,
+            false => self.rows[self.looked_at.get()].ts,
+        };
+        let expiry = match (self.expired.get(), self.spec.within_ms) {
+            (true, Some(w)) => self.rows[self.start].ts.saturating_add(w).saturating_add(1),
+            _ => i64::MIN,
+        };
+        rows.max(expiry)
     }
 
     fn seq(
@@ -115,6 +146,7 @@ impl Matcher<'_> {
                 if i >= self.rows.len() {
                     return self.end_reached();
                 }
+                self.looked_at.set(self.looked_at.get().max(i));
                 if let Some(w) = self.spec.within_ms {
                     if self.rows[i].ts - self.rows[self.start].ts > w {
                         return Step::Fail;
@@ -140,37 +172,52 @@ impl Matcher<'_> {
                 }
                 Step::Fail
             }
-            Pattern::Repeat(inner, min, max) => self.repeat(inner, *min, *max, 0, i, path, k),
+            Pattern::Repeat {
+                inner,
+                min,
+                max,
+                greedy,
+            } => self.repeat(inner, (*min, *max, *greedy), 0, i, path, k),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `n` repetitions of `inner` matched so far, up to row `i`. Greedy tries one more before
+    /// going on with the rest of the pattern; reluctant goes on first.
     fn repeat(
         &self,
         inner: &Pattern,
-        min: u32,
-        max: Option<u32>,
+        (min, max, greedy): (u32, Option<u32>, bool),
         n: u32,
         i: usize,
         path: &mut Path,
         k: &mut dyn FnMut(usize, &mut Path) -> Step,
     ) -> Step {
-        if max.is_none_or(|m| n < m) {
-            let r = self.one(inner, i, path, &mut |j, path: &mut Path| {
+        let more = |path: &mut Path, k: &mut dyn FnMut(usize, &mut Path) -> Step| {
+            if max.is_some_and(|m| n >= m) {
+                return Step::Fail;
+            }
+            self.one(inner, i, path, &mut |j, path: &mut Path| {
                 if j == i {
                     Step::Fail
                 } else {
-                    self.repeat(inner, min, max, n + 1, j, path, k)
+                    self.repeat(inner, (min, max, greedy), n + 1, j, path, k)
                 }
-            });
-            if !matches!(r, Step::Fail) {
-                return r;
+            })
+        };
+        let enough = n >= min;
+        if greedy {
+            match more(path, k) {
+                Step::Fail if enough => k(i, path),
+                other => other,
             }
-        }
-        if n >= min {
-            k(i, path)
         } else {
-            Step::Fail
+            match enough {
+                true => match k(i, path) {
+                    Step::Fail => more(path, k),
+                    other => other,
+                },
+                false => more(path, k),
+            }
         }
     }
 }
@@ -240,21 +287,43 @@ impl Scope for MatchScope<'_, '_> {
 
 impl PatternOp {
     pub fn new(spec: PatternSpec, arrival: bool) -> PatternOp {
+        let mut history = 0;
+        let mut exprs: Vec<Expr> = spec.defines.iter().flatten().cloned().collect();
+        exprs.extend(spec.measures.iter().map(|(_, e)| e.clone()));
+        for mut e in exprs {
+            e.walk_mut(&mut |x| {
+                if let Expr::Pattern(PatternRef {
+                    nav: Nav::Prev(n), ..
+                }) = x
+                {
+                    history = history.max(*n);
+                }
+            });
+        }
         PatternOp {
-            spec,
+            def: Definition {
+                spec,
+                arrival,
+                history,
+            },
             state: PatternState::default(),
             ttl: None,
-            arrival,
         }
     }
+}
 
+impl Definition {
+    /// Matches what a partition's rows allow; returns the watermark at which its pending attempt
+    /// would expire, if it waits for one.
     fn run(
-        spec: &PatternSpec,
+        &self,
         part: &mut Partition,
         watermark: i64,
         final_: bool,
         out: &mut Output,
-    ) {
+    ) -> Option<i64> {
+        let spec = &self.spec;
+        let mut decided = i64::MIN;
         while part.start < part.rows.len() {
             let m = Matcher {
                 spec,
@@ -262,6 +331,8 @@ impl PatternOp {
                 start: part.start,
                 watermark,
                 final_,
+                looked_at: Cell::new(part.start),
+                expired: Cell::new(false),
             };
             let mut path = Path::new();
             let step = m.one(&spec.pattern, part.start, &mut path, &mut |j, _| {
@@ -271,6 +342,9 @@ impl PatternOp {
                     Step::Fail
                 }
             });
+            if !matches!(step, Step::NeedMore) {
+                decided = decided.max(m.decided_at(self.arrival));
+            }
             match step {
                 Step::NeedMore => break,
                 Step::Fail => part.start += 1,
@@ -290,7 +364,11 @@ impl PatternOp {
                     for (n, e) in &spec.measures {
                         row.set(n, e.eval(&scope));
                     }
-                    out.emit(Event::new(part.rows[last].ts, row));
+                    let mut ev = Event::new(part.rows[last].ts, row);
+                    // It comes after the watermark that made it certain (the chain keeps this
+                    // between the watermarks it moved from and to).
+                    ev.wm = decided.saturating_sub(1);
+                    out.emit(ev);
                     let first_of = |s: usize| path.iter().find(|(_, x)| *x == s).map(|(i, _)| *i);
                     let last_of =
                         |s: usize| path.iter().rev().find(|(_, x)| *x == s).map(|(i, _)| *i);
@@ -304,23 +382,29 @@ impl PatternOp {
                 }
             }
         }
-        let drop = part.start.saturating_sub(HISTORY);
+        let drop = part.start.saturating_sub(self.history);
         if drop > 0 {
             part.rows.drain(..drop);
             part.start -= drop;
         }
+        let waiting = part.rows.get(part.start)?;
+        spec.within_ms
+            .map(|w| waiting.ts.saturating_add(w).saturating_add(1))
     }
+}
 
+impl PatternOp {
     /// Appends a row to its partition; returns the partition's key.
     fn add_row(&mut self, ev: Event) -> Key {
         let key: Key = self
+            .def
             .spec
             .partition
             .iter()
             .map(|e| e.eval(&ev.row))
             .collect();
-        if self.ttl.is_some() {
-            self.state.partitions.touch(&key, ev.ts);
+        if let Some(ttl) = self.ttl {
+            self.state.partitions.touch(&key, ev.ts, ev.wm, ttl);
         }
         let part = self.state.partitions.entry(&key, || Partition {
             key_values: key.clone(),
@@ -330,17 +414,32 @@ impl PatternOp {
         key
     }
 
+    /// Runs the partitions of `keys` (each once) at watermark `wm`.
+    fn run_keys(&mut self, keys: BTreeSet<Key>, wm: i64, final_: bool, out: &mut Output) {
+        for key in keys {
+            let Some(part) = self.state.partitions.get_mut(&key) else {
+                continue;
+            };
+            if let Some(at) = self.def.run(part, wm, final_, out) {
+                self.state.expiry.register(at, key);
+            }
+        }
+    }
+
     fn feed(&mut self, wm: i64, final_: bool, out: &mut Output) {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
+        // Matching starts once every released row is in place: a row that is missing now can
+        // only be one later than the watermark. Only partitions that got rows, or whose
+        // `WITHIN` bound expired, can have changed.
+        let mut keys: BTreeSet<Key> = match final_ {
+            true => self.state.partitions.keys().cloned().collect(),
+            false => BTreeSet::new(),
+        };
         for ev in self.state.order.release(wm) {
-            self.add_row(ev);
+            keys.insert(self.add_row(ev));
         }
-        // Matching starts once every released row is in place: a row that is missing now
-        // can only be one later than the watermark.
-        let spec = &self.spec;
-        for (_, part) in self.state.partitions.iter_mut() {
-            Self::run(spec, part, wm, final_, out);
-        }
+        keys.extend(self.state.expiry.pop_due(wm).into_iter().map(|(_, k)| k));
+        self.run_keys(keys, wm, final_, out);
         if let Some(ttl) = self.ttl {
             self.state.partitions.expire(wm, ttl);
         }
@@ -349,15 +448,13 @@ impl PatternOp {
 
 impl Operator for PatternOp {
     fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
-        if !self.arrival {
+        if !self.def.arrival {
             self.state.order.push(ev, out, "MATCH_RECOGNIZE");
             return;
         }
+        let wm = ev.wm.max(self.state.watermark.unwrap_or(i64::MIN));
         let key = self.add_row(ev);
-        let wm = self.state.watermark.unwrap_or(i64::MIN);
-        if let Some(part) = self.state.partitions.get_mut(&key) {
-            Self::run(&self.spec, part, wm, false, out);
-        }
+        self.run_keys(BTreeSet::from([key]), wm, false, out);
     }
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
@@ -370,6 +467,10 @@ impl Operator for PatternOp {
 
     fn set_state_ttl(&mut self, ttl_ms: i64) {
         self.ttl = Some(ttl_ms);
+    }
+
+    fn kind(&self) -> &'static str {
+        "pattern"
     }
 
     state_hooks!(state);

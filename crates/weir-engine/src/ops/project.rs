@@ -106,8 +106,8 @@ impl ProjectOp {
     fn changes_for(&mut self, ev: &Event) -> Vec<Value> {
         let key: Key = self.partition.iter().map(|e| e.eval(&ev.row)).collect();
         let n = self.changes.len();
-        if self.ttl.is_some() {
-            self.state.history.touch(&key, ev.ts);
+        if let Some(ttl) = self.ttl {
+            self.state.history.touch(&key, ev.ts, ev.wm, ttl);
         }
         let hist = self.state.history.entry(&key, || vec![VecDeque::new(); n]);
         let mut slots = Vec::with_capacity(n);
@@ -193,6 +193,13 @@ impl Operator for ProjectOp {
 
     fn set_state_ttl(&mut self, ttl_ms: i64) {
         self.ttl = Some(ttl_ms);
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.changes.is_empty() {
+            true => "projection",
+            false => "change functions",
+        }
     }
 
     state_hooks!(state);

@@ -8,7 +8,7 @@ use weir_core::{Event, Row, Value};
 use weir_lang::expr::{Expr, SlotScope};
 use weir_lang::plan::{Aggregate, Window};
 
-use crate::operator::{Operator, Output};
+use crate::operator::{judged_by, Operator, Output};
 use crate::ops::aggregate::Accumulator;
 use crate::ops::order::EventOrder;
 use crate::state::{pairs, state_hooks, Key, KeyedState, Timers};
@@ -171,6 +171,9 @@ pub struct PaneWindows {
     size: i64,
     lateness: i64,
     state: PaneState,
+    /// No pane fires or is dropped before the watermark reaches this (recomputed as panes
+    /// come and go), so the watermark passes most events without a look at the panes.
+    next_due: i64,
     /// Scratch buffers reused for every event.
     key: Key,
     args: Args,
@@ -199,15 +202,15 @@ impl PaneWindows {
             size,
             lateness,
             state: PaneState::default(),
+            next_due: i64::MIN,
             key: Key::new(),
             args: Args::new(),
         }
     }
-}
 
-impl PaneWindows {
-    /// Adds an event to its open windows; false when every one of them has closed (late),
-    /// or the filter keeps the event out (not late: nothing to report).
+    /// Adds an event to its open windows; false when every one of them had closed by the
+    /// watermark its stream had reached before it (late), or the filter keeps the event out
+    /// (not late: nothing to report).
     fn add(&mut self, ev: &Event, out: &mut Output) -> bool {
         if !self.core.admit_into(&ev.row, &mut self.key) {
             return true;
@@ -215,17 +218,15 @@ impl PaneWindows {
         self.core.args_into(&ev.row, &mut self.args);
         let key = &self.key;
         let args = &self.args;
+        let wm = judged_by(ev, self.state.watermark);
         let last_start = ev.ts - ev.ts.rem_euclid(self.slide);
         let mut start = last_start;
         let mut accepted = false;
         while start > ev.ts - self.size {
             let end = start + self.size;
-            let closed = self
-                .state
-                .watermark
-                .is_some_and(|wm| end - 1 + self.lateness <= wm);
-            if !closed {
+            if end - 1 + self.lateness > wm {
                 accepted = true;
+                self.next_due = self.next_due.min(end - 1);
                 let pane = self.state.panes.entry((end, start)).or_default();
                 let accs = match pane.groups.get_mut(key.as_slice()) {
                     Some(a) => a,
@@ -245,11 +246,9 @@ impl PaneWindows {
         }
         accepted
     }
-}
 
-impl PaneWindows {
     fn late(&self, ev: Event, out: &mut Output) {
-        let wm = self.state.watermark.unwrap_or(i64::MIN);
+        let wm = judged_by(&ev, self.state.watermark);
         out.late(
             ev,
             format!(
@@ -276,20 +275,17 @@ impl Operator for PaneWindows {
 
     fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
-        let due: Vec<(i64, i64)> = self
-            .state
-            .panes
-            .range(..(wm.saturating_add(2), i64::MIN))
-            .map(|(k, _)| *k)
-            .filter(|(end, _)| end - 1 <= wm)
-            .collect();
-        for (end, start) in due {
-            let lateness = self.lateness;
-            let pane = self
-                .state
-                .panes
-                .get_mut(&(end, start))
-                .expect("listed above");
+        if wm < self.next_due {
+            return;
+        }
+        let lateness = self.lateness;
+        let mut next = i64::MAX;
+        let mut done = Vec::new();
+        for (&(end, start), pane) in self.state.panes.iter_mut() {
+            if end - 1 > wm {
+                next = next.min(end - 1);
+                break;
+            }
             if !pane.fired {
                 pane.fired = true;
                 for key in sorted_keys(&pane.groups) {
@@ -303,9 +299,21 @@ impl Operator for PaneWindows {
                     );
                 }
             }
-            if end - 1 + lateness <= wm {
-                self.state.panes.remove(&(end, start));
+            match end - 1 + lateness <= wm {
+                true => done.push((end, start)),
+                false => next = next.min(end - 1 + lateness),
             }
+        }
+        for k in done {
+            self.state.panes.remove(&k);
+        }
+        self.next_due = next;
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.slide == self.size {
+            true => "tumbling window",
+            false => "hopping window",
         }
     }
 
@@ -328,7 +336,9 @@ struct SessionState {
     timers: Timers<Key>,
 }
 
-/// Session windows: per key, events closer than the gap share a session; sessions merge.
+/// Session windows: per key, events at most the gap apart share a session, and sessions that
+/// an event bridges merge (Flink's merging windows: `[t, t + gap)` per event, windows that
+/// touch merge).
 pub struct SessionWindows {
     core: AggCore,
     gap: i64,
@@ -341,28 +351,40 @@ impl Operator for SessionWindows {
         let Some(key) = self.core.admit(&ev.row) else {
             return;
         };
-        let (start, end) = (ev.ts, ev.ts + self.gap);
-        if let Some(wm) = self.state.watermark {
-            if end - 1 + self.lateness <= wm {
-                out.late(
-                    ev,
-                    format!("its session closed: watermark {wm}, gap {} ms", self.gap),
-                );
-                return;
-            }
-        }
-        let args = self.core.args(&ev.row);
-        let sessions = self.state.sessions.entry(&key, Vec::new);
+        let wm = judged_by(&ev, self.state.watermark);
         let mut merged = Session {
-            start,
-            end,
+            start: ev.ts,
+            end: ev.ts + self.gap,
             fired: false,
             accs: self.core.new_accs(),
         };
+        // The event's window and every session it touches become one; only if that whole
+        // session had closed is the event late (as Flink decides after merging).
+        let sessions = self.state.sessions.get(&key);
+        let touching = |s: &Session| s.start <= merged.end && merged.start <= s.end;
+        let (start, end) = sessions
+            .into_iter()
+            .flatten()
+            .filter(|s| touching(s))
+            .fold((merged.start, merged.end), |(a, b), s| {
+                (a.min(s.start), b.max(s.end))
+            });
+        if end - 1 + self.lateness <= wm {
+            out.late(
+                ev,
+                format!(
+                    "its session [{start}, {end}) closed: watermark {wm}, gap {} ms",
+                    self.gap
+                ),
+            );
+            return;
+        }
+        let args = self.core.args(&ev.row);
         self.core.add(&mut merged.accs, &args, ev.ts);
+        let sessions = self.state.sessions.entry(&key, Vec::new);
         let mut rest = Vec::with_capacity(sessions.len());
         for s in sessions.drain(..) {
-            if s.start < merged.end && merged.start < s.end {
+            if s.start <= merged.end && merged.start <= s.end {
                 merged.start = merged.start.min(s.start);
                 merged.end = merged.end.max(s.end);
                 merged.fired |= s.fired;
@@ -373,7 +395,6 @@ impl Operator for SessionWindows {
                 rest.push(s);
             }
         }
-        let wm = self.state.watermark.unwrap_or(i64::MIN);
         if merged.fired && merged.end - 1 <= wm {
             self.core.emit(
                 &key,
@@ -427,6 +448,10 @@ impl Operator for SessionWindows {
                 self.state.sessions.remove(&key);
             }
         }
+    }
+
+    fn kind(&self) -> &'static str {
+        "session window"
     }
 
     state_hooks!(state);
@@ -486,10 +511,15 @@ impl Operator for SlidingWindows {
         }
     }
 
+    fn kind(&self) -> &'static str {
+        "sliding window"
+    }
+
     state_hooks!(state);
 }
 
-/// Count windows: every `slide` events of a key, the aggregate over its last `size` events.
+/// Count windows: every `slide` events of a key, the aggregate over its last `size` events, once
+/// it has seen `size` of them (eKuiper's `COUNTWINDOW`: an incomplete window is not emitted).
 pub struct CountWindows {
     core: AggCore,
     size: u64,
@@ -509,7 +539,7 @@ impl Operator for CountWindows {
             recent.pop_front();
         }
         *seen += 1;
-        if *seen % self.slide == 0 {
+        if *seen >= self.size && *seen % self.slide == 0 {
             let accs = self.core.over(recent.iter());
             let first = recent.front().map_or(ev.ts, |(t, _)| *t);
             let last = recent.iter().map(|(t, _)| *t).max().unwrap_or(ev.ts);
@@ -522,6 +552,10 @@ impl Operator for CountWindows {
                 out,
             );
         }
+    }
+
+    fn kind(&self) -> &'static str {
+        "count window"
     }
 
     state_hooks!(state);
@@ -543,6 +577,10 @@ impl Operator for RunningAggregate {
         let accs = self.state.entry(&key, || core.new_accs());
         core.add(accs, &args, ev.ts);
         core.emit(&key, accs, Value::Null, Value::Null, ev.ts, out);
+    }
+
+    fn kind(&self) -> &'static str {
+        "running aggregate"
     }
 
     state_hooks!(state);

@@ -91,7 +91,10 @@ fn run_once(
                 states.clear();
                 while states.len() < chains {
                     match snaps.recv() {
-                        Ok(snap) if snap.epoch == epoch => states.push(snap.state),
+                        Ok(snap) if snap.epoch == epoch => match snap.state {
+                            Ok(state) => states.push(state),
+                            Err(e) => panic!("state not saved: {e}"),
+                        },
                         Ok(_) => {}
                         Err(_) => return done,
                     }
