@@ -157,27 +157,38 @@ fn processing_time_comes_from_the_injected_clock() {
     );
 }
 
-/// Feeds `a` and `b` to a dataflow with outputs `sums` and `pairs`. With `barrier`, puts the
-/// barrier of epoch 1 behind the input and returns what was output before it and the operator
-/// snapshots, abandoning the flow there as a crash would; otherwise ends the input and returns
-/// everything output.
+/// What a run of [`drive_flow`] gave: outputs and late events, and at a barrier the operator
+/// snapshots and the ingest watermarks.
+struct Driven {
+    got: Vec<String>,
+    late: Vec<String>,
+    states: Vec<weir_engine::Snapshot>,
+    watermarks: (i64, i64),
+}
+
+/// Feeds `a` and `b` to a dataflow with outputs `sums` and `pairs`, the ingests resuming at
+/// `resume`. With `barrier`, puts the barrier of epoch 1 behind the input and returns what was
+/// output before it, the operator snapshots and the ingest watermarks, abandoning the flow
+/// there as a crash would; otherwise ends the input and returns everything output.
 fn drive_flow(
     mut flow: weir_engine::Dataflow,
     a: &[Row],
     b: &[Row],
     barrier: bool,
-) -> (Vec<String>, Vec<weir_engine::Snapshot>) {
+    resume: (i64, i64),
+) -> Driven {
     use weir_engine::Delivered;
     let snaps = flow.take_snapshots().unwrap();
     let chains = flow.chains();
     let mut ia = flow.take_ingest("a").unwrap();
     let mut ib = flow.take_ingest("b").unwrap();
+    ia.resume_at(resume.0);
+    ib.resume_at(resume.1);
     let outs: Vec<_> = ["sums", "pairs"]
         .iter()
         .map(|o| flow.take_output(o).unwrap())
         .collect();
-    let late = flow.take_late().unwrap();
-    std::thread::spawn(move || late.iter().count());
+    let late_rx = flow.take_late().unwrap();
     let readers: Vec<_> = outs
         .into_iter()
         .map(|mut out| {
@@ -195,6 +206,7 @@ fn drive_flow(
         .collect();
     a.iter().for_each(|r| ia.push(r.clone()).unwrap());
     b.iter().for_each(|r| ib.push(r.clone()).unwrap());
+    let watermarks = (ia.watermark(), ib.watermark());
     if barrier {
         ia.barrier(1);
         ib.barrier(1);
@@ -213,13 +225,31 @@ fn drive_flow(
     };
     states.sort_by_key(|s| s.index);
     assert!(states.iter().all(|s| s.epoch == 1));
-    (got, states.into_iter().map(|s| s.state.unwrap()).collect())
+    // The barrier passed every rule after the late events before it were sent; without one,
+    // the flow ends and its late channel closes.
+    let late: Vec<weir_engine::LateEvent> = match barrier {
+        true => late_rx.try_iter().collect(),
+        false => {
+            flow.join();
+            late_rx.iter().collect()
+        }
+    };
+    Driven {
+        got,
+        late: late
+            .iter()
+            .map(|l| format!("{} {}", l.rule, l.event.row.to_json()))
+            .collect(),
+        states: states.into_iter().map(|s| s.state.unwrap()).collect(),
+        watermarks,
+    }
 }
 
-/// A whole dataflow checkpointed by a barrier mid-stream, then rebuilt from the snapshots the
-/// barrier collected and fed the rest: outputs before the barrier plus outputs after the
-/// restore are exactly the outputs of an uninterrupted run. Two inputs (a join) and two workers
-/// per keyed rule exercise barrier alignment.
+/// A whole dataflow checkpointed by a barrier mid-stream, then rebuilt from the snapshots and
+/// the ingest watermarks the barrier collected and fed the rest: outputs and late events before
+/// the barrier plus those after the restore are exactly those of an uninterrupted run. Two
+/// inputs (a join) and two workers per keyed rule exercise barrier alignment; some events of
+/// `a` are late by their own stream's watermark, which the restored ingest must remember.
 #[test]
 fn a_dataflow_restored_from_a_barrier_checkpoint_continues_exactly() {
     use weir_engine::Dataflow;
@@ -236,8 +266,12 @@ fn a_dataflow_restored_from_a_barrier_checkpoint_continues_exactly() {
             .map(|(k, v)| (Arc::from(k), Value::Int(v)))
             .collect()
     };
+    // Every 25th reading of `a` comes 600 ms after its time: late for `a`'s own watermark.
     let a: Vec<Row> = (0..400)
-        .map(|i| row(vec![("id", i % 5), ("ts", i * 37), ("v", i % 13)]))
+        .map(|i| {
+            let ts = if i % 25 == 24 { i * 37 - 600 } else { i * 37 };
+            row(vec![("id", i % 5), ("ts", ts), ("v", i % 13)])
+        })
         .collect();
     let b: Vec<Row> = (0..300)
         .map(|i| row(vec![("id", i % 7), ("ts", i * 51)]))
@@ -257,25 +291,27 @@ fn a_dataflow_restored_from_a_barrier_checkpoint_continues_exactly() {
         v.sort();
         v
     };
-    let (expected, _) = drive_flow(build(None), &a, &b, false);
-    assert!(expected.len() > 100);
+    let start = (i64::MIN, i64::MIN);
+    let whole = drive_flow(build(None), &a, &b, false, start);
+    assert!(whole.got.len() > 100);
+    assert!(whole.late.len() > 10, "{:?}", whole.late);
 
-    for (cut_a, cut_b) in [(230, 140), (0, 299), (400, 0)] {
-        let (mut before, states) = drive_flow(build(None), &a[..cut_a], &b[..cut_b], true);
-        assert_eq!(states.len(), 4, "two workers for each keyed rule");
-        let text = serde_json::to_string(&states).unwrap();
-        let (after, _) = drive_flow(
+    for (cut_a, cut_b) in [(230, 140), (0, 299), (400, 0), (60, 250), (24, 3), (49, 0)] {
+        let mut before = drive_flow(build(None), &a[..cut_a], &b[..cut_b], true, start);
+        assert_eq!(before.states.len(), 4, "two workers for each keyed rule");
+        let text = serde_json::to_string(&before.states).unwrap();
+        let after = drive_flow(
             build(Some(serde_json::from_str(&text).unwrap())),
             &a[cut_a..],
             &b[cut_b..],
             false,
+            before.watermarks,
         );
-        before.extend(after);
-        assert_eq!(
-            sorted(before),
-            sorted(expected.clone()),
-            "cut at a {cut_a}, b {cut_b}"
-        );
+        before.got.extend(after.got);
+        before.late.extend(after.late);
+        let cut = format!("cut at a {cut_a}, b {cut_b}");
+        assert_eq!(sorted(before.got), sorted(whole.got.clone()), "{cut}");
+        assert_eq!(sorted(before.late), sorted(whole.late.clone()), "{cut}");
     }
     let wrong = Dataflow::build_restored(&program, &inputs, &outputs, config(), Some(vec![]));
     assert!(wrong

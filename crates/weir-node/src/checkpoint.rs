@@ -34,7 +34,15 @@ use crate::outbox::Outbox;
 pub struct PartitionStates {
     pub epoch: u64,
     pub operators: Vec<weir_engine::Snapshot>,
+    pub inputs: ChangelogInputs,
+}
+
+/// Where the inputs were when the state in the changelog was taken: broker positions and the
+/// watermark of each input stream.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ChangelogInputs {
     pub positions: BTreeMap<String, u64>,
+    pub watermarks: BTreeMap<String, i64>,
 }
 
 /// What a feed thread is asked to do, shared with the coordinator.
@@ -60,11 +68,13 @@ impl FeedCtl {
 /// What the coordinator hears from a rule's threads.
 pub enum Report {
     /// A feed put the barrier of `epoch` into its stream at `offset` of its log (live feeds
-    /// have no log).
+    /// have no log), when the stream had reached `watermark`.
     Position {
         epoch: u64,
         log: Option<String>,
         offset: u64,
+        stream: String,
+        watermark: i64,
     },
     /// An exactly-once output's results of an epoch.
     Staged {
@@ -165,7 +175,7 @@ pub async fn mirror(
         let Some(PartitionStates {
             epoch,
             operators: parts,
-            positions,
+            inputs,
         }) = states.borrow_and_update().clone()
         else {
             continue;
@@ -190,14 +200,14 @@ pub async fn mirror(
         }
         // Positions last: a reader that finds them older than a state met a round cut short.
         if failure.is_none() {
-            let bytes = serde_json::to_vec(&positions).unwrap_or_default();
+            let bytes = serde_json::to_vec(&inputs).unwrap_or_default();
             failure = log.put_positions(epoch, &bytes).await.err();
         }
         let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
         match failure {
             None => {
                 s.changelog_epoch = Some(epoch);
-                s.changelog_positions = positions;
+                s.changelog_positions = inputs.positions;
                 s.changelog_error = None;
             }
             Some(e) => {
@@ -259,6 +269,7 @@ impl Coordinator {
         }
         let mut operators: BTreeMap<usize, weir_engine::Snapshot> = BTreeMap::new();
         let mut positions = BTreeMap::new();
+        let mut watermarks = BTreeMap::new();
         let mut feeds = 0;
         let mut staged = 0;
         let budget = (self.interval * 10).max(Duration::from_secs(10));
@@ -269,11 +280,18 @@ impl Coordinator {
         {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.reports.recv_timeout(left) {
-                Ok(Report::Position { epoch: e, log, offset }) if e == epoch => {
+                Ok(Report::Position {
+                    epoch: e,
+                    log,
+                    offset,
+                    stream,
+                    watermark,
+                }) if e == epoch => {
                     feeds += 1;
                     if let Some(log) = log {
                         positions.insert(log, offset);
                     }
+                    watermarks.insert(stream, watermark);
                 }
                 Ok(Report::Staged {
                     epoch: e,
@@ -308,6 +326,7 @@ impl Coordinator {
             workers: self.workers,
             operators: operators.into_values().collect(),
             positions,
+            watermarks,
             staged: self
                 .pending
                 .iter()
@@ -330,7 +349,10 @@ impl Coordinator {
             changelog.send_replace(Some(PartitionStates {
                 epoch: c.epoch,
                 operators: c.operators.clone(),
-                positions: c.positions.clone(),
+                inputs: ChangelogInputs {
+                    positions: c.positions.clone(),
+                    watermarks: c.watermarks.clone(),
+                },
             }));
         }
         for log in &self.private_logs {

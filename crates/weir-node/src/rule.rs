@@ -32,7 +32,9 @@ use weir_lang::plan::StreamDef;
 use weir_lang::Program;
 use weir_state::{Checkpoint, CheckpointStore, Recovered, StreamLog};
 
-use crate::checkpoint::{CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report};
+use crate::checkpoint::{
+    ChangelogInputs, CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report,
+};
 use crate::delivery::Delivery;
 use crate::hub::{Hub, Message, Subscription};
 use crate::outbox::{Outbox, OutboxStatus, WhenFull};
@@ -490,7 +492,10 @@ impl RunningRule {
         for name in &inputs {
             let (def, endpoint) = endpoint_of(name)?;
             let stage = Stage::new("source", &def.name, &endpoint);
-            let ingest = flow.take_ingest(name).ok_or("input not built")?;
+            let mut ingest = flow.take_ingest(name).ok_or("input not built")?;
+            if let Some(wm) = recovered.as_ref().and_then(|c| c.watermarks.get(&def.name)) {
+                ingest.resume_at(*wm);
+            }
             let spec = specs
                 .iter()
                 .find(|j| j.input && j.stream.eq_ignore_ascii_case(name));
@@ -853,20 +858,19 @@ async fn rebuild(
                 .map_err(|e| format!("changelog partition {chain} is not readable: {e}"))?,
         );
     }
-    let positions = match log.get_positions().await? {
+    let inputs = match log.get_positions().await? {
         Some((e, p)) if e >= epoch => {
-            let all: BTreeMap<String, u64> = serde_json::from_slice(&p)
+            let mut all: ChangelogInputs = serde_json::from_slice(&p)
                 .map_err(|e| format!("changelog positions are not readable: {e}"))?;
-            all.into_iter()
-                .filter(|(k, _)| k.starts_with(BROKER_POSITION))
-                .collect()
+            all.positions.retain(|k, _| k.starts_with(BROKER_POSITION));
+            all
         }
         Some((e, _)) => {
             return Err(format!(
                 "the changelog's positions (epoch {e}) are older than its state (epoch {epoch}): a write was cut short"
             ))
         }
-        None => BTreeMap::new(),
+        None => ChangelogInputs::default(),
     };
     Ok(Some(Recovered {
         checkpoint: Checkpoint {
@@ -875,7 +879,8 @@ async fn rebuild(
             created_ms: 0,
             workers,
             operators,
-            positions,
+            positions: inputs.positions,
+            watermarks: inputs.watermarks,
             staged: BTreeMap::new(),
         },
         bytes,
@@ -1016,6 +1021,8 @@ impl Feed {
                     epoch: wanted,
                     log,
                     offset,
+                    stream: self.ingest.stream().name.clone(),
+                    watermark: self.ingest.watermark(),
                 });
             }
         }

@@ -30,6 +30,10 @@ pub struct Checkpoint {
     pub operators: Vec<Box<serde_json::value::RawValue>>,
     /// Next offset to read, per input log.
     pub positions: BTreeMap<String, u64>,
+    /// The watermark each input stream had reached: a restored rule judges the events after
+    /// the checkpoint late or not exactly as the uninterrupted rule would have.
+    #[serde(default)]
+    pub watermarks: BTreeMap<String, i64>,
     /// Outputs of this epoch per output stream, not yet visible when the checkpoint was taken
     /// (exactly-once rules publish them when the checkpoint is safe).
     #[serde(default)]
@@ -226,6 +230,7 @@ mod tests {
                 serde_json::value::to_raw_value(&serde_json::json!({"n": epoch})).unwrap(),
             ],
             positions: [("in".to_owned(), epoch * 10)].into(),
+            watermarks: [("s".to_owned(), epoch as i64 * 100)].into(),
             staged: BTreeMap::new(),
         }
     }

@@ -172,3 +172,124 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// Random events `(key, ts, v)` with random disorder: most a little out of order, some far
+/// behind (late for every rule), so lateness, allowed-lateness updates, session merges and
+/// pattern matches all happen.
+fn disordered(max: usize) -> impl Strategy<Value = Vec<(i64, i64, i64)>> {
+    prop::collection::vec((0i64..3, 0i64..200, -20i64..20, 0u8..10), 1..max).prop_map(|raw| {
+        let mut t = 0;
+        raw.into_iter()
+            .map(|(k, step, v, shape)| {
+                t += step;
+                let ts = match shape {
+                    0 => t - 3_000, // far behind
+                    1 | 2 => t - 700,
+                    _ => t,
+                };
+                (k, ts.max(0), v)
+            })
+            .collect()
+    })
+}
+
+/// Runs `sql` over stream `s`, flushing the ingest after each chunk of `chunks` (cycled):
+/// sorted outputs of every rule, and sorted late events.
+fn run_chunked(
+    sql: &str,
+    evs: &[(i64, i64, i64)],
+    chunks: &[usize],
+    workers: usize,
+) -> (Vec<String>, Vec<String>) {
+    let program = weir_lang::compile(sql).expect("rules compile");
+    let sinks: Vec<String> = program.rules.iter().map(|r| r.sink.clone()).collect();
+    let config = EngineConfig {
+        workers,
+        batch_size: 1 << 20,
+        ..EngineConfig::default()
+    };
+    let mut flow = weir_engine::Dataflow::build(&program, &["s".into()], &sinks, config).unwrap();
+    let late = flow.take_late().unwrap();
+    let mut ingest = flow.take_ingest("s").unwrap();
+    let outs: Vec<_> = sinks
+        .iter()
+        .map(|s| (s.clone(), flow.take_output(s).unwrap()))
+        .collect();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = outs
+            .into_iter()
+            .map(|(name, out)| {
+                scope.spawn(move || {
+                    out.flatten()
+                        .map(|e| format!("{name} {}", e.row.to_json()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let late = scope.spawn(move || {
+            late.iter()
+                .map(|l| format!("{} {}", l.rule, l.event.row.to_json()))
+                .collect::<Vec<_>>()
+        });
+        let mut sizes = chunks.iter().cycle();
+        let mut left = *sizes.next().unwrap();
+        for row in rows(evs) {
+            ingest.push(row).unwrap();
+            left -= 1;
+            if left == 0 {
+                ingest.flush();
+                left = *sizes.next().unwrap();
+            }
+        }
+        ingest.finish();
+        let mut got: Vec<String> = readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect();
+        flow.join();
+        let mut late = late.join().unwrap();
+        got.sort();
+        late.sort();
+        (got, late)
+    })
+}
+
+/// Rules of every kind whose outcome depends on event time, over one stream.
+const EVENT_TIME_RULES: &str = "
+    CREATE STREAM s (k BIGINT, ts BIGINT, v BIGINT)
+      WITH (timestamp = 'ts', watermark = '500 ms', allowed_lateness = '400 ms');
+    INSERT INTO tumbling SELECT k, window_start, count(*) AS n, sum(v) AS total
+      FROM s GROUP BY k, TUMBLE(ts, INTERVAL '1' SECOND);
+    INSERT INTO hopping SELECT k, window_start, count(*) AS n
+      FROM s GROUP BY k, HOP(ts, INTERVAL '300' MILLISECOND, INTERVAL '900' MILLISECOND);
+    INSERT INTO sessions SELECT k, window_start, window_end, count(*) AS n
+      FROM s GROUP BY k, SESSION(ts, INTERVAL '250' MILLISECOND);
+    INSERT INTO sliding SELECT k, window_end, sum(v) AS total
+      FROM s GROUP BY k, SLIDING(ts, INTERVAL '700' MILLISECOND);
+    INSERT INTO changes SELECT k, ts, v, lag(v) OVER (PARTITION BY k) AS before
+      FROM s WHERE changed(v > 0) OVER (PARTITION BY k);
+    INSERT INTO vees SELECT * FROM s MATCH_RECOGNIZE (PARTITION BY k ORDER BY ts
+      MEASURES FIRST(A.ts) AS started, LAST(C.ts) AS ended, COUNT(B.*) AS falls
+      PATTERN (A B+ C+) WITHIN INTERVAL '2' SECOND
+      DEFINE B AS B.v < PREV(B.v), C AS C.v > PREV(C.v));
+    INSERT INTO per_second SELECT window_start, count(*) AS n
+      FROM tumbling GROUP BY TUMBLE(window_start, INTERVAL '2' SECOND);";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Where the batches end and how many workers run never changes a result: every event is
+    /// judged by the watermark of the events before it, as if it came alone.
+    #[test]
+    fn batch_boundaries_and_workers_never_change_a_result(
+        evs in disordered(300),
+        chunks in prop::collection::vec(1usize..40, 1..8),
+        workers in 1usize..4,
+    ) {
+        let alone = run_chunked(EVENT_TIME_RULES, &evs, &[1], 1);
+        let chunked = run_chunked(EVENT_TIME_RULES, &evs, &chunks, workers);
+        prop_assert!(!alone.0.is_empty());
+        prop_assert_eq!(&chunked.0, &alone.0);
+        prop_assert_eq!(&chunked.1, &alone.1);
+    }
+}

@@ -198,7 +198,8 @@ impl Ingest {
     /// on with the clock).
     pub fn flush(&mut self) {
         if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+            let next = Vec::with_capacity(self.batch_size.min(1024));
+            let batch = std::mem::replace(&mut self.batch, next);
             self.publisher.send(Msg::Data(Arc::new(batch)));
         }
         if self.stamp.def.time == TimeMode::Processing {

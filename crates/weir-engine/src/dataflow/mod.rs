@@ -100,8 +100,12 @@ impl EngineConfig {
         if self.channel_capacity == 0 {
             problems.push("channel_capacity must be at least 1".to_owned());
         }
-        if self.batch_size == 0 {
-            problems.push("batch_size must be at least 1".to_owned());
+        if !(1..=1 << 20).contains(&self.batch_size) {
+            problems.push(format!(
+                "batch_size must be 1..={}, not {}",
+                1 << 20,
+                self.batch_size
+            ));
         }
         if self.state_ttl_ms.is_some_and(|t| t <= 0) {
             problems.push("state_ttl must be positive".to_owned());
@@ -351,7 +355,7 @@ impl Dataflow {
             .map(|(def, publisher)| Ingest {
                 stamp: Stamp::new(program, def, config.clock.clone()),
                 publisher,
-                batch: Vec::with_capacity(config.batch_size),
+                batch: Vec::with_capacity(config.batch_size.min(1024)),
                 batch_size: config.batch_size,
                 wm: i64::MIN,
                 sent: i64::MIN,

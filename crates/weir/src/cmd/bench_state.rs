@@ -106,6 +106,7 @@ fn run_once(
                     workers: 2,
                     operators: std::mem::take(&mut states),
                     positions: Default::default(),
+                    watermarks: Default::default(),
                     staged: Default::default(),
                 };
                 if let Ok(saved) = store.save(&c) {
