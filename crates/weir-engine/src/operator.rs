@@ -45,6 +45,12 @@ pub trait Operator: Send {
     /// event), so an operator keeps it cheap when nothing is due.
     fn on_watermark(&mut self, _wm: i64, _out: &mut Output) {}
 
+    /// Whether the operator does anything with event time; a stage skips the watermark of
+    /// every event for one that does not (a stateless filter or projection).
+    fn uses_time(&self) -> bool {
+        true
+    }
+
     /// The input has ended: emit everything still held (open windows, pending matches).
     fn on_end(&mut self, out: &mut Output) {
         self.on_watermark(i64::MAX, out);
@@ -101,6 +107,7 @@ struct Stage {
     op: Box<dyn Operator>,
     wm: i64,
     delay: i64,
+    uses_time: bool,
     /// Identifies the operator's definition in snapshots: state saved under another one does
     /// not fit.
     fingerprint: u64,
@@ -110,6 +117,7 @@ impl Stage {
     fn new(op: Box<dyn Operator>, fingerprint: u64) -> Stage {
         Stage {
             delay: op.watermark_delay(),
+            uses_time: op.uses_time(),
             op,
             wm: i64::MIN,
             fingerprint,
@@ -122,13 +130,17 @@ impl Stage {
         if wm <= self.wm {
             return;
         }
-        let from = out.events.len();
-        self.op.on_watermark(wm, out);
-        stamp_fired(
-            &mut out.events[from..],
-            held_back(self.wm, self.delay),
-            held_back(wm, self.delay),
-        );
+        if self.uses_time {
+            let from = out.events.len();
+            self.op.on_watermark(wm, out);
+            if out.events.len() > from {
+                stamp_fired(
+                    &mut out.events[from..],
+                    held_back(self.wm, self.delay),
+                    held_back(wm, self.delay),
+                );
+            }
+        }
         self.wm = wm;
     }
 

@@ -104,6 +104,11 @@ impl Tracker {
             return None;
         }
         self.wms[slot] = wm;
+        if self.wms.len() == 1 {
+            // One producer, the common case: its watermark is the combined one.
+            self.current = wm;
+            return Some(wm);
+        }
         self.advance()
     }
 

@@ -10,6 +10,7 @@
 //! 10:00:05 arriving after the orders stream had passed 10:00:05 is late even if payments are
 //! still at 09:59; a payment at 10:00:01 is not, since its own stream had not passed it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -27,9 +28,11 @@ pub struct JoinOp {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct JoinState {
     watermark: Option<i64>,
-    sides: [KeyedState<Key, Vec<Event>>; 2],
-    /// When a key of each side may next have rows to drop (a row goes when the watermark
-    /// passes its last chance of a partner); stale entries are skipped.
+    /// Each side's rows per key, in event-time order: a partner's rows within the bound are a
+    /// range found by binary search, and rows expire from the front.
+    sides: [KeyedState<Key, VecDeque<Event>>; 2],
+    /// When a key of each side has its earliest row expire (a row goes when the watermark
+    /// passes its last chance of a partner).
     expiry: [Timers<Key>; 2],
 }
 
@@ -44,26 +47,40 @@ impl JoinOp {
         }
     }
 
-    /// Whether a pair lies within the time bounds and passes the residual conditions.
+    /// Whether a pair passes the residual conditions (the time bounds hold already).
     fn pairs(spec: &JoinSpec, l: &Event, r: &Event) -> bool {
-        let d = r.ts - l.ts;
-        if d < spec.lower_ms || d > spec.upper_ms {
-            return false;
-        }
         spec.residual
             .as_ref()
             .is_none_or(|c| c.eval(&Self::joined(spec, l, r).row).is_true())
     }
 
-    /// Keeps a row of `side` until its last chance of a partner has passed. A key has a timer
-    /// at its earliest row's last chance; a row that is not the earliest needs none, as the key
-    /// is looked at before it expires anyway.
+    /// The rows of the other side within the time bounds of `ev` (of side `input`): the index
+    /// range of `rows`.
+    fn partners(&self, input: usize, ev: &Event, rows: &VecDeque<Event>) -> (usize, usize) {
+        let (lo, hi) = match input {
+            LEFT => (
+                ev.ts.saturating_add(self.spec.lower_ms),
+                ev.ts.saturating_add(self.spec.upper_ms),
+            ),
+            _ => (
+                ev.ts.saturating_sub(self.spec.upper_ms),
+                ev.ts.saturating_sub(self.spec.lower_ms),
+            ),
+        };
+        (
+            rows.partition_point(|r| r.ts < lo),
+            rows.partition_point(|r| r.ts <= hi),
+        )
+    }
+
+    /// Keeps a row of `side`, in time order, until its last chance of a partner has passed. A
+    /// key has a timer at its earliest row's last chance.
     fn store(&mut self, side: usize, key: Key, ev: Event) {
         let until = last_chance(&self.spec, side, &ev);
-        let rows = self.state.sides[side].entry(&key, Vec::new);
-        let due = rows.iter().map(|r| last_chance(&self.spec, side, r)).min();
-        rows.push(ev);
-        if due.is_none_or(|d| until < d) {
+        let rows = self.state.sides[side].entry(&key, VecDeque::new);
+        let at = rows.partition_point(|r| r.ts <= ev.ts);
+        rows.insert(at, ev);
+        if at == 0 {
             self.state.expiry[side].register(until, key);
         }
     }
@@ -72,9 +89,10 @@ impl JoinOp {
     /// right row releases every waiting left row it matches.
     fn semi(&mut self, input: usize, key: Key, ev: Event, out: &mut Output) {
         if input == LEFT {
-            let matched = self.state.sides[RIGHT]
-                .get(&key)
-                .is_some_and(|rs| rs.iter().any(|r| Self::pairs(&self.spec, &ev, r)));
+            let matched = self.state.sides[RIGHT].get(&key).is_some_and(|rs| {
+                let (a, b) = self.partners(LEFT, &ev, rs);
+                rs.range(a..b).any(|r| Self::pairs(&self.spec, &ev, r))
+            });
             if matched {
                 out.emit(ev);
             } else {
@@ -82,12 +100,18 @@ impl JoinOp {
             }
             return;
         }
-        if let Some(waiting) = self.state.sides[LEFT].get_mut(&key) {
-            let (hit, keep): (Vec<Event>, Vec<Event>) = std::mem::take(waiting)
-                .into_iter()
-                .partition(|l| Self::pairs(&self.spec, l, &ev));
-            *waiting = keep;
-            hit.into_iter().for_each(|l| out.emit(l));
+        if let Some(waiting) = self.state.sides[LEFT].get(&key) {
+            let (a, b) = self.partners(RIGHT, &ev, waiting);
+            if a < b {
+                let waiting = self.state.sides[LEFT].get_mut(&key).expect("found above");
+                let (hit, keep): (Vec<Event>, Vec<Event>) = waiting
+                    .drain(a..b)
+                    .partition(|l| Self::pairs(&self.spec, l, &ev));
+                for (i, l) in keep.into_iter().enumerate() {
+                    waiting.insert(a + i, l);
+                }
+                hit.into_iter().for_each(|l| out.emit(l));
+            }
         }
         self.store(RIGHT, key, ev);
     }
@@ -105,7 +129,8 @@ impl JoinOp {
 
 /// The watermark past which a row of `side` can meet no partner: a later right row has
 /// `ts > wm`, so a left row can still match while `ts + upper > wm`; a later left row has
-/// `ts > wm`, so a right row can while `ts - lower > wm`.
+/// `ts > wm`, so a right row can while `ts - lower > wm`. It grows with the row's time, so a
+/// side's rows expire in time order.
 fn last_chance(spec: &JoinSpec, side: usize, ev: &Event) -> i64 {
     match side {
         LEFT => ev.ts.saturating_add(spec.upper_ms),
@@ -141,8 +166,9 @@ impl Operator for JoinOp {
             return self.semi(input, key, ev, out);
         }
         let other = 1 - input;
-        if let Some(partners) = self.state.sides[other].get(&key) {
-            for p in partners {
+        if let Some(rows) = self.state.sides[other].get(&key) {
+            let (a, b) = self.partners(input, &ev, rows);
+            for p in rows.range(a..b) {
                 let (l, r) = if input == LEFT { (&ev, p) } else { (p, &ev) };
                 if Self::pairs(&self.spec, l, r) {
                     out.emit(Self::joined(&self.spec, l, r));
@@ -156,14 +182,20 @@ impl Operator for JoinOp {
         self.state.watermark = Some(self.state.watermark.map_or(wm, |w| w.max(wm)));
         for side in [LEFT, RIGHT] {
             for (_, key) in self.state.expiry[side].pop_due(wm) {
-                let spec = &self.spec;
-                let chance = |e: &Event| last_chance(spec, side, e);
                 let Some(rows) = self.state.sides[side].get_mut(&key) else {
                     continue;
                 };
-                rows.retain(|e| chance(e) > wm);
-                match rows.iter().map(chance).min() {
-                    Some(next) => self.state.expiry[side].register(next, key),
+                while rows
+                    .front()
+                    .is_some_and(|r| last_chance(&self.spec, side, r) <= wm)
+                {
+                    rows.pop_front();
+                }
+                match rows.front() {
+                    Some(first) => {
+                        let next = last_chance(&self.spec, side, first);
+                        self.state.expiry[side].register(next, key);
+                    }
                     None => {
                         self.state.sides[side].remove(&key);
                     }

@@ -195,6 +195,10 @@ impl Operator for ProjectOp {
         self.ttl = Some(ttl_ms);
     }
 
+    fn uses_time(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     fn kind(&self) -> &'static str {
         match self.changes.is_empty() {
             true => "projection",
