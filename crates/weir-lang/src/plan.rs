@@ -201,6 +201,18 @@ pub struct JoinSpec {
     pub residual: Option<Expr>,
     /// `LEFT SEMI JOIN`.
     pub semi: bool,
+    /// Which time a joined row has: the later of the pair's, or the side a window over the
+    /// join names (`TUMBLE(o.ts, ...)`).
+    pub time: JoinTime,
+}
+
+/// The event time of a joined row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JoinTime {
+    #[default]
+    Latest,
+    Left,
+    Right,
 }
 
 /// A `MATCH_RECOGNIZE` clause. Its output rows hold the partition columns and the measures.

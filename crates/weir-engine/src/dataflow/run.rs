@@ -58,6 +58,7 @@ pub fn rule_chain(program: &Program, rule: &Rule) -> Chain {
                 j.lower_ms,
                 j.upper_ms,
                 j.semi,
+                j.time,
             )),
         )),
         Input::Pattern(p) => ops.push((

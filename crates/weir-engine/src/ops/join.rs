@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use weir_core::{Event, Row};
-use weir_lang::plan::JoinSpec;
+use weir_lang::plan::{JoinSpec, JoinTime};
 
 use crate::operator::{judged_by, Operator, Output};
 use crate::state::{state_hooks, Key, KeyedState, Timers};
@@ -123,7 +123,12 @@ impl JoinOp {
                 row.push(Arc::from(format!("{alias}.{k}")), v.clone());
             }
         }
-        Event::new(l.ts.max(r.ts), row)
+        let ts = match spec.time {
+            JoinTime::Latest => l.ts.max(r.ts),
+            JoinTime::Left => l.ts,
+            JoinTime::Right => r.ts,
+        };
+        Event::new(ts, row)
     }
 }
 
@@ -204,11 +209,14 @@ impl Operator for JoinOp {
         }
     }
 
+    /// A row released late (a semi join's left row when its partner comes), or joined with
+    /// the earlier side's time, can lie behind the join's watermark by up to one bound: the
+    /// output watermark is held back by that bound, so such rows are not late downstream.
     fn watermark_delay(&self) -> i64 {
-        if self.spec.semi {
-            self.spec.upper_ms.max(0)
-        } else {
-            0
+        match (self.spec.semi, self.spec.time) {
+            (true, _) | (false, JoinTime::Left) => self.spec.upper_ms.max(0),
+            (false, JoinTime::Right) => (-self.spec.lower_ms).max(0),
+            (false, JoinTime::Latest) => 0,
         }
     }
 

@@ -14,6 +14,8 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Span;
 use weir_core::Value;
 
+mod clauses;
+
 use crate::diag::{closest, Diagnostic, Diagnostics, Pos};
 use crate::expr::{BinOp, Expr, Nav, PathSeg, PatternAgg, PatternRef};
 use crate::functions::{Func, FUNCTIONS};
@@ -184,6 +186,12 @@ struct Ctx {
     in_agg: bool,
     changes: Option<Vec<ChangeCall>>,
     change_partition: Option<(Vec<ast::Expr>, Pos)>,
+    /// The side of a join whose time a window over the join names.
+    window_time: Option<JoinTime>,
+    /// `FILTER (WHERE ...)` on the window of `GROUP BY` (eKuiper's filter of what enters it).
+    window_filter: Option<Expr>,
+    /// The `WINDOW name AS (...)` definitions of the rule.
+    named_windows: Vec<ast::NamedWindowDefinition>,
 }
 
 impl Ctx {
@@ -196,6 +204,9 @@ impl Ctx {
             in_agg: false,
             changes: None,
             change_partition: None,
+            window_time: None,
+            window_filter: None,
+            named_windows: Vec::new(),
         }
     }
 }
@@ -212,6 +223,17 @@ fn lit_null() -> Expr {
 impl Binder {
     fn err(&mut self, pos: impl Into<Pos>, msg: impl Into<String>, hint: impl Into<String>) {
         self.diags.push(Diagnostic::new(pos, msg).hint(hint));
+    }
+
+    /// Reports clauses weir does not implement, each by name.
+    fn refuse(&mut self, refused: Vec<clauses::Refused>) {
+        for r in refused {
+            self.err(
+                r.pos,
+                format!("{} is not supported in rules", r.clause),
+                r.hint,
+            );
+        }
     }
 
     fn lookup_stream(&self, name: &str) -> Option<StreamDef> {
@@ -453,13 +475,8 @@ impl Binder {
                 "name the output fields with AS in the SELECT list",
             );
         }
-        if query.order_by.is_some() || query.limit_clause.is_some() || query.with.is_some() {
-            self.err(
-                st.pos,
-                "ORDER BY, LIMIT and WITH do not apply to an endless stream",
-                "remove them; windows and MATCH_RECOGNIZE order by event time",
-            );
-        }
+        self.refuse(clauses::insert(ins, st.pos));
+        self.refuse(clauses::query(query, st.pos));
         let SetExpr::Select(select) = query.body.as_ref() else {
             self.err(
                 st.pos,
@@ -474,6 +491,16 @@ impl Binder {
                 "SELECT DISTINCT is not supported on streams",
                 "group by the columns with a window instead",
             );
+        }
+        self.refuse(clauses::select(select, st.pos));
+        for from in &select.from {
+            self.refuse(clauses::table(&from.relation));
+            if let TableFactor::MatchRecognize { table, .. } = &from.relation {
+                self.refuse(clauses::table(table));
+            }
+            for j in &from.joins {
+                self.refuse(clauses::table(&j.relation));
+            }
         }
         if select.from.is_empty() {
             self.err(
@@ -505,6 +532,7 @@ impl Binder {
             );
         }
         let mut ctx = Ctx::new(shape);
+        ctx.named_windows = select.named_window.clone();
         let group_by = match &select.group_by {
             GroupByExpr::Expressions(e, _) => e.clone(),
             GroupByExpr::All(_) => {
@@ -563,6 +591,15 @@ impl Binder {
                 Body::Project(p)
             }
             agg => agg,
+        };
+        let mut input = input;
+        if let (Input::Join(j), Some(time)) = (&mut input, ctx.window_time) {
+            j.time = time;
+        }
+        // A window's FILTER keeps events out of it, as WHERE does.
+        let filter = match (filter, ctx.window_filter.take()) {
+            (Some(a), Some(b)) => Some(Expr::Binary(BinOp::And, Box::new(a), Box::new(b))),
+            (a, b) => a.or(b),
         };
         self.infer_sink_time(&sink, &input, &body);
         self.program.rules.push(Rule {
@@ -816,6 +853,7 @@ impl Binder {
             upper_ms,
             residual,
             semi,
+            time: JoinTime::Latest,
         };
         Some((Input::Join(Box::new(spec)), shape))
     }
@@ -1078,6 +1116,9 @@ impl Binder {
                         );
                     }
                     window = self.bind_window(&fname, f, g, ctx);
+                    if let Some(w) = &f.filter {
+                        ctx.window_filter = Some(self.bind_expr(w, ctx));
+                    }
                     continue;
                 }
             }
@@ -1156,7 +1197,7 @@ impl Binder {
             return None;
         }
         if name != "count_window" {
-            self.check_time_arg(args[0], ctx, usage);
+            ctx.window_time = self.check_time_arg(args[0], ctx, usage);
         }
         let dur = |b: &mut Binder, e: &ast::Expr| match const_ms(e) {
             Some(ms) if ms > 0 => Some(ms),
@@ -1208,33 +1249,72 @@ impl Binder {
         })
     }
 
-    /// The first argument of a time window must be the stream's time attribute.
-    fn check_time_arg(&mut self, e: &ast::Expr, ctx: &Ctx, usage: &str) {
-        let name = match e {
-            ast::Expr::Identifier(i) => i.value.clone(),
-            ast::Expr::CompoundIdentifier(ids) => {
-                ids.last().map(|i| i.value.clone()).unwrap_or_default()
+    /// The first argument of a time window must be the stream's time attribute; over a join,
+    /// either side's (the one it names is the joined rows' time).
+    fn check_time_arg(&mut self, e: &ast::Expr, ctx: &Ctx, usage: &str) -> Option<JoinTime> {
+        let (qualifier, name) = match e {
+            ast::Expr::Identifier(i) => (None, i.value.clone()),
+            ast::Expr::CompoundIdentifier(ids) => (
+                ids.iter().rev().nth(1).map(|q| q.value.clone()),
+                ids.last().map(|i| i.value.clone()).unwrap_or_default(),
+            ),
+            ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime") => {
+                return None
             }
-            ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime") => return,
-            _ => String::new(),
+            _ => (None, String::new()),
         };
-        let ts = match &ctx.shape {
-            Shape::Single { stream, .. } => stream.timestamp.clone(),
-            Shape::Joined { left, .. } => left.0.timestamp.clone(),
-            _ => None,
+        if name.eq_ignore_ascii_case("rowtime") {
+            return None;
+        }
+        let is_ts = |s: &StreamDef| {
+            s.timestamp
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(&name))
         };
-        let ok = match &ts {
-            Some(t) => t.eq_ignore_ascii_case(&name) || name.eq_ignore_ascii_case("rowtime"),
-            None => true,
+        let (ok, time, shown) = match &ctx.shape {
+            Shape::Single { stream, .. } => (
+                stream.timestamp.is_none() || is_ts(stream),
+                None,
+                stream.timestamp.as_deref().unwrap_or("rowtime").to_owned(),
+            ),
+            Shape::Joined { left, right } => {
+                let named = |side: &(StreamDef, String)| {
+                    qualifier
+                        .as_deref()
+                        .is_none_or(|q| q.eq_ignore_ascii_case(&side.1))
+                        && is_ts(&side.0)
+                };
+                let shown = format!(
+                    "{}.{} or {}.{}",
+                    left.1,
+                    left.0.timestamp.as_deref().unwrap_or("ts"),
+                    right.1,
+                    right.0.timestamp.as_deref().unwrap_or("ts")
+                );
+                match (named(left), named(right)) {
+                    (true, false) => (true, Some(JoinTime::Left), shown),
+                    (false, true) => (true, Some(JoinTime::Right), shown),
+                    (true, true) => {
+                        self.err(
+                            span_of(e),
+                            format!("'{e}' names the time of both sides of the join"),
+                            format!("qualify it: {shown}"),
+                        );
+                        return None;
+                    }
+                    (false, false) => (false, None, shown),
+                }
+            }
+            _ => (true, None, String::new()),
         };
         if !ok || name.is_empty() {
-            let t = ts.as_deref().unwrap_or("rowtime");
             self.err(
                 span_of(e),
-                format!("windows are over the stream's time attribute, '{t}', not '{e}'"),
-                format!("write {}", usage.replace("ts", t)),
+                format!("windows are over the stream's time attribute, '{shown}', not '{e}'"),
+                format!("write {}", usage.replace("ts", &shown)),
             );
         }
+        time
     }
 
     fn bind_items(
@@ -1288,7 +1368,9 @@ impl Binder {
     }
 
     fn bind_expr(&mut self, e: &ast::Expr, ctx: &mut Ctx) -> Expr {
-        if let Some(keys) = &ctx.group_keys {
+        // A grouping key outside an aggregate is the group's key; inside one (`count(k)`,
+        // `max(k) FILTER (WHERE k = 'a')`) it is each row's value, as in any SQL.
+        if let (Some(keys), false) = (&ctx.group_keys, ctx.in_agg) {
             let text = e.to_string();
             if let Some(i) = keys.iter().position(|k| *k == text) {
                 return Expr::Slot(Aggregate::key_slot(i));
@@ -1793,6 +1875,30 @@ impl Binder {
         let star = function_has_star(f);
         let distinct = matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment == Some(ast::DuplicateTreatment::Distinct));
         let pattern_shape = matches!(ctx.shape, Shape::Pattern { .. });
+        self.refuse(clauses::function(f));
+        let aggregate = AggFunc::lookup(&name).is_some();
+        if !f.within_group.is_empty() && !name.starts_with("percentile") {
+            self.err(
+                pos,
+                format!("WITHIN GROUP does not apply to {name}()"),
+                "WITHIN GROUP (ORDER BY x) belongs to percentile_cont(p)",
+            );
+        }
+        if f.filter.is_some() && !aggregate {
+            self.err(
+                pos,
+                format!("FILTER (WHERE ...) applies to aggregates, not to {name}()"),
+                "filter rows with WHERE, or use CASE WHEN ... THEN ... END",
+            );
+        }
+        if f.over.is_some() && aggregate && !pattern_shape {
+            self.err(
+                pos,
+                format!("{name}() OVER (...) is not supported: aggregates run over a window of GROUP BY"),
+                "write GROUP BY key, SLIDING(ts, INTERVAL '10' SECOND) for an aggregate over each row's last 10 s, or COUNT_WINDOW(n, 1) over its last n rows",
+            );
+            return lit_null();
+        }
 
         if pattern_shape {
             if let Some(nav_expr) = self.bind_navigation(&name, &args, ctx, pos) {
@@ -2017,6 +2123,76 @@ impl Binder {
         }
     }
 
+    /// The `OVER` of a change function, with a named window (`OVER w ... WINDOW w AS (...)`)
+    /// resolved; an unknown name is an error.
+    fn window_spec(
+        &mut self,
+        over: Option<&ast::WindowType>,
+        ctx: &Ctx,
+        pos: Pos,
+    ) -> Option<ast::WindowSpec> {
+        let mut spec = match over? {
+            ast::WindowType::WindowSpec(s) => s.clone(),
+            ast::WindowType::NamedWindow(name) => ast::WindowSpec {
+                window_name: Some(name.clone()),
+                partition_by: Vec::new(),
+                order_by: Vec::new(),
+                window_frame: None,
+            },
+        };
+        // A named window may build on another: its PARTITION BY comes from there.
+        for _ in 0..ctx.named_windows.len() + 1 {
+            let Some(name) = spec.window_name.take() else {
+                return Some(spec);
+            };
+            let Some(def) = ctx
+                .named_windows
+                .iter()
+                .find(|d| d.0.value.eq_ignore_ascii_case(&name.value))
+            else {
+                let names: Vec<&str> = ctx
+                    .named_windows
+                    .iter()
+                    .map(|d| d.0.value.as_str())
+                    .collect();
+                self.err(
+                    name.span,
+                    format!("window '{}' is not defined", name.value),
+                    match names.is_empty() {
+                        true => {
+                            "define it after the query: WINDOW w AS (PARTITION BY key)".to_owned()
+                        }
+                        false => format!("the rule defines: {}", names.join(", ")),
+                    },
+                );
+                return None;
+            };
+            let base = match &def.1 {
+                ast::NamedWindowExpr::NamedWindow(other) => ast::WindowSpec {
+                    window_name: Some(other.clone()),
+                    partition_by: Vec::new(),
+                    order_by: Vec::new(),
+                    window_frame: None,
+                },
+                ast::NamedWindowExpr::WindowSpec(s) => s.clone(),
+            };
+            if spec.partition_by.is_empty() {
+                spec.partition_by = base.partition_by;
+            }
+            if spec.order_by.is_empty() {
+                spec.order_by = base.order_by;
+            }
+            spec.window_frame = spec.window_frame.or(base.window_frame);
+            spec.window_name = base.window_name;
+        }
+        self.err(
+            pos,
+            "named windows refer to each other in a loop",
+            "define each window once, from PARTITION BY",
+        );
+        None
+    }
+
     fn bind_change(
         &mut self,
         name: &str,
@@ -2056,7 +2232,8 @@ impl Binder {
             );
             return lit_null();
         }
-        if let Some(ast::WindowType::WindowSpec(spec)) = &f.over {
+        if let Some(spec) = self.window_spec(f.over.as_ref(), ctx, pos) {
+            self.refuse(clauses::window_spec(&spec, pos));
             match &ctx.change_partition {
                 Some((prev, _)) if *prev != spec.partition_by => {
                     self.err(
