@@ -9,6 +9,7 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use regex::Regex;
 use weir_core::Value;
 
+use crate::decimal;
 use crate::expr::{walk_path, Expr, PathSeg, Scope};
 
 macro_rules! functions {
@@ -41,8 +42,8 @@ functions! {
     Abs "abs" 1 1 "math" "absolute value";
     Ceil "ceil" 1 1 "math" "smallest integer not below x";
     Floor "floor" 1 1 "math" "largest integer not above x";
-    Round "round" 1 2 "math" "round(x [, digits]) half away from zero";
-    Trunc "trunc" 1 2 "math" "trunc(x [, digits]) towards zero";
+    Round "round" 1 2 "math" "round(x [, digits]) half away from zero, of the decimal value (round(33.035, 2) = 33.04); digits < 0 rounds to tens, hundreds, ...";
+    Trunc "trunc" 1 2 "math" "trunc(x [, digits]) towards zero, of the decimal value";
     Sqrt "sqrt" 1 1 "math" "square root";
     Cbrt "cbrt" 1 1 "math" "cube root";
     Power "power" 2 2 "math" "power(x, y) = x^y";
@@ -87,9 +88,10 @@ functions! {
     Rpad "rpad" 2 3 "string" "rpad(s, len [, fill])";
     StartsWith "starts_with" 2 2 "string" "whether s starts with a prefix";
     EndsWith "ends_with" 2 2 "string" "whether s ends with a suffix";
-    Position "position" 2 2 "string" "position(needle, s): 1-based index, 0 if absent";
+    Position "position" 2 2 "string" "position(needle IN s) or position(needle, s): 1-based index, 0 if absent (SQL; locate(needle, s) is its alias, as in Flink)";
+    StrPos "strpos" 2 2 "string" "strpos(s, needle): 1-based index, 0 if absent (PostgreSQL; instr(s, needle) and indexof(s, needle) are its aliases)";
     Reverse "reverse" 1 1 "string" "characters in reverse order";
-    Repeat "repeat" 2 2 "string" "repeat(s, n)";
+    Repeat "repeat" 2 2 "string" "repeat(s, n): s n times ('' for n < 0; null beyond 10,000 times)";
     Left "left" 2 2 "string" "first n characters";
     Right "right" 2 2 "string" "last n characters";
     Initcap "initcap" 1 1 "string" "first letter of each word upper case";
@@ -135,7 +137,8 @@ impl Func {
             "pow" => "power",
             "char_length" | "character_length" | "len" => "length",
             "substr" => "substring",
-            "indexof" | "strpos" | "instr" => "position",
+            "instr" | "indexof" => "strpos",
+            "locate" => "position",
             "json_value" | "json_query" | "json_extract" => "json_path",
             "json_array_length" | "array_length" => "cardinality",
             "iif" => "if",
@@ -168,23 +171,34 @@ impl Func {
             Ceil => keep_int(&a[0], f64::ceil),
             Floor => keep_int(&a[0], f64::floor),
             Round | Trunc => {
-                let d = int(1).unwrap_or(0) as i32;
-                if d == 0 {
-                    return keep_int(
-                        &a[0],
-                        if *self == Round {
-                            f64::round
+                let mode = match self {
+                    Round => decimal::Mode::Round,
+                    _ => decimal::Mode::Trunc,
+                };
+                let d = match a.get(1) {
+                    None => 0,
+                    Some(v) => match v.as_i64() {
+                        Some(d) => d,
+                        None => return Value::Null,
+                    },
+                };
+                match &a[0] {
+                    Value::Int(i) if d >= 0 => Value::Int(*i),
+                    Value::Int(i) => {
+                        // To tens, hundreds, ...: in integers, so large ones stay exact.
+                        let p = 10i128.checked_pow((-d).min(38) as u32).unwrap_or(i128::MAX);
+                        let half = if mode == decimal::Mode::Round {
+                            p / 2
                         } else {
-                            f64::trunc
-                        },
-                    );
+                            0
+                        };
+                        let r = (i128::from(i.unsigned_abs()) + half) / p * p;
+                        let r = if *i < 0 { -r } else { r };
+                        i64::try_from(r).map_or(Value::Float(r as f64), Value::Int)
+                    }
+                    Value::Float(x) => Value::Float(decimal::to_digits(*x, d, mode)),
+                    _ => Value::Null,
                 }
-                let p = 10f64.powi(d);
-                f(0).map(|x| {
-                    let y = x * p;
-                    Value::Float(if *self == Round { y.round() } else { y.trunc() } / p)
-                })
-                .unwrap_or_default()
             }
             Sqrt => math(f64::sqrt),
             Cbrt => math(f64::cbrt),
@@ -289,15 +303,13 @@ impl Func {
             },
             StartsWith => opt2(text(0), text(1), |s, p| Value::Bool(s.starts_with(&p))),
             EndsWith => opt2(text(0), text(1), |s, p| Value::Bool(s.ends_with(&p))),
-            Position => opt2(text(0), text(1), |needle, s| {
-                Value::Int(
-                    s.find(&needle)
-                        .map_or(0, |i| s[..i].chars().count() as i64 + 1),
-                )
-            }),
+            Position => opt2(text(0), text(1), |needle, s| index_of(&s, &needle)),
+            StrPos => opt2(text(0), text(1), |s, needle| index_of(&s, &needle)),
             Reverse => on_text(a, |s| s.chars().rev().collect()),
-            Repeat => opt2(text(0), int(1), |s, n| {
-                Value::from(s.repeat(n.clamp(0, 10_000) as usize))
+            Repeat => opt2(text(0), int(1), |s, n| match n {
+                ..0 => Value::str(""),
+                0..=MAX_REPEAT => Value::from(s.repeat(n as usize)),
+                _ => Value::Null,
             }),
             Left => opt2(text(0), int(1), |s, n| {
                 Value::from(s.chars().take(n.max(0) as usize).collect::<String>())
@@ -469,6 +481,27 @@ fn num(x: f64) -> Value {
     }
 }
 
+/// The most repetitions `repeat` makes: a bound on what one event can cost.
+const MAX_REPEAT: i64 = 10_000;
+
+/// Where `needle` first occurs in `s`, counting characters from 1; 0 if it does not.
+fn index_of(s: &str, needle: &str) -> Value {
+    Value::Int(
+        s.find(needle)
+            .map_or(0, |i| s[..i].chars().count() as i64 + 1),
+    )
+}
+
+/// Functions that share a name with one of eKuiper's but not its meaning, and why weir's
+/// means what it does. `weir functions` prints them.
+pub const EKUIPER_DIFFERENCES: &[(&str, &str)] = &[
+    ("stddev, variance, var", "the sample statistics, as in PostgreSQL, Flink and the SQL standard; eKuiper's stddev and var are the population ones: use stddev_pop and var_pop (eKuiper's stddevs and vars are weir's stddev and variance, and are accepted as their aliases)"),
+    ("indexof", "1-based, 0 when absent, as PostgreSQL's strpos; eKuiper's indexof is 0-based (subtract 1)"),
+    ("substring", "1-based start, as in SQL; eKuiper's substring counts from 0"),
+    ("lpad, rpad", "pad to a length, as in PostgreSQL and Flink (lpad('7', 3, '0') = '007'); eKuiper's add that many spaces"),
+    ("repeat", "as PostgreSQL's, but null beyond 10,000 repetitions, so that one event cannot make a result of unbounded size (eKuiper has no repeat)"),
+];
+
 fn keep_int(v: &Value, g: fn(f64) -> f64) -> Value {
     match v {
         Value::Int(i) => Value::Int(*i),
@@ -611,6 +644,53 @@ mod tests {
         assert_eq!(
             call("round", &[Value::Float(2.345), Value::Int(2)]),
             Value::Float(2.35)
+        );
+        assert_eq!(
+            call("round", &[Value::Float(33.035), Value::Int(2)]),
+            Value::Float(33.04)
+        );
+        assert_eq!(
+            call("round", &[Value::Int(1250), Value::Int(-2)]),
+            Value::Int(1300)
+        );
+        assert_eq!(
+            call("round", &[Value::Int(-1250), Value::Int(-2)]),
+            Value::Int(-1300)
+        );
+        assert_eq!(
+            call(
+                "trunc",
+                &[Value::Int(9_007_199_254_740_993), Value::Int(-1)]
+            ),
+            Value::Int(9_007_199_254_740_990)
+        );
+        assert_eq!(
+            call("round", &[Value::Int(7), Value::Int(2)]),
+            Value::Int(7)
+        );
+        let hello = [Value::str("hello"), Value::str("l")];
+        for f in ["strpos", "instr", "indexof"] {
+            assert_eq!(call(f, &hello), Value::Int(3), "{f}('hello', 'l')");
+            assert_eq!(
+                call(f, &[Value::str("hello"), Value::str("z")]),
+                Value::Int(0)
+            );
+        }
+        let l_in_hello = [Value::str("l"), Value::str("hello")];
+        for f in ["position", "locate"] {
+            assert_eq!(call(f, &l_in_hello), Value::Int(3), "{f}('l', 'hello')");
+        }
+        assert_eq!(
+            call("repeat", &[Value::str("ab"), Value::Int(2)]),
+            Value::str("abab")
+        );
+        assert_eq!(
+            call("repeat", &[Value::str("ab"), Value::Int(-1)]),
+            Value::str("")
+        );
+        assert_eq!(
+            call("repeat", &[Value::str("ab"), Value::Int(10_001)]),
+            Value::Null
         );
         assert_eq!(call("abs", &[Value::Int(-3)]), Value::Int(3));
         assert_eq!(

@@ -2,6 +2,7 @@
 //! then [`bind`] (names, types, windows, patterns) into a [`plan::Program`] that the engine runs.
 
 pub mod bind;
+pub mod decimal;
 pub mod diag;
 pub mod dialect;
 pub mod expr;

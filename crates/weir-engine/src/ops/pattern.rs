@@ -96,7 +96,7 @@ impl Matcher<'_> {
         let expired = self
             .spec
             .within_ms
-            .is_some_and(|w| self.watermark.saturating_sub(self.rows[self.start].ts) > w);
+            .is_some_and(|w| self.watermark >= expires_at(self.rows[self.start].ts, w));
         if expired {
             self.expired.set(true);
             Step::Fail
@@ -113,7 +113,7 @@ impl Matcher<'_> {
             false => self.rows[self.looked_at.get()].ts,
         };
         let expiry = match (self.expired.get(), self.spec.within_ms) {
-            (true, Some(w)) => self.rows[self.start].ts.saturating_add(w).saturating_add(1),
+            (true, Some(w)) => expires_at(self.rows[self.start].ts, w),
             _ => i64::MIN,
         };
         rows.max(expiry)
@@ -148,7 +148,8 @@ impl Matcher<'_> {
                 }
                 self.looked_at.set(self.looked_at.get().max(i));
                 if let Some(w) = self.spec.within_ms {
-                    if self.rows[i].ts - self.rows[self.start].ts > w {
+                    // As Flink: the last row comes less than the bound after the first.
+                    if self.rows[i].ts - self.rows[self.start].ts >= w {
                         return Step::Fail;
                     }
                 }
@@ -220,6 +221,12 @@ impl Matcher<'_> {
             }
         }
     }
+}
+
+/// The watermark at which an attempt that started at `start` can take no more rows: a row must
+/// come less than `within` after the first, and rows yet to come are later than the watermark.
+fn expires_at(start: i64, within: i64) -> i64 {
+    start.saturating_add(within).saturating_sub(1)
 }
 
 /// What `DEFINE` and `MEASURES` expressions see.
@@ -388,8 +395,7 @@ impl Definition {
             part.start -= drop;
         }
         let waiting = part.rows.get(part.start)?;
-        spec.within_ms
-            .map(|w| waiting.ts.saturating_add(w).saturating_add(1))
+        spec.within_ms.map(|w| expires_at(waiting.ts, w))
     }
 }
 

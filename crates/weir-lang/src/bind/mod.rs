@@ -1024,6 +1024,16 @@ impl Binder {
         pos: Pos,
     ) -> Pattern {
         let mut symbol = |b: &mut Binder, s: &MatchRecognizeSymbol| match s {
+            MatchRecognizeSymbol::Named(id)
+                if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("not") =>
+            {
+                b.err(
+                    id.span,
+                    "absent events (PATTERN (A NOT B)) are not supported yet",
+                    "match what does happen; to find a missing event, window the stream and look for count(*) = 0 with HAVING",
+                );
+                Pattern::Concat(Vec::new())
+            }
             MatchRecognizeSymbol::Named(id) => {
                 let idx = symbols
                     .iter()
@@ -1056,6 +1066,22 @@ impl Binder {
                     .collect(),
             ),
             MatchRecognizePattern::Group(g) => self.bind_pattern_expr(g, symbols, pos),
+            // `A+?` parses as `(A+)?` without the parentheses: a reluctant `A+`.
+            MatchRecognizePattern::Repetition(inner, RepetitionQuantifier::AtMostOne)
+                if matches!(**inner, MatchRecognizePattern::Repetition(..)) =>
+            {
+                match self.bind_pattern_expr(inner, symbols, pos) {
+                    Pattern::Repeat {
+                        inner, min, max, ..
+                    } => Pattern::Repeat {
+                        inner,
+                        min,
+                        max,
+                        greedy: false,
+                    },
+                    other => other,
+                }
+            }
             MatchRecognizePattern::Repetition(inner, q) => {
                 let inner = Box::new(self.bind_pattern_expr(inner, symbols, pos));
                 let (min, max) = match q {
@@ -2103,6 +2129,13 @@ impl Binder {
             );
             return Some(lit_null());
         };
+        if name == "prev" && offset > MAX_PREV {
+            self.err(
+                pos,
+                format!("PREV reaches back at most {MAX_PREV} rows, not {offset}"),
+                "each partition keeps that many rows before a match for PREV; compare with an aggregate such as avg(A.x) for longer histories",
+            );
+        }
         match self.bind_expr(arg, ctx) {
             Expr::Pattern(mut r) => {
                 r.nav = match name {
@@ -2303,6 +2336,9 @@ impl Binder {
         }
     }
 }
+
+/// How far back `PREV` may reach: every partition keeps that many rows before its match.
+const MAX_PREV: usize = 1000;
 
 /// Aggregate slots are numbered from this mark while binding and shifted past the keys after.
 const AGG_MARK: usize = 1 << 20;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use weir_lang::functions::FUNCTIONS;
+use weir_lang::functions::{EKUIPER_DIFFERENCES, FUNCTIONS};
 
 /// Lists the built-in scalar functions with their arity and a description.
 #[derive(Args)]
@@ -29,5 +29,11 @@ pub fn run(a: FunctionsArgs) -> Result<ExitCode, String> {
     println!(
         "per key      changed(x) lag(x [, n [, default]]) delta(x)  [OVER (PARTITION BY ...)]"
     );
+    if a.category.is_none() {
+        println!("\nNamesakes of eKuiper's functions that mean something else here, and why:");
+        for (names, why) in EKUIPER_DIFFERENCES {
+            println!("  {names}: {why}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
