@@ -31,9 +31,44 @@ impl Format {
     }
 }
 
+/// How CSV is read, from a stream's `delimiter` and `header` options: files and messages
+/// alike. Without `header`, the first record names the columns.
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    pub header: Option<Vec<Arc<str>>>,
+}
+
+impl CsvOptions {
+    pub fn from_options(
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let delimiter = match options.get("delimiter").map(String::as_str) {
+            None => b',',
+            Some("\\t") | Some("tab") => b'\t',
+            Some(d) if d.len() == 1 => d.as_bytes()[0],
+            Some(d) => {
+                return Err(format!(
+                    "option 'delimiter' must be one character (or '\\t'), not '{d}'"
+                ))
+            }
+        };
+        let header = options.get("header").map(|h| {
+            h.split(delimiter as char)
+                .map(|c| intern(c.trim()))
+                .collect()
+        });
+        Ok(CsvOptions { delimiter, header })
+    }
+}
+
+/// The UTF-8 byte-order mark some editors put at the start of a file.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Decodes one JSON line into a row. Flat objects of plain scalars, the usual sensor event,
 /// take a fast path; anything else (nesting, escapes, odd numbers, errors) the full parser.
 pub fn decode_json(line: &[u8]) -> Result<Row, String> {
+    let line = line.strip_prefix(BOM).unwrap_or(line);
     match flat_object(line) {
         Some(row) => Ok(row),
         None => parse_json_row(line),
@@ -176,9 +211,8 @@ pub fn decode_csv(header: &[Arc<str>], record: &csv::StringRecord) -> Result<Row
 #[derive(Debug, Clone)]
 pub struct MessageDecoder {
     format: Format,
-    /// CSV column names: the `header` option, else the first message.
-    header: Option<Vec<Arc<str>>>,
-    delimiter: u8,
+    /// The CSV options; without a `header`, the first message names the columns.
+    csv: CsvOptions,
 }
 
 impl MessageDecoder {
@@ -200,20 +234,9 @@ impl MessageDecoder {
                 ))
             }
         };
-        let delimiter = match options.get("delimiter").map(String::as_bytes) {
-            None => b',',
-            Some([d]) => *d,
-            Some(_) => return Err("option 'delimiter' must be one character".to_owned()),
-        };
-        let header = options.get("header").map(|h| {
-            h.split(delimiter as char)
-                .map(|c| intern(c.trim()))
-                .collect()
-        });
         Ok(MessageDecoder {
             format,
-            header,
-            delimiter,
+            csv: CsvOptions::from_options(options)?,
         })
     }
 
@@ -246,13 +269,13 @@ impl MessageDecoder {
             Format::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
                     .has_headers(false)
-                    .delimiter(self.delimiter)
+                    .delimiter(self.csv.delimiter)
                     .from_reader(payload);
                 for record in reader.records() {
-                    match (record, &self.header) {
+                    match (record, &self.csv.header) {
                         (Err(e), _) => out.push(Err(e.to_string())),
                         (Ok(r), Some(h)) => out.push(decode_csv(h, &r)),
-                        (Ok(r), None) => self.header = Some(r.iter().map(intern).collect()),
+                        (Ok(r), None) => self.csv.header = Some(r.iter().map(intern).collect()),
                     }
                 }
             }

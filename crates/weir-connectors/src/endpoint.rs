@@ -49,10 +49,7 @@ impl Endpoint {
             "amqp" => Endpoint::Amqp(AmqpConfig::from_opts(stream, &mut o)),
             "nats" => Endpoint::Nats(NatsConfig::from_opts(stream, &mut o)),
             "http" => Endpoint::Http(HttpConfig::from_opts(&mut o)),
-            "file" => match FileConfig::new(
-                o.required("path"),
-                options.get("format").map(String::as_str),
-            ) {
+            "file" => match FileConfig::new(o.required("path"), options, None) {
                 Ok(c) => Endpoint::File(c),
                 Err(e) => {
                     o.problems.push(e.to_string());

@@ -9,5 +9,5 @@ pub mod value;
 
 pub use error::{Blame, Classify};
 pub use event::{Event, Row};
-pub use time::{parse_duration, Clock, ManualClock, SystemClock};
+pub use time::{parse_duration, Clock, ManualClock, SystemClock, EVENT_TIME_RANGE};
 pub use value::{parse_json_row, Value};

@@ -13,6 +13,11 @@ pub trait Clock: Send + Sync {
     }
 }
 
+/// The event times weir takes: the years 1 to 9999 (UTC), in epoch milliseconds. Every time
+/// and window bound within stays far from `i64`'s ends, so window arithmetic cannot overflow.
+pub const EVENT_TIME_RANGE: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000..=253_402_300_799_999;
+
 /// The wall clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;

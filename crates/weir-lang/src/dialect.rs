@@ -2,7 +2,10 @@
 //! Flink-style `CREATE TABLE ... WITH ('key' = 'value')`, both parsed by the statement hook.
 
 use sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
-use sqlparser::ast::{CreateTableOptions, Ident, SqlOption, Statement};
+use sqlparser::ast::{
+    BinaryOperator, ColumnDef, ColumnOption, ColumnOptionDef, CreateTableOptions, DataType, Expr,
+    GeneratedAs, GeneratedExpressionMode, Ident, SqlOption, Statement, Value,
+};
 use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -50,16 +53,16 @@ impl Dialect for WeirDialect {
     }
 }
 
-/// `[IF NOT EXISTS] name [(col type, ...)] [WITH (key = value, ...)]`, after `CREATE STREAM`.
+/// `[IF NOT EXISTS] name [(element, ...)] [WITH (key = value, ...)]`, after `CREATE STREAM`.
 fn parse_create_stream(p: &mut Parser) -> Result<Statement, ParserError> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = p.parse_object_name(false)?;
+    let mut options = Vec::new();
     let columns = if p.peek_token_ref().token == Token::LParen {
-        p.parse_columns()?.0
+        parse_elements(p, &mut options)?
     } else {
         Vec::new()
     };
-    let mut options = Vec::new();
     if p.parse_keyword(Keyword::WITH) {
         p.expect_token(&Token::LParen)?;
         loop {
@@ -92,4 +95,107 @@ fn parse_create_stream(p: &mut Parser) -> Result<Statement, ParserError> {
             .table_options(CreateTableOptions::With(options))
             .build(),
     ))
+}
+
+fn word_is(t: &Token, w: &str) -> bool {
+    matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(w))
+}
+
+/// The parenthesised elements of a stream: columns `name TYPE [NOT NULL]`, computed columns
+/// `name AS expression` (kept as a generated column), and Flink's `WATERMARK FOR col AS col -
+/// INTERVAL ...`, which becomes the `timestamp` and `watermark` options.
+fn parse_elements(
+    p: &mut Parser,
+    options: &mut Vec<SqlOption>,
+) -> Result<Vec<ColumnDef>, ParserError> {
+    p.expect_token(&Token::LParen)?;
+    let mut columns = Vec::new();
+    if p.consume_token(&Token::RParen) {
+        return Ok(columns);
+    }
+    loop {
+        let [first, second] = p.peek_tokens_with_location::<2>();
+        if word_is(&first.token, "watermark")
+            && matches!(&second.token, Token::Word(w) if w.keyword == Keyword::FOR)
+        {
+            p.next_token();
+            p.next_token();
+            let column = p.parse_identifier()?;
+            p.expect_keyword(Keyword::AS)?;
+            let expr = p.parse_expr()?;
+            let delay = watermark_delay(&column, &expr).ok_or_else(|| {
+                ParserError::ParserError(format!(
+                    "WATERMARK FOR {column} AS {expr}: weir reads the form WATERMARK FOR {column} AS {column} - INTERVAL '2' SECOND (events up to that late are in order) at Line: {}, Column: {}",
+                    first.span.start.line, first.span.start.column
+                ))
+            })?;
+            let at = |s: &str| Ident::with_span(first.span, s);
+            options.push(SqlOption::KeyValue {
+                key: at("timestamp"),
+                value: Expr::value(Value::SingleQuotedString(column.value.clone())),
+            });
+            options.push(SqlOption::KeyValue {
+                key: at("watermark"),
+                value: delay,
+            });
+        } else if matches!(&second.token, Token::Word(w) if w.keyword == Keyword::AS)
+            && matches!(&first.token, Token::Word(_))
+        {
+            let name = p.parse_identifier()?;
+            p.expect_keyword(Keyword::AS)?;
+            let expr = p.parse_expr()?;
+            columns.push(ColumnDef {
+                name,
+                data_type: DataType::Unspecified,
+                options: vec![ColumnOptionDef {
+                    name: None,
+                    option: ColumnOption::Generated {
+                        generated_as: GeneratedAs::ExpStored,
+                        sequence_options: None,
+                        generation_expr: Some(expr),
+                        generation_expr_mode: Some(GeneratedExpressionMode::Virtual),
+                        generated_keyword: false,
+                    },
+                }],
+            });
+        } else if [
+            "primary",
+            "constraint",
+            "unique",
+            "foreign",
+            "check",
+            "period",
+        ]
+        .iter()
+        .any(|w| word_is(&first.token, w))
+        {
+            return Err(ParserError::ParserError(format!(
+                "{} constraints are not supported on streams at Line: {}, Column: {}",
+                first.token, first.span.start.line, first.span.start.column
+            )));
+        } else {
+            columns.push(p.parse_column_def()?);
+        }
+        if p.consume_token(&Token::Comma) {
+            continue;
+        }
+        p.expect_token(&Token::RParen)?;
+        return Ok(columns);
+    }
+}
+
+/// The bounded out-of-orderness of `WATERMARK FOR col AS col [- INTERVAL ...]`, as the
+/// interval (zero for `col` alone).
+fn watermark_delay(column: &Ident, expr: &Expr) -> Option<Expr> {
+    let same =
+        |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&column.value));
+    match expr {
+        e if same(e) => Some(Expr::value(Value::SingleQuotedString("0 ms".into()))),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Minus,
+            right,
+        } if same(left) && matches!(**right, Expr::Interval(_)) => Some((**right).clone()),
+        _ => None,
+    }
 }

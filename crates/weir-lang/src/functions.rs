@@ -109,6 +109,7 @@ functions! {
     DayOfYear "dayofyear" 1 1 "time" "day of year 1..366";
     DateFormat "date_format" 2 2 "time" "date_format(ts, '%Y-%m-%d %H:%M:%S') with strftime patterns";
     ToTimestamp "to_timestamp" 1 2 "time" "to_timestamp(text [, strftime format]) -> epoch ms";
+    ToTimestampLtz "to_timestamp_ltz" 1 2 "time" "to_timestamp_ltz(epoch [, precision]): epoch seconds (precision 0), milliseconds (3, the default), microseconds (6) or nanoseconds (9) as a timestamp (Flink)";
     FromUnixtime "from_unixtime" 1 1 "time" "epoch seconds -> ISO-8601 text";
     UnixTimestamp "unix_timestamp" 1 1 "time" "timestamp -> epoch seconds";
     DateTrunc "date_trunc" 2 2 "time" "date_trunc('minute', ts): start of the unit containing ts";
@@ -387,6 +388,24 @@ impl Func {
                 (Value::Str(s), None) => parse_timestamp(s).map(Value::Int).unwrap_or_default(),
                 (v, _) => v.as_i64().map(Value::Int).unwrap_or_default(),
             },
+            ToTimestampLtz => {
+                let scale = match int(1).unwrap_or(3) {
+                    0 => 1000.0,
+                    3 => 1.0,
+                    6 => 1e-3,
+                    9 => 1e-6,
+                    _ => return Value::Null,
+                };
+                match &a[0] {
+                    Value::Int(i) if scale == 1.0 => Value::Int(*i),
+                    v => v
+                        .as_f64()
+                        .map(|x| (x * scale).floor())
+                        .filter(|ms| weir_core::EVENT_TIME_RANGE.contains(&(*ms as i64)))
+                        .map(|ms| Value::Int(ms as i64))
+                        .unwrap_or_default(),
+                }
+            }
             FromUnixtime => f(0)
                 .and_then(|s| DateTime::from_timestamp_millis((s * 1000.0) as i64))
                 .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))

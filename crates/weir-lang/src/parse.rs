@@ -21,6 +21,8 @@ pub struct ParsedStatement {
 
 /// Parses every statement of a rule file; the diagnostics name every statement that failed.
 pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
+    // A byte-order mark (some editors write one) is not part of the first statement.
+    let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     let dialect = WeirDialect::default();
     let mut diags = Vec::new();
     let tokens = tokenize(&dialect, source, &mut diags);
@@ -252,6 +254,13 @@ mod tests {
         assert_eq!(diags.len(), 2);
         assert_eq!(diags[0].pos.line, 2);
         assert_eq!(diags[1].pos.line, 4);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_text() {
+        let (stmts, diags) = parse("\u{feff}CREATE STREAM s (a INT) WITH (timestamp = 'a');");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(stmts.len(), 1);
     }
 
     #[test]

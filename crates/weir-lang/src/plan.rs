@@ -53,6 +53,9 @@ pub struct StreamDef {
     pub received_at: Option<Arc<str>>,
     /// `sent_at`: the field that gets the time (epoch ns) a rule's result is handed to its sinks.
     pub sent_at: Option<Arc<str>>,
+    /// Computed columns (`rt AS TO_TIMESTAMP_LTZ(ts, 3)`), set on each event as it comes in,
+    /// in order, after the declared columns are converted.
+    pub computed: Vec<(Arc<str>, Expr)>,
     /// Connector and format options, kept as written for the connectors.
     pub options: BTreeMap<String, String>,
     /// False for streams that exist only because a rule writes to them.
@@ -73,6 +76,7 @@ impl StreamDef {
             arrival_order: false,
             received_at: None,
             sent_at: None,
+            computed: Vec::new(),
             options: BTreeMap::new(),
             declared: false,
             pos: Pos::default(),
@@ -91,6 +95,8 @@ impl StreamDef {
 pub struct Column {
     pub name: Arc<str>,
     pub ty: DataType,
+    /// `NOT NULL`: a record without a value for it is a dead letter.
+    pub not_null: bool,
 }
 
 /// One `INSERT INTO sink SELECT ...`.

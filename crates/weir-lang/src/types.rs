@@ -53,6 +53,61 @@ impl DataType {
         )
     }
 
+    /// An input value for a column of this type, converted only where nothing is lost: a
+    /// number that does not fit (`1.5` or `1e20` for a BIGINT, a time outside the years 1 to
+    /// 9999) is refused with the reason, so the record goes to the dead letters rather than in
+    /// with another value. `CAST` converts more freely ([`DataType::cast`]).
+    pub fn accept(&self, v: &Value) -> Result<Value, String> {
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        let whole = |f: f64, what: &str| -> Result<i64, String> {
+            if !f.is_finite() || f.fract() != 0.0 {
+                Err(format!("{f} is not a whole number, as a {what} must be"))
+            } else if f.abs() >= 9_223_372_036_854_775_808.0 {
+                Err(format!("{f} does not fit a {what} (64-bit)"))
+            } else {
+                Ok(f as i64)
+            }
+        };
+        let number = |s: &str| -> Option<f64> { s.trim().parse::<f64>().ok() };
+        match (self, v) {
+            (DataType::BigInt, Value::Float(f)) => whole(*f, "BIGINT").map(Value::Int),
+            (DataType::BigInt, Value::Str(s)) => match s.trim().parse::<i64>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) => match number(s) {
+                    Some(f) => whole(f, "BIGINT").map(Value::Int),
+                    None => self.cast(v),
+                },
+            },
+            (DataType::Double, _)
+                if !self
+                    .cast(v)
+                    .is_ok_and(|c| c.as_f64().is_some_and(f64::is_finite)) =>
+            {
+                self.cast(v)?;
+                Err(format!("{v} is not a finite number"))
+            }
+            (DataType::Timestamp, _) => {
+                let t = match v {
+                    Value::Float(f) => whole(*f, "TIMESTAMP (epoch milliseconds)")?,
+                    other => match self.cast(other)? {
+                        Value::Int(t) => t,
+                        _ => return Err(format!("{v} is not a time")),
+                    },
+                };
+                if weir_core::EVENT_TIME_RANGE.contains(&t) {
+                    Ok(Value::Int(t))
+                } else {
+                    Err(format!(
+                        "{t} ms lies outside the years 1 to 9999 that a TIMESTAMP covers"
+                    ))
+                }
+            }
+            _ => self.cast(v),
+        }
+    }
+
     /// Converts a value to this type; `Err` with the reason when it cannot be.
     pub fn cast(&self, v: &Value) -> Result<Value, String> {
         if v.is_null() {
@@ -126,6 +181,34 @@ mod tests {
             Ok(Value::Int(1_700_000_000_000))
         );
         assert!(DataType::BigInt.cast(&Value::str("x")).is_err());
+        // Input is taken only where nothing is lost.
+        assert_eq!(
+            DataType::BigInt.accept(&Value::Float(3.0)),
+            Ok(Value::Int(3))
+        );
+        assert!(DataType::BigInt
+            .accept(&Value::Float(1.5))
+            .unwrap_err()
+            .contains("whole"));
+        assert!(DataType::BigInt
+            .accept(&Value::Float(1e20))
+            .unwrap_err()
+            .contains("fit"));
+        assert!(DataType::BigInt.accept(&Value::str("1.5")).is_err());
+        assert_eq!(
+            DataType::BigInt.accept(&Value::str(" 42 ")),
+            Ok(Value::Int(42))
+        );
+        assert!(DataType::Timestamp
+            .accept(&Value::Int(i64::MIN))
+            .unwrap_err()
+            .contains("9999"));
+        assert!(DataType::Double.accept(&Value::str("NaN")).is_err());
+        assert_eq!(
+            DataType::Double.accept(&Value::Int(2)),
+            Ok(Value::Float(2.0))
+        );
+        assert_eq!(DataType::Timestamp.accept(&Value::Null), Ok(Value::Null));
         assert_eq!(DataType::from_sql("varchar(20)"), Some(DataType::String));
         assert_eq!(DataType::from_sql("blob"), None);
     }

@@ -222,8 +222,8 @@ fn records_over_the_size_limit_are_dead_letters() {
 #[test]
 fn late_events_are_written_with_their_reason() {
     let late = tmp("late.jsonl");
-    // Watermarks advance once per batch (1024 events), so the late event comes a batch later.
-    let on_time = "{\"sensor_id\":1,\"ts\":1700000005000,\"value\":1,\"flag\":true}\n".repeat(1100);
+    // Each event is judged by the watermark of the events before it, in whatever batch.
+    let on_time = "{\"sensor_id\":1,\"ts\":1700000005000,\"value\":1,\"flag\":true}\n".repeat(3);
     let input = on_time + "{\"sensor_id\":1,\"ts\":1700000001000,\"value\":2,\"flag\":true}\n";
     let o = weir(
         &[
@@ -949,4 +949,100 @@ fn bench_debs_measures_the_whole_case() {
     assert_eq!(samples("delivery"), messages, "{out}");
     assert!(samples("turnaround") > 0, "{out}");
     assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+}
+
+/// Input values that do not fit their declared type are dead letters with the reason, never
+/// taken in with another value; a byte-order mark before the first line of a file (or of the
+/// rule file) is not part of it; a CSV stream's `delimiter` and `header` options hold for
+/// files too.
+#[test]
+fn values_that_do_not_fit_their_type_are_dead_letters_and_files_are_read_as_declared() {
+    let rules = tmp("types.sql");
+    std::fs::write(
+        &rules,
+        "\u{feff}CREATE STREAM s (id BIGINT NOT NULL, ts TIMESTAMP, v DOUBLE) WITH (timestamp = 'ts');
+         CREATE STREAM c (id BIGINT, ts BIGINT, v DOUBLE) WITH (timestamp = 'ts', format = 'csv', delimiter = ';', header = 'id;ts;v');
+         INSERT INTO out_s SELECT id, ts, v FROM s;
+         INSERT INTO out_c SELECT id, ts, v FROM c;",
+    )
+    .unwrap();
+    let input = tmp("types.jsonl");
+    std::fs::write(
+        &input,
+        [
+            "\u{feff}{\"id\":1,\"ts\":1000,\"v\":1.5}",
+            "{\"id\":1.5,\"ts\":1001,\"v\":1}",
+            "{\"id\":100000000000000000000,\"ts\":1002,\"v\":1}",
+            "{\"id\":\"7.25\",\"ts\":1003,\"v\":1}",
+            "{\"id\":4,\"ts\":-9223372036854775808,\"v\":1}",
+            "{\"ts\":1005,\"v\":1}",
+            "{\"id\":6,\"ts\":1006,\"v\":\"NaN\"}",
+            "{\"id\":7,\"ts\":\"1970-01-01T00:00:01.007Z\",\"v\":2}",
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let csv = tmp("types.csv");
+    std::fs::write(&csv, "1;2000;0.5\n2;2001;x\n3;2002;1.5\n").unwrap();
+    let (out_s, out_c, dead) = (
+        tmp("out_s.jsonl"),
+        tmp("out_c.jsonl"),
+        tmp("dead_types.jsonl"),
+    );
+    let o = weir(
+        &[
+            "run",
+            rules.to_str().unwrap(),
+            "--input",
+            &format!("s={}", input.display()),
+            "--input",
+            &format!("c={}", csv.display()),
+            "--output",
+            &format!("out_s={}", out_s.display()),
+            "--output",
+            &format!("out_c={}", out_c.display()),
+            "--dead-letter",
+            dead.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ids = |p: &Path| -> Vec<i64> {
+        let mut v: Vec<i64> = json_lines(&std::fs::read_to_string(p).unwrap())
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&out_s), [1, 7], "only the records that fit");
+    assert_eq!(
+        ids(&out_c),
+        [1, 3],
+        "the CSV file read with ';' and the declared header"
+    );
+    let dead = json_lines(&std::fs::read_to_string(&dead).unwrap());
+    let reason = |line: i64, stream: &str| -> String {
+        dead.iter()
+            .find(|d| d["line"] == line && d["stream"] == stream)
+            .unwrap_or_else(|| panic!("no dead letter for {stream} line {line}: {dead:?}"))
+            ["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        reason(2, "s").contains("1.5 is not a whole number"),
+        "{dead:?}"
+    );
+    assert!(reason(3, "s").contains("does not fit a BIGINT"), "{dead:?}");
+    assert!(
+        reason(4, "s").contains("7.25 is not a whole number"),
+        "{dead:?}"
+    );
+    assert!(reason(5, "s").contains("years 1 to 9999"), "{dead:?}");
+    assert!(reason(6, "s").contains("NOT NULL"), "{dead:?}");
+    assert!(reason(7, "s").contains("not a finite number"), "{dead:?}");
+    assert!(reason(2, "c").contains("cannot cast"), "{dead:?}");
+    assert_eq!(dead.len(), 7, "{dead:?}");
 }

@@ -8,7 +8,9 @@ mod source;
 pub use sink::FileSink;
 pub use source::{FileSource, SourceStats};
 
-use crate::codec::Format;
+use std::collections::BTreeMap;
+
+use crate::codec::{CsvOptions, Format};
 use crate::ConnectorError;
 
 /// Where a file connector reads or writes, checked before anything runs.
@@ -17,18 +19,32 @@ pub struct FileConfig {
     /// A path, or `-` for stdin / stdout.
     pub path: String,
     pub format: Format,
+    pub csv: CsvOptions,
 }
 
 impl FileConfig {
-    pub fn new(path: &str, format_option: Option<&str>) -> Result<FileConfig, ConnectorError> {
+    /// A file of a stream with these `options` (`format`, `delimiter`, `header`); `format`
+    /// overrides the stream's format.
+    pub fn new(
+        path: &str,
+        options: &BTreeMap<String, String>,
+        format: Option<&str>,
+    ) -> Result<FileConfig, ConnectorError> {
         if path.is_empty() {
             return Err(ConnectorError::Config("a file path is empty".into()));
         }
-        let format = Format::choose(format_option, path).map_err(ConnectorError::Config)?;
+        let chosen = format.or(options.get("format").map(String::as_str));
+        let format = Format::choose(chosen, path).map_err(ConnectorError::Config)?;
         Ok(FileConfig {
             path: path.to_owned(),
             format,
+            csv: CsvOptions::from_options(options).map_err(ConnectorError::Config)?,
         })
+    }
+
+    /// A JSON-lines file of results.
+    pub fn json(path: &str) -> Result<FileConfig, ConnectorError> {
+        FileConfig::new(path, &BTreeMap::new(), Some("json"))
     }
 
     pub fn is_std(&self) -> bool {

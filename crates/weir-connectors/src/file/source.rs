@@ -74,17 +74,23 @@ impl FileSource {
                 };
                 let mut rdr = csv::ReaderBuilder::new()
                     .flexible(true)
+                    .delimiter(config.csv.delimiter)
+                    .has_headers(config.csv.header.is_none())
                     .from_reader(self.reader);
-                let header: Vec<Arc<str>> = rdr
-                    .headers()
-                    .map_err(|e| config.io_error(std::io::Error::other(e)))?
-                    .iter()
-                    .map(Arc::from)
-                    .collect();
+                let header: Vec<Arc<str>> = match &config.csv.header {
+                    Some(h) => h.clone(),
+                    None => rdr
+                        .headers()
+                        .map_err(|e| config.io_error(std::io::Error::other(e)))?
+                        .iter()
+                        .map(Arc::from)
+                        .collect(),
+                };
+                let first = if config.csv.header.is_some() { 1 } else { 2 };
                 let mut records = 0;
                 for (i, rec) in rdr.records().enumerate() {
                     records += 1;
-                    let line = i as u64 + 2;
+                    let line = i as u64 + first;
                     match rec {
                         Ok(r) => {
                             if let Err(reason) =

@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use weir_core::{Clock, Event, Row, Value};
+use weir_core::{Clock, Event, Row, Value, EVENT_TIME_RANGE};
+use weir_lang::expr::Expr;
 use weir_lang::functions::parse_timestamp;
 use weir_lang::plan::{Column, Program, StreamDef, TimeMode};
+use weir_lang::types::DataType;
 
 use super::channel::{Msg, Publisher};
 
@@ -14,10 +16,11 @@ use super::channel::{Msg, Publisher};
 pub(super) fn timestamp_of(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
-        Value::Float(f) if f.is_finite() => Some(*f as i64),
+        Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => Some(*f as i64),
         Value::Str(s) => parse_timestamp(s),
         _ => None,
     }
+    .filter(|t| EVENT_TIME_RANGE.contains(t))
 }
 
 /// Turns a row of an outside stream into an event: converts declared columns to their types and
@@ -83,6 +86,14 @@ impl Stamp {
     pub(super) fn new(program: &Program, def: StreamDef, clock: Arc<dyn Clock>) -> Stamp {
         let pruning = fields_read(program, &def.name).map(|mut f| {
             f.extend(def.timestamp.clone());
+            // What computed columns read comes in too (they are computed after the pruning).
+            for (_, e) in &def.computed {
+                e.clone().walk_mut(&mut |x| {
+                    if let Expr::Field(n) = x {
+                        f.insert(n.clone());
+                    }
+                });
+            }
             Arc::new(Pruning::new(f, def.columns.as_deref().unwrap_or_default()))
         });
         let received_at = def
@@ -100,12 +111,22 @@ impl Stamp {
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
         let cast = |c: &Column, v: &mut Value| -> Result<(), String> {
-            if !c.ty.holds(v) {
-                *v = c.ty.cast(v).map_err(|e| format!("field {}: {e}", c.name))?;
+            if !c.ty.holds(v) || c.ty == DataType::Timestamp {
+                *v =
+                    c.ty.accept(v)
+                        .map_err(|e| format!("field {}: {e}", c.name))?;
             }
             Ok(())
         };
         let cols = self.def.columns.as_deref().unwrap_or_default();
+        for c in cols.iter().filter(|c| c.not_null) {
+            if row.get(&c.name).is_none_or(Value::is_null) {
+                return Err(format!(
+                    "field {} is NOT NULL, and the record has no value for it",
+                    c.name
+                ));
+            }
+        }
         match &self.pruning {
             // One pass: every declared column is still checked, then unread fields go.
             Some(p) => {
@@ -127,13 +148,17 @@ impl Stamp {
                 }
             }
         }
+        for (name, e) in &self.def.computed {
+            let v = e.eval(&row);
+            row.set(name, v);
+        }
         if let Some(field) = &self.received_at {
             row.set(field, Value::Int(self.clock.now_ns()));
         }
         let ts = match (self.def.time, &self.def.timestamp) {
             (TimeMode::Event, Some(col)) => match row.get(col) {
                 None | Some(Value::Null) => return Err(format!("missing timestamp field '{col}'")),
-                Some(v) => timestamp_of(v).ok_or_else(|| format!("timestamp field '{col}' holds {v}, not epoch milliseconds or ISO-8601 text"))?,
+                Some(v) => timestamp_of(v).ok_or_else(|| format!("timestamp field '{col}' holds {v}, not epoch milliseconds or ISO-8601 text of the years 1 to 9999"))?,
             },
             _ => self.clock.now_ms(),
         };

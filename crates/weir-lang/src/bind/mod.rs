@@ -241,7 +241,7 @@ impl Binder {
     }
 
     fn create_stream(&mut self, ct: &CreateTable, pos: Pos) {
-        let name = ct.name.to_string();
+        let name = object_name(&ct.name);
         if let Some(i) = self
             .program
             .streams
@@ -264,12 +264,33 @@ impl Binder {
         def.pos = pos;
         if !ct.columns.is_empty() {
             let mut cols = Vec::new();
+            let mut computed = Vec::new();
             for c in &ct.columns {
+                let mut not_null = false;
+                for o in &c.options {
+                    match &o.option {
+                        ast::ColumnOption::NotNull => not_null = true,
+                        ast::ColumnOption::Null => {}
+                        ast::ColumnOption::Generated {
+                            generation_expr: Some(e),
+                            ..
+                        } => computed.push((c.name.clone(), e.clone())),
+                        other => self.err(
+                            c.name.span,
+                            format!("column option {other} is not supported on streams"),
+                            "columns take a type and NOT NULL; computed columns are written name AS expression",
+                        ),
+                    }
+                }
+                if computed.last().is_some_and(|(n, _)| *n == c.name) {
+                    continue;
+                }
                 let ty_text = c.data_type.to_string();
                 match DataType::from_sql(&ty_text) {
                     Some(ty) => cols.push(Column {
                         name: Arc::from(c.name.value.as_str()),
                         ty,
+                        not_null,
                     }),
                     None => self.err(
                         c.name.span,
@@ -278,6 +299,22 @@ impl Binder {
                     ),
                 }
             }
+            // Computed columns see the declared ones (and those computed before them).
+            for (n, e) in computed {
+                def.columns = Some(cols.clone());
+                let mut ctx = Ctx::new(Shape::Single {
+                    stream: def.clone(),
+                    alias: None,
+                });
+                let bound = self.bind_expr(&e, &mut ctx);
+                let name: Arc<str> = Arc::from(n.value.as_str());
+                cols.push(Column {
+                    name: name.clone(),
+                    ty: DataType::Any,
+                    not_null: false,
+                });
+                def.computed.push((name, bound));
+            }
             def.columns = Some(cols);
         }
         let options = match &ct.table_options {
@@ -285,11 +322,20 @@ impl Binder {
             _ => Vec::new(),
         };
         let mut time_set = None;
+        let mut given = std::collections::BTreeSet::new();
         for opt in &options {
             let SqlOption::KeyValue { key, value } = opt else {
                 continue;
             };
             let k = key.value.to_ascii_lowercase();
+            if !given.insert(k.clone()) {
+                self.err(
+                    key.span,
+                    format!("option {k} is given twice"),
+                    "give each option once (WATERMARK FOR sets timestamp and watermark)",
+                );
+                continue;
+            }
             let Some(v) = option_text(value) else {
                 self.err(
                     key.span,
@@ -441,7 +487,7 @@ impl Binder {
         let TableObject::TableName(name) = &ins.table else {
             return;
         };
-        let name = name.to_string();
+        let name = object_name(name);
         if self.program.stream(&name).is_none() {
             self.program.streams.push(StreamDef::implied(&name));
         }
@@ -457,7 +503,7 @@ impl Binder {
             return;
         };
         let sink = self
-            .lookup_stream(&sink.to_string())
+            .lookup_stream(&object_name(sink))
             .map(|s| s.name)
             .unwrap_or_default();
         let Some(query) = &ins.source else {
@@ -701,7 +747,7 @@ impl Binder {
     }
 
     fn input_stream(&mut self, name: &ast::ObjectName) -> Option<StreamDef> {
-        let text = name.to_string();
+        let text = object_name(name);
         match self.lookup_stream(&text) {
             Some(s) => Some(s),
             None => {
@@ -2734,6 +2780,18 @@ fn const_ms(e: &ast::Expr) -> Option<i64> {
             _ => None,
         },
     }
+}
+
+/// A stream name as written, without the quotes of quoted identifiers (`"my stream"` is
+/// `my stream`); parts of a qualified name are joined by dots.
+fn object_name(n: &ast::ObjectName) -> String {
+    n.0.iter()
+        .map(|p| match p.as_ident() {
+            Some(i) => i.value.clone(),
+            None => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn option_text(e: &ast::Expr) -> Option<String> {

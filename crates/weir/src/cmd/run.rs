@@ -174,12 +174,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
         let format = formats
             .iter()
             .find(|(f, _)| f.eq_ignore_ascii_case(s))
-            .map(|(_, f)| f)
-            .or_else(|| program.stream(s).and_then(|d| d.options.get("format")))
-            .map(String::as_str);
+            .map(|(_, f)| f.as_str());
+        let options = program
+            .stream(s)
+            .map(|d| d.options.clone())
+            .unwrap_or_default();
         sources.push((
             s.clone(),
-            FileSource::open(FileConfig::new(p, format).map_err(|e| e.to_string())?)
+            FileSource::open(FileConfig::new(p, &options, format).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?,
         ));
     }
@@ -187,7 +189,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode, String> {
     for (s, p) in &outputs {
         sinks.push((
             s.clone(),
-            FileSink::create(FileConfig::new(p, Some("json")).map_err(|e| e.to_string())?)
+            FileSink::create(FileConfig::json(p).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?,
         ));
     }
