@@ -16,6 +16,24 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format of a stream's messages, from its `format` option.
+    pub fn of_messages(
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Format, String> {
+        match options
+            .get("format")
+            .map(|f| f.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("json") => Ok(Format::JsonLines),
+            Some("csv") => Ok(Format::Csv),
+            Some("debs2012") => Ok(Format::Debs2012),
+            Some(other) => Err(format!(
+                "format '{other}' is not supported; use json, csv or debs2012"
+            )),
+        }
+    }
+
     /// From a stream's `format` option, else from the file name.
     pub fn choose(option: Option<&str>, path: &str) -> Result<Format, String> {
         match option.map(str::to_ascii_lowercase).as_deref() {
@@ -217,25 +235,8 @@ pub struct MessageDecoder {
 
 impl MessageDecoder {
     pub fn new(options: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
-        let format = match options
-            .get("format")
-            .map(|f| f.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("json") => Format::JsonLines,
-            Some("csv") => Format::Csv,
-            Some("debs2012") => Format::Debs2012,
-            Some("avro") => {
-                return Err("format 'avro' is not available yet; use json or csv".to_owned())
-            }
-            Some(other) => {
-                return Err(format!(
-                    "unknown format '{other}'; use json, csv or debs2012"
-                ))
-            }
-        };
         Ok(MessageDecoder {
-            format,
+            format: Format::of_messages(options)?,
             csv: CsvOptions::from_options(options)?,
         })
     }

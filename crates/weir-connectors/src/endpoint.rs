@@ -36,6 +36,22 @@ impl Endpoint {
         stream: &str,
         options: &BTreeMap<String, String>,
     ) -> Result<Endpoint, ConnectorError> {
+        let (endpoint, problems) = Endpoint::build(stream, options);
+        if problems.is_empty() {
+            return Ok(endpoint);
+        }
+        let all: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        Err(ConnectorError::Config(format!(
+            "stream {stream}: {}",
+            all.join("; ")
+        )))
+    }
+
+    /// The endpoint, and every problem with the options (each naming its option).
+    pub fn build(
+        stream: &str,
+        options: &BTreeMap<String, String>,
+    ) -> (Endpoint, Vec<OptionProblem>) {
         let mut o = Opts {
             map: options,
             problems: Vec::new(),
@@ -52,7 +68,7 @@ impl Endpoint {
             "file" => match FileConfig::new(o.required("path"), options, None) {
                 Ok(c) => Endpoint::File(c),
                 Err(e) => {
-                    o.problems.push(e.to_string());
+                    o.fault("path", e.to_string());
                     Endpoint::Embedded {
                         topic: stream.to_owned(),
                     }
@@ -60,20 +76,13 @@ impl Endpoint {
             },
             "kafka" => Endpoint::Kafka(KafkaConfig::from_opts(stream, &mut o)),
             other => {
-                o.problems.push(format!("unknown connector '{other}'"));
+                o.fault("connector", format!("unknown connector '{other}'"));
                 Endpoint::Embedded {
                     topic: stream.to_owned(),
                 }
             }
         };
-        if o.problems.is_empty() {
-            Ok(endpoint)
-        } else {
-            Err(ConnectorError::Config(format!(
-                "stream {stream}: {}",
-                o.problems.join("; ")
-            )))
-        }
+        (endpoint, o.problems)
     }
 
     /// The endpoint as rule `rule` uses it: settings whose default depends on the rule filled
@@ -150,13 +159,28 @@ impl Endpoint {
     }
 }
 
+/// A problem with a stream's connector settings, and the option it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionProblem {
+    pub option: String,
+    pub message: String,
+}
+
 /// Reads connector options, collecting every problem.
 pub(crate) struct Opts<'a> {
     map: &'a BTreeMap<String, String>,
-    pub problems: Vec<String>,
+    problems: Vec<OptionProblem>,
 }
 
 impl Opts<'_> {
+    /// Records a problem with option `key`.
+    pub fn fault(&mut self, key: &str, message: String) {
+        self.problems.push(OptionProblem {
+            option: key.to_owned(),
+            message,
+        });
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.map.get(key).map(String::as_str)
     }
@@ -165,7 +189,7 @@ impl Opts<'_> {
         match self.map.get(key) {
             Some(v) => v,
             None => {
-                self.problems.push(format!("option '{key}' is required"));
+                self.fault(key, format!("option '{key}' is required"));
                 ""
             }
         }
@@ -177,8 +201,10 @@ impl Opts<'_> {
             Some("true" | "yes" | "1") => true,
             Some("false" | "no" | "0") => false,
             Some(other) => {
-                self.problems
-                    .push(format!("option '{key}' = '{other}' is not true or false"));
+                self.fault(
+                    key,
+                    format!("option '{key}' = '{other}' is not true or false"),
+                );
                 default
             }
         }
@@ -196,11 +222,12 @@ impl Opts<'_> {
         match text.parse::<T>() {
             Ok(v) if range.contains(&v) => v,
             _ => {
-                self.problems.push(format!(
+                let message = format!(
                     "option '{key}' = '{text}' must be a number from {} to {}",
                     range.start(),
                     range.end()
-                ));
+                );
+                self.fault(key, message);
                 default
             }
         }
@@ -212,15 +239,16 @@ impl Opts<'_> {
         match crate::live::Url::parse(&text) {
             Ok(u) if schemes.contains(&u.scheme.as_str()) => u,
             Ok(u) => {
-                self.problems.push(format!(
+                let message = format!(
                     "url scheme '{}' does not fit; use {}",
                     u.scheme,
                     schemes.join(" or ")
-                ));
+                );
+                self.fault("url", message);
                 u
             }
             Err(e) => {
-                self.problems.push(format!("option 'url': {e}"));
+                self.fault("url", format!("option 'url': {e}"));
                 crate::live::Url::parse(default).expect("default URLs parse")
             }
         }

@@ -6,6 +6,7 @@
 //! that feeds an [`weir_engine::Ingest`] directly.
 
 pub mod amqp;
+pub mod check;
 pub mod codec;
 pub mod debs;
 pub mod endpoint;

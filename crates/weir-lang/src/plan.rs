@@ -58,6 +58,8 @@ pub struct StreamDef {
     pub computed: Vec<(Arc<str>, Expr)>,
     /// Connector and format options, kept as written for the connectors.
     pub options: BTreeMap<String, String>,
+    /// Where each option is written, for messages about it.
+    pub option_pos: BTreeMap<String, Pos>,
     /// False for streams that exist only because a rule writes to them.
     pub declared: bool,
     pub pos: Pos,
@@ -78,6 +80,7 @@ impl StreamDef {
             sent_at: None,
             computed: Vec::new(),
             options: BTreeMap::new(),
+            option_pos: BTreeMap::new(),
             declared: false,
             pos: Pos::default(),
         }

@@ -279,31 +279,30 @@ impl Node {
     }
 
     fn compile_rule(st: &State, id: &str, sql: &str) -> Result<Program, NodeError> {
-        let program = compile_with(sql, &Self::catalog_streams(st))
-            .map_err(|d| NodeError::from_diagnostics(&format!("rule {id}"), sql, d))?;
+        let program = Self::compile(st, &format!("rule {id}"), sql)?;
         if program.rules.is_empty() {
             return Err(NodeError::invalid(format!(
                 "rule {id} has no INSERT INTO ... SELECT statement"
             )));
         }
-        if let Err(bad) = rule::endpoints(&program) {
-            let problems = bad
-                .iter()
-                .map(|(def, e)| Problem {
-                    line: def.pos.line,
-                    column: def.pos.col,
-                    message: e.clone(),
-                    hint: None,
-                })
-                .collect::<Vec<_>>();
-            let message = bad
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(NodeError::Invalid { message, problems });
-        }
         Ok(program)
+    }
+
+    /// Compiles text against the catalogue, with the connector settings of the streams it
+    /// declares checked as `weir check` checks them.
+    fn compile(st: &State, what: &str, sql: &str) -> Result<Program, NodeError> {
+        let catalog = Self::catalog_streams(st);
+        let known = catalog.len();
+        let program =
+            compile_with(sql, &catalog).map_err(|d| NodeError::from_diagnostics(what, sql, d))?;
+        match weir_connectors::check::stream_problems(&program, known) {
+            problems if problems.is_empty() => Ok(program),
+            problems => Err(NodeError::from_diagnostics(
+                what,
+                sql,
+                Diagnostics(problems),
+            )),
+        }
     }
 
     /// Keeps the logs of a durable rule filling (see [`rule::journals`]); releases them for
@@ -449,8 +448,7 @@ impl Node {
 
     pub async fn create_stream(&self, sql: &str) -> Result<StreamView, NodeError> {
         let mut st = self.state.lock().await;
-        let program = compile_with(sql, &Self::catalog_streams(&st))
-            .map_err(|d| NodeError::from_diagnostics("stream", sql, d))?;
+        let program = Self::compile(&st, "stream", sql)?;
         let known = st.registry.catalog.streams.len();
         let new: Vec<&StreamDef> = program.streams.iter().skip(known).collect();
         if new.len() != 1 || !program.rules.is_empty() {
@@ -459,10 +457,9 @@ impl Node {
             ));
         }
         let def = new[0];
+        // Checked with the rest of the text above.
         let endpoint = Endpoint::from_options(&def.name, &def.options)
             .map_err(|e| NodeError::invalid(e.to_string()))?;
-        weir_connectors::codec::MessageDecoder::new(&def.options)
-            .map_err(|e| NodeError::invalid(format!("stream {}: {e}", def.name)))?;
         st.registry.catalog.streams.insert(
             def.name.clone(),
             StreamRecord {

@@ -519,6 +519,22 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid");
     assert_eq!(v["error"]["problems"][0]["line"], 2, "{v}");
+    // Connector values a node refuses are refused at the option, as `weir check` refuses
+    // them (one validation: tests/errors/connector_values.sql).
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "qos", "sql": "CREATE STREAM a WITH (connector = 'mqtt', topic = 'a/#', qos = '3');\nINSERT INTO b SELECT * FROM a;"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let p = &v["error"]["problems"][0];
+    assert_eq!(
+        (p["line"].as_u64(), p["column"].as_u64()),
+        (Some(1), Some(58)),
+        "{v}"
+    );
+    assert!(
+        p["message"].as_str().unwrap().contains("'qos' = '3'"),
+        "{v}"
+    );
     // Options that do not belong to the connector.
     let (s, v) = node
         .post("/v1/streams", json!({"sql": "CREATE STREAM a WITH (connector = 'mqtt', topic = 't', exchange = 'x')"}))

@@ -38,19 +38,19 @@ impl AmqpConfig {
             .unwrap_or("amqp://127.0.0.1:5672/%2f")
             .to_owned();
         if let Err(e) = crate::live::Url::parse(&url) {
-            o.problems.push(format!("option 'url': {e}"));
+            o.fault("url", format!("option 'url': {e}"));
         } else if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
-            o.problems
-                .push(format!("url '{url}' must start with amqp://"));
+            o.fault("url", format!("url '{url}' must start with amqp://"));
         }
         let exchange_type = o
             .get("exchange_type")
             .unwrap_or("direct")
             .to_ascii_lowercase();
         if !["direct", "topic", "fanout", "headers"].contains(&exchange_type.as_str()) {
-            o.problems.push(format!(
-                "option 'exchange_type' = '{exchange_type}': use direct, topic, fanout or headers"
-            ));
+            o.fault(
+                "exchange_type",
+                format!("option 'exchange_type' = '{exchange_type}': use direct, topic, fanout or headers"),
+            );
         }
         let routing_key = o
             .get("routing_key")
@@ -60,9 +60,10 @@ impl AmqpConfig {
         let exchange = o.get("exchange").unwrap_or_default().to_owned();
         let queue = o.get("queue").map(str::to_owned);
         if exchange.is_empty() && queue.is_none() && routing_key.is_empty() {
-            o.problems.push(format!(
-                "stream {stream} needs an exchange, a queue or a routing key (topic)"
-            ));
+            o.fault(
+                "connector",
+                format!("stream {stream} needs an exchange, a queue or a routing key (topic)"),
+            );
         }
         AmqpConfig {
             url,

@@ -20,16 +20,20 @@ impl HttpConfig {
         let url = o.get("url").map(str::to_owned);
         if let Some(u) = &url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                o.problems
-                    .push(format!("url '{u}' must start with http:// or https://"));
+                o.fault(
+                    "url",
+                    format!("url '{u}' must start with http:// or https://"),
+                );
             }
         }
         let method = match o.get("method").map(str::to_ascii_uppercase).as_deref() {
             None | Some("POST") => reqwest::Method::POST,
             Some("PUT") => reqwest::Method::PUT,
             Some(other) => {
-                o.problems
-                    .push(format!("option 'method' = '{other}': use POST or PUT"));
+                o.fault(
+                    "method",
+                    format!("option 'method' = '{other}': use POST or PUT"),
+                );
                 reqwest::Method::POST
             }
         };

@@ -56,9 +56,10 @@ impl KafkaConfig {
         let topic = match o.get("topic") {
             Some(t) => t.to_owned(),
             None => {
-                o.problems.push(format!(
-                    "option 'topic' is required (the Kafka topic of {stream})"
-                ));
+                o.fault(
+                    "topic",
+                    format!("option 'topic' is required (the Kafka topic of {stream})"),
+                );
                 String::new()
             }
         };

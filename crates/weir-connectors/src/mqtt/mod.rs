@@ -34,9 +34,10 @@ impl MqttConfig {
             Some(t) => t.to_owned(),
             None if !url.path.is_empty() => url.path.clone(),
             None => {
-                o.problems.push(format!(
-                    "option 'topic' is required (the MQTT topic filter of {stream})"
-                ));
+                o.fault(
+                    "topic",
+                    format!("option 'topic' is required (the MQTT topic filter of {stream})"),
+                );
                 String::new()
             }
         };
@@ -44,8 +45,10 @@ impl MqttConfig {
             None | Some("3.1.1" | "3" | "4") => false,
             Some("5" | "5.0") => true,
             Some(other) => {
-                o.problems
-                    .push(format!("option 'version' = '{other}': use '3.1.1' or '5'"));
+                o.fault(
+                    "version",
+                    format!("option 'version' = '{other}': use '3.1.1' or '5'"),
+                );
                 false
             }
         };
@@ -53,16 +56,19 @@ impl MqttConfig {
             None | Some("clean") => false,
             Some("persistent") => true,
             Some(other) => {
-                o.problems.push(format!(
-                    "option 'session' = '{other}': use 'clean' or 'persistent'"
-                ));
+                o.fault(
+                    "session",
+                    format!("option 'session' = '{other}': use 'clean' or 'persistent'"),
+                );
                 false
             }
         };
         let client_id = o.get("client_id").map(str::to_owned);
         if persistent && client_id.is_none() {
-            o.problems
-                .push("a persistent session needs a fixed client_id".to_owned());
+            o.fault(
+                "session",
+                "a persistent session needs a fixed client_id".to_owned(),
+            );
         }
         MqttConfig {
             port: url.port.unwrap_or(1883),

@@ -47,16 +47,18 @@ impl NatsConfig {
         let subject = match o.get("topic").or(o.get("subject")) {
             Some(s) => s.to_owned(),
             None => {
-                o.problems.push(format!(
-                    "option 'topic' is required (the NATS subject of {stream})"
-                ));
+                o.fault(
+                    "topic",
+                    format!("option 'topic' is required (the NATS subject of {stream})"),
+                );
                 String::new()
             }
         };
         let js_stream = o.get("stream").map(str::to_owned);
         let durable = o.get("durable").map(str::to_owned);
         if durable.is_some() && js_stream.is_none() {
-            o.problems.push(
+            o.fault(
+                "durable",
                 "a durable consumer needs a JetStream stream: add stream = '<name>'".to_owned(),
             );
         }

@@ -405,6 +405,7 @@ impl Binder {
                 "sent_at" => def.sent_at = Some(Arc::from(v.as_str())),
                 _ => {}
             }
+            def.option_pos.insert(k.clone(), Pos::from(key.span));
             def.options.insert(k, v);
         }
         self.check_connector(&def, &options);
@@ -1272,6 +1273,14 @@ impl Binder {
             ctx.window_time = self.check_time_arg(args[0], ctx, usage);
         }
         let dur = |b: &mut Binder, e: &ast::Expr| match const_ms(e) {
+            Some(ms) if ms > MAX_WINDOW_MS => {
+                b.err(
+                    span_of(e),
+                    format!("a window length of {ms} ms is over the limit of 100 years"),
+                    format!("write {usage}"),
+                );
+                None
+            }
             Some(ms) if ms > 0 => Some(ms),
             _ => {
                 b.err(
@@ -1296,6 +1305,15 @@ impl Binder {
                 let (slide, size) = (dur(self, args[1])?, dur(self, args[2])?);
                 if slide > size {
                     self.err(pos, "a hopping window's slide is longer than its size, so events would fall between windows", "HOP takes the slide first, then the size");
+                } else if size / slide > MAX_PANES {
+                    self.err(
+                        pos,
+                        format!(
+                            "HOP puts each event in {} windows (size {size} ms / slide {slide} ms); at most {MAX_PANES} are allowed",
+                            size / slide
+                        ),
+                        "use a longer slide, or SLIDING(ts, size) for one result per event over the last size",
+                    );
                 }
                 Window::Hop { slide, size }
             }
@@ -1316,6 +1334,20 @@ impl Binder {
                     Some(e) => n(self, e)?,
                     None => size,
                 };
+                if size > MAX_COUNT_WINDOW {
+                    self.err(
+                        pos,
+                        format!("COUNT_WINDOW({size}) keeps {size} events per key; at most {MAX_COUNT_WINDOW} are allowed"),
+                        "aggregate over time instead: TUMBLE, HOP or SLIDING",
+                    );
+                }
+                if slide > size {
+                    self.err(
+                        pos,
+                        format!("COUNT_WINDOW({size}, {slide}) emits every {slide} events but holds only {size}, so events would fall between windows"),
+                        "the slide is at most the size",
+                    );
+                }
                 Window::Count { size, slide }
             }
         })
@@ -2382,6 +2414,15 @@ impl Binder {
         }
     }
 }
+
+/// The most windows a hopping window puts one event in: each costs an accumulator per key.
+const MAX_PANES: i64 = 1000;
+
+/// The most events a count window keeps per key.
+const MAX_COUNT_WINDOW: u64 = 100_000;
+
+/// The longest window (100 years): window bounds then stay far from the ends of `i64`.
+const MAX_WINDOW_MS: i64 = 3_155_760_000_000;
 
 /// How far back `PREV` may reach: every partition keeps that many rows before its match.
 const MAX_PREV: usize = 1000;

@@ -41,7 +41,16 @@ pub fn compile_sources(sources: &[(&str, impl AsRef<str>)]) -> Result<Program, S
     let mut report = String::new();
     for (name, text) in sources {
         let text = text.as_ref();
-        match weir_lang::compile_with(text, &program.streams) {
+        let known = program.streams.len();
+        // The language first, then the connector settings of the streams it declares: what a
+        // node would refuse is refused here too.
+        let compiled = weir_lang::compile_with(text, &program.streams).and_then(|p| {
+            match weir_connectors::check::stream_problems(&p, known) {
+                problems if problems.is_empty() => Ok(p),
+                problems => Err(weir_lang::Diagnostics(problems)),
+            }
+        });
+        match compiled {
             Ok(p) => {
                 program.streams = p.streams;
                 program.rules.extend(p.rules);
