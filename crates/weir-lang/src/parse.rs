@@ -3,7 +3,7 @@
 //! next. `WITHIN INTERVAL ...` after a `MATCH_RECOGNIZE` pattern (which sqlparser does not know)
 //! is lifted out of the tokens here.
 
-use sqlparser::ast::Statement;
+use sqlparser::ast::{self, Statement};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
@@ -17,6 +17,23 @@ pub struct ParsedStatement {
     pub pos: Pos,
     /// `WITHIN` bounds in milliseconds, in the order their `MATCH_RECOGNIZE` clauses appear.
     pub within: Vec<(i64, Pos)>,
+    /// A window table function in `FROM` (Flink's `TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), ...))`).
+    pub window_tvf: Option<WindowTvf>,
+}
+
+/// Flink's window table function, lifted out of `FROM`: the statement reads the stream itself,
+/// and the binder groups it by this window.
+#[derive(Debug, Clone)]
+pub struct WindowTvf {
+    /// `tumble`, `hop`, `session` or `cumulate`.
+    pub kind: String,
+    /// The time column of `DESCRIPTOR(...)`.
+    pub time: ast::Expr,
+    /// The arguments after the descriptor (size, slide, gap, ...).
+    pub args: Vec<ast::Expr>,
+    /// `TABLE s PARTITION BY k` (a session window's keys).
+    pub partition: Vec<ast::Expr>,
+    pub pos: Pos,
 }
 
 /// Parses every statement of a rule file; the diagnostics name every statement that failed.
@@ -35,6 +52,13 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
             .unwrap_or_default();
         let (chunk, within, mut errs) = lift_within(chunk);
         diags.append(&mut errs);
+        let (chunk, window_tvf) = match lift_window_tvf(&dialect, chunk) {
+            Ok(lifted) => lifted,
+            Err(d) => {
+                diags.push(d);
+                continue;
+            }
+        };
         let mut parser = Parser::new(&dialect).with_tokens_with_locations(chunk);
         match parser.parse_statement() {
             Ok(statement) => {
@@ -52,6 +76,7 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
                         statement,
                         pos,
                         within,
+                        window_tvf,
                     });
                 }
             }
@@ -204,6 +229,151 @@ fn lift_within(tokens: Vec<TokenWithSpan>) -> Lifted {
         i += 1;
     }
     (out, within, diags)
+}
+
+/// Lifts `TABLE(<kind>(TABLE s [PARTITION BY k], DESCRIPTOR(ts), args...))` out of a
+/// statement's tokens, leaving `s` in its place.
+fn lift_window_tvf(
+    dialect: &WeirDialect,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, Option<WindowTvf>), Diagnostic> {
+    let solid: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let word = |k: usize, w: &str| {
+        solid.get(k).is_some_and(
+            |&i| matches!(&tokens[i].token, Token::Word(x) if x.value.eq_ignore_ascii_case(w)),
+        )
+    };
+    let is = |k: usize, t: &Token| solid.get(k).is_some_and(|&i| tokens[i].token == *t);
+    let kinds = ["tumble", "hop", "session", "cumulate"];
+    let Some(k) = (0..solid.len()).find(|&k| {
+        word(k, "table")
+            && is(k + 1, &Token::LParen)
+            && kinds.iter().any(|w| word(k + 2, w))
+            && is(k + 3, &Token::LParen)
+            && word(k + 4, "table")
+    }) else {
+        return Ok((tokens, None));
+    };
+    let pos = Pos::from(tokens[solid[k]].span);
+    let kind = match &tokens[solid[k + 2]].token {
+        Token::Word(w) => w.value.to_ascii_lowercase(),
+        _ => unreachable!("checked above"),
+    };
+    // The function's arguments, split at top-level commas, up to its closing parenthesis.
+    let mut args: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
+    let mut depth = 0;
+    let mut j = solid[k + 4] + 1;
+    let close = loop {
+        let Some(t) = tokens.get(j) else {
+            return Err(Diagnostic::new(
+                pos,
+                format!("{} has no closing parenthesis", kind.to_uppercase()),
+            ));
+        };
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => break j,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                args.push(Vec::new());
+                j += 1;
+                continue;
+            }
+            _ => {}
+        }
+        args.last_mut().expect("one at least").push(t.clone());
+        j += 1;
+    };
+    let outer =
+        ((close + 1)..tokens.len()).find(|&i| !matches!(tokens[i].token, Token::Whitespace(_)));
+    let Some(outer) = outer.filter(|&i| tokens[i].token == Token::RParen) else {
+        return Err(Diagnostic::new(
+            pos,
+            "TABLE(...) around the window function is not closed",
+        ));
+    };
+    let usage = "write FROM TABLE(TUMBLE(TABLE s, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, ...";
+    let parse = |toks: &[TokenWithSpan]| -> Result<ast::Expr, Diagnostic> {
+        let mut toks = toks.to_vec();
+        let end = toks.last().map_or(tokens[close].span, |t| t.span);
+        toks.push(TokenWithSpan::new(Token::EOF, end));
+        let mut p = Parser::new(dialect).with_tokens_with_locations(toks);
+        let e = p.parse_expr().map_err(|e| parser_diagnostic(&e, pos))?;
+        match p.peek_token_ref().token {
+            Token::EOF => Ok(e),
+            _ => Err(
+                Diagnostic::new(p.peek_token().span, "unexpected text in a window argument")
+                    .hint(usage),
+            ),
+        }
+    };
+    if args.len() < 3 {
+        return Err(Diagnostic::new(
+            pos,
+            format!(
+                "{} takes TABLE s, DESCRIPTOR(time column) and its lengths",
+                kind.to_uppercase()
+            ),
+        )
+        .hint(usage));
+    }
+    // TABLE s [PARTITION BY k, ...]
+    let data = std::mem::take(&mut args[0]);
+    let at = |w: &str| {
+        data.iter()
+            .position(|t| matches!(&t.token, Token::Word(x) if x.value.eq_ignore_ascii_case(w)))
+    };
+    let (name, partition) = match at("partition") {
+        Some(p) if at("by").is_some_and(|b| b > p) => {
+            let b = at("by").expect("checked");
+            let keys = data[b + 1..]
+                .split(|t| t.token == Token::Comma)
+                .map(parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            (data[..p].to_vec(), keys)
+        }
+        _ => (data, Vec::new()),
+    };
+    // DESCRIPTOR(col)
+    let descriptor: Vec<&TokenWithSpan> = args[1]
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let time = match descriptor[..] {
+        [d, open, col, shut]
+            if matches!(&d.token, Token::Word(w) if w.value.eq_ignore_ascii_case("descriptor"))
+                && open.token == Token::LParen
+                && shut.token == Token::RParen =>
+        {
+            parse(std::slice::from_ref(col))?
+        }
+        _ => {
+            return Err(Diagnostic::new(
+                pos,
+                "the second argument of a window function is DESCRIPTOR(time column)",
+            )
+            .hint(usage))
+        }
+    };
+    let rest = args[2..]
+        .iter()
+        .map(|a| parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out: Vec<TokenWithSpan> = tokens[..solid[k]].to_vec();
+    out.extend(name);
+    out.extend_from_slice(&tokens[outer + 1..]);
+    Ok((
+        out,
+        Some(WindowTvf {
+            kind,
+            time,
+            args: rest,
+            partition,
+            pos,
+        }),
+    ))
 }
 
 /// Turns sqlparser's message into a positioned diagnostic with a hint where one helps.

@@ -19,7 +19,7 @@ mod clauses;
 use crate::diag::{closest, Diagnostic, Diagnostics, Pos};
 use crate::expr::{BinOp, Expr, Nav, PathSeg, PatternAgg, PatternRef};
 use crate::functions::{Func, FUNCTIONS};
-use crate::parse::{parse, ParsedStatement};
+use crate::parse::{parse, ParsedStatement, WindowTvf};
 use crate::plan::*;
 use crate::types::DataType;
 
@@ -597,8 +597,15 @@ impl Binder {
                 | ast::SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
                 _ => false,
             });
+        if let (Some(t), false) = (&st.window_tvf, grouped) {
+            self.err(
+                t.pos,
+                "a window table function needs GROUP BY window_start, window_end",
+                "weir aggregates per window: add GROUP BY window_start, window_end (and the keys)",
+            );
+        }
         let body = if grouped {
-            self.bind_aggregate(select, &group_by, &mut ctx)
+            self.bind_aggregate(select, &group_by, st.window_tvf.as_ref(), &mut ctx)
         } else {
             if select.having.is_some() {
                 self.err(
@@ -1172,12 +1179,17 @@ impl Binder {
         &mut self,
         select: &ast::Select,
         group_by: &[ast::Expr],
+        tvf: Option<&WindowTvf>,
         ctx: &mut Ctx,
     ) -> Body {
         let mut window = None;
+        let mut group_by = group_by.to_vec();
+        if let Some(t) = tvf {
+            window = self.window_tvf(t, &mut group_by, ctx);
+        }
         let mut keys = Vec::new();
         let mut key_texts = Vec::new();
-        for g in group_by {
+        for g in &group_by {
             if let ast::Expr::Function(f) = g {
                 let fname = f.name.to_string().to_ascii_lowercase();
                 if WINDOW_FUNCS.contains(&fname.as_str()) {
@@ -1188,7 +1200,7 @@ impl Binder {
                             "remove the second window function from GROUP BY",
                         );
                     }
-                    window = self.bind_window(&fname, f, g, ctx);
+                    window = self.bind_window(&fname, function_args(f), span_of(g), ctx);
                     if let Some(w) = &f.filter {
                         ctx.window_filter = Some(self.bind_expr(w, ctx));
                     }
@@ -1227,15 +1239,56 @@ impl Binder {
         })
     }
 
+    /// The window of Flink's window table function: `GROUP BY window_start, window_end, keys`
+    /// groups by it (both must be there), the keys by themselves.
+    fn window_tvf(
+        &mut self,
+        t: &WindowTvf,
+        group_by: &mut Vec<ast::Expr>,
+        ctx: &mut Ctx,
+    ) -> Option<Window> {
+        let is = |e: &ast::Expr, name: &str| matches!(e, ast::Expr::Identifier(i) if i.value.eq_ignore_ascii_case(name));
+        let has = |g: &[ast::Expr], name: &str| g.iter().any(|e| is(e, name));
+        if !(has(group_by, "window_start") && has(group_by, "window_end")) {
+            self.err(
+                t.pos,
+                "a window table function needs GROUP BY window_start, window_end",
+                "weir aggregates per window: add GROUP BY window_start, window_end (and the keys)",
+            );
+        }
+        group_by.retain(|e| !is(e, "window_start") && !is(e, "window_end"));
+        for k in &t.partition {
+            if !group_by.iter().any(|g| g.to_string() == k.to_string()) {
+                self.err(
+                    span_of(k),
+                    format!("the session is partitioned by {k}, which GROUP BY does not name"),
+                    "group by the partition keys too",
+                );
+            }
+        }
+        let name = match t.kind.as_str() {
+            "cumulate" => {
+                self.err(
+                    t.pos,
+                    "CUMULATE windows are not supported yet",
+                    "HOP gives overlapping windows; a running aggregate (no window) accumulates",
+                );
+                return None;
+            }
+            other => other,
+        };
+        let mut args = vec![&t.time];
+        args.extend(t.args.iter());
+        self.bind_window(name, args, t.pos, ctx)
+    }
+
     fn bind_window(
         &mut self,
         name: &str,
-        f: &ast::Function,
-        g: &ast::Expr,
+        args: Vec<&ast::Expr>,
+        pos: Pos,
         ctx: &mut Ctx,
     ) -> Option<Window> {
-        let args = function_args(f);
-        let pos = span_of(g);
         let want = match name {
             "tumble" | "session" | "sliding" => 2,
             "hop" => 3,
@@ -1801,6 +1854,9 @@ impl Binder {
                 if one.eq_ignore_ascii_case("window_end") {
                     return Expr::Slot(Aggregate::WINDOW_END);
                 }
+                if one.eq_ignore_ascii_case("window_time") {
+                    return window_time();
+                }
             }
             self.err(
                 pos,
@@ -2018,6 +2074,38 @@ impl Binder {
             } else {
                 Aggregate::WINDOW_END
             });
+        }
+        // Flink's group window auxiliary functions: TUMBLE_START(ts, size) and the like.
+        if let Some((window, part)) = name
+            .split_once('_')
+            .filter(|(w, _)| matches!(*w, "tumble" | "hop" | "session"))
+        {
+            if matches!(part, "start" | "end" | "rowtime" | "proctime") {
+                if ctx.group_keys.is_none() {
+                    self.err(
+                        pos,
+                        format!(
+                            "{name}() belongs to a rule grouped by {}(...)",
+                            window.to_uppercase()
+                        ),
+                        "GROUP BY the window, or read window_start and window_end",
+                    );
+                    return lit_null();
+                }
+                return match part {
+                    "start" => Expr::Slot(Aggregate::WINDOW_START),
+                    "end" => Expr::Slot(Aggregate::WINDOW_END),
+                    "rowtime" => window_time(),
+                    _ => {
+                        self.err(
+                            pos,
+                            format!("{name}() is not supported: windows are in event time"),
+                            "read window_start or window_end",
+                        );
+                        lit_null()
+                    }
+                };
+            }
         }
         if matches!(name.as_str(), "changed" | "lag" | "delta") {
             return self.bind_change(&name, f, &args, ctx, pos);
@@ -2413,6 +2501,15 @@ impl Binder {
             }
         }
     }
+}
+
+/// Flink's `window_time`: the time of a window's result, its end less 1 ms.
+fn window_time() -> Expr {
+    Expr::Binary(
+        BinOp::Sub,
+        Box::new(Expr::Slot(Aggregate::WINDOW_END)),
+        Box::new(Expr::Lit(Value::Int(1))),
+    )
 }
 
 /// The most windows a hopping window puts one event in: each costs an accumulator per key.
