@@ -8,8 +8,9 @@ pub mod ops;
 pub mod state;
 
 pub use dataflow::{
-    chain_count, rule_chain, run_batch, BatchResult, BuildError, Dataflow, Delivered, EngineConfig,
-    Ingest, LateEvent, OperatorSnapshot, OutputStream, RuleStats, Stamp,
+    chain_count, check_restore, check_update, rule_chain, run_batch, BatchResult, BuildError,
+    Dataflow, Delivered, EngineConfig, Ingest, LateEvent, OperatorSnapshot, OutputStream,
+    RuleStats, Stamp,
 };
 pub use operator::{Chain, Operator, Output};
 pub use state::Snapshot;

@@ -52,7 +52,12 @@ impl Delivery {
                 "a file source is read again from its start whenever the rule starts".to_owned(),
             ),
             (_, Endpoint::Mqtt(c), true) if c.qos == 0 => Some(
-                "MQTT QoS 0 messages are never redelivered; set qos = '1' (with persistent = 'true' to keep them while the rule is down)".to_owned(),
+                "MQTT QoS 0 messages are never redelivered; set qos = '1', session = 'persistent' and a client_id".to_owned(),
+            ),
+            // With a clean session the broker forgets what it had not delivered when the
+            // connection drops: a crash loses the QoS 1 messages in flight.
+            (_, Endpoint::Mqtt(c), true) if !c.persistent => Some(
+                "with a clean session the broker drops the messages in flight when the rule's connection ends (a crash loses them); set session = 'persistent' and a client_id, so the broker keeps them for the rule".to_owned(),
             ),
             (_, Endpoint::Nats(c), true) if c.stream.is_none() => Some(
                 "core NATS does not redeliver; read through JetStream with stream = '...'"

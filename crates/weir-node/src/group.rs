@@ -262,6 +262,7 @@ impl Member {
                 rx,
                 tx: tx.downgrade(),
             }),
+            fresh: false,
         })?;
         let next = rule.restored.get(&position).copied().unwrap_or(0);
         tracing::info!(rule = %l.id, partition, next, "partition task started");

@@ -115,6 +115,18 @@ pub struct RuleView {
     pub moves: Vec<MoveRecord>,
 }
 
+/// What an update did with the rule's saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedState {
+    /// The rule had none.
+    None,
+    /// The stateful operators are unchanged: the rule goes on from its state.
+    Kept,
+    /// Dropped, as asked: the rule starts with empty state.
+    Reset,
+}
+
 /// A rule's live status.
 #[derive(Debug, Serialize)]
 pub struct RuleStatus {
@@ -288,6 +300,19 @@ impl Node {
         Ok(program)
     }
 
+    /// Refuses a rule whose connectors cannot give the delivery it asks for, installed
+    /// stopped or not.
+    fn check_delivery(program: &Program, options: &RuleOptions) -> Result<(), NodeError> {
+        let refusals = rule::delivery_refusals(program, options.delivery);
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        Err(NodeError::Invalid {
+            message: refusals.join("; "),
+            problems: Vec::new(),
+        })
+    }
+
     /// Compiles text against the catalogue, with the connector settings of the streams it
     /// declares checked as `weir check` checks them.
     fn compile(st: &State, what: &str, sql: &str) -> Result<Program, NodeError> {
@@ -379,7 +404,20 @@ impl Node {
     }
 
     fn launch(&self, st: &State, id: &str) -> Result<Runner, NodeError> {
+        self.launch_with(st, id, false)
+    }
+
+    /// Starts a rule; `fresh` with empty state (its checkpoints are dropped first).
+    fn launch_with(&self, st: &State, id: &str, fresh: bool) -> Result<Runner, NodeError> {
         let rec = Self::record(st, id)?;
+        if fresh && rec.options.group {
+            return Err(NodeError::Unsupported(format!(
+                "rule '{id}' runs as a core group: its state is in its changelog, which reset_state does not clear; delete and install it again"
+            )));
+        }
+        if fresh {
+            self.checkpoints.remove(id)?;
+        }
         let program = Self::compile_rule(st, id, &rec.sql)?;
         let engine = EngineConfig {
             workers: rec.options.workers.unwrap_or(self.config.workers),
@@ -401,6 +439,7 @@ impl Node {
             outbox: (self.config.outbox_capacity, rec.options.outbox_full),
             changelog: rec.options.changelog.clone(),
             fed: None,
+            fresh,
         };
         match rec.options.group {
             true => GroupRule::start(launch).map(Runner::Group),
@@ -583,7 +622,8 @@ impl Node {
         }
         self.ensure_room(&st)?;
         options.validate().map_err(NodeError::invalid)?;
-        Self::compile_rule(&st, id, sql)?;
+        let program = Self::compile_rule(&st, id, sql)?;
+        Self::check_delivery(&program, &options)?;
         // A rule installed under a deleted one's id starts from nothing.
         self.forget_state(&st, id);
         let start = !options.stopped;
@@ -627,18 +667,44 @@ impl Node {
     }
 
     /// Replaces a rule's text and options. The new version is compiled and checked first; if
-    /// it is invalid or cannot start, the running version keeps running.
+    /// it is invalid or cannot start, the running version keeps running. The rule keeps its
+    /// state when its stateful operators are unchanged (a new `WHERE`, projection or sink);
+    /// when they changed, the update is refused with the reason unless `reset` asks to start
+    /// with empty state.
     pub async fn update_rule(
         &self,
         id: &str,
         sql: &str,
         options: RuleOptions,
-    ) -> Result<RuleView, NodeError> {
+        reset: bool,
+    ) -> Result<(RuleView, SavedState), NodeError> {
         let mut st = self.state.lock().await;
         let old = Self::record(&st, id)?.clone();
         options.validate().map_err(NodeError::invalid)?;
-        Self::compile_rule(&st, id, sql)?;
+        let program = Self::compile_rule(&st, id, sql)?;
+        Self::check_delivery(&program, &options)?;
         let was_running = st.running.contains_key(id);
+        let newest = self.checkpoints.latest(id)?;
+        let saved = match (&newest, was_running) {
+            (None, false) => SavedState::None,
+            _ if reset => SavedState::Reset,
+            _ => {
+                // The running version's state, or the newest checkpoint's: sized by the
+                // worker count it was saved with.
+                let workers = newest
+                    .as_ref()
+                    .map_or(old.options.workers.unwrap_or(self.config.workers), |r| {
+                        r.checkpoint.workers
+                    });
+                let current = Self::compile_rule(&st, id, &old.sql)?;
+                weir_engine::check_update(&current, &program, workers).map_err(|e| {
+                    NodeError::Conflict(format!(
+                        "the update changes what rule '{id}' keeps state for, so its state does not fit the new version: {e}. Keep the windows, keys, aggregates, joins and patterns as they are, or send \"state\": \"reset\" to start it with empty state"
+                    ))
+                })?;
+                SavedState::Kept
+            }
+        };
         let rec = st
             .registry
             .catalog
@@ -650,26 +716,19 @@ impl Node {
         if was_running {
             self.halt(&mut st, id).await;
         }
-        // The operators change with the text, so the old state no longer fits; it is kept
-        // aside until the new version runs, for the old one should the new one not start.
-        let old_state = match old.sql != sql {
-            true => {
-                tracing::info!(rule = %id, "rule text changed: its checkpoints are dropped");
-                let newest = self.checkpoints.latest(id).ok().flatten();
-                if let Err(e) = self.checkpoints.remove(id) {
-                    tracing::warn!(rule = %id, error = %e, "checkpoints not removed");
-                }
-                newest
-            }
-            false => None,
-        };
+        // The state as it is now: the old version resumes from it should the new one not
+        // start (a stop takes a last checkpoint).
+        let kept = self.checkpoints.latest(id)?;
         self.hold_journals(&st, id);
+        if saved == SavedState::Reset && !was_running {
+            self.checkpoints.remove(id)?;
+        }
         if was_running {
-            match self.launch(&st, id) {
+            match self.launch_with(&st, id, saved == SavedState::Reset) {
                 Ok(rule) => self.set_running(&mut st, id, rule),
                 Err(e) => {
                     st.registry.catalog.rules.insert(id.to_owned(), old);
-                    if let Some(kept) = old_state {
+                    if let Some(kept) = kept {
                         let _ = self.checkpoints.remove(id);
                         let _ = self.checkpoints.save(&kept.checkpoint);
                     }
@@ -682,7 +741,7 @@ impl Node {
             }
         }
         st.registry.save()?;
-        Ok(self.view(&st, id))
+        Ok((self.view(&st, id), saved))
     }
 
     pub async fn delete_rule(&self, id: &str) -> Result<RuleView, NodeError> {
@@ -706,11 +765,18 @@ impl Node {
         Ok(view)
     }
 
-    pub async fn start_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+    /// Starts a stopped rule; `reset` drops its saved state first (a rule whose state no
+    /// longer fits it does not start otherwise).
+    pub async fn start_rule(&self, id: &str, reset: bool) -> Result<RuleView, NodeError> {
         let mut st = self.state.lock().await;
         self.ensure_rule(&st, id)?;
+        if reset && st.running.contains_key(id) {
+            return Err(NodeError::Conflict(format!(
+                "rule '{id}' is running; restart it to reset its state"
+            )));
+        }
         if !st.running.contains_key(id) {
-            let rule = self.launch(&st, id)?;
+            let rule = self.launch_with(&st, id, reset)?;
             self.set_running(&mut st, id, rule);
         }
         self.persist_state(&mut st, id, RuleState::Running)?;
@@ -726,11 +792,11 @@ impl Node {
         Ok(self.view(&st, id))
     }
 
-    pub async fn restart_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+    pub async fn restart_rule(&self, id: &str, reset: bool) -> Result<RuleView, NodeError> {
         let mut st = self.state.lock().await;
         self.ensure_rule(&st, id)?;
         self.halt(&mut st, id).await;
-        let rule = self.launch(&st, id)?;
+        let rule = self.launch_with(&st, id, reset)?;
         self.set_running(&mut st, id, rule);
         self.persist_state(&mut st, id, RuleState::Running)?;
         Ok(self.view(&st, id))

@@ -267,6 +267,9 @@ pub struct Launch {
     pub changelog: Option<String>,
     /// An input fed by the node instead of its connector (a group task's partition).
     pub fed: Option<Fed>,
+    /// Start with empty state: no checkpoint and no changelog is read (the user asked to
+    /// reset the rule's state).
+    pub fresh: bool,
 }
 
 /// An input a node feeds to a rule itself, each payload with its broker offset (`None` is a
@@ -324,6 +327,23 @@ pub fn boundary(program: &Program) -> (Vec<String>, Vec<String>) {
     (inputs, outputs)
 }
 
+/// Why the connectors of `program`'s inputs and outputs cannot give `delivery` (none if they can).
+pub fn delivery_refusals(program: &Program, delivery: Delivery) -> Vec<String> {
+    let Ok(eps) = endpoints(program) else {
+        return Vec::new();
+    };
+    let (inputs, outputs) = boundary(program);
+    let mut refusals = Vec::new();
+    for (names, input) in [(&inputs, true), (&outputs, false)] {
+        for name in names {
+            if let Some((def, ep)) = eps.iter().find(|(d, _)| d.name.eq_ignore_ascii_case(name)) {
+                refusals.extend(delivery.refusal(&def.name, ep, input));
+            }
+        }
+    }
+    refusals
+}
+
 /// Streams paired with their connector, or with what is wrong with their options.
 pub type Bound<T> = Vec<(StreamDef, T)>;
 
@@ -368,6 +388,7 @@ impl RunningRule {
             outbox: (outbox_capacity, when_full),
             changelog,
             mut fed,
+            fresh,
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
             bad.into_iter()
@@ -382,13 +403,7 @@ impl RunningRule {
                 .map(|(d, e)| (d.clone(), e.clone().for_rule(&id, &d.name)))
                 .ok_or_else(|| format!("stream {name} has no endpoint"))
         };
-        let mut refusals = Vec::new();
-        for (names, input) in [(&inputs, true), (&outputs, false)] {
-            for name in names {
-                let (def, ep) = endpoint_of(name)?;
-                refusals.extend(delivery.refusal(&def.name, &ep, input));
-            }
-        }
+        let refusals = delivery_refusals(&program, delivery);
         if !refusals.is_empty() {
             return Err(refusals.join("; "));
         }
@@ -407,8 +422,11 @@ impl RunningRule {
             })?),
             None => None,
         };
-        let mut recovered = checkpoints.latest(&id).map_err(|e| e.to_string())?;
-        if let Some(log) = &changelog {
+        let mut recovered = match fresh {
+            true => None,
+            false => checkpoints.latest(&id).map_err(|e| e.to_string())?,
+        };
+        if let Some(log) = changelog.as_ref().filter(|_| !fresh) {
             // The changelog is newer than this node's checkpoint when the rule ran elsewhere
             // since (a group task's partition that came back).
             let chains = weir_engine::chain_count(&program, engine.workers);
@@ -455,7 +473,7 @@ impl RunningRule {
         let mut flow = Dataflow::build_restored(&program, &inputs, &outputs, engine, restore)
             .map_err(|e| match e {
                 BuildError::Restore { .. } => format!(
-                    "{e} (checkpoint {}); to start it with empty state instead, start it again with reset_state",
+                    "{e} (checkpoint {}); to start it with empty state instead: POST /v1/rules/{id}/start?reset_state=true (weir rule start {id} --reset-state)",
                     status.epoch
                 ),
                 other => other.to_string(),

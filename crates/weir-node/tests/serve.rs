@@ -535,6 +535,26 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
         p["message"].as_str().unwrap().contains("'qos' = '3'"),
         "{v}"
     );
+    // at_least_once over MQTT needs a session the broker keeps: with a clean one, a crash
+    // loses the messages in flight. The refusal names the options that exist.
+    let mqtt_in = "CREATE STREAM mq WITH (connector = 'mqtt', url = 'mqtt://127.0.0.1:1883', topic = 'x/in', qos = '1'{extra});\nINSERT INTO mq_out SELECT * FROM mq;";
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "alo", "sql": mqtt_in.replace("{extra}", ""), "options": {"delivery": "at_least_once", "stopped": true}}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("clean session") && msg.contains("session = 'persistent' and a client_id"),
+        "{msg}"
+    );
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "alo", "sql": mqtt_in.replace("{extra}", ", session = 'persistent', client_id = 'weir-test-alo'"), "options": {"delivery": "at_least_once", "stopped": true}}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = node
+        .call(reqwest::Method::DELETE, "/v1/rules/alo", None)
+        .await;
+    assert_eq!(s, 200);
     // Options that do not belong to the connector.
     let (s, v) = node
         .post("/v1/streams", json!({"sql": "CREATE STREAM a WITH (connector = 'mqtt', topic = 't', exchange = 'x')"}))

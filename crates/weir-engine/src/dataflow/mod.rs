@@ -35,6 +35,7 @@ pub use output::{Delivered, OutputStream};
 pub use routing::chain_count;
 pub use run::rule_chain;
 
+use crate::operator::Chain;
 use channel::{Envelope, Inbox, Publisher, Tracker};
 use routing::{routing, Routing};
 use run::{run_router, run_single, run_worker, Runner, WorkerMsg};
@@ -89,6 +90,85 @@ impl weir_core::Classify for BuildError {
             _ => weir_core::Blame::User,
         }
     }
+}
+
+/// Every rule's operator chains (one per worker of a keyed rule), restored from a
+/// checkpoint's snapshots (in [`OperatorSnapshot::index`] order) if there are any.
+fn restored_chains(
+    program: &Program,
+    config: &EngineConfig,
+    restore: Option<Vec<crate::state::Snapshot>>,
+) -> Result<Vec<Vec<Chain>>, BuildError> {
+    let counts: Vec<usize> = program
+        .rules
+        .iter()
+        .map(|r| routing(r).chains(config.workers))
+        .collect();
+    let total: usize = counts.iter().sum();
+    let mut restore = match restore {
+        None => None,
+        Some(states) if states.len() == total => Some(states.into_iter()),
+        Some(states) => {
+            return Err(BuildError::Restore {
+                rule: "the rule file".to_owned(),
+                error: crate::state::StateError::Changed(format!(
+                    "it holds the state of {} operator chains and the rules need {total} (rules were added or removed, or the worker count changed)",
+                    states.len()
+                )),
+            })
+        }
+    };
+    let mut all = Vec::with_capacity(counts.len());
+    for (rule, n) in program.rules.iter().zip(counts) {
+        let mut chains = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut chain = rule_chain(program, rule);
+            if let Some(ttl) = config.state_ttl_ms {
+                chain.set_state_ttl(ttl);
+            }
+            if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
+                chain.restore(&state).map_err(|error| BuildError::Restore {
+                    rule: rule.name.clone(),
+                    error,
+                })?;
+            }
+            chains.push(chain);
+        }
+        all.push(chains);
+    }
+    Ok(all)
+}
+
+/// Whether a checkpoint's snapshots fit `program` run with `workers` per keyed rule: the
+/// error says which operator's state does not, and why. Starts nothing.
+pub fn check_restore(
+    program: &Program,
+    workers: usize,
+    snapshots: &[crate::state::Snapshot],
+) -> Result<(), BuildError> {
+    let config = EngineConfig {
+        workers,
+        ..EngineConfig::default()
+    };
+    restored_chains(program, &config, Some(snapshots.to_vec())).map(|_| ())
+}
+
+/// Whether the state of `old`'s operators fits `new` (its windows, keys, aggregates, joins and
+/// patterns are the same, whatever changed around them): the error says which operator's does
+/// not. Starts nothing.
+pub fn check_update(old: &Program, new: &Program, workers: usize) -> Result<(), BuildError> {
+    let config = EngineConfig {
+        workers,
+        ..EngineConfig::default()
+    };
+    let mut snapshots = Vec::new();
+    for chain in restored_chains(old, &config, None)?.iter().flatten() {
+        snapshots.push(chain.snapshot().map_err(|error| BuildError::Restore {
+            rule: "the rule's current version".to_owned(),
+            error,
+        })?);
+    }
+    check_restore(new, workers, &snapshots)
 }
 
 impl EngineConfig {
@@ -277,38 +357,16 @@ impl Dataflow {
         }
 
         let chains: usize = plans.iter().map(|(_, w)| w).sum();
-        let mut restore = match restore {
-            None => None,
-            Some(states) if states.len() == chains => Some(states.into_iter()),
-            Some(states) => {
-                return Err(BuildError::Restore {
-                    rule: "the rule file".to_owned(),
-                    error: crate::state::StateError::Changed(format!(
-                        "it holds the state of {} operator chains and the rules need {chains} (rules were added or removed, or the worker count changed)",
-                        states.len()
-                    )),
-                })
-            }
-        };
+        let mut built = restored_chains(program, &config, restore)?.into_iter();
         let (snap_tx, snap_rx) = channel::<OperatorSnapshot>();
         let mut index = 0;
 
         let mut threads = Vec::new();
         for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
-            let rule = &program.rules[r];
             let pubs = std::mem::take(&mut worker_pubs[r]);
             let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
-            for out in pubs {
-                let mut chain = rule_chain(program, rule);
-                if let Some(ttl) = config.state_ttl_ms {
-                    chain.set_state_ttl(ttl);
-                }
-                if let Some(state) = restore.as_mut().and_then(|s| s.next()) {
-                    chain.restore(&state).map_err(|error| BuildError::Restore {
-                        rule: rule.name.clone(),
-                        error,
-                    })?;
-                }
+            let rule_chains = built.next().expect("a chain list per rule");
+            for (out, chain) in pubs.into_iter().zip(rule_chains) {
                 runners.push(Runner {
                     chain,
                     index,

@@ -270,7 +270,7 @@ async fn lifecycle(
     let Json(req) = body?;
     let (_, job) = node.rule(&req.job_id).await?;
     let view = match op {
-        Op::Start => node.start_rule(&req.job_id).await?,
+        Op::Start => node.start_rule(&req.job_id, false).await?,
         Op::Stop => node.stop_rule(&req.job_id).await?,
         Op::Uninstall => node.delete_rule(&req.job_id).await?,
     };

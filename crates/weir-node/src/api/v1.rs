@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
@@ -444,28 +444,63 @@ struct UpdateBody {
     sql: String,
     #[serde(default)]
     options: RuleOptions,
+    /// What becomes of the rule's saved state: kept (the default; refused when the stateful
+    /// operators changed) or reset.
+    #[serde(default)]
+    state: StateChoice,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum StateChoice {
+    #[default]
+    Keep,
+    Reset,
+}
+
+/// A rule after an update, and what became of its saved state.
+#[derive(serde::Serialize)]
+struct Updated {
+    #[serde(flatten)]
+    rule: RuleView,
+    saved_state: crate::node::SavedState,
 }
 
 async fn update_rule(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     body: Result<Json<UpdateBody>, JsonRejection>,
-) -> ApiResult<RuleView> {
+) -> ApiResult<Updated> {
     let Json(b) = body?;
     if b.id.as_ref().is_some_and(|i| i != &id) {
         return Err(ApiError::bad_request(
             "the body's id differs from the path's; a rule cannot be renamed",
         ));
     }
-    Ok(Json(node.update_rule(&id, &b.sql, b.options).await?))
+    let reset = b.state == StateChoice::Reset;
+    let (rule, saved_state) = node.update_rule(&id, &b.sql, b.options, reset).await?;
+    Ok(Json(Updated { rule, saved_state }))
+}
+
+/// `?reset_state=true`: start with empty state.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartQuery {
+    #[serde(default)]
+    reset_state: bool,
 }
 
 async fn delete_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
     Ok(Json(node.delete_rule(&id).await?))
 }
 
-async fn start_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
-    Ok(Json(node.start_rule(&id).await?))
+async fn start_rule(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<StartQuery>, QueryRejection>,
+) -> ApiResult<RuleView> {
+    let axum::extract::Query(q) = query?;
+    Ok(Json(node.start_rule(&id, q.reset_state).await?))
 }
 
 async fn stop_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> ApiResult<RuleView> {
@@ -475,8 +510,10 @@ async fn stop_rule(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Api
 async fn restart_rule(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
+    query: Result<axum::extract::Query<StartQuery>, QueryRejection>,
 ) -> ApiResult<RuleView> {
-    Ok(Json(node.restart_rule(&id).await?))
+    let axum::extract::Query(q) = query?;
+    Ok(Json(node.restart_rule(&id, q.reset_state).await?))
 }
 
 async fn rule_status(

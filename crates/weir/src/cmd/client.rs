@@ -45,9 +45,14 @@ enum RuleCommand {
         /// Install without starting.
         #[arg(long)]
         stopped: bool,
-        /// Replace the rule of that id in place (it keeps running if the new text is bad).
+        /// Replace the rule of that id in place (it keeps running if the new text is bad). The
+        /// rule keeps its state unless its windows, keys, aggregates, joins or patterns
+        /// changed; then the update is refused, unless --reset-state.
         #[arg(long)]
         update: bool,
+        /// With --update: start the new version with empty state.
+        #[arg(long, requires = "update")]
+        reset_state: bool,
         /// Delivery guarantee: at_most_once, at_least_once or exactly_once.
         #[arg(long)]
         delivery: Option<String>,
@@ -69,14 +74,22 @@ enum RuleCommand {
     Status {
         id: String,
     },
+    /// Start a stopped rule (from its newest checkpoint).
     Start {
         id: String,
+        /// Drop the rule's saved state and start with empty state (for a rule whose state
+        /// no longer fits it, after an upgrade or a change).
+        #[arg(long)]
+        reset_state: bool,
     },
     Stop {
         id: String,
     },
     Restart {
         id: String,
+        /// Drop the rule's saved state and start with empty state.
+        #[arg(long)]
+        reset_state: bool,
     },
     Delete {
         id: String,
@@ -273,6 +286,7 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                 id,
                 stopped,
                 update,
+                reset_state,
                 delivery,
                 checkpoint_interval,
             } => {
@@ -293,7 +307,10 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                 if let Some(i) = checkpoint_interval {
                     options["checkpoint_interval"] = json!(i);
                 }
-                let body = json!({"id": id, "sql": sql, "options": options});
+                let mut body = json!({"id": id, "sql": sql, "options": options});
+                if reset_state {
+                    body["state"] = json!("reset");
+                }
                 if update {
                     c.call(M::PUT, &format!("/v1/rules/{id}"), Some(body))
                         .await?
@@ -326,16 +343,18 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
                 c.call(M::GET, &format!("/v1/rules/{id}/status"), None)
                     .await?
             }
-            RuleCommand::Start { id } => {
-                c.call(M::POST, &format!("/v1/rules/{id}/start"), None)
+            RuleCommand::Start { id, reset_state } => {
+                let q = if reset_state { "?reset_state=true" } else { "" };
+                c.call(M::POST, &format!("/v1/rules/{id}/start{q}"), None)
                     .await?
             }
             RuleCommand::Stop { id } => {
                 c.call(M::POST, &format!("/v1/rules/{id}/stop"), None)
                     .await?
             }
-            RuleCommand::Restart { id } => {
-                c.call(M::POST, &format!("/v1/rules/{id}/restart"), None)
+            RuleCommand::Restart { id, reset_state } => {
+                let q = if reset_state { "?reset_state=true" } else { "" };
+                c.call(M::POST, &format!("/v1/rules/{id}/restart{q}"), None)
                     .await?
             }
             RuleCommand::Delete { id } => {

@@ -1,0 +1,183 @@
+//! A rule's state across updates, upgrades and mistakes: an update that leaves the stateful
+//! operators alone keeps the state; one that changes them is refused with the reason unless
+//! the user resets the state; a checkpoint another build wrote in another form stops the rule
+//! from starting, with the reason, until the user resets it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+const STREAM: &str = "CREATE STREAM s (k STRING, ts BIGINT) WITH (timestamp = 'ts');\n";
+
+fn counts(window: &str, extra: &str, filter: &str) -> String {
+    format!(
+        "{STREAM}INSERT INTO counts SELECT k, window_start, count(*) AS n{extra} FROM s {filter} GROUP BY k, TUMBLE(ts, INTERVAL '{window}' HOUR);"
+    )
+}
+
+/// Posts events one request each and waits until the rule has taken them all.
+async fn send(node: &TestNode, id: &str, events: &[(&str, i64)], total: u64) {
+    for (k, ts) in events {
+        let (s, v) = node
+            .post("/v1/streams/s/events", json!({"k": k, "ts": ts}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    node.wait_status(id, "the events are in", |s| {
+        s["operators"][0]["events_out"].as_u64() == Some(total)
+    })
+    .await;
+}
+
+async fn next_result(rx: &mut mpsc::Receiver<weir_node::hub::Message>) -> Value {
+    let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a result within 10 s")
+        .expect("subscribed");
+    serde_json::from_slice(&m.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_keeps_the_state_unless_it_changes_what_the_state_is_for() {
+    let dir = data_dir("state-update");
+    let node = TestNode::start(&dir).await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let _sub = node.running.node.hub.subscribe("counts", tx, false);
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "c", "sql": counts("1", "", "")}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    send(&node, "c", &[("a", 1_000), ("a", 2_000), ("b", 3_000)], 3).await;
+
+    // A new projection and a new WHERE: the windows and their counts go on.
+    let (s, v) = node
+        .call(
+            reqwest::Method::PUT,
+            "/v1/rules/c",
+            Some(json!({"sql": counts("1", ", 'v2' AS version", "WHERE k <> 'x'")})),
+        )
+        .await;
+    assert_eq!((s, v["saved_state"].as_str()), (200, Some("kept")), "{v}");
+    send(
+        &node,
+        "c",
+        &[("a", 4_000), ("x", 4_500), ("a", 7_200_000)],
+        3,
+    )
+    .await;
+    let mut got = vec![next_result(&mut rx).await, next_result(&mut rx).await];
+    got.sort_by_key(|r| r["k"].as_str().unwrap().to_owned());
+    assert_eq!(
+        got[0],
+        json!({"k": "a", "window_start": 0, "n": 3, "version": "v2"})
+    );
+    assert_eq!(
+        got[1],
+        json!({"k": "b", "window_start": 0, "n": 1, "version": "v2"})
+    );
+
+    // A longer window: the state kept for one-hour windows would not fit. Refused with the
+    // reason; the rule runs on as it was.
+    let (s, v) = node
+        .call(
+            reqwest::Method::PUT,
+            "/v1/rules/c",
+            Some(json!({"sql": counts("2", "", "")})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("tumbling window) is defined differently")
+            && msg.contains("\"state\": \"reset\""),
+        "{msg}"
+    );
+    let (_, rule) = node.get("/v1/rules/c").await;
+    assert!(
+        rule["sql"].as_str().unwrap().contains("'v2' AS version"),
+        "{rule}"
+    );
+    assert_eq!(rule["state"], "RUNNING");
+
+    // Asked to reset: it starts over.
+    let (s, v) = node
+        .call(
+            reqwest::Method::PUT,
+            "/v1/rules/c",
+            Some(json!({"sql": counts("2", "", ""), "state": "reset"})),
+        )
+        .await;
+    assert_eq!((s, v["saved_state"].as_str()), (200, Some("reset")), "{v}");
+    send(&node, "c", &[("a", 7_300_000), ("a", 20_000_000)], 2).await;
+    assert_eq!(
+        next_result(&mut rx).await,
+        json!({"k": "a", "window_start": 7_200_000, "n": 1})
+    );
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_in_another_form_stops_the_rule_until_its_state_is_reset() {
+    let dir = data_dir("state-version");
+    let node = TestNode::start(&dir).await;
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "c", "sql": counts("1", "", "")}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    send(&node, "c", &[("a", 1_000)], 1).await;
+    let (s, _) = node.post("/v1/rules/c/stop", json!({})).await;
+    assert_eq!(s, 200);
+
+    // The checkpoint as a build with another state format for tumbling windows wrote it.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/rules/c/checkpoint", node.base);
+    let bytes = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    let mut c = weir_state::Checkpoint::decode(&bytes).unwrap();
+    let text = c.operators[0]
+        .get()
+        .replace("\"version\":1,", "\"version\":99,");
+    assert_ne!(
+        text,
+        c.operators[0].get(),
+        "the snapshot names its format version"
+    );
+    c.operators[0] = serde_json::value::RawValue::from_string(text).unwrap();
+    let put = http
+        .put(&url)
+        .body(c.encode().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+
+    let (s, v) = node.post("/v1/rules/c/start", json!({})).await;
+    assert_eq!(s, 422, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("saved in version 99 of its format")
+            && msg.contains("/v1/rules/c/start?reset_state=true"),
+        "{msg}"
+    );
+    let (_, rule) = node.get("/v1/rules/c").await;
+    assert_ne!(rule["state"], "RUNNING");
+
+    let (s, v) = node
+        .post("/v1/rules/c/start?reset_state=true", json!({}))
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("RUNNING")), "{v}");
+    let status = node
+        .wait_status("c", "running from empty state", |s| s["state"] == "RUNNING")
+        .await;
+    assert_eq!(
+        status["checkpoint"]["restored_from"],
+        Value::Null,
+        "{status}"
+    );
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
