@@ -69,7 +69,7 @@ async fn an_update_keeps_the_state_unless_it_changes_what_the_state_is_for() {
         3,
     )
     .await;
-    let mut got = vec![next_result(&mut rx).await, next_result(&mut rx).await];
+    let mut got = [next_result(&mut rx).await, next_result(&mut rx).await];
     got.sort_by_key(|r| r["k"].as_str().unwrap().to_owned());
     assert_eq!(
         got[0],
