@@ -133,7 +133,7 @@ impl Hub {
         &self,
         topic: &str,
         payloads: &[Bytes],
-        marker: Option<(&str, &[u8])>,
+        markers: &[(&str, &[u8])],
     ) -> Result<Pending, StoreError> {
         let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
         let matching: Vec<&Sub> = subs.iter().filter(|s| matches(topic, &s.filter)).collect();
@@ -145,10 +145,10 @@ impl Hub {
                 }
             }
         }
-        if !journals.is_empty() || marker.is_some() {
+        if !journals.is_empty() || !markers.is_empty() {
             let appends: Vec<(&StreamLog, &[Bytes])> =
                 journals.iter().map(|j| (*j, payloads)).collect();
-            self.store.commit(&appends, marker)?;
+            self.store.commit(&appends, markers)?;
         }
         self.published
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
@@ -182,7 +182,17 @@ impl Hub {
 
     /// Publishes several messages in order, stored in the journals in one atomic write.
     pub async fn publish_all(&self, topic: &str, payloads: &[Bytes]) -> Result<(), StoreError> {
-        for (tx, msg) in self.dispatch(topic, payloads, None)? {
+        self.publish_marked(topic, payloads, &[]).await
+    }
+
+    /// Like [`Hub::publish_all`], with `markers` set in the same atomic write.
+    pub async fn publish_marked(
+        &self,
+        topic: &str,
+        payloads: &[Bytes],
+        markers: &[(&str, &[u8])],
+    ) -> Result<(), StoreError> {
+        for (tx, msg) in self.dispatch(topic, payloads, markers)? {
             let _ = tx.send(msg).await;
         }
         Ok(())
@@ -196,7 +206,7 @@ impl Hub {
         payloads: &[Bytes],
         marker: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
-        for (tx, msg) in self.dispatch(topic, payloads, marker)? {
+        for (tx, msg) in self.dispatch(topic, payloads, marker.as_slice())? {
             let _ = tx.blocking_send(msg);
         }
         Ok(())

@@ -23,7 +23,9 @@ use crate::registry::{
 };
 use crate::rule::{self, Launch, OperatorStatus, RuleMetrics, RunningRule};
 
+mod ingest;
 mod transfer;
+pub use ingest::{Ingested, DEDUP_WINDOW_MS};
 pub use transfer::Package;
 
 /// A problem with rule or stream text, at a position.
@@ -196,6 +198,8 @@ pub struct Node {
     pub name: std::sync::OnceLock<String>,
     /// The placement policies' decisions, when this node serves as the control plane.
     pub placements: crate::placement::Decisions,
+    /// What makes HTTP ingest idempotent.
+    dedup: ingest::Dedup,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -240,6 +244,7 @@ impl Node {
             members: crate::cluster::Members::new(lost_after),
             name: std::sync::OnceLock::new(),
             placements: Default::default(),
+            dedup: Default::default(),
         }))
     }
 
@@ -570,9 +575,25 @@ impl Node {
         Ok(())
     }
 
-    /// The hub topics where a stream's events are ingested and shown. Besides catalogue
-    /// streams, this finds streams that only rules declare or write.
+    /// Where HTTP ingest puts a stream's events, and the field its events carry their id in
+    /// (the stream's `event_id` option).
+    pub async fn ingest_target(&self, name: &str) -> Result<(String, Option<String>), NodeError> {
+        let (def, ep) = self.stream_endpoint(name).await?;
+        Ok((
+            rule::ingest_topic(&def, &ep),
+            def.options.get("event_id").cloned(),
+        ))
+    }
+
+    /// The hub topics where a stream's events are ingested and shown.
     pub async fn stream_topics(&self, name: &str) -> Result<(String, String), NodeError> {
+        let (def, ep) = self.stream_endpoint(name).await?;
+        Ok((rule::ingest_topic(&def, &ep), rule::tap_topic(&def, &ep)))
+    }
+
+    /// A stream and its connector. Besides catalogue streams, this finds streams that only
+    /// rules declare or write.
+    async fn stream_endpoint(&self, name: &str) -> Result<(StreamDef, Endpoint), NodeError> {
         let st = self.state.lock().await;
         let in_rules = || {
             st.registry.catalog.rules.values().find_map(|r| {
@@ -590,7 +611,7 @@ impl Node {
             })?;
         let ep = Endpoint::from_options(&def.name, &def.options)
             .map_err(|e| NodeError::invalid(e.to_string()))?;
-        Ok((rule::ingest_topic(&def, &ep), rule::tap_topic(&def, &ep)))
+        Ok((def, ep))
     }
 
     // ---- rules ----

@@ -109,7 +109,7 @@ impl Outbox {
     /// covers them is already written.
     pub fn commit(&self, payloads: &[Bytes], marker: (&str, &[u8])) -> Result<(), StoreError> {
         self.store
-            .commit(&[(&self.log, payloads)], Some(marker))
+            .commit(&[(&self.log, payloads)], &[marker])
             .map(|_| ())
     }
 

@@ -181,3 +181,97 @@ async fn a_checkpoint_in_another_form_stops_the_rule_until_its_state_is_reset() 
     node.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that resends a request it got no answer for, with the same Idempotency-Key, has
+/// its events stored once, across a node restart too; a key reused for other events is
+/// refused; events whose id (the stream's event_id) was seen are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_is_stored_once() {
+    let dir = data_dir("idempotent");
+    let http = reqwest::Client::new();
+    let post = |base: String, stream: &'static str, key: Option<&'static str>, body: Value| {
+        let http = http.clone();
+        async move {
+            let mut req = http
+                .post(format!("{base}/v1/streams/{stream}/events"))
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(k) = key {
+                req = req.header("Idempotency-Key", k);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let batch = json!([{"n": 1}, {"n": 2}, {"n": 3}]);
+    let mut seen_total = 0;
+    for round in 0..2 {
+        let node = TestNode::start(&dir).await;
+        let (tx, mut rx) = mpsc::channel(64);
+        let _sub = node.running.node.hub.subscribe("seen", tx, false);
+        if round == 0 {
+            let sql = "CREATE STREAM orders WITH (topic = 'orders');\n\
+                       CREATE STREAM readings WITH (topic = 'readings', event_id = 'id');\n\
+                       INSERT INTO seen SELECT * FROM orders;\n\
+                       INSERT INTO seen SELECT * FROM readings;";
+            let (s, v) = node.post("/v1/rules", json!({"id": "r", "sql": sql})).await;
+            assert_eq!(s, 201, "{v}");
+        }
+        // The first sending (round 0) and a retry after a restart (round 1): stored once.
+        let (s, v) = post(
+            node.base.clone(),
+            "orders",
+            Some("order-batch-1"),
+            batch.clone(),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["accepted"], 3, "{v}");
+        assert_eq!(v["replayed"].as_bool().unwrap_or(false), round == 1, "{v}");
+        let (s, v) = post(
+            node.base.clone(),
+            "orders",
+            Some("order-batch-1"),
+            batch.clone(),
+        )
+        .await;
+        assert_eq!((s, v["replayed"].as_bool()), (200, Some(true)), "{v}");
+        // The same key for other events is a mistake.
+        let (s, v) = post(
+            node.base.clone(),
+            "orders",
+            Some("order-batch-1"),
+            json!([{"n": 9}]),
+        )
+        .await;
+        assert_eq!(s, 409, "{v}");
+        // Events with ids: repeats within a request and across requests are dropped.
+        let (s, v) = post(
+            node.base.clone(),
+            "readings",
+            None,
+            json!([{"id": "a", "v": 1}, {"id": "b", "v": 2}, {"id": "a", "v": 1}]),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let expect_new = if round == 0 { 2 } else { 0 };
+        assert_eq!(
+            (
+                v["accepted"].as_u64(),
+                v["duplicates"].as_u64().unwrap_or(0)
+            ),
+            (Some(expect_new), 3 - expect_new),
+            "{v}"
+        );
+        let want = if round == 0 { 5 } else { 0 };
+        let mut got = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(700), rx.recv()).await {
+            got += 1;
+        }
+        assert_eq!(got, want, "round {round}");
+        seen_total += got;
+        node.stop().await;
+    }
+    assert_eq!(seen_total, 5);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -150,17 +150,34 @@ impl Store {
     }
 
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.remove_metas(&[key])
+    }
+
+    /// Removes several markers in one write.
+    pub fn remove_metas(&self, keys: &[&str]) -> Result<(), StoreError> {
         let mut b = self.db.batch().durability(Some(self.mode));
-        b.remove(&self.meta, key);
+        for k in keys {
+            b.remove(&self.meta, *k);
+        }
         self.write(b, 64)
     }
 
-    /// Appends to several logs and sets one marker, all or nothing: how a checkpoint's outputs
+    /// The markers whose keys start with `prefix`, with their values.
+    pub fn metas(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.meta.prefix(prefix) {
+            let (k, v) = kv.into_inner()?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Appends to several logs and sets markers, all or nothing: how a checkpoint's outputs
     /// are committed exactly once. Returns the first offset written in each log.
     pub fn commit(
         &self,
         appends: &[(&StreamLog, &[Bytes])],
-        marker: Option<(&str, &[u8])>,
+        markers: &[(&str, &[u8])],
     ) -> Result<Vec<u64>, StoreError> {
         // Lock every log in name order, so two commits never wait on each other in a circle.
         let mut order: Vec<usize> = (0..appends.len()).collect();
@@ -200,8 +217,8 @@ impl Store {
             firsts.push(first);
             ends.push(end);
         }
-        if let Some((k, v)) = marker {
-            batch.insert(&self.meta, k, v);
+        for (k, v) in markers {
+            batch.insert(&self.meta, *k, *v);
         }
         let bytes: usize = appends
             .iter()
@@ -247,7 +264,7 @@ impl StreamLog {
 
     /// Appends payloads in order; returns the offset of the first.
     pub fn append(&self, payloads: &[Bytes]) -> Result<u64, StoreError> {
-        Ok(self.store.commit(&[(self, payloads)], None)?[0])
+        Ok(self.store.commit(&[(self, payloads)], &[])?[0])
     }
 
     /// Where the numbers of `part` are kept: the whole stream's (`""`, a JetStream stream
@@ -291,7 +308,7 @@ impl StreamLog {
         let key = self.number_key(part);
         let marker = seq.to_be_bytes();
         self.store
-            .commit(&[(self, &[payload])], Some((key.as_str(), &marker)))?;
+            .commit(&[(self, &[payload])], &[(key.as_str(), &marker)])?;
         Ok(())
     }
 
@@ -455,7 +472,7 @@ mod tests {
         let firsts = store
             .commit(
                 &[(&a, &[b("1"), b("2")]), (&c, &[b("z")])],
-                Some(("epoch:r", &7u64.to_be_bytes())),
+                &[("epoch:r", &7u64.to_be_bytes())],
             )
             .unwrap();
         assert_eq!(firsts, vec![1, 0]);

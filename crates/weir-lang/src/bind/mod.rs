@@ -38,6 +38,7 @@ const COMMON_OPTIONS: &[&str] = &[
     "delimiter",
     "header",
     "timestamp_format",
+    "event_id",
 ];
 
 /// The connectors a stream can name, each with the options it takes beside [`COMMON_OPTIONS`].

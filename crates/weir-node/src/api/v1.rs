@@ -128,9 +128,15 @@ async fn delete_stream(
 async fn ingest(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
-) -> ApiResult<Json_> {
-    let (topic, _) = node.stream_topics(&name).await?;
+) -> ApiResult<crate::node::Ingested> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::bad_request("the Idempotency-Key header must be printable ASCII")
+        })?),
+    };
     let value: Json_ = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body is not JSON: {e} (line {}, column {})",
@@ -148,12 +154,7 @@ async fn ingest(
         )));
     }
     // One atomic write: a durable topic holds the whole request or none of it.
-    let payloads: Vec<Bytes> = events.iter().map(|e| Bytes::from(e.to_string())).collect();
-    node.hub
-        .publish_all(&topic, &payloads)
-        .await
-        .map_err(NodeError::Store)?;
-    Ok(Json(json!({"accepted": events.len()})))
+    Ok(Json(node.ingest(&name, events, key, &body).await?))
 }
 
 /// A live view of hub topics as Server-Sent Events; a reader that falls behind loses events
