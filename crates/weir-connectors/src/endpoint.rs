@@ -7,7 +7,7 @@ use crate::amqp::AmqpConfig;
 use crate::file::FileConfig;
 use crate::http::HttpConfig;
 use crate::kafka::KafkaConfig;
-use crate::live::{Health, PayloadRx, PayloadTx};
+use crate::live::{Health, PayloadRx, PayloadTx, Stop};
 use crate::mqtt::MqttConfig;
 use crate::nats::NatsConfig;
 use crate::ConnectorError;
@@ -86,12 +86,19 @@ impl Endpoint {
     }
 
     /// The endpoint as rule `rule` uses it: settings whose default depends on the rule filled
-    /// in (a Kafka source's consumer group and the name of a JetStream group's consumers,
-    /// `weir-<rule>-<stream>`).
+    /// in (a Kafka source's consumer group, the name of a JetStream group's consumers and an
+    /// AMQP source's queue, `weir-<rule>-<stream>`).
     pub fn for_rule(mut self, rule: &str, stream: &str) -> Endpoint {
         let group = match &mut self {
             Endpoint::Kafka(c) => &mut c.group,
-            Endpoint::Nats(c) => &mut c.group,
+            Endpoint::Nats(c) => {
+                c.durable_of_rule(rule, stream);
+                &mut c.group
+            }
+            Endpoint::Amqp(c) => {
+                c.queue_of_rule(rule, stream);
+                return self;
+            }
             _ => return self,
         };
         group.get_or_insert_with(|| format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
@@ -113,16 +120,22 @@ impl Endpoint {
 
     /// Starts reading from the outside world into `tx`. `None` for endpoints the node feeds
     /// itself (embedded topics, HTTP ingest).
-    pub fn spawn_source(&self, tx: PayloadTx, health: Arc<Health>) -> Option<JoinHandle<()>> {
+    pub fn spawn_source(
+        &self,
+        tx: PayloadTx,
+        health: Arc<Health>,
+        stop: Stop,
+    ) -> Option<JoinHandle<()>> {
         match self {
-            Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
-            Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
-            Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
-            Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_source(tx, health))),
+            Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_source(
                 c.clone(),
                 tx,
                 health,
+                stop,
             ))),
             Endpoint::Embedded { .. } | Endpoint::Http(_) => None,
         }

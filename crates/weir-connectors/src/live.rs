@@ -34,6 +34,30 @@ pub struct DurableInput {
     pub health: Arc<Health>,
 }
 
+/// Asks a source to stop taking messages. A source looks at it only between messages: one it
+/// has taken is handed over and acknowledged first, so a stop neither loses a message the
+/// broker believes delivered nor leaves one handed over to be delivered again. Dropping the
+/// sender stops the sources too.
+#[derive(Debug, Clone)]
+pub struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    pub fn channel() -> (tokio::sync::watch::Sender<bool>, Stop) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// Whether the source should stop now (checked by blocking sources between messages).
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    /// Resolves once a stop is asked for: a source selects on it while it waits for a message.
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
 /// The rule behind a [`PayloadTx`] has stopped.
 #[derive(Debug)]
 pub struct Closed;

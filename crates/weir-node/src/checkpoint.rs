@@ -49,6 +49,9 @@ pub struct ChangelogInputs {
 pub struct FeedCtl {
     /// The newest epoch a barrier is wanted for.
     pub requested: AtomicU64,
+    /// The epoch of the rule's last checkpoint (0: none asked yet): before its barrier the feed
+    /// takes in everything its sources had taken, and after it, reads nothing more.
+    pub last: AtomicU64,
     /// Stop reading and leave the engine without ending the stream (state stays as checkpointed).
     pub abandon: AtomicBool,
     /// Wakes the feed if it waits for input, so a barrier goes in at once.
@@ -59,6 +62,7 @@ impl FeedCtl {
     pub fn new(wake: Box<dyn Fn() + Send + Sync>) -> FeedCtl {
         FeedCtl {
             requested: AtomicU64::new(0),
+            last: AtomicU64::new(0),
             abandon: AtomicBool::new(false),
             wake,
         }
@@ -236,6 +240,11 @@ impl Coordinator {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             self.epoch += 1;
+            if stop {
+                for f in &self.feeds {
+                    f.last.store(self.epoch, Ordering::Relaxed);
+                }
+            }
             let started = Instant::now();
             match self.checkpoint(self.epoch) {
                 Ok(c) => self.completed(&c, started),

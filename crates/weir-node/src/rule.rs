@@ -285,6 +285,13 @@ pub struct Fed {
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
 pub struct RunningRule {
     pub metrics: Arc<RuleMetrics>,
+    /// What takes input in: connector sources and the forwarders of the node's own topics.
+    sources: Vec<JoinHandle<()>>,
+    /// Asks the connector sources to stop taking input.
+    stop_sources: tokio::sync::watch::Sender<bool>,
+    /// A sender of each input channel, so that a stopping rule's feeds find their channels
+    /// open (not ended) while they take in what is left.
+    keep_open: Vec<mpsc::Sender<Bytes>>,
     tasks: Vec<JoinHandle<()>>,
     sinks: Vec<JoinHandle<()>>,
     subs: Vec<Subscription>,
@@ -487,12 +494,16 @@ impl RunningRule {
         let first_epoch = status.epoch;
         let checkpoint_status = Arc::new(Mutex::new(status));
         let failure = Arc::new(Mutex::new(None));
+        let (stop_sources, stop) = weir_connectors::live::Stop::channel();
         let mut rule = RunningRule {
             metrics: Arc::new(RuleMetrics::new(
                 Vec::new(),
                 checkpoint_status.clone(),
                 failure.clone(),
             )),
+            sources: Vec::new(),
+            stop_sources,
+            keep_open: Vec::new(),
             tasks: Vec::new(),
             sinks: Vec::new(),
             subs: Vec::new(),
@@ -560,12 +571,13 @@ impl RunningRule {
                 None => {
                     let (tx, rx) = mpsc::channel::<Bytes>(1024);
                     rule.live_inputs(&hub, &def, &endpoint, &tx);
+                    rule.keep_open.push(tx.clone());
                     let wake = waker(tx.downgrade(), Bytes::new());
                     (PayloadTx::Channel(tx), FeedSource::Channel(rx), wake)
                 }
             };
-            if let Some(task) = endpoint.spawn_source(tx, stage.health.clone()) {
-                rule.tasks.push(task);
+            if let Some(task) = endpoint.spawn_source(tx, stage.health.clone(), stop.clone()) {
+                rule.sources.push(task);
             } else {
                 stage.health.up();
             }
@@ -744,7 +756,7 @@ impl RunningRule {
         self.subs
             .push(hub.subscribe(&ingest_topic(def, endpoint), hub_tx, false));
         let fwd = tx.clone();
-        self.tasks.push(tokio::spawn(async move {
+        self.sources.push(tokio::spawn(async move {
             while let Some(m) = hub_rx.recv().await {
                 if fwd.send(m.payload).await.is_err() {
                     break;
@@ -752,6 +764,25 @@ impl RunningRule {
             }
         }));
         self.tasks.push(spawn_ticks(tx.downgrade(), Bytes::new()));
+    }
+
+    /// A stop's first step: the sources stop taking input, each after handing over (and
+    /// acknowledging) the message it holds, and the node's topics stop feeding the rule. The
+    /// last checkpoint then takes in everything they had taken, so nothing taken is lost and
+    /// nothing is processed after it (a move hands exactly that state over).
+    async fn stop_taking_input(&mut self) {
+        let _ = self.stop_sources.send(true);
+        // Forwarders from the node's topics end once they forwarded what they hold.
+        self.subs.clear();
+        for mut t in std::mem::take(&mut self.sources) {
+            if tokio::time::timeout(Duration::from_secs(10), &mut t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a source did not stop within 10 s; it is cut off");
+                t.abort();
+            }
+        }
     }
 
     /// Stops the rule: a last checkpoint, then sources, then every thread. Blocks until done.
@@ -767,6 +798,9 @@ impl RunningRule {
 
     async fn halt(mut self, how: Command) {
         let checkpoint = matches!(how, Command::Stop);
+        if checkpoint {
+            self.stop_taking_input().await;
+        }
         if let Some((commands, coordinator)) = self.coordinator.take() {
             let _ = commands.send(how);
             let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
@@ -786,11 +820,12 @@ impl RunningRule {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.closed.store(true, Ordering::Relaxed);
-        for t in self.tasks.drain(..) {
+        for t in self.sources.drain(..).chain(self.tasks.drain(..)) {
             t.abort();
             let _ = t.await;
         }
         self.subs.clear();
+        self.keep_open.clear();
         let threads = std::mem::take(&mut self.threads);
         let flow = self.flow.take();
         let _ = tokio::task::spawn_blocking(move || {
@@ -1024,6 +1059,12 @@ impl Feed {
             }
             let wanted = self.ctl.requested.load(Ordering::Relaxed);
             if wanted > self.injected {
+                // The last checkpoint: everything the sources took goes in before its barrier,
+                // nothing after it.
+                let last = self.ctl.last.load(Ordering::Relaxed) == wanted;
+                if last {
+                    self.take_in_what_is_left();
+                }
                 self.injected = wanted;
                 self.ingest.barrier(wanted);
                 let (log, offset) = match &self.source {
@@ -1042,10 +1083,39 @@ impl Feed {
                     stream: self.ingest.stream().name.clone(),
                     watermark: self.ingest.watermark(),
                 });
+                if last {
+                    return;
+                }
             }
         }
         if !self.ctl.abandon.load(Ordering::Relaxed) {
             self.ingest.finish();
+        }
+    }
+
+    /// Before the last barrier: the payloads the (stopped) sources handed over and the feed has
+    /// not taken yet. A durable log is not read further: what is beyond the position stays in
+    /// the log (or travels with a moved rule).
+    fn take_in_what_is_left(&mut self) {
+        let mut left = Vec::new();
+        match &mut self.source {
+            FeedSource::Channel(rx) => {
+                while let Ok(p) = rx.try_recv() {
+                    left.push(p);
+                }
+            }
+            FeedSource::Numbered { rx, next, .. } => {
+                while let Ok((p, offset)) = rx.try_recv() {
+                    if let Some(o) = offset {
+                        *next = Some(o + 1);
+                    }
+                    left.push(p);
+                }
+            }
+            FeedSource::Log { .. } => {}
+        }
+        for p in left {
+            self.accept(&p);
         }
     }
 

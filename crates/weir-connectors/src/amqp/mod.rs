@@ -15,7 +15,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
 
 /// Settings of an AMQP stream.
 #[derive(Debug, Clone)]
@@ -24,8 +24,12 @@ pub struct AmqpConfig {
     /// Empty for the default exchange (routing key = queue name).
     pub exchange: String,
     pub exchange_type: String,
-    /// The queue a source consumes; a server-named exclusive queue when absent.
+    /// The queue a source consumes; a rule names one of its own when the stream names none
+    /// ([`AmqpConfig::queue_of_rule`]).
     pub queue: Option<String>,
+    /// A queue of a rule's own is deleted by the broker after this long without a consumer
+    /// (it outlives the rule's restarts and moves, not the rule).
+    pub expires_ms: Option<u64>,
     pub routing_key: String,
     pub durable: bool,
     pub prefetch: u16,
@@ -70,6 +74,7 @@ impl AmqpConfig {
             exchange,
             exchange_type,
             queue,
+            expires_ms: None,
             routing_key,
             durable: o.bool("durable", true),
             prefetch: o.number("prefetch", 256u16, 1..=65535),
@@ -100,6 +105,16 @@ impl AmqpConfig {
         Ok((conn, channel))
     }
 
+    /// The queue of rule `rule` for a stream that names none: messages published while the
+    /// rule restarts or moves to another node wait in it, and whatever node runs the rule
+    /// consumes it.
+    pub fn queue_of_rule(&mut self, rule: &str, stream: &str) {
+        if self.queue.is_none() {
+            self.queue = Some(format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
+            self.expires_ms = Some(24 * 3600 * 1000);
+        }
+    }
+
     /// Declares the queue (and its binding) and starts consuming.
     async fn consume(&self, channel: &Channel) -> Result<lapin::Consumer, lapin::Error> {
         let opts = QueueDeclareOptions {
@@ -109,9 +124,14 @@ impl AmqpConfig {
             ..Default::default()
         };
         let name = self.queue.as_deref().unwrap_or("");
-        let queue = channel
-            .queue_declare(name, opts, FieldTable::default())
-            .await?;
+        let mut args = FieldTable::default();
+        if let Some(ms) = self.expires_ms {
+            args.insert(
+                "x-expires".into(),
+                lapin::types::AMQPValue::LongLongInt(ms as i64),
+            );
+        }
+        let queue = channel.queue_declare(name, opts, args).await?;
         if !self.exchange.is_empty() {
             channel
                 .queue_bind(
@@ -136,9 +156,9 @@ impl AmqpConfig {
             .await
     }
 
-    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let mut backoff = Backoff::default();
-        loop {
+        while !stop.is_set() {
             let consumer = match self.channel().await {
                 Ok((conn, channel)) => match self.consume(&channel).await {
                     Ok(consumer) => Some((conn, consumer)),
@@ -152,10 +172,24 @@ impl AmqpConfig {
                     None
                 }
             };
-            if let Some((_conn, mut consumer)) = consumer {
+            if let Some((conn, mut consumer)) = consumer {
                 health.up();
                 backoff.reset();
-                while let Some(delivery) = consumer.next().await {
+                loop {
+                    // Between messages only: a taken one is handed over and acknowledged.
+                    // Closing the connection returns what the client had been sent but not
+                    // handed over to the queue, for whoever consumes it next.
+                    let delivery = tokio::select! {
+                        biased;
+                        _ = stop.requested() => {
+                            let _ = conn.close(200, "the rule stopped").await;
+                            return;
+                        }
+                        d = consumer.next() => match d {
+                            Some(d) => d,
+                            None => break,
+                        },
+                    };
                     let delivery = match delivery {
                         Ok(d) => d,
                         Err(e) => {
@@ -173,7 +207,10 @@ impl AmqpConfig {
                     }
                 }
             }
-            backoff.wait().await;
+            tokio::select! {
+                _ = stop.requested() => return,
+                _ = backoff.wait() => {}
+            }
         }
     }
 

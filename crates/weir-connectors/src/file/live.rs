@@ -5,9 +5,9 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use super::FileConfig;
-use crate::live::{Health, PayloadRx, PayloadTx};
+use crate::live::{Health, PayloadRx, PayloadTx, Stop};
 
-pub async fn run_source(c: FileConfig, tx: PayloadTx, health: Arc<Health>) {
+pub async fn run_source(c: FileConfig, tx: PayloadTx, health: Arc<Health>, stop: Stop) {
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let file = std::fs::File::open(&c.path)?;
         health.up();
@@ -18,6 +18,9 @@ pub async fn run_source(c: FileConfig, tx: PayloadTx, health: Arc<Health>) {
             }
             if line.is_empty() {
                 continue;
+            }
+            if stop.is_set() {
+                break;
             }
             health.count();
             if tx.blocking_send(line.into()).is_err() {

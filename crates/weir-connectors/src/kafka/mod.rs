@@ -25,7 +25,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::endpoint::Opts;
 use crate::group::GroupEvent;
-use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
+use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx, Stop};
 
 /// Results in flight to the broker at once.
 const WINDOW: usize = 256;
@@ -149,10 +149,10 @@ impl KafkaConfig {
         self.metadata(None).await.map(|_| ())
     }
 
-    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let mut backoff = Backoff::default();
-        loop {
-            match self.consume(&tx, &health).await {
+        while !stop.is_set() {
+            match self.consume(&tx, &health, &mut stop).await {
                 Ok(()) => return,
                 Err(_) if tx.is_closed() => return,
                 Err(e) => health.down(e),
@@ -161,7 +161,12 @@ impl KafkaConfig {
         }
     }
 
-    async fn consume(&self, tx: &PayloadTx, health: &Health) -> Result<(), String> {
+    async fn consume(
+        &self,
+        tx: &PayloadTx,
+        health: &Health,
+        stop: &mut Stop,
+    ) -> Result<(), String> {
         self.ensure_topic().await?;
         let durable = matches!(tx, PayloadTx::Log(_));
         let consumer = self.consumer(!durable)?;
@@ -187,7 +192,12 @@ impl KafkaConfig {
         }
         health.up();
         loop {
-            let msg = consumer.recv().await.map_err(|e| e.to_string())?;
+            // Between messages only: a taken one is handed over (and, durable, committed).
+            let msg = tokio::select! {
+                biased;
+                _ = stop.requested() => return Ok(()),
+                m = consumer.recv() => m.map_err(|e| e.to_string())?,
+            };
             let Some(payload) = msg.payload() else {
                 continue;
             };

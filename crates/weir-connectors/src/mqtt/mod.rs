@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, PayloadRx, PayloadTx};
+use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
 
 /// Largest MQTT packet weir sends or accepts: the 1 MiB record limit plus headers.
 const MAX_PACKET: usize = (1 << 20) + 4096;
@@ -98,11 +98,11 @@ impl MqttConfig {
         })
     }
 
-    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, stop: Stop) {
         if self.v5 {
-            v5::run_source(self, tx, health).await
+            v5::run_source(self, tx, health, stop).await
         } else {
-            v4::run_source(self, tx, health).await
+            v4::run_source(self, tx, health, stop).await
         }
     }
 
@@ -146,12 +146,25 @@ macro_rules! mqtt_client {
             AsyncClient::new(o, 512)
         }
 
-        pub(super) async fn run_source(c: MqttConfig, tx: PayloadTx, health: Arc<Health>) {
+        pub(super) async fn run_source(
+            c: MqttConfig,
+            tx: PayloadTx,
+            health: Arc<Health>,
+            mut stop: Stop,
+        ) {
             let (client, mut events) = client(&c, "source");
             let filter = c.subscription();
             let mut backoff = Backoff::default();
             loop {
-                match events.poll().await {
+                // Between messages only: a taken one is handed over and acknowledged. What the
+                // broker sent but the rule did not take stays unacknowledged, for the session
+                // to deliver again.
+                let event = tokio::select! {
+                    biased;
+                    _ = stop.requested() => return,
+                    e = events.poll() => e,
+                };
+                match event {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                         health.up();
                         backoff.reset();

@@ -17,7 +17,7 @@ use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx};
+use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx, Stop};
 
 pub mod changelog;
 pub mod group;
@@ -33,6 +33,9 @@ pub struct NatsConfig {
     pub stream: Option<String>,
     /// Durable consumer name, so a restarted source resumes where it stopped.
     pub durable: Option<String>,
+    /// A durable consumer of a rule's own is deleted by the server after this long unused
+    /// (it outlives the rule's restarts and moves, not the rule).
+    pub inactive_ms: Option<u64>,
     /// Partitioned subjects `<subject>.<p>`, p in 0..N.
     pub partitions: Option<u32>,
     /// The stream's key field: with partitions, it picks a result's partition (sinks).
@@ -73,9 +76,19 @@ impl NatsConfig {
             queue: o.get("queue").map(str::to_owned),
             stream: js_stream,
             durable,
+            inactive_ms: None,
             partitions,
             key,
             group: o.get("group").map(str::to_owned),
+        }
+    }
+
+    /// A JetStream source of rule `rule` without a durable consumer gets one of its own, so
+    /// that a restart or a move resumes after what was acknowledged.
+    pub fn durable_of_rule(&mut self, rule: &str, stream: &str) {
+        if self.stream.is_some() && self.durable.is_none() {
+            self.durable = Some(format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
+            self.inactive_ms = Some(24 * 3600 * 1000);
         }
     }
 
@@ -146,7 +159,7 @@ impl NatsConfig {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>) {
+    pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let client = match self.connect(&health).await {
             Ok(c) => c,
             Err(e) => return health.down(e),
@@ -154,36 +167,51 @@ impl NatsConfig {
         health.up();
         let mut backoff = Backoff::default();
         match &self.stream {
-            None => loop {
-                let sub = match &self.queue {
-                    Some(q) => client.queue_subscribe(self.filter(), q.clone()).await,
-                    None => client.subscribe(self.filter()).await,
-                };
-                let mut sub = match sub {
-                    Ok(s) => s,
-                    Err(e) => {
+            None => {
+                while !stop.is_set() {
+                    let sub = match &self.queue {
+                        Some(q) => client.queue_subscribe(self.filter(), q.clone()).await,
+                        None => client.subscribe(self.filter()).await,
+                    };
+                    let mut sub = match sub {
+                        Ok(s) => s,
+                        Err(e) => {
+                            health.down(e);
+                            backoff.wait().await;
+                            continue;
+                        }
+                    };
+                    loop {
+                        let msg = tokio::select! {
+                            biased;
+                            _ = stop.requested() => return,
+                            m = sub.next() => match m {
+                                Some(m) => m,
+                                None => break,
+                            },
+                        };
+                        health.count();
+                        if tx.send(msg.payload).await.is_err() {
+                            return;
+                        }
+                    }
+                    backoff.wait().await;
+                }
+            }
+            Some(name) => {
+                while !stop.is_set() {
+                    if let Err(e) = self
+                        .consume_jetstream(&client, name, &tx, &health, &mut stop)
+                        .await
+                    {
+                        if tx.is_closed() {
+                            return;
+                        }
                         health.down(e);
-                        backoff.wait().await;
-                        continue;
                     }
-                };
-                while let Some(msg) = sub.next().await {
-                    health.count();
-                    if tx.send(msg.payload).await.is_err() {
-                        return;
-                    }
+                    backoff.wait().await;
                 }
-                backoff.wait().await;
-            },
-            Some(name) => loop {
-                if let Err(e) = self.consume_jetstream(&client, name, &tx, &health).await {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    health.down(e);
-                }
-                backoff.wait().await;
-            },
+            }
         }
     }
 
@@ -193,6 +221,7 @@ impl NatsConfig {
         name: &str,
         tx: &PayloadTx,
         health: &Health,
+        stop: &mut Stop,
     ) -> Result<(), String> {
         let stream = self.js_stream(client, name).await?;
         if let PayloadTx::Log(input) = tx {
@@ -220,8 +249,12 @@ impl NatsConfig {
             // reconnect it is made again from the stored position.
             let connection = health.reconnects.load(Ordering::Relaxed);
             loop {
-                let msg = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await
-                {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.requested() => return Ok(()),
+                    n = tokio::time::timeout(Duration::from_secs(1), messages.next()) => n,
+                };
+                let msg = match next {
                     Ok(Some(msg)) => msg.map_err(|e| e.to_string())?,
                     Ok(None) => return Ok(()),
                     Err(_) if health.reconnects.load(Ordering::Relaxed) != connection => {
@@ -239,6 +272,10 @@ impl NatsConfig {
         let config = jetstream::consumer::pull::Config {
             durable_name: self.durable.clone(),
             filter_subject: self.filter(),
+            inactive_threshold: self
+                .inactive_ms
+                .map(Duration::from_millis)
+                .unwrap_or_default(),
             ..Default::default()
         };
         let consumer = match &self.durable {
@@ -247,7 +284,17 @@ impl NatsConfig {
         }
         .map_err(|e| e.to_string())?;
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        while let Some(msg) = messages.next().await {
+        loop {
+            // Between messages only: a taken one is handed over and acknowledged; what the
+            // consumer was given but not handed over is delivered again after the ack wait.
+            let msg = tokio::select! {
+                biased;
+                _ = stop.requested() => return Ok(()),
+                m = messages.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             let msg = msg.map_err(|e| e.to_string())?;
             health.count();
             if tx.send(msg.payload.clone()).await.is_err() {
