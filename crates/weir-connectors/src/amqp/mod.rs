@@ -62,7 +62,10 @@ impl AmqpConfig {
             .unwrap_or_default()
             .to_owned();
         let exchange = o.get("exchange").unwrap_or_default().to_owned();
-        let queue = o.get("queue").map(str::to_owned);
+        // On the default exchange the routing key is the name of the queue it reaches.
+        let queue = o.get("queue").map(str::to_owned).or_else(|| {
+            (exchange.is_empty() && !routing_key.is_empty()).then(|| routing_key.clone())
+        });
         if exchange.is_empty() && queue.is_none() && routing_key.is_empty() {
             o.fault(
                 "connector",

@@ -161,7 +161,7 @@ macro_rules! mqtt_client {
                 // to deliver again.
                 let event = tokio::select! {
                     biased;
-                    _ = stop.requested() => return,
+                    _ = stop.requested() => return leave(client, events).await,
                     e = events.poll() => e,
                 };
                 match event {
@@ -190,6 +190,21 @@ macro_rules! mqtt_client {
                     }
                 }
             }
+        }
+
+        /// Sends the acknowledgements still queued, then a clean disconnect: the persistent
+        /// session then holds exactly what the rule did not take (a message that arrives
+        /// meanwhile is neither taken nor acknowledged).
+        async fn leave(client: AsyncClient, mut events: EventLoop) {
+            let _ = client.try_disconnect();
+            let flushed = async {
+                while let Ok(e) = events.poll().await {
+                    if matches!(e, Event::Outgoing(Outgoing::Disconnect)) {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
         }
 
         pub(super) async fn run_sink(c: MqttConfig, mut rx: PayloadRx, health: Arc<Health>) {

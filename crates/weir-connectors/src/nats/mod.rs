@@ -209,7 +209,10 @@ impl NatsConfig {
                         }
                         health.down(e);
                     }
-                    backoff.wait().await;
+                    tokio::select! {
+                        _ = stop.requested() => return,
+                        _ = backoff.wait() => {}
+                    }
                 }
             }
         }
@@ -283,26 +286,29 @@ impl NatsConfig {
             None => stream.create_consumer(config).await,
         }
         .map_err(|e| e.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        loop {
-            // Between messages only: a taken one is handed over and acknowledged; what the
-            // consumer was given but not handed over is delivered again after the ack wait.
-            let msg = tokio::select! {
-                biased;
-                _ = stop.requested() => return Ok(()),
-                m = messages.next() => match m {
-                    Some(m) => m,
-                    None => break,
-                },
-            };
-            let msg = msg.map_err(|e| e.to_string())?;
-            health.count();
-            if tx.send(msg.payload.clone()).await.is_err() {
-                return Err("rule stopped".to_owned());
+        // Pulled in bounded batches, each handed over and acknowledged whole: a stop between
+        // batches leaves nothing delivered but unacknowledged, which the consumer would only
+        // deliver again after its ack wait (and behind newer messages, so too late for a
+        // window).
+        while !stop.is_set() {
+            let mut batch = consumer
+                .batch()
+                .max_messages(256)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| e.to_string())?;
+                health.count();
+                if tx.send(msg.payload.clone()).await.is_err() {
+                    return Err("rule stopped".to_owned());
+                }
+                msg.ack().await.map_err(|e| e.to_string())?;
             }
-            msg.ack().await.map_err(|e| e.to_string())?;
         }
-        Ok(())
+        // The acknowledgements reach the server before the connection goes.
+        client.flush().await.map_err(|e| e.to_string())
     }
 
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
