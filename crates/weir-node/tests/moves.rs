@@ -283,14 +283,6 @@ impl Pair {
         Pair { a, b, dirs }
     }
 
-    fn node(&self, name: &str) -> &TestNode {
-        if name == "a" {
-            &self.a
-        } else {
-            &self.b
-        }
-    }
-
     async fn stop(self) {
         self.a.stop().await;
         self.b.stop().await;
