@@ -102,6 +102,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| format!("http://{http_addr}"));
     let _ = node.name.set(name.clone());
+    let _ = node.address.set(address.clone());
     let heartbeats = cluster::heartbeats(node.clone(), name.clone(), address);
     let placement = node
         .config

@@ -107,6 +107,9 @@ pub struct StreamView {
 #[derive(Debug, Serialize)]
 pub struct RuleView {
     pub id: String,
+    /// The node that holds the rule (any node of a control plane answers for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub sql: String,
     pub options: RuleOptions,
     pub state: &'static str,
@@ -115,6 +118,9 @@ pub struct RuleView {
     /// The nodes the rule moved between, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moves: Vec<MoveRecord>,
+    /// What the seed paper's jobinfo adds, for a rule installed as a paper job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRecord>,
 }
 
 /// What an update did with the rule's saved state.
@@ -133,6 +139,9 @@ pub enum SavedState {
 #[derive(Debug, Serialize)]
 pub struct RuleStatus {
     pub id: String,
+    /// The node that holds the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub state: &'static str,
     pub last_error: Option<String>,
     pub uptime_ms: u64,
@@ -196,6 +205,8 @@ pub struct Node {
     pub members: crate::cluster::Members,
     /// This node's name among its control plane's nodes.
     pub name: std::sync::OnceLock<String>,
+    /// The address other nodes and clients reach this node at.
+    pub address: std::sync::OnceLock<String>,
     /// The placement policies' decisions, when this node serves as the control plane.
     pub placements: crate::placement::Decisions,
     /// What makes HTTP ingest idempotent.
@@ -243,6 +254,7 @@ impl Node {
             metrics: RwLock::new(BTreeMap::new()),
             members: crate::cluster::Members::new(lost_after),
             name: std::sync::OnceLock::new(),
+            address: std::sync::OnceLock::new(),
             placements: Default::default(),
             dedup: Default::default(),
         }))
@@ -851,6 +863,7 @@ impl Node {
         let failed = st.failed.get(id).cloned();
         RuleView {
             id: id.to_owned(),
+            node: self.name.get().cloned(),
             sql: rec.sql.clone(),
             options: rec.options.clone(),
             state: match (&failed, st.running.contains_key(id)) {
@@ -859,6 +872,7 @@ impl Node {
             },
             last_error: failed,
             moves: rec.moves.clone(),
+            job: rec.job.clone(),
         }
     }
 
@@ -913,6 +927,7 @@ impl Node {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Ok(RuleStatus {
             id: id.to_owned(),
+            node: self.name.get().cloned(),
             state: if failure.is_some() {
                 "FAILED"
             } else {

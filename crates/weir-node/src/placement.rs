@@ -106,7 +106,7 @@ async fn heal(node: &Node, members: &[Member], memory: &mut Memory) {
                     };
                     let reason =
                         format!("node {name} lost: no report for {} ms", m.last_seen_ms_ago);
-                    let (to, outcome) = match least_loaded(node, runtime, name).await {
+                    let (to, outcome) = match least_loaded(node, runtime, Some(name)).await {
                         Ok(target) => {
                             let sent =
                                 crate::relocation::send(&target, "/v1/rules", &install_body(h))
@@ -139,7 +139,11 @@ async fn heal(node: &Node, members: &[Member], memory: &mut Memory) {
                 // Back: its copies of rules that now run elsewhere must not run twice.
                 for (rule, to) in memory.failed_over.remove(name).unwrap_or_default() {
                     let url = format!("{}/v1/rules/{rule}", m.report.address);
-                    let outcome = match reqwest::Client::new().delete(&url).send().await {
+                    // Only that node's copy: the request is not to be handed on.
+                    let delete = reqwest::Client::new()
+                        .delete(&url)
+                        .header(crate::relocation::RELAYED, "1");
+                    let outcome = match delete.send().await {
                         Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
                             "done".to_owned()
                         }
@@ -264,7 +268,7 @@ async fn adapt(node: &Node, members: &[Member], memory: &mut Memory) {
 async fn relocate(node: &Node, rule: &str, runtime: &str, from: &str) -> (String, String) {
     let target = match runtime {
         "" => crate::relocation::resolve(node, from).await,
-        rt => least_loaded(node, rt, from).await,
+        rt => least_loaded(node, rt, Some(from)).await,
     };
     let target = match target {
         Ok(t) => t,

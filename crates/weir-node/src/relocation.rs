@@ -48,6 +48,10 @@ pub struct MoveReport {
     pub view: serde_json::Value,
 }
 
+/// Marks a request one node hands to another on a client's behalf: the receiver answers it
+/// from what it holds and never hands it on again, so no request goes round in circles.
+pub const RELAYED: &str = "x-weir-relayed";
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -77,12 +81,14 @@ pub async fn members(node: &Node) -> Result<Vec<Member>, NodeError> {
     }
 }
 
-/// A node of the control plane by name; it must be up.
+/// A node of the control plane by name or by the address it is reached at (the seed paper's
+/// `targetResource` may be either); it must be up.
 pub async fn resolve(node: &Node, name: &str) -> Result<Member, NodeError> {
+    let url = name.trim_end_matches('/');
     let member = members(node)
         .await?
         .into_iter()
-        .find(|m| m.report.name == name)
+        .find(|m| m.report.name == name || m.report.address.trim_end_matches('/') == url)
         .ok_or_else(|| NodeError::NotFound {
             kind: "node",
             name: name.to_owned(),
@@ -106,6 +112,7 @@ pub async fn holder(node: &Node, id: &str) -> Result<Member, NodeError> {
         let url = format!("{}/v1/rules/{id}", m.report.address);
         if http()
             .get(&url)
+            .header(RELAYED, "1")
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -117,6 +124,19 @@ pub async fn holder(node: &Node, id: &str) -> Result<Member, NodeError> {
         kind: "rule",
         name: format!("{id} (on no node of the control plane)"),
     })
+}
+
+/// The node holding rule `id` when another node of the control plane does; `None` when it is
+/// here, or nowhere (the caller then answers as if alone).
+pub async fn elsewhere(node: &Node, id: &str) -> Result<Option<Member>, NodeError> {
+    if node.rule(id).await.is_ok() {
+        return Ok(None);
+    }
+    match holder(node, id).await {
+        Ok(m) => Ok(Some(m)),
+        Err(NodeError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Moves rule `id` to the node `req` names, from wherever it runs.
@@ -178,6 +198,7 @@ pub async fn move_rule(node: &Node, id: &str, req: MoveRequest) -> Result<MoveRe
             // The target may have taken the rule before the answer was lost: it goes there.
             let _ = http()
                 .delete(format!("{address}/v1/rules/{id}"))
+                .header(RELAYED, "1")
                 .send()
                 .await;
             let e = NodeError::Unavailable(format!("node '{}' at {address}: {e}", req.node));
@@ -243,6 +264,7 @@ pub async fn send<T: Serialize>(
     let url = format!("{}{path}", target.report.address);
     http()
         .post(&url)
+        .header(RELAYED, "1")
         .json(body)
         .send()
         .await
@@ -273,20 +295,37 @@ pub async fn answer<T: serde::de::DeserializeOwned>(
 }
 
 /// The up node of `runtime` (`edge` or `core`) with the least CPU load, other than `except`.
-pub async fn least_loaded(node: &Node, runtime: &str, except: &str) -> Result<Member, NodeError> {
-    members(node)
-        .await?
-        .into_iter()
-        .filter(|m| m.state == "up" && m.report.role == runtime && m.report.name != except)
+/// A runtime no node serves is the client's mistake (the answer names the runtimes there are);
+/// one whose nodes are all down or busy elsewhere is the platform's.
+pub async fn least_loaded(
+    node: &Node,
+    runtime: &str,
+    except: Option<&str>,
+) -> Result<Member, NodeError> {
+    let all = members(node).await?;
+    if !all.iter().any(|m| m.report.role == runtime) {
+        let mut runtimes: Vec<&str> = all.iter().map(|m| m.report.role.as_str()).collect();
+        runtimes.sort_unstable();
+        runtimes.dedup();
+        return Err(NodeError::invalid(format!(
+            "no node serves runtime '{runtime}'; the runtimes of this control plane are {}",
+            runtimes.join(", ")
+        )));
+    }
+    all.iter()
+        .filter(|m| m.state == "up" && m.report.role == runtime)
+        .filter(|m| Some(m.report.name.as_str()) != except)
         .min_by(|a, b| {
             a.report
                 .load
                 .cpu_percent
                 .total_cmp(&b.report.load.cpu_percent)
         })
+        .cloned()
         .ok_or_else(|| {
-            NodeError::Unavailable(format!(
-                "no '{runtime}' node is up besides '{except}' to place the rule on"
-            ))
+            NodeError::Unavailable(match except {
+                Some(e) => format!("no '{runtime}' node is up besides '{e}'"),
+                None => format!("no '{runtime}' node is up"),
+            })
         })
 }

@@ -658,7 +658,8 @@ async fn runs_on(id: &str, nodes: &[(&str, u16)]) -> Option<String> {
         if let Ok(r) = reqwest::get(&url).await {
             if r.status().is_success() {
                 let v: Value = r.json().await.unwrap_or_default();
-                if v["state"] == "RUNNING" {
+                // Any node answers for a rule; the answer names the node that holds it.
+                if v["state"] == "RUNNING" && v["node"] == *name {
                     return Some((*name).to_owned());
                 }
             }

@@ -2,6 +2,7 @@
 //! seed paper 001's API under `/api`, and Prometheus text at `/metrics`.
 
 mod paper;
+mod relay;
 mod v1;
 
 use std::sync::Arc;
@@ -20,6 +21,10 @@ pub fn router(node: Arc<Node>) -> axum::Router {
     v1::routes()
         .merge(paper::routes())
         .route("/metrics", axum::routing::get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            relay::to_holder,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(
             node.config.max_payload * 16,
         ))

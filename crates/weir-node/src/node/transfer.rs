@@ -259,7 +259,9 @@ impl Node {
                 .streams
                 .insert(s.name.clone(), s.clone());
         }
-        let run = record.state == RuleState::Running;
+        // A rule that ran runs on; one never started stays INSTALLED, a stopped one STOPPED.
+        let was = record.state;
+        let run = was == RuleState::Running;
         record.state = RuleState::Installed;
         if let Some(job) = &mut record.job {
             job.runtime = self.config.runtime.clone();
@@ -290,7 +292,7 @@ impl Node {
                     self.set_running(&mut st, &id, rule);
                     self.persist_state(&mut st, &id, RuleState::Running)
                 } else {
-                    self.persist_state(&mut st, &id, RuleState::Stopped)
+                    self.persist_state(&mut st, &id, was)
                 }
             }
             Err(e) => Err(e),
