@@ -195,10 +195,10 @@ pub struct Chain {
     between: Vec<Output>,
 }
 
-/// What a chain is asked to do; each stage does it, and passes on what it produced.
-enum Step<'a> {
-    Event(usize, Event, i64),
-    EventRef(usize, &'a Event, i64),
+/// What follows a stage's input down the chain: a watermark (held back by each stage's delay
+/// on its way) or the end.
+enum Then {
+    Nothing,
     Watermark(i64),
     End,
 }
@@ -211,22 +211,53 @@ impl Chain {
         Chain { stages, between }
     }
 
-    /// One event of input `input`; `wm` is the watermark every input together had reached
+    /// Events of input `input`, each with the watermark every input together had reached
     /// before it (the event's own `wm` is its stream's, by which its lateness is judged).
-    pub fn on_event(&mut self, input: usize, ev: Event, wm: i64, out: &mut Output) {
-        self.drive(0, Step::Event(input, ev, wm), out);
+    pub fn on_events(
+        &mut self,
+        input: usize,
+        evs: impl IntoIterator<Item = (Event, i64)>,
+        out: &mut Output,
+    ) {
+        self.run(
+            out,
+            |s, o| {
+                evs.into_iter()
+                    .for_each(|(ev, wm)| s.event(input, ev, wm, o))
+            },
+            Then::Nothing,
+        );
     }
 
-    pub fn on_event_ref(&mut self, input: usize, ev: &Event, wm: i64, out: &mut Output) {
-        self.drive(0, Step::EventRef(input, ev, wm), out);
+    /// As [`Chain::on_events`], for a batch other consumers hold too.
+    pub fn on_events_ref<'e>(
+        &mut self,
+        input: usize,
+        evs: impl IntoIterator<Item = (&'e Event, i64)>,
+        out: &mut Output,
+    ) {
+        self.run(
+            out,
+            |s, o| {
+                evs.into_iter()
+                    .for_each(|(ev, wm)| s.event_ref(input, ev, wm, o))
+            },
+            Then::Nothing,
+        );
+    }
+
+    /// One event (see [`Chain::on_events`]).
+    pub fn on_event(&mut self, input: usize, ev: Event, wm: i64, out: &mut Output) {
+        self.on_events(input, [(ev, wm)], out);
     }
 
     pub fn on_watermark(&mut self, wm: i64, out: &mut Output) {
-        self.drive(0, Step::Watermark(wm), out);
+        let down = held_back(wm, self.stages[0].delay);
+        self.run(out, |s, o| s.advance(wm, o), Then::Watermark(down));
     }
 
     pub fn on_end(&mut self, out: &mut Output) {
-        self.drive(0, Step::End, out);
+        self.run(out, Stage::end, Then::End);
     }
 
     /// The watermark the chain has reached (that of its first stage).
@@ -234,43 +265,47 @@ impl Chain {
         self.stages[0].wm
     }
 
-    fn drive(&mut self, k: usize, step: Step, out: &mut Output) {
-        let last = k + 1 == self.stages.len();
-        let mut buf = match last {
+    /// The first stage does `first`; each later stage takes, in order, what the stage before
+    /// emitted — each event with the watermark it was stamped with, so a stage sees the same
+    /// sequence whether its input came one event or a batch at a time — then does `then`.
+    fn run(
+        &mut self,
+        out: &mut Output,
+        first: impl FnOnce(&mut Stage, &mut Output),
+        mut then: Then,
+    ) {
+        let n = self.stages.len();
+        let into = |between: &mut Vec<Output>, k: usize| match k + 1 == n {
             true => None,
-            false => Some(std::mem::take(&mut self.between[k])),
+            false => Some(std::mem::take(&mut between[k])),
         };
-        let target = buf.as_mut().unwrap_or(out);
-        let stage = &mut self.stages[k];
-        let next = match step {
-            Step::Event(i, ev, wm) => {
-                stage.event(i, ev, wm, target);
-                None
-            }
-            Step::EventRef(i, ev, wm) => {
-                stage.event_ref(i, ev, wm, target);
-                None
-            }
-            Step::Watermark(wm) => {
-                stage.advance(wm, target);
-                Some(Step::Watermark(held_back(wm, stage.delay)))
-            }
-            Step::End => {
-                stage.end(target);
-                Some(Step::End)
-            }
-        };
-        let Some(mut between) = buf else {
-            return;
-        };
-        out.late.append(&mut between.late);
-        for ev in between.events.drain(..) {
-            let wm = ev.wm;
-            self.drive(k + 1, Step::Event(0, ev, wm), out);
+        let mut buf = into(&mut self.between, 0);
+        first(&mut self.stages[0], buf.as_mut().unwrap_or(out));
+        if let Some(b) = buf {
+            self.between[0] = b;
         }
-        self.between[k] = between;
-        if let Some(step) = next {
-            self.drive(k + 1, step, out);
+        for k in 1..n {
+            let mut input = std::mem::take(&mut self.between[k - 1]);
+            out.late.append(&mut input.late);
+            let mut buf = into(&mut self.between, k);
+            let target = buf.as_mut().unwrap_or(out);
+            let stage = &mut self.stages[k];
+            for ev in input.events.drain(..) {
+                let wm = ev.wm;
+                stage.event(0, ev, wm, target);
+            }
+            match then {
+                Then::Nothing => {}
+                Then::Watermark(wm) => {
+                    stage.advance(wm, target);
+                    then = Then::Watermark(held_back(wm, stage.delay));
+                }
+                Then::End => stage.end(target),
+            }
+            self.between[k - 1] = input;
+            if let Some(b) = buf {
+                self.between[k] = b;
+            }
         }
     }
 

@@ -34,6 +34,8 @@ pub struct Stamp {
     pub(super) pruning: Option<Arc<Pruning>>,
     /// The stream's `received_at` field, when some rule reads it.
     pub(super) received_at: Option<Arc<str>>,
+    /// The columns declared NOT NULL.
+    pub(super) not_null: Vec<Arc<str>>,
 }
 
 /// What ingest does with each field name when some fields go unread: keep it or not, and
@@ -100,11 +102,19 @@ impl Stamp {
             .received_at
             .clone()
             .filter(|f| pruning.as_ref().is_none_or(|p| p.get(f).0));
+        let not_null = def
+            .columns
+            .iter()
+            .flatten()
+            .filter(|c| c.not_null)
+            .map(|c| c.name.clone())
+            .collect();
         Stamp {
             def: Arc::new(def),
             clock,
             pruning,
             received_at,
+            not_null,
         }
     }
 
@@ -119,11 +129,10 @@ impl Stamp {
             Ok(())
         };
         let cols = self.def.columns.as_deref().unwrap_or_default();
-        for c in cols.iter().filter(|c| c.not_null) {
-            if row.get(&c.name).is_none_or(Value::is_null) {
+        for name in &self.not_null {
+            if row.get(name).is_none_or(Value::is_null) {
                 return Err(format!(
-                    "field {} is NOT NULL, and the record has no value for it",
-                    c.name
+                    "field {name} is NOT NULL, and the record has no value for it"
                 ));
             }
         }

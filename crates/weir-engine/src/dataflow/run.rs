@@ -105,10 +105,11 @@ impl Runner {
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
-        for e in batch {
+        let evs = batch.into_iter().map(|e| {
             let wm = wm_of(&e);
-            self.chain.on_event(input, e, wm, &mut out);
-        }
+            (e, wm)
+        });
+        self.chain.on_events(input, evs, &mut out);
         self.publish(out);
     }
 
@@ -118,9 +119,8 @@ impl Runner {
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
-        for e in batch {
-            self.chain.on_event_ref(input, e, wm_of(e), &mut out);
-        }
+        let evs = batch.iter().map(|e| (e, wm_of(e)));
+        self.chain.on_events_ref(input, evs, &mut out);
         self.publish(out);
     }
 

@@ -17,9 +17,12 @@ pub enum Acc {
         floats: bool,
         n: i64,
     },
-    /// Count, mean and sum of squared deviations (Welford); serves avg, stddev and variance.
+    /// Count, sum, mean and sum of squared deviations (Welford); serves avg (the sum over
+    /// the count, as Flink and PostgreSQL compute it, so a result that rounds to a boundary
+    /// rounds alike), stddev and variance.
     Moments {
         n: i64,
+        sum: f64,
         mean: f64,
         m2: f64,
     },
@@ -146,6 +149,7 @@ impl Acc {
             | AggFunc::VarSamp
             | AggFunc::VarPop => Acc::Moments {
                 n: 0,
+                sum: 0.0,
                 mean: 0.0,
                 m2: 0.0,
             },
@@ -196,9 +200,10 @@ impl Acc {
                     }
                 }
             },
-            Acc::Moments { n, mean, m2 } => {
+            Acc::Moments { n, sum, mean, m2 } => {
                 if let Some(x) = v.as_f64() {
                     *n += 1;
+                    *sum += x;
                     let d = x - *mean;
                     *mean += d / *n as f64;
                     *m2 += d * (x - *mean);
@@ -266,9 +271,10 @@ impl Acc {
                 *n += n2;
             }
             (
-                Acc::Moments { n, mean, m2 },
+                Acc::Moments { n, sum, mean, m2 },
                 Acc::Moments {
                     n: n2,
+                    sum: sum2,
                     mean: mean2,
                     m2: m22,
                 },
@@ -276,6 +282,7 @@ impl Acc {
                 if *n2 == 0 {
                     return;
                 }
+                *sum += sum2;
                 let total = *n + n2;
                 let d = mean2 - *mean;
                 *m2 += m22 + d * d * (*n as f64) * (*n2 as f64) / total as f64;
@@ -310,7 +317,7 @@ impl Acc {
                     Value::Int(*int)
                 }
             }
-            Acc::Moments { n, mean, m2 } => {
+            Acc::Moments { n, sum, m2, .. } => {
                 let n = *n as f64;
                 let var = |d: f64| {
                     if n - d > 0.0 {
@@ -320,7 +327,7 @@ impl Acc {
                     }
                 };
                 let r = match f {
-                    AggFunc::Avg => (n > 0.0).then_some(*mean),
+                    AggFunc::Avg => (n > 0.0).then_some(sum / n),
                     AggFunc::VarSamp => var(1.0),
                     AggFunc::VarPop => var(0.0),
                     AggFunc::StddevSamp => var(1.0).map(f64::sqrt),
