@@ -19,7 +19,6 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::FieldTable;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use weir_node::NodeConfig;
 
 const BASE: i64 = 1_700_000_000_000;
 /// Moves per rule.
@@ -239,59 +238,6 @@ async fn jetstream() -> Broker {
     }
 }
 
-/// Node `a`, the control plane, and node `b`, which joined it.
-struct Pair {
-    a: TestNode,
-    b: TestNode,
-    dirs: [std::path::PathBuf; 2],
-}
-
-impl Pair {
-    async fn start(name: &str) -> Pair {
-        let dirs = [
-            data_dir(&format!("{name}-a")),
-            data_dir(&format!("{name}-b")),
-        ];
-        let a = TestNode::with(NodeConfig {
-            name: Some("a".to_owned()),
-            runtime: "core".to_owned(),
-            heartbeat_ms: 200,
-            ..config(&dirs[0])
-        })
-        .await;
-        let b = TestNode::with(NodeConfig {
-            name: Some("b".to_owned()),
-            join: Some(a.base.clone()),
-            heartbeat_ms: 200,
-            ..config(&dirs[1])
-        })
-        .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, nodes) = a.get("/v1/nodes").await;
-            let up = |n: &str| {
-                nodes
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|m| m["name"] == n && m["state"] == "up"))
-            };
-            if up("a") && up("b") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "b joins a: {nodes}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Pair { a, b, dirs }
-    }
-
-    async fn stop(self) {
-        self.a.stop().await;
-        self.b.stop().await;
-        for d in self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
 /// Messages the sources of rule `id` on `node` have received.
 async fn received(node: &TestNode, id: &str) -> u64 {
     let (_, s) = node.get(&format!("/v1/rules/{id}/status")).await;
@@ -343,7 +289,7 @@ impl Rows {
 async fn move_to(pair: &Pair, ids: &[String], to: &str) {
     let moves = ids.iter().map(|id| async move {
         let path = format!("/v1/rules/{id}/move");
-        pair.a.post(&path, json!({"node": to})).await
+        pair.plane.post(&path, json!({"node": to})).await
     });
     for (id, (s, report)) in ids.iter().zip(futures::future::join_all(moves).await) {
         assert_eq!(s, 200, "move of {id} to {to}: {report}");
@@ -364,7 +310,8 @@ async fn moved_rules_match_fixed_ones(name: &str, mut broker: Broker) {
         });
     eprintln!("{name}: WEIR_MOVES_SEED={seed}");
     let mut rng = Rng(seed);
-    let pair = Pair::start(name).await;
+    // Node `a` serves the control plane, node `b` joined it.
+    let pair = Pair::start(name, ("a", "core"), ("b", "edge")).await;
     let mut fixed = Vec::new();
     let mut roams = Vec::new();
     for g in broker.guarantees {
@@ -379,7 +326,7 @@ async fn moved_rules_match_fixed_ones(name: &str, mut broker: Broker) {
                 "node": node,
                 "options": {"delivery": g, "checkpoint_interval": "300ms"},
             });
-            let (s, v) = pair.a.post("/v1/rules", body).await;
+            let (s, v) = pair.plane.post("/v1/rules", body).await;
             assert_eq!(s, 201, "{id}: {v}");
             if node == "a" {
                 fixed.push(id);
@@ -391,8 +338,9 @@ async fn moved_rules_match_fixed_ones(name: &str, mut broker: Broker) {
     let mut outputs = Vec::new();
     for g in broker.guarantees {
         for out in ["win", "pat"] {
-            let fixed = Rows::subscribe(&[&pair.a], &format!("{out}_fixed_{g}")).await;
-            let roams = Rows::subscribe(&[&pair.a, &pair.b], &format!("{out}_roams_{g}")).await;
+            let fixed = Rows::subscribe(&[&pair.plane], &format!("{out}_fixed_{g}")).await;
+            let roams =
+                Rows::subscribe(&[&pair.plane, &pair.joined], &format!("{out}_roams_{g}")).await;
             outputs.push((*g, out, fixed, roams));
         }
     }
@@ -406,10 +354,10 @@ async fn moved_rules_match_fixed_ones(name: &str, mut broker: Broker) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut ready = true;
         for id in &fixed {
-            ready &= received(&pair.a, id).await > 0;
+            ready &= received(&pair.plane, id).await > 0;
         }
         for id in &roams {
-            ready &= received(&pair.b, id).await > 0;
+            ready &= received(&pair.joined, id).await > 0;
         }
         if ready {
             break;

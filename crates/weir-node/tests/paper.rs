@@ -10,62 +10,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt as _;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use serde_json::{json, Value};
 use weir_node::NodeConfig;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A control plane (`core-1`, runtime core) and an edge node (`edge-1`) that joined it.
-struct Pair {
-    core: TestNode,
-    edge: TestNode,
-    dirs: [std::path::PathBuf; 2],
-}
-
-impl Pair {
-    async fn start(name: &str) -> Pair {
-        let dirs = [
-            data_dir(&format!("{name}-core")),
-            data_dir(&format!("{name}-edge")),
-        ];
-        let core = TestNode::with(NodeConfig {
-            name: Some("core-1".to_owned()),
-            runtime: "core".to_owned(),
-            heartbeat_ms: 200,
-            ..config(&dirs[0])
-        })
-        .await;
-        let edge = TestNode::with(NodeConfig {
-            name: Some("edge-1".to_owned()),
-            join: Some(core.base.clone()),
-            heartbeat_ms: 200,
-            ..config(&dirs[1])
-        })
-        .await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (_, nodes) = core.get("/v1/nodes").await;
-            if nodes.as_array().is_some_and(|l| l.len() == 2) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "edge-1 joins: {nodes}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Pair { core, edge, dirs }
-    }
-
-    async fn stop(self) {
-        self.core.stop().await;
-        self.edge.stop().await;
-        for d in self.dirs {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
+async fn core_and_edge(test: &str) -> Pair {
+    Pair::start(test, ("core-1", "core"), ("edge-1", "edge")).await
 }
 
 /// An installation of `job_type` reading and writing RabbitMQ exchanges.
@@ -229,8 +182,8 @@ async fn installation_objects_are_checked_strictly_and_errors_speak_of_the_jobs_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plane_is_the_proxy_for_jobs_on_every_node() {
-    let pair = Pair::start("paper-proxy").await;
-    let (core, edge) = (&pair.core, &pair.edge);
+    let pair = core_and_edge("paper-proxy").await;
+    let (core, edge) = (&pair.plane, &pair.joined);
     let props = json!({"fieldName": "v", "window": "1 second"});
     // Installed through the control plane on the edge node, named by its URL.
     let mut body = installation("edge", "sum-aggregation", &unique("proxy"), props);
@@ -380,77 +333,31 @@ async fn the_control_plane_is_the_proxy_for_jobs_on_every_node() {
 async fn a_sum_aggregation_job_moved_between_edge_and_core_counts_every_event_once() {
     const EVENTS: u64 = 2000;
     const MOVES: usize = 20;
-    let pair = Pair::start("paper-moves").await;
+    let pair = core_and_edge("paper-moves").await;
+    let (core, edge) = (&pair.plane, &pair.joined);
     let exchange = unique("paper_moves");
     let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
         .await
         .expect("RabbitMQ on 127.0.0.1:5672");
     let ch = conn.create_channel().await.unwrap();
-    for ex in [format!("{exchange}_in"), format!("{exchange}_out")] {
-        ch.exchange_declare(
-            &ex,
-            lapin::ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    }
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().as_str(),
-        &format!("{exchange}_out"),
-        "sums",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut results = ch
-        .basic_consume(
-            q.name().as_str(),
-            "test",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut results = amqp_results(&ch, &format!("{exchange}_out"), "sums").await;
     let props = json!({"fieldName": "v", "window": "1 second"});
-    let (s, info) = pair
-        .core
+    let (s, info) = core
         .post(
             "/api/install",
             installation("edge", "sum-aggregation", &exchange, props),
         )
         .await;
     assert_eq!(s, 200, "{info}");
-    let (s, mut info) = pair.core.post("/api/start", info).await;
+    let (s, mut info) = core.post("/api/start", info).await;
     assert_eq!(s, 200, "{info}");
     let id = info["jobId"].as_str().unwrap().to_owned();
-    let edge = pair.edge.base.clone();
-    pair.edge
-        .wait_status(&id, "RabbitMQ connected", |s| {
-            s["operators"]
-                .as_array()
-                .is_some_and(|o| o.iter().filter(|o| o["health"]["state"] == "up").count() == 2)
-        })
-        .await;
+    edge.wait_status(&id, "RabbitMQ connected", |s| {
+        s["operators"]
+            .as_array()
+            .is_some_and(|o| o.iter().filter(|o| o["health"]["state"] == "up").count() == 2)
+    })
+    .await;
 
     let publisher = {
         let ch = conn.create_channel().await.unwrap();
@@ -493,10 +400,9 @@ async fn a_sum_aggregation_job_moved_between_edge_and_core_counts_every_event_on
         let (runtime, to) = if m % 2 == 0 {
             ("core", "core-1")
         } else {
-            ("edge", edge.as_str())
+            ("edge", edge.base.as_str())
         };
-        let (s, moved) = pair
-            .core
+        let (s, moved) = core
             .post(
                 "/api/move",
                 json!({"target_runtime": runtime, "targetResource": to, "jobInfo": info}),

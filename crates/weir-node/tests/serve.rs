@@ -186,7 +186,6 @@ async fn mosquitto_source_and_sink_in_both_protocol_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_through_the_seed_paper_api() {
     use lapin::options::*;
-    use lapin::types::FieldTable;
     let dir = data_dir("paper");
     let node = TestNode::with(weir_node::NodeConfig {
         name: Some("edge-1".into()),
@@ -220,49 +219,7 @@ async fn rabbitmq_through_the_seed_paper_api() {
             .await
             .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        &ex_out,
-        lapin::ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().as_str(),
-        &ex_out,
-        "alerts",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            q.name().as_str(),
-            "test",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = amqp_results(&ch, &ex_out, "alerts").await;
 
     let (s, started) = node.post("/api/start", info.clone()).await;
     assert_eq!(

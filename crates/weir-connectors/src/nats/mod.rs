@@ -164,7 +164,8 @@ impl NatsConfig {
             Ok(c) => c,
             Err(e) => return health.down(e),
         };
-        health.up();
+        // Up once messages can arrive: core NATS delivers nothing published before the
+        // subscription is made.
         let mut backoff = Backoff::default();
         match &self.stream {
             None => {
@@ -174,7 +175,16 @@ impl NatsConfig {
                         None => client.subscribe(self.filter()).await,
                     };
                     let mut sub = match sub {
-                        Ok(s) => s,
+                        Ok(s) => {
+                            // The server has the subscription once a flush comes back.
+                            if let Err(e) = client.flush().await {
+                                health.down(e);
+                                backoff.wait().await;
+                                continue;
+                            }
+                            health.up();
+                            s
+                        }
                         Err(e) => {
                             health.down(e);
                             backoff.wait().await;
@@ -227,6 +237,8 @@ impl NatsConfig {
         stop: &mut Stop,
     ) -> Result<(), String> {
         let stream = self.js_stream(client, name).await?;
+        // The stream keeps what is published from now on, for the consumer to read.
+        health.up();
         if let PayloadTx::Log(input) = tx {
             // A durable rule keeps its own position: the stream sequence of the last message
             // its log took. It reads in stream order from just after it, without

@@ -189,6 +189,9 @@ pub async fn expect_quiet(rx: &mut mpsc::Receiver<Bytes>, ms: u64) {
     }
 }
 
+pub mod cluster;
 pub mod tansu;
+#[allow(unused_imports)] // only the tests of several nodes use them
+pub use cluster::{amqp_results, Pair};
 #[allow(unused_imports)] // only the Kafka tests use them
 pub use tansu::{produce, windows, Tansu};

@@ -114,8 +114,13 @@ async fn install(
     let me = node.name.get().cloned().unwrap_or_default();
     // targetResource names the node, by name or URL; without it a node of the runtime asked
     // for is chosen. A request another node handed on is for this one.
+    let itself = |t: &str| {
+        t == me
+            || node.address.get().map(|a| a.trim_end_matches('/')) == Some(t.trim_end_matches('/'))
+    };
     let target = match &req.headers.target_resource {
         _ if headers.contains_key(RELAYED) => None,
+        Some(t) if itself(t) => None,
         Some(t) => {
             let m = relocation::resolve(&node, t).await?;
             if m.report.role != *runtime {
