@@ -644,6 +644,40 @@ async fn bad_requests_get_precise_errors_and_change_nothing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `curl -d '{...}'` sends JSON as a form; the README's commands rely on it being read as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_sent_as_curl_sends_it_is_read() {
+    let dir = data_dir("curl");
+    let node = TestNode::start(&dir).await;
+    let body = r#"{"sql": "CREATE STREAM a WITH (topic = 'a'); INSERT INTO b SELECT * FROM a;"}"#;
+    for content_type in [None, Some("application/x-www-form-urlencoded")] {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/v1/rules/validate", node.base))
+            .body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let reply = req.send().await.unwrap();
+        assert_eq!(
+            reply.status(),
+            200,
+            "{content_type:?}: {}",
+            reply.text().await.unwrap()
+        );
+    }
+    // Another declared type is still refused.
+    let reply = reqwest::Client::new()
+        .post(format!("{}/v1/rules/validate", node.base))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    node.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let doc: serde_json::Value = serde_json::from_str(weir_node::api::OPENAPI).unwrap();

@@ -25,10 +25,26 @@ pub fn router(node: Arc<Node>) -> axum::Router {
             node.clone(),
             relay::to_holder,
         ))
+        .layer(axum::middleware::map_request(json_by_default))
         .layer(axum::extract::DefaultBodyLimit::max(
             node.config.max_payload * 16,
         ))
         .with_state(node)
+}
+
+/// Every body this API takes is JSON (or raw events): one sent without a content type, or as
+/// `curl -d` sends it (form-encoded), is read as JSON rather than refused for its header.
+async fn json_by_default(mut req: axum::extract::Request) -> axum::extract::Request {
+    use axum::http::header::{HeaderValue, CONTENT_TYPE};
+    let form = req.headers().get(CONTENT_TYPE).is_none_or(|t| {
+        t.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    if form {
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    req
 }
 
 async fn metrics(axum::extract::State(node): axum::extract::State<Arc<Node>>) -> Response {
