@@ -186,7 +186,8 @@ impl Health {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let text = error.to_string();
+        // Connection errors may quote the URL, credentials and all.
+        let text = weir_core::redact::secrets(&error.to_string()).into_owned();
         tracing::warn!(error = %text, "connector down");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
     }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod event;
 pub mod hash;
+pub mod redact;
 pub mod time;
 pub mod value;
 

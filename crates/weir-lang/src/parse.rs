@@ -4,6 +4,7 @@
 //! is lifted out of the tokens here.
 
 use sqlparser::ast::{self, Statement};
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
@@ -50,6 +51,10 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
             .find(|t| !matches!(t.token, Token::Whitespace(_)))
             .map(|t| Pos::from(t.span))
             .unwrap_or_default();
+        if let Some(d) = too_large(&chunk) {
+            diags.push(d);
+            continue;
+        }
         let (chunk, within, mut errs) = lift_within(chunk);
         diags.append(&mut errs);
         let (chunk, window_tvf) = match lift_window_tvf(&dialect, chunk) {
@@ -84,6 +89,65 @@ pub fn parse(source: &str) -> (Vec<ParsedStatement>, Vec<Diagnostic>) {
         }
     }
     (out, diags)
+}
+
+/// Most operators in one statement: a chain of them nests as deeply as it is long.
+pub const MAX_OPERATORS: usize = 1000;
+/// Deepest nesting of parentheses and brackets in one statement.
+pub const MAX_NESTING: usize = 64;
+/// Longest name (of a stream, field, function, ...), in bytes.
+pub const MAX_NAME: usize = 128;
+
+/// Refuses, before anything recursive sees it, a statement whose expressions or pattern would
+/// nest deeper than the parser, the binder and the operators can follow, or that holds a name
+/// longer than names may be (stream names end up in storage keys and topics).
+fn too_large(chunk: &[TokenWithSpan]) -> Option<Diagnostic> {
+    let (mut depth, mut operators) = (0usize, 0usize);
+    for t in chunk {
+        match &t.token {
+            Token::Word(w) if w.value.len() > MAX_NAME => {
+                return Some(
+                    Diagnostic::new(t.span, format!("a name longer than {MAX_NAME} bytes"))
+                        .hint("names of streams, fields and functions are at most 128 bytes"),
+                );
+            }
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(
+                        Diagnostic::new(t.span, format!("parentheses nest deeper than {MAX_NESTING}"))
+                            .hint("split the expression or pattern, or name parts of it in a rule of their own"),
+                    );
+                }
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Pipe
+            | Token::Ampersand
+            | Token::Caret => operators += 1,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => operators += 1,
+            _ => {}
+        }
+        if operators > MAX_OPERATORS {
+            return Some(
+                Diagnostic::new(t.span, format!("the statement has more than {MAX_OPERATORS} operators"))
+                    .hint("a chain of operators nests as deeply as it is long; split it over several rules or use IN (...)"),
+            );
+        }
+    }
+    None
 }
 
 /// Tokenizes the whole text. A tokenizer error (an unclosed quote, a stray character) is

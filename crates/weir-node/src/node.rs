@@ -222,12 +222,55 @@ fn state_name(s: RuleState) -> &'static str {
     }
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+/// The longest rule or stream text taken, in bytes.
+pub const MAX_TEXT: usize = 1 << 20;
+
+/// The streams the catalogue's declarations define.
+fn streams_of(texts: &[String]) -> Vec<StreamDef> {
+    texts
+        .iter()
+        .filter_map(|t| weir_lang::compile(t).ok())
+        .flat_map(|p| p.streams)
+        .collect()
+}
+
+/// Compiles text against `catalog`, with the connector settings of the streams it declares
+/// checked as `weir check` checks them.
+fn compile_against(catalog: &[StreamDef], what: &str, sql: &str) -> Result<Program, NodeError> {
+    if sql.len() > MAX_TEXT {
+        return Err(NodeError::Limit(format!(
+            "{what}: the text has {} bytes; rule and stream texts are at most {MAX_TEXT}",
+            sql.len()
+        )));
+    }
+    let program =
+        compile_with(sql, catalog).map_err(|d| NodeError::from_diagnostics(what, sql, d))?;
+    match weir_connectors::check::stream_problems(&program, catalog.len()) {
+        problems if problems.is_empty() => Ok(program),
+        problems => Err(NodeError::from_diagnostics(
+            what,
+            sql,
+            Diagnostics(problems),
+        )),
+    }
+}
+
+/// A rule's program must hold at least one `INSERT INTO ... SELECT`.
+fn has_rules(program: Program, id: &str) -> Result<Program, NodeError> {
+    if program.rules.is_empty() {
+        return Err(NodeError::invalid(format!(
+            "rule {id} has no INSERT INTO ... SELECT statement"
+        )));
+    }
+    Ok(program)
+}
+
+/// The refusal of a rule id that is not plain ([`crate::registry::valid_id`]).
+pub(crate) fn invalid_id(id: &str) -> NodeError {
+    let shown: String = id.chars().take(80).collect();
+    NodeError::invalid(format!(
+        "rule id '{shown}' must be 1 to 64 letters, digits, '_', '-' or '.', starting with a letter, digit or '_'"
+    ))
 }
 
 impl Node {
@@ -287,13 +330,38 @@ impl Node {
     }
 
     fn catalog_streams(st: &State) -> Vec<StreamDef> {
+        streams_of(&Self::catalog_texts(st))
+    }
+
+    /// The catalogue's stream declarations, as text (cheap to copy out of the lock).
+    fn catalog_texts(st: &State) -> Vec<String> {
         st.registry
             .catalog
             .streams
             .values()
-            .filter_map(|s| weir_lang::compile(&s.sql).ok())
-            .flat_map(|p| p.streams)
+            .map(|s| s.sql.clone())
             .collect()
+    }
+
+    /// Compiles request text against the catalogue without holding the node's lock while it
+    /// parses, and returns the program with the lock taken, the catalogue unchanged since. A
+    /// catalogue that keeps changing meanwhile is a conflict to retry.
+    async fn compile_unlocked(
+        &self,
+        what: &str,
+        sql: &str,
+    ) -> Result<(Program, tokio::sync::MutexGuard<'_, State>), NodeError> {
+        for _ in 0..5 {
+            let texts = Self::catalog_texts(&*self.state.lock().await);
+            let program = compile_against(&streams_of(&texts), what, sql)?;
+            let st = self.state.lock().await;
+            if Self::catalog_texts(&st) == texts {
+                return Ok((program, st));
+            }
+        }
+        Err(NodeError::Conflict(
+            "the node's streams kept changing while the text was checked; send it again".into(),
+        ))
     }
 
     /// Refuses one more rule on a node holding `max_rules` already.
@@ -308,13 +376,17 @@ impl Node {
     }
 
     fn compile_rule(st: &State, id: &str, sql: &str) -> Result<Program, NodeError> {
-        let program = Self::compile(st, &format!("rule {id}"), sql)?;
-        if program.rules.is_empty() {
-            return Err(NodeError::invalid(format!(
-                "rule {id} has no INSERT INTO ... SELECT statement"
-            )));
-        }
-        Ok(program)
+        has_rules(Self::compile(st, &format!("rule {id}"), sql)?, id)
+    }
+
+    /// [`Node::compile_rule`] for request text: parsed outside the lock ([`Node::compile_unlocked`]).
+    async fn compile_new_rule(
+        &self,
+        id: &str,
+        sql: &str,
+    ) -> Result<(Program, tokio::sync::MutexGuard<'_, State>), NodeError> {
+        let (program, st) = self.compile_unlocked(&format!("rule {id}"), sql).await?;
+        Ok((has_rules(program, id)?, st))
     }
 
     /// Refuses a rule whose connectors cannot give the delivery it asks for, installed
@@ -333,18 +405,7 @@ impl Node {
     /// Compiles text against the catalogue, with the connector settings of the streams it
     /// declares checked as `weir check` checks them.
     fn compile(st: &State, what: &str, sql: &str) -> Result<Program, NodeError> {
-        let catalog = Self::catalog_streams(st);
-        let known = catalog.len();
-        let program =
-            compile_with(sql, &catalog).map_err(|d| NodeError::from_diagnostics(what, sql, d))?;
-        match weir_connectors::check::stream_problems(&program, known) {
-            problems if problems.is_empty() => Ok(program),
-            problems => Err(NodeError::from_diagnostics(
-                what,
-                sql,
-                Diagnostics(problems),
-            )),
-        }
+        compile_against(&Self::catalog_streams(st), what, sql)
     }
 
     /// Keeps the logs of a durable rule filling (see [`rule::journals`]); releases them for
@@ -503,8 +564,7 @@ impl Node {
     // ---- streams ----
 
     pub async fn create_stream(&self, sql: &str) -> Result<StreamView, NodeError> {
-        let mut st = self.state.lock().await;
-        let program = Self::compile(&st, "stream", sql)?;
+        let (program, mut st) = self.compile_unlocked("stream", sql).await?;
         let known = st.registry.catalog.streams.len();
         let new: Vec<&StreamDef> = program.streams.iter().skip(known).collect();
         if new.len() != 1 || !program.rules.is_empty() {
@@ -630,8 +690,11 @@ impl Node {
 
     /// Checks rule text without installing it.
     pub async fn validate_rule(&self, sql: &str) -> Result<(Vec<String>, Vec<String>), NodeError> {
-        let st = self.state.lock().await;
-        let p = Self::compile_rule(&st, "(validate)", sql)?;
+        let texts = Self::catalog_texts(&*self.state.lock().await);
+        let p = has_rules(
+            compile_against(&streams_of(&texts), "rule (validate)", sql)?,
+            "(validate)",
+        )?;
         Ok(rule::boundary(&p))
     }
 
@@ -642,20 +705,17 @@ impl Node {
         options: RuleOptions,
         job: Option<JobRecord>,
     ) -> Result<RuleView, NodeError> {
-        if !valid_id(id) {
-            return Err(NodeError::invalid(format!(
-                "rule id '{id}' must be 1 to 64 letters, digits, '_', '-' or '.'"
-            )));
+        if !crate::registry::valid_id(id) {
+            return Err(invalid_id(id));
         }
-        let mut st = self.state.lock().await;
+        options.validate().map_err(NodeError::invalid)?;
+        let (program, mut st) = self.compile_new_rule(id, sql).await?;
         if st.registry.catalog.rules.contains_key(id) {
             return Err(NodeError::Conflict(format!(
                 "rule '{id}' exists; update it with PUT /v1/rules/{id}"
             )));
         }
         self.ensure_room(&st)?;
-        options.validate().map_err(NodeError::invalid)?;
-        let program = Self::compile_rule(&st, id, sql)?;
         Self::check_delivery(&program, &options)?;
         // A rule installed under a deleted one's id starts from nothing.
         self.forget_state(&st, id);
@@ -711,10 +771,9 @@ impl Node {
         options: RuleOptions,
         reset: bool,
     ) -> Result<(RuleView, SavedState), NodeError> {
-        let mut st = self.state.lock().await;
-        let old = Self::record(&st, id)?.clone();
         options.validate().map_err(NodeError::invalid)?;
-        let program = Self::compile_rule(&st, id, sql)?;
+        let (program, mut st) = self.compile_new_rule(id, sql).await?;
+        let old = Self::record(&st, id)?.clone();
         Self::check_delivery(&program, &options)?;
         let was_running = st.running.contains_key(id);
         let newest = self.checkpoints.latest(id)?;
@@ -791,8 +850,11 @@ impl Node {
         let rec = st.registry.catalog.rules.remove(id).expect("checked above");
         st.failed.remove(id);
         st.registry.save()?;
-        if let Some(job) = rec.job {
-            let _ = std::fs::remove_file(st.registry.dir().join(job.config_file_name));
+        if let Some(path) = rec
+            .job
+            .and_then(|j| st.registry.job_file(&j.config_file_name).ok())
+        {
+            let _ = std::fs::remove_file(path);
         }
         view.state = "UNINSTALLED";
         Ok(view)
@@ -864,13 +926,13 @@ impl Node {
         RuleView {
             id: id.to_owned(),
             node: self.name.get().cloned(),
-            sql: rec.sql.clone(),
+            sql: weir_core::redact::secrets(&rec.sql).into_owned(),
             options: rec.options.clone(),
             state: match (&failed, st.running.contains_key(id)) {
                 (Some(_), false) => "FAILED",
                 _ => state_name(rec.state),
             },
-            last_error: failed,
+            last_error: failed.map(|e| weir_core::redact::secrets(&e).into_owned()),
             moves: rec.moves.clone(),
             job: rec.job.clone(),
         }
@@ -935,7 +997,8 @@ impl Node {
             },
             last_error: failure
                 .or(view.last_error)
-                .or_else(|| m.and_then(|m| m.connector_error())),
+                .or_else(|| m.and_then(|m| m.connector_error()))
+                .map(|e| weir_core::redact::secrets(&e).into_owned()),
             uptime_ms: live.map_or(0, |l| l.since.elapsed().as_millis() as u64),
             inputs,
             outputs,
@@ -991,8 +1054,16 @@ impl Node {
     /// The data directory, where job configuration files are materialised.
     pub async fn write_job_file(&self, name: &str, body: &[u8]) -> Result<(), NodeError> {
         let st = self.state.lock().await;
-        crate::registry::write_atomic(&st.registry.dir().join(name), body)?;
+        crate::registry::write_atomic(&st.registry.job_file(name)?, body)?;
         Ok(())
+    }
+
+    /// Removes a job file [`Node::write_job_file`] wrote (an installation that failed).
+    pub async fn remove_job_file(&self, name: &str) {
+        let st = self.state.lock().await;
+        if let Ok(path) = st.registry.job_file(name) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Stops every rule (node shutdown); their registry state stays as it was.
@@ -1008,7 +1079,7 @@ impl Node {
 fn view(def: &StreamDef, sql: &str, endpoint: &Endpoint) -> StreamView {
     StreamView {
         name: def.name.clone(),
-        sql: sql.trim().to_owned(),
+        sql: weir_core::redact::secrets(sql.trim()).into_owned(),
         connector: endpoint.kind(),
         topic: rule::ingest_topic(def, endpoint),
     }

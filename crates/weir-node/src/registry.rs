@@ -224,6 +224,40 @@ impl Registry {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
+
+    /// The path of a file kept for a rule, refused unless its name is plain
+    /// ([`valid_file_name`]): it stays in the data directory whatever the name came from.
+    pub fn job_file(&self, name: &str) -> std::io::Result<PathBuf> {
+        if !valid_file_name(name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("'{name}' is not a plain file name"),
+            ));
+        }
+        Ok(self.dir().join(name))
+    }
+}
+
+/// Whether `id` may name a rule: 1 to 64 of `A-Z a-z 0-9 _ - .`, starting with a letter, digit
+/// or `_` — never `.`, `..`, a path separator or a control character, because ids name
+/// directories and files in the data directory.
+pub fn valid_id(id: &str) -> bool {
+    plain_name(id, 64)
+}
+
+/// Whether `name` may name a file the node keeps for a rule (a paper job's `configFileName`):
+/// as an id, up to 80 characters.
+pub fn valid_file_name(name: &str) -> bool {
+    plain_name(name, 80)
+}
+
+fn plain_name(s: &str, max: usize) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= max
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.

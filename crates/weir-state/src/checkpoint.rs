@@ -118,13 +118,23 @@ impl FileCheckpoints {
         }
     }
 
-    fn rule_dir(&self, rule: &str) -> PathBuf {
-        self.dir.join(rule)
+    /// A rule's directory: its name must be one plain path component, so no name reaches
+    /// outside the checkpoint directory (the node checks ids too; this is the last guard).
+    fn rule_dir(&self, rule: &str) -> Result<PathBuf, StoreError> {
+        let mut parts = std::path::Path::new(rule).components();
+        match (parts.next(), parts.next()) {
+            (Some(std::path::Component::Normal(_)), None) if !rule.contains('\\') => {
+                Ok(self.dir.join(rule))
+            }
+            _ => Err(StoreError::Invalid(format!(
+                "'{rule}' is not a plain name for a checkpoint directory"
+            ))),
+        }
     }
 
     /// Checkpoint files of a rule, newest first.
     fn files(&self, rule: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
-        let dir = self.rule_dir(rule);
+        let dir = self.rule_dir(rule)?;
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -172,7 +182,7 @@ impl CheckpointStore for FileCheckpoints {
     fn save(&self, c: &Checkpoint) -> Result<Saved, StoreError> {
         let bytes = c.encode()?;
         self.guard.check(bytes.len() as u64)?;
-        let dir = self.rule_dir(&c.rule);
+        let dir = self.rule_dir(&c.rule)?;
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(e, "checkpoint directory"))?;
         let path = dir.join(format!("{:020}.ckpt", c.epoch));
         write_atomically(&path, &bytes).map_err(|e| StoreError::io(e, "writing a checkpoint"))?;
@@ -207,7 +217,7 @@ impl CheckpointStore for FileCheckpoints {
     }
 
     fn remove(&self, rule: &str) -> Result<(), StoreError> {
-        match std::fs::remove_dir_all(self.rule_dir(rule)) {
+        match std::fs::remove_dir_all(self.rule_dir(rule)?) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(StoreError::io(e, "removing checkpoints"))
             }
@@ -233,6 +243,21 @@ mod tests {
             watermarks: [("s".to_owned(), epoch as i64 * 100)].into(),
             staged: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_rule_name_never_reaches_outside_the_checkpoint_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileCheckpoints::new(dir.path().join("checkpoints"), 0);
+        std::fs::write(dir.path().join("precious"), b"x").unwrap();
+        for bad in ["..", ".", "", "/tmp", "a/b", "../precious", "a\\b"] {
+            assert!(store.remove(bad).is_err(), "{bad:?}");
+            assert!(store.latest(bad).is_err(), "{bad:?}");
+            let mut c = cp(1);
+            c.rule = bad.into();
+            assert!(store.save(&c).is_err(), "{bad:?}");
+        }
+        assert!(dir.path().join("precious").exists());
     }
 
     #[test]

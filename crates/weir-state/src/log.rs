@@ -54,6 +54,21 @@ fn key(name: &str, offset: u64) -> Vec<u8> {
     k
 }
 
+/// Longest log name, in bytes (the storage engine's keys end at 64 KiB).
+pub const MAX_NAME: usize = 1024;
+/// Longest marker key, in bytes.
+pub const MAX_KEY: usize = 4096;
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY {
+        return Err(StoreError::Invalid(format!(
+            "a marker key of {} bytes (at most {MAX_KEY})",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 fn prefix(name: &str) -> Vec<u8> {
     let mut k = name.as_bytes().to_vec();
     k.push(0);
@@ -99,8 +114,11 @@ impl Store {
     /// The log called `name` (created empty on first use). Every handle of a name shares one
     /// writer position, so appends from several places stay in one order.
     pub fn log(self: &Arc<Self>, name: &str) -> Result<StreamLog, StoreError> {
-        if name.contains('\0') || name.is_empty() {
-            return Err(StoreError::Invalid(format!("'{name}' is not a log name")));
+        if name.contains('\0') || name.is_empty() || name.len() > MAX_NAME {
+            let shown: String = name.chars().take(80).collect();
+            return Err(StoreError::Invalid(format!(
+                "'{shown}' is not a log name (1 to {MAX_NAME} bytes, no NUL)"
+            )));
         }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let shared = match open.get(name) {
@@ -144,6 +162,7 @@ impl Store {
     }
 
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_key(key)?;
         let mut b = self.db.batch().durability(Some(self.mode));
         b.insert(&self.meta, key, value);
         self.write(b, 64)
@@ -179,6 +198,9 @@ impl Store {
         appends: &[(&StreamLog, &[Bytes])],
         markers: &[(&str, &[u8])],
     ) -> Result<Vec<u64>, StoreError> {
+        for (k, _) in markers {
+            check_key(k)?;
+        }
         // Lock every log in name order, so two commits never wait on each other in a circle.
         let mut order: Vec<usize> = (0..appends.len()).collect();
         order.sort_by(|a, b| appends[*a].0.name.cmp(&appends[*b].0.name));
@@ -461,6 +483,22 @@ mod tests {
         assert_eq!(log.read(0, 10).unwrap(), vec![(2, b("c"))]);
         assert!(log.wait_beyond(2, Duration::ZERO));
         assert!(!log.wait_beyond(3, Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn names_and_keys_too_long_for_the_storage_engine_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), false, 0).unwrap();
+        let long = "x".repeat(70_000);
+        assert!(matches!(store.log(&long), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            store.set_meta(&long, b"v"),
+            Err(StoreError::Invalid(_))
+        ));
+        let log = store.log("ok").unwrap();
+        let batch = [Bytes::from_static(b"e")];
+        assert!(store.commit(&[(&log, &batch)], &[(&long, b"v")]).is_err());
+        assert_eq!(log.end(), 0, "nothing of a refused commit is written");
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn records_over_the_size_limit_are_dead_letters() {
     assert!(dead[0]["reason"]
         .as_str()
         .unwrap()
-        .contains("exceeds the limit of 1048576 bytes"));
+        .contains("longer than the limit of 1048576 bytes"));
 }
 
 #[test]

@@ -183,10 +183,9 @@ fn decode_parallel(
                         // Keep the partial last line for the next block.
                         match block.iter().rposition(|c| *c == b'\n') {
                             Some(p) => carry = block.split_off(p + 1),
-                            // One very long line: read on to its end.
-                            None => {
-                                reader.read_until(b'\n', &mut block)?;
-                            }
+                            // One very long line: read on to its end, keeping no more
+                            // than a record may hold (the rest is passed over unread).
+                            None => skip_rest_of_line(&mut reader, &mut block)?,
                         }
                     }
                     if block.is_empty() {
@@ -227,6 +226,32 @@ fn decode_parallel(
     })
 }
 
+/// Reads the rest of the current line into `block`, but no further than one byte past
+/// [`MAX_RECORD`]: a line longer than that is kept truncated (a dead letter with its first
+/// bytes), whatever its length, so memory stays bounded.
+fn skip_rest_of_line(reader: &mut dyn BufRead, block: &mut Vec<u8>) -> std::io::Result<()> {
+    let start = block.iter().rposition(|c| *c == b'\n').map_or(0, |p| p + 1);
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (n, end) = match buf.iter().position(|c| *c == b'\n') {
+            Some(p) => (p + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = (MAX_RECORD + 1).saturating_sub(block.len() - start);
+        block.extend_from_slice(&buf[..n.min(room)]);
+        if end && n > room {
+            block.push(b'\n');
+        }
+        reader.consume(n);
+        if end {
+            return Ok(());
+        }
+    }
+}
+
 /// Appends up to about `want` bytes; true at the end of the input.
 fn fill(reader: &mut dyn BufRead, block: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
     while block.len() < want {
@@ -258,8 +283,7 @@ fn decode_block(
         }
         if line.len() > MAX_RECORD {
             rows.push(Err(format!(
-                "a record of {} bytes exceeds the limit of {MAX_RECORD} bytes",
-                line.len()
+                "a record longer than the limit of {MAX_RECORD} bytes"
             )));
         } else {
             decode(line, &mut rows);
@@ -278,4 +302,27 @@ fn decode_block(
         }
     }
     Decoded { records, items }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_without_end_is_kept_no_longer_than_a_record() {
+        let huge = vec![b'x'; 8 * MAX_RECORD];
+        let mut input = b"{\"a\":1}\n".to_vec();
+        input.extend_from_slice(&huge);
+        input.extend_from_slice(b"\n{\"a\":2}\n");
+        let mut reader = std::io::BufReader::new(&input[..]);
+        let mut block = Vec::new();
+        assert!(!fill(&mut reader, &mut block, 16).unwrap());
+        skip_rest_of_line(&mut reader, &mut block).unwrap();
+        // The first line, then the long one cut one byte past the limit, with its end.
+        assert_eq!(block.len(), 8 + MAX_RECORD + 1 + 1);
+        assert_eq!(block.last(), Some(&b'\n'));
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+        assert_eq!(rest, "{\"a\":2}\n");
+    }
 }

@@ -126,7 +126,7 @@ impl From<NodeError> for ApiError {
         ApiError {
             status,
             code,
-            message: e.to_string(),
+            message: weir_core::redact::secrets(&e.to_string()).into_owned(),
             problems,
         }
     }

@@ -19,6 +19,10 @@ use super::{ApiError, ApiResult};
 use crate::node::{Node, NodeError, RuleStatus, RuleView, StreamView};
 use crate::registry::RuleOptions;
 
+/// The largest rule package (a move) or checkpoint taken: a rule's state, the input it had
+/// read beyond its checkpoint and the results its brokers had not confirmed.
+const MAX_PACKAGE: usize = 256 << 20;
+
 /// The OpenAPI 3.1 description of `/v1`, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -45,13 +49,13 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/v1/rules/{id}/move", post(move_rule))
         .route(
             "/v1/rules/{id}/attach",
-            post(attach_rule).layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+            post(attach_rule).layer(axum::extract::DefaultBodyLimit::max(MAX_PACKAGE)),
         )
         .route(
             "/v1/rules/{id}/checkpoint",
             get(export_checkpoint)
                 .put(import_checkpoint)
-                .layer(axum::extract::DefaultBodyLimit::max(1 << 30)),
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_PACKAGE)),
         )
         .route("/v1/rules/{id}/dead_letters", get(tail_dead_letters))
         .route("/v1/nodes", get(list_nodes))

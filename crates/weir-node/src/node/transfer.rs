@@ -192,10 +192,11 @@ impl Node {
             .filter_map(|n| Self::find_stream(&st, n).cloned())
             .collect();
         let job_file = match &record.job {
-            Some(job) => {
-                let path = st.registry.dir().join(&job.config_file_name);
-                std::fs::read_to_string(path).ok()
-            }
+            Some(job) => st
+                .registry
+                .job_file(&job.config_file_name)
+                .and_then(std::fs::read_to_string)
+                .ok(),
             None => None,
         };
         Ok(Package {
@@ -233,6 +234,18 @@ impl Node {
         let Package { header, payloads } = package;
         let mut record = header.record;
         let id = record.id.clone();
+        // Names from another node become paths here: only plain ones are taken.
+        if !crate::registry::valid_id(&id) {
+            return Err(super::invalid_id(&id));
+        }
+        if let Some(job) = &record.job {
+            if !crate::registry::valid_file_name(&job.config_file_name) {
+                return Err(NodeError::invalid(format!(
+                    "the package's job file name '{}' is not a plain file name",
+                    job.config_file_name.chars().take(80).collect::<String>()
+                )));
+            }
+        }
         let mut st = self.state.lock().await;
         if st.registry.catalog.rules.contains_key(&id) {
             return Err(NodeError::Conflict(format!(
@@ -356,7 +369,7 @@ impl Node {
         }
         if let (Some(job), Some(body)) = (&record.job, job_file) {
             crate::registry::write_atomic(
-                &st.registry.dir().join(&job.config_file_name),
+                &st.registry.job_file(&job.config_file_name)?,
                 body.as_bytes(),
             )?;
         }

@@ -199,7 +199,7 @@ async fn install(
         ..RuleOptions::default()
     };
     if let Err(e) = node.install_rule(&job_id, &sql, options, Some(job)).await {
-        let _ = std::fs::remove_file(node.config.data_dir.join(&config_file_name));
+        node.remove_job_file(&config_file_name).await;
         return Err(objects::in_paper_terms(e, &streams).into());
     }
     Ok(Json(job_info(&node, &job_id).await?))
