@@ -222,10 +222,8 @@ fn events_read(node: &Node) -> BTreeMap<String, u64> {
 pub fn heartbeats(node: Arc<Node>, name: String, address: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let every = Duration::from_millis(node.config.heartbeat_ms);
-        let http = reqwest::Client::builder()
-            .timeout(every.max(Duration::from_secs(1)))
-            .build()
-            .unwrap_or_default();
+        let http = crate::relocation::http(&node);
+        let timeout = every.max(Duration::from_secs(1));
         let mut sampler = Sampler::new(&node);
         let mut tick = tokio::time::interval(every);
         let mut failing = false;
@@ -237,7 +235,7 @@ pub fn heartbeats(node: Arc<Node>, name: String, address: String) -> tokio::task
                 continue;
             };
             let url = format!("{}/v1/nodes/heartbeat", join.trim_end_matches('/'));
-            let sent = http.post(&url).json(&report).send().await;
+            let sent = http.post(&url).timeout(timeout).json(&report).send().await;
             match sent.map(|r| r.error_for_status()) {
                 Ok(Ok(_)) if failing => {
                     failing = false;

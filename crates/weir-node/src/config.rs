@@ -54,6 +54,14 @@ pub struct NodeConfig {
     pub return_below: Option<f64>,
     /// What load means for placement: cpu_percent (of one core) or events_per_s.
     pub load_metric: String,
+    /// Bearer tokens and their roles, one `TOKEN ROLE` per line (see [`crate::auth`]); read
+    /// again when it changes.
+    pub auth_token_file: Option<PathBuf>,
+    /// The secret every node of the cluster holds in a file of its own: nodes take requests
+    /// only from nodes that send it.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Serve addresses beyond loopback without tokens (a network you trust otherwise).
+    pub insecure: bool,
 }
 
 impl Default for NodeConfig {
@@ -78,6 +86,9 @@ impl Default for NodeConfig {
             offload_above: None,
             return_below: None,
             load_metric: "cpu_percent".to_owned(),
+            auth_token_file: None,
+            cluster_secret_file: None,
+            insecure: false,
         }
     }
 }
@@ -110,6 +121,19 @@ impl NodeConfig {
             problems.push(format!(
                 "runtime must be edge or core, not {}",
                 self.runtime
+            ));
+        }
+        let exposed: Vec<String> = std::iter::once(("listen", Some(self.listen)))
+            .chain(std::iter::once(("mqtt_listen", self.mqtt_listen)))
+            .filter_map(|(k, a)| {
+                a.filter(|a| !a.ip().is_loopback())
+                    .map(|a| format!("{k} {a}"))
+            })
+            .collect();
+        if !exposed.is_empty() && self.auth_token_file.is_none() && !self.insecure {
+            problems.push(format!(
+                "{} reaches beyond this machine, and no auth_token_file says who may ask what: give one (--auth-token-file FILE, one TOKEN ROLE per line, roles viewer, operator, admin), or pass --insecure on a network you trust",
+                exposed.join(" and ")
             ));
         }
         if self.outbox_capacity == 0 {

@@ -5,6 +5,7 @@
 //! [`mqtt_endpoint`] serves to MQTT clients; [`metrics`] renders Prometheus text.
 
 pub mod api;
+pub mod auth;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
@@ -75,13 +76,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         source,
     })?;
     let mqtt_addr = mqtt.as_ref().and_then(|l| l.local_addr().ok());
-    let mqtt_task = mqtt.map(|l| {
-        tokio::spawn(mqtt_endpoint::serve(
-            l,
-            hub.clone(),
-            node.config.max_payload,
-        ))
-    });
+    let mqtt_task = mqtt.map(|l| tokio::spawn(mqtt_endpoint::serve(l, node.clone())));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(node.clone());
     let server = tokio::spawn(async move {

@@ -3,9 +3,17 @@
 //! outputs with nothing else installed. It keeps no sessions or retained messages: messages
 //! are delivered at QoS 0, and a client that cannot keep up loses messages (counted), as with
 //! a broker's queue limit.
+//!
+//! On a node with tokens (see [`crate::auth`]) a client logs in with a token as its password
+//! (any user name), and its role decides: a viewer subscribes (dead letters excepted), an
+//! operator also publishes and reads dead letters. Nobody publishes to a topic a rule writes
+//! (its output, a tap) or to the node's own `weir/` topics: a device cannot forge a result.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
@@ -17,22 +25,66 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::hub::{Hub, Message, Subscription};
+use crate::auth::Role;
+use crate::hub::{Message, Subscription};
+use crate::node::Node;
+
+/// The topics no client publishes to, kept fresh from the node's rules.
+#[derive(Default)]
+struct Reserved {
+    outputs: std::sync::RwLock<HashSet<String>>,
+}
+
+impl Reserved {
+    fn holds(&self, topic: &str) -> bool {
+        topic.starts_with("weir/")
+            || topic.starts_with("$weir/tap/")
+            || self
+                .outputs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(topic)
+    }
+
+    /// Reads the rules' output topics again every second.
+    async fn refresh(self: Arc<Self>, node: Arc<Node>) {
+        let mut cache = HashMap::new();
+        loop {
+            let topics = node.output_topics(&mut cache).await;
+            *self.outputs.write().unwrap_or_else(|e| e.into_inner()) = topics;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
 
 /// Serves MQTT clients on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, max_payload: usize) {
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    let reserved = Arc::new(Reserved::default());
+    let _refresher = node
+        .guard
+        .enabled()
+        .then(|| AbortOnDrop(tokio::spawn(reserved.clone().refresh(node.clone()))));
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
-                let hub = hub.clone();
+                let (node, reserved) = (node.clone(), reserved.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = client(socket, hub, max_payload).await {
+                    if let Err(e) = client(socket, node, reserved).await {
                         tracing::debug!(%peer, error = %e, "MQTT client gone");
                     }
                 });
             }
             Err(e) => tracing::warn!(error = %e, "MQTT accept failed"),
         }
+    }
+}
+
+/// Stops a task when the endpoint that started it stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -46,12 +98,27 @@ enum ClientError {
     Closed(&'static str),
 }
 
-async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<(), ClientError> {
+async fn client(
+    socket: TcpStream,
+    node: Arc<Node>,
+    reserved: Arc<Reserved>,
+) -> Result<(), ClientError> {
+    let (hub, max_payload) = (node.hub.clone(), node.config.max_payload);
+    let guarded = node.guard.enabled();
+    // What the client may do; known at CONNECT.
+    let role = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let peer: Option<SocketAddr> = socket.peer_addr().ok();
     let (mut rd, mut wr) = socket.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
     // Packets this connection answers with, written by the same task as forwarded messages.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Packet>(64);
+    let reader_role = role.clone();
+    // Dead letters hold rejected payloads: only operators read them.
+    let shown = move |m: &Message| {
+        !guarded
+            || !m.topic.starts_with("weir/dead_letters/")
+            || reader_role.load(Ordering::Relaxed) >= Role::Operator as u8
+    };
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(4096);
         loop {
@@ -63,13 +130,19 @@ async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<
                 },
                 m = out_rx.recv() => match m {
                     Some(m) => {
-                        write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf);
+                        if shown(&m) {
+                            write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf);
+                        }
                         // Batch whatever else is ready into one write.
                         while buf.len() < 64 * 1024 {
                             match out_rx.try_recv() {
-                                Ok(m) => write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf),
+                                Ok(m) if shown(&m) => write_packet(&Packet::Publish(Publish::from_bytes(m.topic.to_string(), QoS::AtMostOnce, m.payload)), &mut buf),
+                                Ok(_) => {}
                                 Err(_) => break,
                             }
+                        }
+                        if buf.is_empty() {
+                            continue;
                         }
                     }
                     None => break,
@@ -108,7 +181,21 @@ async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<
         };
         let reply = match packet {
             Packet::Connect(_) if connected => break Err(ClientError::Closed("second CONNECT")),
-            Packet::Connect(_) => {
+            Packet::Connect(c) => {
+                let password = c.login.as_ref().map(|l| l.password.as_str());
+                match node.guard.check(password, Role::Viewer) {
+                    Ok(has) => role.store(has as u8, Ordering::Relaxed),
+                    Err(_) => {
+                        let code = match password {
+                            None => ConnectReturnCode::NotAuthorized,
+                            Some(_) => ConnectReturnCode::BadUserNamePassword,
+                        };
+                        let _ = ctl_tx
+                            .send(Packet::ConnAck(ConnAck::new(code, false)))
+                            .await;
+                        break Err(ClientError::Closed("not authorised"));
+                    }
+                }
                 connected = true;
                 tracing::debug!(?peer, "MQTT client connected");
                 Some(Packet::ConnAck(ConnAck::new(
@@ -120,6 +207,14 @@ async fn client(socket: TcpStream, hub: Arc<Hub>, max_payload: usize) -> Result<
             Packet::Publish(p) => {
                 if !valid_topic(&p.topic) {
                     break Err(ClientError::Closed("invalid topic"));
+                }
+                if guarded
+                    && (role.load(Ordering::Relaxed) < Role::Operator as u8
+                        || reserved.holds(&p.topic))
+                {
+                    // MQTT 3.1.1 cannot refuse a publish: the client is disconnected.
+                    tracing::warn!(?peer, topic = %p.topic, "MQTT publish refused: role too small or a rule's topic");
+                    break Err(ClientError::Closed("publish not allowed"));
                 }
                 if let Err(e) = hub.publish(&p.topic, p.payload.clone()).await {
                     // Not acknowledged: a QoS 1 client sends it again.

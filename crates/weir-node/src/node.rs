@@ -211,6 +211,8 @@ pub struct Node {
     pub placements: crate::placement::Decisions,
     /// What makes HTTP ingest idempotent.
     dedup: ingest::Dedup,
+    /// Who may ask what.
+    pub guard: crate::auth::Guard,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -283,8 +285,14 @@ impl Node {
             config.min_free_bytes,
         ));
         let lost_after = std::time::Duration::from_millis(config.lost_after_ms);
+        let guard = crate::auth::Guard::open(
+            config.auth_token_file.as_deref(),
+            config.cluster_secret_file.as_deref(),
+        )
+        .map_err(NodeError::invalid)?;
         Ok(Arc::new(Node {
             config,
+            guard,
             hub,
             checkpoints,
             journals: std::sync::Mutex::new(HashMap::new()),
@@ -1056,6 +1064,59 @@ impl Node {
         let st = self.state.lock().await;
         crate::registry::write_atomic(&st.registry.job_file(name)?, body)?;
         Ok(())
+    }
+
+    /// The hub topics the rules write their results to (embedded outputs and taps): no MQTT
+    /// client may publish there. `cache` keeps each rule's topics by the hash of its text and
+    /// the catalogue, so a call compiles only what changed, outside the lock.
+    pub async fn output_topics(
+        &self,
+        cache: &mut HashMap<String, (u64, Vec<String>)>,
+    ) -> std::collections::HashSet<String> {
+        let (texts, rules): (Vec<String>, Vec<(String, String)>) = {
+            let st = self.state.lock().await;
+            let rules = st
+                .registry
+                .catalog
+                .rules
+                .values()
+                .map(|r| (r.id.clone(), r.sql.clone()))
+                .collect();
+            (Self::catalog_texts(&st), rules)
+        };
+        let catalog = streams_of(&texts);
+        cache.retain(|id, _| rules.iter().any(|(r, _)| r == id));
+        for (id, sql) in rules {
+            let mut h = weir_core::hash::KeyHasher::default();
+            h.write(sql.as_bytes());
+            for t in &texts {
+                h.write(t.as_bytes());
+            }
+            let hash = h.finish();
+            if cache.get(&id).is_some_and(|(k, _)| *k == hash) {
+                continue;
+            }
+            let topics = compile_against(&catalog, "rule", &sql)
+                .ok()
+                .and_then(|p| {
+                    let (_, outputs) = rule::boundary(&p);
+                    let eps = rule::endpoints(&p).ok()?;
+                    Some(
+                        eps.iter()
+                            .filter(|(d, _)| {
+                                outputs.iter().any(|o| o.eq_ignore_ascii_case(&d.name))
+                            })
+                            .map(|(d, e)| rule::tap_topic(d, e))
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default();
+            cache.insert(id, (hash, topics));
+        }
+        cache
+            .values()
+            .flat_map(|(_, t)| t.iter().cloned())
+            .collect()
     }
 
     /// Removes a job file [`Node::write_job_file`] wrote (an installation that failed).

@@ -108,9 +108,13 @@ async fn heal(node: &Node, members: &[Member], memory: &mut Memory) {
                         format!("node {name} lost: no report for {} ms", m.last_seen_ms_ago);
                     let (to, outcome) = match least_loaded(node, runtime, Some(name)).await {
                         Ok(target) => {
-                            let sent =
-                                crate::relocation::send(&target, "/v1/rules", &install_body(h))
-                                    .await;
+                            let sent = crate::relocation::send(
+                                node,
+                                &target,
+                                "/v1/rules",
+                                &install_body(h),
+                            )
+                            .await;
                             let outcome = match sent {
                                 Ok(r) if r.status().is_success() => {
                                     moved.push((h.id.clone(), target.report.name.clone()));
@@ -140,7 +144,7 @@ async fn heal(node: &Node, members: &[Member], memory: &mut Memory) {
                 for (rule, to) in memory.failed_over.remove(name).unwrap_or_default() {
                     let url = format!("{}/v1/rules/{rule}", m.report.address);
                     // Only that node's copy: the request is not to be handed on.
-                    let delete = reqwest::Client::new()
+                    let delete = crate::relocation::http(node)
                         .delete(&url)
                         .header(crate::relocation::RELAYED, "1");
                     let outcome = match delete.send().await {
@@ -276,7 +280,6 @@ async fn relocate(node: &Node, rule: &str, runtime: &str, from: &str) -> (String
     };
     let req = MoveRequest {
         node: target.report.name.clone(),
-        address: Some(target.report.address.clone()),
     };
     let outcome = match move_rule(node, rule, req).await {
         Ok(r) => {

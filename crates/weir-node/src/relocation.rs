@@ -19,11 +19,9 @@ use crate::node::{Node, NodeError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
-    /// The target node's name.
+    /// The target node's name (or its address): a node of the control plane, whose address
+    /// comes from the control plane's registry, never from a request.
     pub node: String,
-    /// The target's API address; the control plane fills it in when it hands a move on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
 }
 
 /// What a move did, and how long the rule processed nothing.
@@ -52,9 +50,20 @@ pub struct MoveReport {
 /// from what it holds and never hands it on again, so no request goes round in circles.
 pub const RELAYED: &str = "x-weir-relayed";
 
-fn http() -> reqwest::Client {
+/// A client for requests to the other nodes: it carries the cluster secret, if there is one.
+pub fn http(node: &Node) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = node.guard.secret() {
+        let mut bearer = b"Bearer ".to_vec();
+        bearer.extend_from_slice(secret);
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_bytes(&bearer) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
+        .default_headers(headers)
         .build()
         .unwrap_or_default()
 }
@@ -65,7 +74,7 @@ pub async fn members(node: &Node) -> Result<Vec<Member>, NodeError> {
         return Ok(node.members.list());
     };
     let url = format!("{}/v1/nodes", join.trim_end_matches('/'));
-    let reply = http()
+    let reply = http(node)
         .get(&url)
         .send()
         .await
@@ -110,7 +119,7 @@ pub async fn holder(node: &Node, id: &str) -> Result<Member, NodeError> {
             continue;
         }
         let url = format!("{}/v1/rules/{id}", m.report.address);
-        if http()
+        if http(node)
             .get(&url)
             .header(RELAYED, "1")
             .send()
@@ -141,20 +150,19 @@ pub async fn elsewhere(node: &Node, id: &str) -> Result<Option<Member>, NodeErro
 
 /// Moves rule `id` to the node `req` names, from wherever it runs.
 pub async fn move_rule(node: &Node, id: &str, req: MoveRequest) -> Result<MoveReport, NodeError> {
-    let address = match &req.address {
-        Some(a) => a.clone(),
-        None => resolve(node, &req.node).await?.report.address,
-    };
+    let target = resolve(node, &req.node).await?;
+    let (address, req) = (
+        target.report.address,
+        MoveRequest {
+            node: target.report.name,
+        },
+    );
     if node.rule(id).await.is_err() {
         let holder = holder(node, id).await?;
         if holder.report.name == req.node {
             return Err(already_there(id, &req.node));
         }
-        let body = MoveRequest {
-            node: req.node,
-            address: Some(address),
-        };
-        let reply = send(&holder, &format!("/v1/rules/{id}/move"), &body).await?;
+        let reply = send(node, &holder, &format!("/v1/rules/{id}/move"), &req).await?;
         return answer(reply, &holder.report.name).await;
     }
     let me = node.name.get().cloned().unwrap_or_default();
@@ -183,7 +191,7 @@ pub async fn move_rule(node: &Node, id: &str, req: MoveRequest) -> Result<MoveRe
     };
     let package_bytes = encoded.len() as u64;
     let url = format!("{address}/v1/rules/{id}/attach?from={me}");
-    let sent = http()
+    let sent = http(node)
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(encoded)
@@ -196,7 +204,7 @@ pub async fn move_rule(node: &Node, id: &str, req: MoveRequest) -> Result<MoveRe
         },
         Err(e) => {
             // The target may have taken the rule before the answer was lost: it goes there.
-            let _ = http()
+            let _ = http(node)
                 .delete(format!("{address}/v1/rules/{id}"))
                 .header(RELAYED, "1")
                 .send()
@@ -257,12 +265,13 @@ fn status_of(e: &NodeError) -> u16 {
 
 /// POSTs `body` as JSON to `path` on another node.
 pub async fn send<T: Serialize>(
+    node: &Node,
     target: &Member,
     path: &str,
     body: &T,
 ) -> Result<reqwest::Response, NodeError> {
     let url = format!("{}{path}", target.report.address);
-    http()
+    http(node)
         .post(&url)
         .header(RELAYED, "1")
         .json(body)

@@ -316,10 +316,14 @@ async fn a_stateful_rule_moves_edge_core_edge_mid_stream_and_loses_nothing() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    // A target that does not answer: the rule goes on where it was, from where it stopped.
+    // A target that does not answer (listed, but killed a moment ago): the rule goes on where
+    // it was, from where it stopped.
+    let ghost = serve(&dir, "ghost", "edge", free_port(), Some(p0));
+    all_up(&format!("{plane}/v1/nodes"), 3).await;
+    drop(ghost);
     let (status, refused) = post(
         &format!("{plane}/v1/rules/roams/move"),
-        json!({"node": "ghost", "address": format!("http://127.0.0.1:{}", free_port())}),
+        json!({"node": "ghost"}),
     )
     .await;
     assert_eq!(status, 503, "{refused}");

@@ -5,86 +5,11 @@
 //! error, and the node keeps serving with its data intact.
 
 mod common;
-use common::free_port;
+use common::Served;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// A `weir serve` process on loopback with its own data directory, killed when dropped.
-struct Served {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Served {
-    async fn start(name: &str) -> Served {
-        let dir = std::env::temp_dir().join(format!("weir-security-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--mqtt", "off", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let node = Served {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !node.alive().await {
-            assert!(Instant::now() < deadline, "the node starts");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        node
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    async fn alive(&self) -> bool {
-        reqwest::get(format!("{}/v1/health", self.base))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let reply = req.send().await.expect("the node answers");
-        let status = reply.status().as_u16();
-        (status, reply.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-}
 
 const RULE: &str = "CREATE STREAM a WITH (topic = 'a'); INSERT INTO b SELECT * FROM a;";
 
@@ -94,7 +19,7 @@ fn message(v: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_that_would_be_paths_are_refused_and_the_data_directory_stays() {
-    let node = Served::start("ids").await;
+    let node = Served::start(&[], "ids").await;
     let (s, v) = node
         .post("/v1/rules", json!({"id": "keep", "sql": RULE}))
         .await;
@@ -131,7 +56,7 @@ fn package(record: Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_naming_files_outside_the_data_directory_is_refused() {
-    let node = Served::start("attach").await;
+    let node = Served::start(&[], "attach").await;
     let outside = node.dir.join("outside");
     let cases = [
         (
@@ -195,7 +120,7 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_text_too_deep_or_too_long_is_refused_before_it_can_crash_the_node() {
-    let node = Served::start("deep").await;
+    let node = Served::start(&[], "deep").await;
     let chain = vec!["x"; 3000].join(" + ");
     let ands = vec!["x > 1"; 3000].join(" AND ");
     let nested = format!("{}A{}", "(".repeat(2000), ")".repeat(2000));
@@ -242,7 +167,7 @@ async fn rule_text_too_deep_or_too_long_is_refused_before_it_can_crash_the_node(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checking_a_huge_text_never_holds_up_ingest() {
-    let node = Served::start("lock").await;
+    let node = Served::start(&[], "lock").await;
     let (s, v) = node
         .post(
             "/v1/streams",
@@ -285,7 +210,7 @@ async fn checking_a_huge_text_never_holds_up_ingest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_status_and_errors_never_show_a_password() {
-    let node = Served::start("secrets").await;
+    let node = Served::start(&[], "secrets").await;
     let sql = "CREATE STREAM alerts WITH (connector = 'amqp', url = 'amqp://guest:s3cret-pw@127.0.0.1:1/%2f', exchange = 'x');";
     let (s, v) = node.post("/v1/streams", json!({"sql": sql})).await;
     assert_eq!(s, 201, "{v}");

@@ -25,11 +25,63 @@ pub fn router(node: Arc<Node>) -> axum::Router {
             node.clone(),
             relay::to_holder,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::map_request(json_by_default))
         .layer(axum::extract::DefaultBodyLimit::max(
             node.config.max_payload * 16,
         ))
         .with_state(node)
+}
+
+/// Lets a request through if its bearer token's role is enough for it (see [`crate::auth`]):
+/// 401 without a known token, 403 with a role too small.
+async fn authorize(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(needs) = crate::auth::required(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match node.guard.check(bearer, needs) {
+        Ok(_) => next.run(req).await,
+        Err(crate::auth::Refusal::Unknown) => {
+            let mut r = ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "unauthorized",
+                message: "send a known token: Authorization: Bearer TOKEN (weir ... --token, or WEIR_TOKEN)".into(),
+                problems: serde_json::Value::Null,
+            }
+            .into_response();
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        Err(crate::auth::Refusal::TooSmall { needs, has }) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: format!(
+                "{} {} needs the {} role; this token has {}",
+                req.method(),
+                req.uri().path(),
+                needs.name(),
+                has.name()
+            ),
+            problems: serde_json::Value::Null,
+        }
+        .into_response(),
+    }
 }
 
 /// Every body this API takes is JSON (or raw events): one sent without a content type, or as

@@ -29,7 +29,7 @@ pub async fn to_holder(State(node): State<Arc<Node>>, req: Request, next: Next) 
     }
     match relocation::elsewhere(&node, &id).await {
         Ok(None) => next.run(req).await,
-        Ok(Some(holder)) => relay(&holder, req)
+        Ok(Some(holder)) => relay(&node, &holder, req)
             .await
             .unwrap_or_else(IntoResponse::into_response),
         Err(e) => ApiError::from(e).into_response(),
@@ -53,7 +53,7 @@ fn rule_of(method: &Method, path: &str) -> Option<String> {
 }
 
 /// Sends `req` to `holder` and answers with its answer, status and body as they are.
-async fn relay(holder: &Member, req: Request) -> Result<Response, ApiError> {
+async fn relay(node: &Node, holder: &Member, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -62,7 +62,7 @@ async fn relay(holder: &Member, req: Request) -> Result<Response, ApiError> {
     let url = format!("{}{path}", holder.report.address);
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("unknown method"))?;
-    let mut out = reqwest::Client::new()
+    let mut out = relocation::http(node)
         .request(method, &url)
         .timeout(Duration::from_secs(120))
         .header(RELAYED, "1")

@@ -331,7 +331,7 @@ async fn install_on_runtime(
     let mut answers = Vec::new();
     let mut all = true;
     for m in &targets {
-        let (status, body) = match crate::relocation::send(m, "/v1/rules", b).await {
+        let (status, body) = match crate::relocation::send(node, m, "/v1/rules", b).await {
             Ok(r) => (
                 r.status().as_u16(),
                 r.json::<Json_>().await.unwrap_or_default(),
@@ -355,7 +355,7 @@ async fn forward_install(
     b: &RuleBody,
 ) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
     let member = crate::relocation::resolve(node, target).await?;
-    let reply = crate::relocation::send(&member, "/v1/rules", b).await?;
+    let reply = crate::relocation::send(node, &member, "/v1/rules", b).await?;
     let status = axum::http::StatusCode::from_u16(reply.status().as_u16())
         .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
     let body: Json_ = reply

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use weir_node::registry::RuleOptions;
 use weir_node::relocation::{move_rule, MoveReport, MoveRequest};
 
-use super::bench_node::{ingest, median, start};
+use super::bench_node::{ingest, median, start, start_joined, wait_joined};
 
 const RULE: &str = "CREATE STREAM keyed (k BIGINT, v BIGINT) WITH (connector = 'nats', url = 'nats://127.0.0.1:4222', subject = 'weir.bench.move');
 INSERT INTO key_changes SELECT k, v FROM keyed WHERE changed(v) OVER (PARTITION BY k);";
@@ -49,10 +49,11 @@ pub fn run(keys: &[usize], runs: usize) -> Result<(), String> {
         for &n in keys {
             let dir = std::env::temp_dir().join(format!("weir-bench-move-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let nodes = [
-                start(&dir, "bench-a", None).await?,
-                start(&dir, "bench-b", None).await?,
-            ];
+            // b joins a's control plane: a move goes to a node the control plane lists.
+            let a = start(&dir, "bench-a", None).await?;
+            let b = start_joined(&dir, "bench-b", &format!("http://{}", a.http)).await?;
+            let nodes = [a, b];
+            wait_joined(&nodes[0], 2).await?;
             nodes[0]
                 .node
                 .install_rule("keyed", RULE, RuleOptions::default(), None)
@@ -65,7 +66,6 @@ pub fn run(keys: &[usize], runs: usize) -> Result<(), String> {
                 eprint!("\r{n} keys: move {}/{}", r + 1, runs * 2);
                 let req = MoveRequest {
                     node: to.node.name.get().cloned().unwrap_or_default(),
-                    address: Some(format!("http://{}", to.http)),
                 };
                 let report = move_rule(&from.node, "keyed", req)
                     .await

@@ -27,17 +27,55 @@ pub async fn start(
     name: &str,
     workers: Option<usize>,
 ) -> Result<weir_node::Running, String> {
-    let mut config = NodeConfig {
+    let mut config = config(dir, name);
+    if let Some(w) = workers {
+        config.workers = w;
+    }
+    weir_node::start(config).await.map_err(|e| e.to_string())
+}
+
+/// A node like [`start`]'s that joins the control plane at `join`.
+pub async fn start_joined(
+    dir: &std::path::Path,
+    name: &str,
+    join: &str,
+) -> Result<weir_node::Running, String> {
+    let config = NodeConfig {
+        join: Some(join.to_owned()),
+        heartbeat_ms: 100,
+        ..config(dir, name)
+    };
+    weir_node::start(config).await.map_err(|e| e.to_string())
+}
+
+fn config(dir: &std::path::Path, name: &str) -> NodeConfig {
+    NodeConfig {
         name: Some(name.to_owned()),
         listen: ([127, 0, 0, 1], 0).into(),
         mqtt_listen: None,
         data_dir: dir.join(name),
         ..NodeConfig::default()
-    };
-    if let Some(w) = workers {
-        config.workers = w;
     }
-    weir_node::start(config).await.map_err(|e| e.to_string())
+}
+
+/// Waits until the control plane `plane` lists `n` nodes up.
+pub async fn wait_joined(plane: &weir_node::Running, n: usize) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while plane
+        .node
+        .members
+        .list()
+        .iter()
+        .filter(|m| m.state == "up")
+        .count()
+        < n
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{n} nodes did not join within 10 s"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Posts `count` events made by `event` to `stream` on `node` in batches of 5000, with a

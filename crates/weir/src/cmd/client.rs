@@ -17,6 +17,27 @@ pub struct NodeArg {
         global = true
     )]
     pub node: String,
+    /// The bearer token to send, for a node with an auth_token_file (its role decides what
+    /// the commands may do: viewer, operator, admin).
+    #[arg(long, env = "WEIR_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl NodeArg {
+    /// A client that sends the token, if one is given.
+    pub fn http(&self) -> Result<reqwest::Client, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+                .map_err(|_| "the token must be printable ASCII".to_owned())?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Manage a node's rules.
@@ -166,11 +187,11 @@ struct Client {
 }
 
 impl Client {
-    fn new(node: &NodeArg) -> Client {
-        Client {
+    fn new(node: &NodeArg) -> Result<Client, String> {
+        Ok(Client {
             base: node.node.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-        }
+            http: node.http()?,
+        })
     }
 
     async fn call(
@@ -265,8 +286,11 @@ impl Client {
     }
 }
 
+/// Prints an answer; a reader that went away (`| head`) is no error.
 fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -278,7 +302,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
     use reqwest::Method as M;
-    let c = Client::new(&args.node);
+    let c = Client::new(&args.node)?;
     runtime()?.block_on(async {
         let out = match args.command {
             RuleCommand::Install {
@@ -378,7 +402,7 @@ pub fn rule(args: RuleArgs) -> Result<ExitCode, String> {
 
 pub fn stream(args: StreamArgs) -> Result<ExitCode, String> {
     use reqwest::Method as M;
-    let c = Client::new(&args.node);
+    let c = Client::new(&args.node)?;
     runtime()?.block_on(async {
         let out = match args.command {
             StreamCommand::Create { sql_or_file } => {

@@ -150,7 +150,7 @@ pub fn run(a: ReplayArgs) -> Result<ExitCode, String> {
             let base = a.node.node.trim_end_matches('/');
             Target::Node {
                 url: format!("{base}/v1/streams/{}/events", a.to),
-                http: reqwest::Client::new(),
+                http: a.node.http()?,
             }
         };
         let bar = ProgressBar::new(rows.len() as u64);

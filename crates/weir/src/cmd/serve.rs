@@ -30,8 +30,9 @@ pub struct ServeArgs {
     /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
     /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
     /// disk, default 67108864), name, join, advertise, heartbeat_ms (default 1000),
-    /// lost_after_ms (default 5000); on a control plane, adaptive placement: offload_above,
-    /// return_below and load_metric (cpu_percent or events_per_s).
+    /// lost_after_ms (default 5000), auth_token_file, cluster_secret_file, insecure; on a
+    /// control plane, adaptive placement: offload_above, return_below and load_metric
+    /// (cpu_percent or events_per_s).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
     /// Address of the REST API, HTTP ingest and /metrics [default: 127.0.0.1:7070].
@@ -66,6 +67,18 @@ pub struct ServeArgs {
     /// The address other nodes reach this one at [default: http://LISTEN].
     #[arg(long, env = "WEIR_ADVERTISE")]
     advertise: Option<String>,
+    /// Bearer tokens and their roles, one `TOKEN ROLE` per line (roles: viewer reads,
+    /// operator also starts and stops rules and ingests, admin also installs, updates,
+    /// deletes and moves); read again when it changes. Needed to listen beyond loopback.
+    #[arg(long, env = "WEIR_AUTH_TOKEN_FILE")]
+    auth_token_file: Option<PathBuf>,
+    /// A file holding the secret every node of the cluster shares (at least 16 characters):
+    /// nodes take heartbeats, forwarded requests and moved rules only from nodes sending it.
+    #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Listen beyond loopback without tokens (on a network you trust otherwise).
+    #[arg(long, env = "WEIR_INSECURE")]
+    insecure: bool,
     /// Log lines as JSON objects instead of text.
     #[arg(long, env = "WEIR_LOG_JSON")]
     log_json: bool,
@@ -117,6 +130,15 @@ impl ServeArgs {
                 slot.clone_from(flag);
             }
         }
+        for (flag, slot) in [
+            (&self.auth_token_file, &mut c.auth_token_file),
+            (&self.cluster_secret_file, &mut c.cluster_secret_file),
+        ] {
+            if flag.is_some() {
+                slot.clone_from(flag);
+            }
+        }
+        c.insecure |= self.insecure;
         c.validate()?;
         Ok(c)
     }

