@@ -262,33 +262,62 @@ pub struct Url {
     pub host: String,
     pub port: Option<u16>,
     pub path: String,
+    /// `user:password@` before the host.
+    pub login: Option<Login>,
+}
+
+/// A user name and password from a URL; the password never shows in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login({}:***)", self.user)
+    }
 }
 
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
+        // Errors quote the URL without its password.
+        let shown = weir_core::redact::secrets(text);
+        let text = text.trim();
         let (scheme, rest) = text
             .split_once("://")
-            .ok_or_else(|| format!("'{text}' is not a URL (scheme://host:port)"))?;
+            .ok_or_else(|| format!("'{shown}' is not a URL (scheme://host:port)"))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (login, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, h)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let login = Login {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                };
+                (Some(login), h)
+            }
+            None => (None, authority),
+        };
         let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (
                 h,
                 Some(
                     p.parse::<u16>()
-                        .map_err(|_| format!("'{p}' in '{text}' is not a port"))?,
+                        .map_err(|_| format!("'{p}' in '{shown}' is not a port"))?,
                 ),
             ),
             None => (hostport, None),
         };
         if host.is_empty() {
-            return Err(format!("'{text}' names no host"));
+            return Err(format!("'{shown}' names no host"));
         }
         Ok(Url {
             scheme: scheme.to_ascii_lowercase(),
             host: host.to_owned(),
             port,
             path: path.to_owned(),
+            login,
         })
     }
 }

@@ -396,3 +396,73 @@ async fn a_node_without_a_checkpoint_rebuilds_state_from_the_changelog() {
     std::fs::remove_dir_all(first_dir).unwrap();
     std::fs::remove_dir_all(second_dir).unwrap();
 }
+
+/// A broker that takes only known users: the user and password of the stream's URL log the
+/// rule in (and are never shown); without them it is refused, and its status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_credentials_in_the_url_log_in() {
+    let dir = data_dir("mosquitto-auth");
+    let store = scratch(&dir, "mosquitto");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let passwords = store.join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["device", "s3cret-pw"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port();
+    let conf = store.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let _broker = Private::start(
+        "mosquitto",
+        vec!["-c".into(), conf.display().to_string()],
+        port,
+    );
+    let node = TestNode::start(&dir.join("node")).await;
+    for (id, login) in [("with", "device:s3cret-pw@"), ("without", "")] {
+        let sql = format!(
+            "CREATE STREAM in_{id} WITH (connector = 'mqtt', url = 'mqtt://{login}127.0.0.1:{port}', topic = 'auth/in', qos = '1');
+             INSERT INTO out_{id} SELECT * FROM in_{id};"
+        );
+        let (s, v) = node.post("/v1/rules", json!({"id": id, "sql": sql})).await;
+        assert_eq!(s, 201, "{v}");
+        assert!(!v.to_string().contains("s3cret-pw"), "{v}");
+    }
+    node.wait_status("with", "logged in", |s| {
+        s["operators"][0]["health"]["state"] == "up"
+    })
+    .await;
+    let refused = node
+        .wait_status("without", "refused", |s| {
+            s["operators"][0]["health"]["last_error"].is_string()
+        })
+        .await;
+    assert_ne!(
+        refused["operators"][0]["health"]["state"], "up",
+        "{refused:#}"
+    );
+    let mut out = mqtt_subscribe(node.mqtt_port(), "out_with").await;
+    let mut o = MqttOptions::new(unique("pub"), "127.0.0.1", port);
+    o.set_credentials("device", "s3cret-pw");
+    let (client, mut events) = AsyncClient::new(o, 16);
+    client
+        .publish("auth/in", QoS::AtLeastOnce, false, r#"{"n": 1}"#)
+        .await
+        .unwrap();
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let got = take_json(&mut out, 1).await;
+    assert_eq!(got[0]["n"], 1);
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -25,6 +25,8 @@ pub struct MqttConfig {
     pub persistent: bool,
     /// Share the subscription with other members of this group (`$share/group/filter`).
     pub shared: Option<String>,
+    /// The user name and password of the URL (`mqtt://user:password@host`).
+    pub login: Option<crate::live::Login>,
 }
 
 impl MqttConfig {
@@ -79,6 +81,7 @@ impl MqttConfig {
             client_id,
             persistent,
             shared: o.get("shared").map(str::to_owned),
+            login: url.login,
         }
     }
 
@@ -140,6 +143,9 @@ macro_rules! mqtt_client {
         fn client(c: &MqttConfig, role: &str) -> (AsyncClient, EventLoop) {
             let mut o = MqttOptions::new(c.client_id(role), &c.host, c.port);
             o.set_keep_alive(Duration::from_secs(15));
+            if let Some(l) = &c.login {
+                o.set_credentials(l.user.clone(), l.password.clone());
+            }
             // Sources acknowledge after handing a message on; sinks receive nothing to ack.
             o.set_manual_acks(role == "source");
             tune(&mut o, c.persistent);
