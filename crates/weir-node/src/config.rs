@@ -62,6 +62,13 @@ pub struct NodeConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// Serve addresses beyond loopback without tokens (a network you trust otherwise).
     pub insecure: bool,
+    /// PEM certificate chain for TLS on the REST API and the MQTT endpoint (with the key).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificates this node trusts when it calls the other nodes of its cluster over
+    /// https (their CA, or their own self-signed certificates).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -89,6 +96,9 @@ impl Default for NodeConfig {
             auth_token_file: None,
             cluster_secret_file: None,
             insecure: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -136,6 +146,9 @@ impl NodeConfig {
                 exposed.join(" and ")
             ));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push("tls_cert_file and tls_key_file go together".to_owned());
+        }
         if self.outbox_capacity == 0 {
             problems.push("outbox_capacity must be at least 1".to_owned());
         }
@@ -168,8 +181,13 @@ impl NodeConfig {
             }
         }
         for (key, url) in [("join", &self.join), ("advertise", &self.advertise)] {
-            if url.as_ref().is_some_and(|u| !u.starts_with("http://")) {
-                problems.push(format!("{key} must be an http://host:port address"));
+            if url
+                .as_ref()
+                .is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "{key} must be an http://host:port or https://host:port address"
+                ));
             }
         }
         if let Some(n) = &self.name {

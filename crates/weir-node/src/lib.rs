@@ -20,6 +20,7 @@ pub mod placement;
 pub mod registry;
 pub mod relocation;
 pub mod rule;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -76,16 +77,38 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         source,
     })?;
     let mqtt_addr = mqtt.as_ref().and_then(|l| l.local_addr().ok());
-    let mqtt_task = mqtt.map(|l| tokio::spawn(mqtt_endpoint::serve(l, node.clone())));
+    // One certificate for both listeners, read again when its files change.
+    let tls = match (&node.config.tls_cert_file, &node.config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let cert = tls::Reloading::open(cert, key).map_err(node::NodeError::invalid)?;
+            Some(tls::acceptor(cert).map_err(node::NodeError::invalid)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mqtt_task = mqtt.map(|l| tokio::spawn(mqtt_endpoint::serve(l, node.clone(), tls.clone())));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(node.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(http, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
+    let stopped = async {
+        let _ = rx.await;
+    };
+    let server = match tls {
+        Some(acceptor) => {
+            let listener =
+                tls::TlsListener::new(http, acceptor).map_err(|source| StartError::Listen {
+                    addr: node.config.listen,
+                    source,
+                })?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
             })
-            .await;
-    });
+        }
+        None => tokio::spawn(async move {
+            let _ = axum::serve(http, app).with_graceful_shutdown(stopped).await;
+        }),
+    };
     let name = node
         .config
         .name
@@ -95,7 +118,7 @@ pub async fn start(config: NodeConfig) -> Result<Running, StartError> {
         .config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{http_addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{http_addr}"));
     let _ = node.name.set(name.clone());
     let _ = node.address.set(address.clone());
     let heartbeats = cluster::heartbeats(node.clone(), name.clone(), address);

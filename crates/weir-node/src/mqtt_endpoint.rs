@@ -21,13 +21,15 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{valid_filter, valid_topic, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Role;
 use crate::hub::{Message, Subscription};
 use crate::node::Node;
+use crate::tls::{AbortOnDrop, TlsListener};
 
 /// The topics no client publishes to, kept fresh from the node's rules.
 #[derive(Default)]
@@ -57,36 +59,42 @@ impl Reserved {
     }
 }
 
-/// Serves MQTT clients on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+/// Serves MQTT clients on `listener` (over TLS with `tls`) until the task is aborted.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, tls: Option<TlsAcceptor>) {
     let reserved = Arc::new(Reserved::default());
     let _refresher = node
         .guard
         .enabled()
         .then(|| AbortOnDrop(tokio::spawn(reserved.clone().refresh(node.clone()))));
-    loop {
-        match listener.accept().await {
-            Ok((socket, peer)) => {
-                let (node, reserved) = (node.clone(), reserved.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = client(socket, node, reserved).await {
-                        tracing::debug!(%peer, error = %e, "MQTT client gone");
-                    }
-                });
+    let spawn = |socket, peer: SocketAddr| {
+        let (node, reserved) = (node.clone(), reserved.clone());
+        tokio::spawn(async move {
+            if let Err(e) = client(socket, Some(peer), node, reserved).await {
+                tracing::debug!(%peer, error = %e, "MQTT client gone");
             }
-            Err(e) => tracing::warn!(error = %e, "MQTT accept failed"),
+        });
+    };
+    match tls {
+        Some(acceptor) => {
+            let Ok(mut secure) = TlsListener::new(listener, acceptor) else {
+                return tracing::error!("MQTT endpoint: no address to accept TLS on");
+            };
+            while let Some((stream, peer)) = secure.next().await {
+                spawn(Box::new(stream) as Box<dyn Stream>, peer);
+            }
         }
+        None => loop {
+            match listener.accept().await {
+                Ok((socket, peer)) => spawn(Box::new(socket) as Box<dyn Stream>, peer),
+                Err(e) => tracing::warn!(error = %e, "MQTT accept failed"),
+            }
+        },
     }
 }
 
-/// Stops a task when the endpoint that started it stops.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// A client connection, plain or over TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 #[derive(Debug, thiserror::Error)]
 enum ClientError {
@@ -99,7 +107,8 @@ enum ClientError {
 }
 
 async fn client(
-    socket: TcpStream,
+    socket: Box<dyn Stream>,
+    peer: Option<SocketAddr>,
     node: Arc<Node>,
     reserved: Arc<Reserved>,
 ) -> Result<(), ClientError> {
@@ -107,8 +116,7 @@ async fn client(
     let guarded = node.guard.enabled();
     // What the client may do; known at CONNECT.
     let role = Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let peer: Option<SocketAddr> = socket.peer_addr().ok();
-    let (mut rd, mut wr) = socket.into_split();
+    let (mut rd, mut wr) = tokio::io::split(socket);
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
     // Packets this connection answers with, written by the same task as forwarded messages.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Packet>(64);

@@ -213,6 +213,8 @@ pub struct Node {
     dedup: ingest::Dedup,
     /// Who may ask what.
     pub guard: crate::auth::Guard,
+    /// The certificates this node trusts when calling the others over https.
+    pub peer_roots: Vec<reqwest::Certificate>,
 }
 
 fn state_name(s: RuleState) -> &'static str {
@@ -290,9 +292,19 @@ impl Node {
             config.cluster_secret_file.as_deref(),
         )
         .map_err(NodeError::invalid)?;
+        let peer_roots = match &config.tls_ca_file {
+            None => Vec::new(),
+            Some(p) => std::fs::read(p)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                })
+                .map_err(|e| NodeError::invalid(format!("tls_ca_file {}: {e}", p.display())))?,
+        };
         Ok(Arc::new(Node {
             config,
             guard,
+            peer_roots,
             hub,
             checkpoints,
             journals: std::sync::Mutex::new(HashMap::new()),

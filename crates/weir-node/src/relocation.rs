@@ -61,11 +61,13 @@ pub fn http(node: &Node) -> reqwest::Client {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
     }
-    reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
-        .default_headers(headers)
-        .build()
-        .unwrap_or_default()
+        .default_headers(headers);
+    for root in &node.peer_roots {
+        client = client.add_root_certificate(root.clone());
+    }
+    client.build().unwrap_or_default()
 }
 
 /// The control plane's nodes: this node's registry if it serves it, else its control plane's.

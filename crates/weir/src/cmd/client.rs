@@ -21,6 +21,9 @@ pub struct NodeArg {
     /// the commands may do: viewer, operator, admin).
     #[arg(long, env = "WEIR_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificates to trust for an https:// node (its CA, or its self-signed certificate).
+    #[arg(long, env = "WEIR_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl NodeArg {
@@ -33,10 +36,16 @@ impl NodeArg {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .map_err(|e| e.to_string())
+        let mut client = reqwest::Client::builder().default_headers(headers);
+        if let Some(p) = &self.ca {
+            let pem = std::fs::read(p).map_err(|e| format!("--ca {}: {e}", p.display()))?;
+            for root in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("--ca {}: {e}", p.display()))?
+            {
+                client = client.add_root_certificate(root);
+            }
+        }
+        client.build().map_err(|e| e.to_string())
     }
 }
 

@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
     /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
     /// disk, default 67108864), name, join, advertise, heartbeat_ms (default 1000),
-    /// lost_after_ms (default 5000), auth_token_file, cluster_secret_file, insecure; on a
+    /// lost_after_ms (default 5000), auth_token_file, cluster_secret_file, insecure,
+    /// tls_cert_file, tls_key_file, tls_ca_file; on a
     /// control plane, adaptive placement: offload_above, return_below and load_metric
     /// (cpu_percent or events_per_s).
     #[arg(long, env = "WEIR_CONFIG")]
@@ -76,6 +77,16 @@ pub struct ServeArgs {
     /// nodes take heartbeats, forwarded requests and moved rules only from nodes sending it.
     #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate chain: the REST API and the MQTT endpoint serve TLS (https://,
+    /// mqtts://) with it; read again when it changes or on SIGHUP.
+    #[arg(long, env = "WEIR_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "WEIR_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM certificates to trust when calling the cluster's other nodes over https.
+    #[arg(long, env = "WEIR_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// Listen beyond loopback without tokens (on a network you trust otherwise).
     #[arg(long, env = "WEIR_INSECURE")]
     insecure: bool,
@@ -133,6 +144,9 @@ impl ServeArgs {
         for (flag, slot) in [
             (&self.auth_token_file, &mut c.auth_token_file),
             (&self.cluster_secret_file, &mut c.cluster_secret_file),
+            (&self.tls_cert_file, &mut c.tls_cert_file),
+            (&self.tls_key_file, &mut c.tls_key_file),
+            (&self.tls_ca_file, &mut c.tls_ca_file),
         ] {
             if flag.is_some() {
                 slot.clone_from(flag);
@@ -162,8 +176,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let running = weir_node::start(config).await.map_err(|e| e.to_string())?;
+        let tls = running.node.config.tls_cert_file.is_some();
         eprintln!(
-            "weir: REST on http://{} (OpenAPI at /v1/openapi.json, metrics at /metrics){}",
+            "weir: REST on {}://{} (OpenAPI at /v1/openapi.json, metrics at /metrics){}",
+            if tls { "https" } else { "http" },
             running.http,
             running
                 .mqtt
