@@ -32,7 +32,7 @@ pub enum GroupEvent {
 #[derive(Debug, Clone)]
 pub enum GroupLog {
     Kafka(KafkaConfig),
-    JetStream(NatsConfig),
+    JetStream(Box<NatsConfig>),
 }
 
 impl GroupLog {
@@ -41,7 +41,7 @@ impl GroupLog {
         match endpoint {
             Endpoint::Kafka(k) => Ok(GroupLog::Kafka(k.clone())),
             Endpoint::Nats(n) if n.stream.is_some() && n.partitions.is_some() => {
-                Ok(GroupLog::JetStream(n.clone()))
+                Ok(GroupLog::JetStream(Box::new(n.clone())))
             }
             Endpoint::Nats(_) => Err(format!(
                 "{stream} is a NATS stream without partitions: a group reads a JetStream stream split into partitioned subjects (stream = '<name>', partitions = 'N'; messages on <subject>.0 … <subject>.N-1)"

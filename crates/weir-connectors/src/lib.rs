@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod live;
 pub mod mqtt;
 pub mod nats;
+pub mod tls;
 
 pub use endpoint::Endpoint;
 

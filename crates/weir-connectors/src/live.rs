@@ -279,6 +279,29 @@ impl std::fmt::Debug for Login {
     }
 }
 
+/// An error with its causes (`a: b: c`): client libraries often say only "error sending
+/// request" and keep the reason, such as an untrusted certificate, in their sources.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A secret option value (a token, a key seed); never shown in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
         // Errors quote the URL without its password.

@@ -167,7 +167,7 @@ async fn client(
     let mut buf = BytesMut::with_capacity(8192);
     let mut connected = false;
     let result = loop {
-        let packet = match v4::read(&mut buf, max_payload + 1024) {
+        let packet = match Packet::read(&mut buf, max_payload + 1024) {
             Ok(p) => p,
             Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
                 if rd.read_buf(&mut buf).await? == 0 {

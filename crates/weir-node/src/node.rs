@@ -249,7 +249,9 @@ fn compile_against(catalog: &[StreamDef], what: &str, sql: &str) -> Result<Progr
     }
     let program =
         compile_with(sql, catalog).map_err(|d| NodeError::from_diagnostics(what, sql, d))?;
-    match weir_connectors::check::stream_problems(&program, catalog.len()) {
+    let mut problems = weir_connectors::check::stream_problems(&program, catalog.len());
+    problems.extend(node_file_streams(&program, catalog.len()));
+    match problems {
         problems if problems.is_empty() => Ok(program),
         problems => Err(NodeError::from_diagnostics(
             what,
@@ -257,6 +259,24 @@ fn compile_against(catalog: &[StreamDef], what: &str, sql: &str) -> Result<Progr
             Diagnostics(problems),
         )),
     }
+}
+
+/// A node refuses file streams: the path a rule names would be opened on the node's own disk
+/// by whoever may install rules (`weir run` reads and writes files for its own user).
+fn node_file_streams(program: &Program, from: usize) -> Vec<weir_lang::Diagnostic> {
+    let file = |d: &&StreamDef| {
+        (d.options.get("connector")).is_some_and(|c| c.eq_ignore_ascii_case("file"))
+    };
+    (program.streams.iter().skip(from).filter(|d| d.declared).filter(file))
+        .map(|d| {
+            let at = d.option_pos.get("connector").copied().unwrap_or(d.pos);
+            weir_lang::Diagnostic::new(
+                at,
+                format!("stream {}: a node does not open files named by rules", d.name),
+            )
+            .hint("send events to a node by HTTP ingest, its MQTT endpoint or a broker; `weir run` reads and writes files")
+        })
+        .collect()
 }
 
 /// A rule's program must hold at least one `INSERT INTO ... SELECT`.
@@ -294,12 +314,13 @@ impl Node {
         .map_err(NodeError::invalid)?;
         let peer_roots = match &config.tls_ca_file {
             None => Vec::new(),
-            Some(p) => std::fs::read(p)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| {
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+            Some(p) => weir_connectors::tls::certificates(p, "tls_ca_file")
+                .and_then(|certs| {
+                    (certs.iter())
+                        .map(|c| reqwest::Certificate::from_der(c).map_err(|e| e.to_string()))
+                        .collect()
                 })
-                .map_err(|e| NodeError::invalid(format!("tls_ca_file {}: {e}", p.display())))?,
+                .map_err(NodeError::invalid)?,
         };
         Ok(Arc::new(Node {
             config,

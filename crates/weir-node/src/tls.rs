@@ -11,8 +11,6 @@ use std::time::{Duration, SystemTime};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -104,17 +102,8 @@ fn modified(cert: &Path, key: &Path) -> Option<SystemTime> {
 }
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "tls_cert_file {}: no certificate in it",
-            cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("tls_key_file {}: {e}", key.display()))?;
+    let certs = weir_connectors::tls::certificates(cert, "tls_cert_file")?;
+    let key = weir_connectors::tls::private_key(key, "tls_key_file")?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use rumqttc::mqttbytes::v4::{self, Connect, Packet};
+use rumqttc::mqttbytes::v4::{Connect, Packet};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_node::NodeConfig;
@@ -110,7 +110,7 @@ async fn the_api_and_the_mqtt_endpoint_serve_tls_and_take_a_renewed_certificate(
     stream.write_all(&buf).await.unwrap();
     let mut read = BytesMut::new();
     let connack = loop {
-        match v4::read(&mut read, 1 << 16) {
+        match Packet::read(&mut read, 1 << 16) {
             Ok(p) => break p,
             Err(_) => {
                 let n = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(&mut read))

@@ -254,3 +254,29 @@ async fn listings_status_and_errors_never_show_a_password() {
     let log = std::fs::read_to_string(node.dir.join("node.log")).unwrap();
     assert!(!log.contains("s3cret-pw"), "the log: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_cannot_make_the_node_open_files() {
+    let node = Served::start(&[], "files").await;
+    let planted = node.dir.join("planted.jsonl");
+    for sql in [
+        "CREATE STREAM s WITH (connector = 'file', path = '/etc/passwd'); INSERT INTO b SELECT * FROM s;".to_owned(),
+        format!(
+            "CREATE STREAM a (n BIGINT); CREATE STREAM out WITH (connector = 'file', path = '{}'); INSERT INTO out SELECT * FROM a;",
+            planted.display()
+        ),
+    ] {
+        for (path, body) in [
+            ("/v1/rules", json!({"id": "f", "sql": sql})),
+            ("/v1/rules/validate", json!({ "sql": sql })),
+        ] {
+            let (s, v) = node.post(path, body).await;
+            assert_eq!(s, 400, "{path}: {v}");
+            assert!(message(&v).contains("does not open files"), "{v}");
+        }
+        let (s, v) = node.post("/v1/streams", json!({"sql": sql.split(';').next().unwrap()})).await;
+        assert_eq!(s, 400, "{v}");
+    }
+    assert!(!planted.exists());
+    assert!(node.alive().await);
+}

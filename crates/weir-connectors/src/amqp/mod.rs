@@ -11,11 +11,14 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
+use lapin::tcp::{HandshakeResult, RustlsConnector};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, TcpStream};
 
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
+use crate::tls::TlsOptions;
 
 /// Settings of an AMQP stream.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct AmqpConfig {
     pub routing_key: String,
     pub durable: bool,
     pub prefetch: u16,
+    /// TLS with `amqps://` (port 5671 unless the URL says otherwise).
+    pub tls: TlsOptions,
 }
 
 impl AmqpConfig {
@@ -41,24 +46,24 @@ impl AmqpConfig {
             .get("url")
             .unwrap_or("amqp://127.0.0.1:5672/%2f")
             .to_owned();
-        if let Err(e) = crate::live::Url::parse(&url) {
-            o.fault("url", format!("option 'url': {e}"));
-        } else if url.starts_with("amqps://") {
-            // Accepting it would connect in plain text: the AMQP client is built without TLS.
-            o.fault(
-                "url",
-                "amqps:// (AMQP over TLS) is not supported yet; use amqp:// on a network you trust"
-                    .to_owned(),
-            );
-        } else if !url.starts_with("amqp://") {
-            o.fault(
-                "url",
-                format!(
-                    "url '{}' must start with amqp://",
-                    weir_core::redact::secrets(&url)
-                ),
-            );
-        }
+        let secure = match crate::live::Url::parse(&url) {
+            Err(e) => {
+                o.fault("url", format!("option 'url': {e}"));
+                false
+            }
+            Ok(u) if u.scheme == "amqp" || u.scheme == "amqps" => u.scheme == "amqps",
+            Ok(_) => {
+                o.fault(
+                    "url",
+                    format!(
+                        "url '{}' must start with amqp:// or amqps://",
+                        weir_core::redact::secrets(&url)
+                    ),
+                );
+                false
+            }
+        };
+        let tls = TlsOptions::from_opts(o, secure, "amqps://");
         let exchange_type = o
             .get("exchange_type")
             .unwrap_or("direct")
@@ -94,6 +99,7 @@ impl AmqpConfig {
             routing_key,
             durable: o.bool("durable", true),
             prefetch: o.number("prefetch", 256u16, 1..=65535),
+            tls,
         }
     }
 
@@ -106,8 +112,35 @@ impl AmqpConfig {
         }
     }
 
+    /// Connects, over TLS with this stream's settings for `amqps://`.
+    // The connect function returns the (large) handshake result lapin's connector takes.
+    #[allow(clippy::result_large_err)]
+    async fn connect(&self) -> Result<Connection, lapin::Error> {
+        let props = ConnectionProperties::default();
+        if !self.tls.enabled {
+            return Connection::connect(&self.url, props).await;
+        }
+        let uri: AMQPUri = self
+            .url
+            .parse()
+            .map_err(|e: String| lapin::Error::IOError(Arc::new(std::io::Error::other(e))))?;
+        let config = self
+            .tls
+            .client_config()
+            .map_err(|e| lapin::Error::IOError(Arc::new(std::io::Error::other(e))))?;
+        let connector = RustlsConnector::from(config);
+        let connect = move |uri: &AMQPUri| -> HandshakeResult {
+            let host = &uri.authority.host;
+            let stream = TcpStream::connect((host.as_str(), uri.authority.port))?;
+            let stream = stream.into_rustls(&connector, host)?;
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        };
+        Connection::connector(uri, Box::new(connect), props).await
+    }
+
     async fn channel(&self) -> Result<(Connection, Channel), lapin::Error> {
-        let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let conn = self.connect().await?;
         let channel = conn.create_channel().await?;
         if !self.exchange.is_empty() {
             let opts = ExchangeDeclareOptions {

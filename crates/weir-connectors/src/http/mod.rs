@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx};
+use crate::tls::TlsOptions;
 
 /// Settings of an HTTP stream.
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct HttpConfig {
     /// The webhook a sink calls; sources need none.
     pub url: Option<String>,
     pub method: reqwest::Method,
+    /// TLS of `https://` webhooks: the CA to trust, a client certificate.
+    pub tls: TlsOptions,
 }
 
 impl HttpConfig {
@@ -37,7 +40,19 @@ impl HttpConfig {
                 reqwest::Method::POST
             }
         };
-        HttpConfig { url, method }
+        let secure = url.as_deref().is_some_and(|u| u.starts_with("https://"));
+        let tls = TlsOptions::from_opts(o, secure, "https://");
+        HttpConfig { url, method, tls }
+    }
+
+    /// The webhook client; `Err` when the TLS files cannot be read.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let builder = reqwest::Client::builder();
+        let builder = match self.tls.enabled {
+            true => builder.use_preconfigured_tls(self.tls.client_config()?),
+            false => builder,
+        };
+        builder.build().map_err(|e| e.to_string())
     }
 
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
@@ -48,8 +63,17 @@ impl HttpConfig {
             }
             return;
         };
-        let client = reqwest::Client::new();
         let mut backoff = Backoff::default();
+        let client = loop {
+            match self.client() {
+                Ok(c) => break c,
+                Err(_) if rx.is_closed() => return,
+                Err(e) => {
+                    health.down(e);
+                    backoff.wait().await;
+                }
+            }
+        };
         while let Some(Outgoing { payload, .. }) = rx.recv().await {
             loop {
                 let sent = client
@@ -72,7 +96,7 @@ impl HttpConfig {
                         break;
                     }
                     Err(e) => {
-                        health.down(e);
+                        health.down(crate::live::with_causes(&e));
                         backoff.wait().await;
                     }
                 }

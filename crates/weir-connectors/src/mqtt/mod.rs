@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
+use crate::tls::TlsOptions;
 
 /// Largest MQTT packet weir sends or accepts: the 1 MiB record limit plus headers.
 const MAX_PACKET: usize = (1 << 20) + 4096;
@@ -27,11 +28,15 @@ pub struct MqttConfig {
     pub shared: Option<String>,
     /// The user name and password of the URL (`mqtt://user:password@host`).
     pub login: Option<crate::live::Login>,
+    /// TLS with `mqtts://` (port 8883 unless the URL says otherwise).
+    pub tls: TlsOptions,
 }
 
 impl MqttConfig {
     pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> MqttConfig {
-        let url = o.url(&["mqtt", "tcp"], "mqtt://127.0.0.1:1883");
+        let url = o.url(&["mqtt", "tcp", "mqtts", "ssl"], "mqtt://127.0.0.1:1883");
+        let secure = matches!(url.scheme.as_str(), "mqtts" | "ssl");
+        let tls = TlsOptions::from_opts(o, secure, "mqtts://");
         let topic = match o.get("topic") {
             Some(t) => t.to_owned(),
             None if !url.path.is_empty() => url.path.clone(),
@@ -73,7 +78,7 @@ impl MqttConfig {
             );
         }
         MqttConfig {
-            port: url.port.unwrap_or(1883),
+            port: url.port.unwrap_or(if secure { 8883 } else { 1883 }),
             host: url.host,
             topic,
             qos: o.number("qos", 0u8, 0..=1),
@@ -82,6 +87,7 @@ impl MqttConfig {
             persistent,
             shared: o.get("shared").map(str::to_owned),
             login: url.login,
+            tls,
         }
     }
 
@@ -140,16 +146,23 @@ macro_rules! mqtt_client {
             }
         }
 
-        fn client(c: &MqttConfig, role: &str) -> (AsyncClient, EventLoop) {
+        /// A client with these settings; `Err` when its TLS files cannot be read.
+        fn client(c: &MqttConfig, role: &str) -> Result<(AsyncClient, EventLoop), String> {
             let mut o = MqttOptions::new(c.client_id(role), &c.host, c.port);
             o.set_keep_alive(Duration::from_secs(15));
             if let Some(l) = &c.login {
                 o.set_credentials(l.user.clone(), l.password.clone());
             }
+            if c.tls.enabled {
+                let config = c.tls.client_config()?;
+                o.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+                ));
+            }
             // Sources acknowledge after handing a message on; sinks receive nothing to ack.
             o.set_manual_acks(role == "source");
             tune(&mut o, c.persistent);
-            AsyncClient::new(o, 512)
+            Ok(AsyncClient::new(o, 512))
         }
 
         pub(super) async fn run_source(
@@ -158,9 +171,20 @@ macro_rules! mqtt_client {
             health: Arc<Health>,
             mut stop: Stop,
         ) {
-            let (client, mut events) = client(&c, "source");
-            let filter = c.subscription();
             let mut backoff = Backoff::default();
+            let (client, mut events) = loop {
+                match client(&c, "source") {
+                    Ok(made) => break made,
+                    Err(e) => {
+                        health.down(e);
+                        tokio::select! {
+                            _ = stop.requested() => return,
+                            _ = backoff.wait() => {}
+                        }
+                    }
+                }
+            };
+            let filter = c.subscription();
             loop {
                 // Between messages only: a taken one is handed over and acknowledged. What the
                 // broker sent but the rule did not take stays unacknowledged, for the session
@@ -214,7 +238,17 @@ macro_rules! mqtt_client {
         }
 
         pub(super) async fn run_sink(c: MqttConfig, mut rx: PayloadRx, health: Arc<Health>) {
-            let (client, mut events) = client(&c, "sink");
+            let mut backoff = Backoff::default();
+            let (client, mut events) = loop {
+                match client(&c, "sink") {
+                    Ok(made) => break made,
+                    Err(_) if rx.is_closed() => return,
+                    Err(e) => {
+                        health.down(e);
+                        backoff.wait().await;
+                    }
+                }
+            };
             let driver_health = health.clone();
             let confirmed = c.qos > 0;
             let driver = tokio::spawn(async move {
@@ -257,7 +291,7 @@ macro_rules! mqtt_client {
             let mut probe = c.clone();
             probe.client_id = None;
             probe.persistent = false;
-            let (_client, mut events) = client(&probe, "check");
+            let (_client, mut events) = client(&probe, "check")?;
             let connack = async {
                 loop {
                     match events.poll().await {

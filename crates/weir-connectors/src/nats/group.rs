@@ -99,7 +99,10 @@ impl JetStreamMember {
         let (Some(name), Some(n)) = (&config.stream, config.partitions) else {
             return Err("a JetStream group needs stream and partitions".into());
         };
-        let client = async_nats::connect(&config.url)
+        let client = config
+            .options()
+            .await?
+            .connect(&config.url)
             .await
             .map_err(|e| e.to_string())?;
         let stream = config.js_stream(&client, name).await?;

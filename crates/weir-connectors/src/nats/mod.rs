@@ -17,7 +17,8 @@ use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 
 use crate::endpoint::Opts;
-use crate::live::{Backoff, Health, Outgoing, PayloadRx, PayloadTx, Stop};
+use crate::live::{Backoff, Health, Login, Outgoing, PayloadRx, PayloadTx, Secret, Stop};
+use crate::tls::TlsOptions;
 
 pub mod changelog;
 pub mod group;
@@ -42,6 +43,25 @@ pub struct NatsConfig {
     pub key: Option<String>,
     /// Name of a core group's consumers (see [`crate::Endpoint::for_rule`]).
     pub group: Option<String>,
+    /// How the client proves who it is, if the server asks.
+    pub auth: NatsAuth,
+    /// TLS with `tls://` URLs.
+    pub tls: TlsOptions,
+}
+
+/// NATS client authentication: at most one of these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    /// `nats://user:password@host`.
+    Login(Login),
+    /// Option `token`.
+    Token(Secret),
+    /// Option `nkey`: the user's seed (`SU...`).
+    Nkey(Secret),
+    /// Option `credentials_file`: a user JWT and its nkey seed (`.creds`).
+    Credentials(std::path::PathBuf),
 }
 
 impl NatsConfig {
@@ -70,6 +90,8 @@ impl NatsConfig {
             .is_some()
             .then(|| o.number("partitions", 1, 1..=10_000));
         let key = o.get("key").map(str::to_owned);
+        let tls = TlsOptions::from_opts(o, url.scheme == "tls", "tls://");
+        let auth = NatsAuth::from_opts(o, url.login.clone());
         NatsConfig {
             url: format!("{}://{}:{}", url.scheme, url.host, url.port.unwrap_or(4222)),
             subject,
@@ -80,7 +102,39 @@ impl NatsConfig {
             partitions,
             key,
             group: o.get("group").map(str::to_owned),
+            auth,
+            tls,
         }
+    }
+
+    /// The client options of this stream: its authentication and TLS.
+    async fn options(&self) -> Result<async_nats::ConnectOptions, String> {
+        let options = match &self.auth {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::Login(l) => async_nats::ConnectOptions::with_user_and_password(
+                l.user.clone(),
+                l.password.clone(),
+            ),
+            NatsAuth::Token(t) => async_nats::ConnectOptions::with_token(t.0.clone()),
+            NatsAuth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.0.clone()),
+            NatsAuth::Credentials(file) => {
+                let text = crate::tls::bounded_read(file, "credentials_file")?;
+                let text = String::from_utf8(text)
+                    .map_err(|_| format!("credentials_file {}: not text", file.display()))?;
+                async_nats::ConnectOptions::with_credentials(&text).map_err(|_| {
+                    format!(
+                        "credentials_file {}: not a NATS credentials file",
+                        file.display()
+                    )
+                })?
+            }
+        };
+        if !self.tls.enabled {
+            return Ok(options);
+        }
+        Ok(options
+            .require_tls(true)
+            .tls_client_config(self.tls.client_config()?))
     }
 
     /// A JetStream source of rule `rule` without a durable consumer gets one of its own, so
@@ -127,7 +181,8 @@ impl NatsConfig {
 
     async fn connect(&self, health: &Arc<Health>) -> Result<async_nats::Client, String> {
         let h = health.clone();
-        async_nats::ConnectOptions::new()
+        self.options()
+            .await?
             .retry_on_initial_connect()
             .event_callback(move |event| {
                 let h = h.clone();
@@ -135,6 +190,10 @@ impl NatsConfig {
                     match event {
                         async_nats::Event::Connected => h.up(),
                         async_nats::Event::Disconnected => h.down("disconnected"),
+                        // A refused login or handshake: the client keeps trying, the rule's
+                        // health says why it is not up.
+                        e @ (async_nats::Event::ClientError(_)
+                        | async_nats::Event::ServerError(_)) => h.down(e),
                         other => tracing::info!(event = %other, "nats"),
                     }
                 }
@@ -378,12 +437,53 @@ impl NatsConfig {
     }
 
     pub async fn check(&self) -> Result<(), String> {
-        let connect = async_nats::ConnectOptions::new().connect(&self.url);
+        let connect = self.options().await?.connect(&self.url);
         let client = tokio::time::timeout(Duration::from_secs(3), connect)
             .await
             .map_err(|_| format!("no answer from {} within 3 s", self.url))?
             .map_err(|e| e.to_string())?;
         client.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+impl NatsAuth {
+    fn from_opts(o: &mut Opts, login: Option<Login>) -> NatsAuth {
+        let mut chosen: Vec<(&str, NatsAuth)> = Vec::new();
+        if let Some(l) = login {
+            chosen.push(("url", NatsAuth::Login(l)));
+        }
+        if let Some(t) = o.get("token") {
+            chosen.push(("token", NatsAuth::Token(Secret(t.to_owned()))));
+        }
+        if let Some(seed) = o.get("nkey").map(str::to_owned) {
+            if !seed.starts_with("SU") {
+                o.fault(
+                    "nkey",
+                    "option 'nkey' must be a user seed (it starts with SU)".into(),
+                );
+            }
+            chosen.push(("nkey", NatsAuth::Nkey(Secret(seed))));
+        }
+        if let Some(file) = o.get("credentials_file").map(str::to_owned) {
+            match crate::tls::plain_absolute(&file) {
+                Ok(p) => chosen.push(("credentials_file", NatsAuth::Credentials(p))),
+                Err(why) => o.fault(
+                    "credentials_file",
+                    format!("option 'credentials_file' = '{file}': {why}"),
+                ),
+            }
+        }
+        if chosen.len() > 1 {
+            let names: Vec<&str> = chosen.iter().map(|(n, _)| *n).collect();
+            o.fault(
+                names[1],
+                format!(
+                    "give one way to log in to NATS, not {}",
+                    names.join(" and ")
+                ),
+            );
+        }
+        chosen.pop().map(|(_, a)| a).unwrap_or_default()
     }
 }
 

@@ -55,6 +55,9 @@ pub const CONNECTORS: &[(&str, &[&str])] = &[
             "client_id",
             "session",
             "shared",
+            "ca_file",
+            "cert_file",
+            "key_file",
         ],
     ),
     (
@@ -68,6 +71,9 @@ pub const CONNECTORS: &[(&str, &[&str])] = &[
             "queue",
             "durable",
             "prefetch",
+            "ca_file",
+            "cert_file",
+            "key_file",
         ],
     ),
     (
@@ -81,13 +87,22 @@ pub const CONNECTORS: &[(&str, &[&str])] = &[
             "durable",
             "partitions",
             "group",
+            "token",
+            "nkey",
+            "credentials_file",
+            "ca_file",
+            "cert_file",
+            "key_file",
         ],
     ),
     (
         "kafka",
         &["url", "brokers", "topic", "group", "partitions", "key"],
     ),
-    ("http", &["url", "method"]),
+    (
+        "http",
+        &["url", "method", "ca_file", "cert_file", "key_file"],
+    ),
     ("file", &["path"]),
 ];
 

@@ -190,6 +190,7 @@ pub async fn expect_quiet(rx: &mut mpsc::Receiver<Bytes>, ms: u64) {
 }
 
 pub mod cluster;
+pub mod private;
 pub mod tansu;
 #[allow(unused_imports)] // only the tests of several nodes use them
 pub use cluster::{amqp_results, Pair};
