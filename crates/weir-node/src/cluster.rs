@@ -159,7 +159,7 @@ impl Sampler {
                 .get(id)
                 .map_or(0.0, |n| n.saturating_sub(before) as f64 / secs)
         };
-        let rules = node.rules().await;
+        let rules = node.rules_as_written().await;
         let failed: Vec<&str> = rules
             .iter()
             .filter(|r| r.last_error.is_some())

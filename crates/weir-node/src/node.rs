@@ -989,6 +989,19 @@ impl Node {
             .collect()
     }
 
+    /// [`Node::rules`] with each rule's text as written, secrets and all: what a heartbeat
+    /// carries to the control plane (only with the cluster secret), which reinstalls the rules
+    /// of a lost node elsewhere from it. Never for listings.
+    pub async fn rules_as_written(&self) -> Vec<RuleView> {
+        let st = self.state.lock().await;
+        (st.registry.catalog.rules.iter())
+            .map(|(id, rec)| RuleView {
+                sql: rec.sql.clone(),
+                ..self.view(&st, id)
+            })
+            .collect()
+    }
+
     pub async fn rule(&self, id: &str) -> Result<(RuleView, Option<JobRecord>), NodeError> {
         let st = self.state.lock().await;
         self.ensure_rule(&st, id)?;

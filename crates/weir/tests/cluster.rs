@@ -691,7 +691,7 @@ async fn placement_offloads_a_busy_edge_brings_the_rule_back_and_fails_over_a_lo
     let (input, subject) = (format!("PLIN_{tag}"), format!("pl.{tag}.in"));
     common::jetstream_stream(&js, &input, &subject).await;
     let sql = format!(
-        "CREATE STREAM src (machine BIGINT, ts BIGINT) WITH (connector = 'nats', subject = '{subject}', stream = '{input}', durable = 'pl{tag}', timestamp = 'ts');
+        "CREATE STREAM src (machine BIGINT, ts BIGINT) WITH (connector = 'nats', url = 'nats://weir:pl-s3cret@127.0.0.1:4222', subject = '{subject}', stream = '{input}', durable = 'pl{tag}', timestamp = 'ts');
          INSERT INTO per_second SELECT machine, window_start, count(*) AS n FROM src GROUP BY machine, TUMBLE(ts, INTERVAL '1' SECOND);"
     );
     let options = json!({"changelog": "nats://127.0.0.1:4222", "adaptive": true, "failover": "core", "checkpoint_interval": "200ms"});
@@ -789,6 +789,17 @@ async fn placement_offloads_a_busy_edge_brings_the_rule_back_and_fails_over_a_lo
         notes.contains("changelog"),
         "state from the changelog: {status}"
     );
+    // The failed-over rule logs in as the original did (heartbeats carry its text whole), and
+    // listings show its password as ***.
+    let registry = std::fs::read_to_string(dir.join("core-a").join("registry.json")).unwrap();
+    assert!(registry.contains("weir:pl-s3cret@"), "{registry}");
+    let listed = reqwest::get(format!("{plane}/v1/nodes"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("pl-s3cret"), "{listed}");
     let _ = js.delete_stream(&input).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

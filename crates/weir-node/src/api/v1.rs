@@ -242,8 +242,9 @@ struct LogRange {
 async fn read_log(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
-    axum::extract::Query(range): axum::extract::Query<LogRange>,
+    range: Result<axum::extract::Query<LogRange>, QueryRejection>,
 ) -> ApiResult<Json_> {
+    let axum::extract::Query(range) = range?;
     let (topic, tap) = node.stream_topics(&name).await?;
     if topic != tap {
         return Err(ApiError::bad_request(format!(
@@ -320,11 +321,24 @@ async fn install_on_runtime(
     runtime: &str,
     b: &RuleBody,
 ) -> Result<(axum::http::StatusCode, Json<Json_>), ApiError> {
-    let targets: Vec<_> = crate::relocation::members(node)
+    if runtime != "edge" && runtime != "core" {
+        return Err(ApiError::bad_request(format!(
+            "runtime '{runtime}': use edge or core"
+        )));
+    }
+    let of_runtime: Vec<_> = crate::relocation::members(node)
         .await?
         .into_iter()
-        .filter(|m| m.state == "up" && m.report.role == runtime)
+        .filter(|m| m.report.role == runtime)
         .collect();
+    if of_runtime.is_empty() {
+        // Nothing to wait for: the cluster has no such node.
+        return Err(NodeError::Conflict(format!(
+            "the control plane lists no '{runtime}' node; install without runtime, or start one"
+        ))
+        .into());
+    }
+    let targets: Vec<_> = of_runtime.into_iter().filter(|m| m.state == "up").collect();
     if targets.is_empty() {
         return Err(ApiError::unavailable(format!("no '{runtime}' node is up")));
     }
@@ -383,9 +397,10 @@ struct AttachQuery {
 async fn attach_rule(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<AttachQuery>,
+    q: Result<axum::extract::Query<AttachQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<(axum::http::StatusCode, Json<RuleView>), ApiError> {
+    let axum::extract::Query(q) = q?;
     let package = crate::node::Package::decode(&body)?;
     if package.header.record.id != id {
         return Err(ApiError::bad_request(format!(
@@ -398,8 +413,14 @@ async fn attach_rule(
     Ok((axum::http::StatusCode::CREATED, Json(view)))
 }
 
+/// The members with their rules' texts as listings show them: heartbeats carry them whole, for
+/// failover.
 async fn list_nodes(State(node): State<Arc<Node>>) -> Json<Vec<crate::cluster::Member>> {
-    Json(node.members.list())
+    let mut members = node.members.list();
+    for h in members.iter_mut().flat_map(|m| m.report.hosted.iter_mut()) {
+        h.sql = weir_core::redact::secrets(&h.sql).into_owned();
+    }
+    Json(members)
 }
 
 /// The placement policies' decisions, oldest first (see [`crate::placement`]).

@@ -19,6 +19,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 ///   weir bench move --keys 10000,1000000 --runs 3
 ///   weir bench group --events 400000 --partitions 4 --runs 3   (needs tansu, or --brokers)
 ///   weir bench group --log jetstream --events 400000 --runs 3  (needs NATS ≥ 2.11, or --brokers)
+///   weir bench secure --events 200000 --runs 3                 (auth and TLS on vs off)
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -94,6 +95,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         partitions: u32,
         #[arg(long, default_value_t = 400_000)]
+        events: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// What authentication and TLS cost: HTTP ingest, embedded MQTT endpoint publishes and
+    /// new connections on a node without tokens or TLS and on one with both (in this
+    /// process, alternating runs; bench/secure.sh runs it on a release build).
+    Secure {
+        /// Events per ingest and publish run (one per request: a fiftieth of them).
+        #[arg(long, default_value_t = 200_000)]
         events: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -260,6 +271,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             runs,
         } => {
             super::bench_group::run(log, brokers, partitions, events, runs)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Secure { events, runs } => {
+            super::bench_secure::run(events, runs.max(1))?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),

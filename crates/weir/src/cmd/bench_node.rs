@@ -34,6 +34,20 @@ pub async fn start(
     weir_node::start(config).await.map_err(|e| e.to_string())
 }
 
+/// A node like [`start`]'s with an MQTT endpoint on a free port, its settings changed by
+/// `adjust`.
+pub async fn start_with(
+    dir: &std::path::Path,
+    name: &str,
+    adjust: impl FnOnce(NodeConfig) -> NodeConfig,
+) -> Result<weir_node::Running, String> {
+    let config = adjust(NodeConfig {
+        mqtt_listen: Some(([127, 0, 0, 1], 0).into()),
+        ..config(dir, name)
+    });
+    weir_node::start(config).await.map_err(|e| e.to_string())
+}
+
 /// A node like [`start`]'s that joins the control plane at `join`.
 pub async fn start_joined(
     dir: &std::path::Path,
