@@ -8,8 +8,10 @@
 //! moved rule — and every node sends it on its requests to the others. A node with neither a
 //! token file nor a cluster secret asks nothing (the default on loopback).
 //!
-//! The token file holds one `TOKEN ROLE` per line (`#` starts a comment); it is read again when
-//! it changes. Tokens are compared in constant time and never printed.
+//! The token file holds one `TOKEN ROLE [NAME]` per line (`#` starts a comment); it is read
+//! again when it changes. The name, when given, is who the token is to the embedded MQTT
+//! endpoint's topic rules ([`crate::mqtt_acl`]). Tokens are compared in constant time and never
+//! printed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,13 @@ pub enum Refusal {
     TooSmall { needs: Role, has: Role },
 }
 
+/// Who a token is: its role, and the name the token file gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    pub name: Option<String>,
+}
+
 /// The tokens a node takes, and the secret of its cluster.
 pub struct Guard {
     file: Option<PathBuf>,
@@ -149,28 +158,44 @@ impl Guard {
     /// Lets a request that needs `needs` through with the bearer token it carries, or says why
     /// not.
     pub fn check(&self, bearer: Option<&str>, needs: Role) -> Result<Role, Refusal> {
+        self.caller(bearer, needs).map(|c| c.role)
+    }
+
+    /// Like [`Guard::check`], with the name the token file gives the token.
+    pub fn caller(&self, bearer: Option<&str>, needs: Role) -> Result<Caller, Refusal> {
         if !self.enabled() {
-            return Ok(Role::Node);
+            return Ok(Caller {
+                role: Role::Node,
+                name: None,
+            });
         }
         let token = bearer.map(str::as_bytes).ok_or(Refusal::Unknown)?;
-        let mut has: Option<Role> = None;
+        let mut has: Option<Caller> = None;
         if let Some(s) = &self.secret {
             if bool::from(s.as_slice().ct_eq(token)) {
-                has = Some(Role::Node);
+                has = Some(Caller {
+                    role: Role::Node,
+                    name: None,
+                });
             }
         }
         self.reload_if_changed();
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         // Every token is compared, so the time taken does not tell which one matched.
-        for (t, role) in &tokens.by_token {
-            if bool::from(t.as_slice().ct_eq(token)) {
-                has = has.max(Some(*role));
+        for known in &tokens.by_token {
+            if bool::from(known.token.as_slice().ct_eq(token))
+                && has.as_ref().is_none_or(|h| h.role < known.role)
+            {
+                has = Some(Caller {
+                    role: known.role,
+                    name: known.name.clone(),
+                });
             }
         }
         match has {
             None => Err(Refusal::Unknown),
-            Some(has) if has < needs => Err(Refusal::TooSmall { needs, has }),
-            Some(has) => Ok(has),
+            Some(c) if c.role < needs => Err(Refusal::TooSmall { needs, has: c.role }),
+            Some(c) => Ok(c),
         }
     }
 
@@ -197,8 +222,14 @@ impl Guard {
     }
 }
 
-/// Tokens with their roles.
-type Known = Vec<(Vec<u8>, Role)>;
+/// A token of the token file.
+struct KnownToken {
+    token: Vec<u8>,
+    role: Role,
+    name: Option<String>,
+}
+
+type Known = Vec<KnownToken>;
 
 /// The tokens of a token file, and when it was written.
 fn read_tokens(path: &Path) -> Result<(Known, Option<SystemTime>), String> {
@@ -213,8 +244,10 @@ fn read_tokens(path: &Path) -> Result<(Known, Option<SystemTime>), String> {
         }
         let at = format!("auth_token_file {} line {}", path.display(), i + 1);
         let mut parts = line.split_whitespace();
-        let (Some(token), Some(role), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("{at}: write TOKEN ROLE"));
+        let (Some(token), Some(role), name, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{at}: write TOKEN ROLE, or TOKEN ROLE NAME"));
         };
         let role = Role::parse(role)
             .ok_or_else(|| format!("{at}: role '{role}' is not viewer, operator or admin"))?;
@@ -223,9 +256,19 @@ fn read_tokens(path: &Path) -> Result<(Known, Option<SystemTime>), String> {
                 "{at}: the token is shorter than {MIN_TOKEN} characters"
             ));
         }
-        out.insert(token.as_bytes().to_vec(), role);
+        if let Some(n) = name.filter(|n| !crate::registry::valid_id(n)) {
+            let shown: String = n.chars().take(40).collect();
+            return Err(format!(
+                "{at}: name '{shown}' must be letters, digits, '_', '-' or '.'"
+            ));
+        }
+        out.insert(token.as_bytes().to_vec(), (role, name.map(str::to_owned)));
     }
-    Ok((out.into_iter().collect(), modified))
+    let known = out
+        .into_iter()
+        .map(|(token, (role, name))| KnownToken { token, role, name })
+        .collect();
+    Ok((known, modified))
 }
 
 #[cfg(test)]

@@ -54,9 +54,11 @@ pub struct NodeConfig {
     pub return_below: Option<f64>,
     /// What load means for placement: cpu_percent (of one core) or events_per_s.
     pub load_metric: String,
-    /// Bearer tokens and their roles, one `TOKEN ROLE` per line (see [`crate::auth`]); read
-    /// again when it changes.
+    /// Bearer tokens and their roles, one `TOKEN ROLE [NAME]` per line (see [`crate::auth`]);
+    /// read again when it changes.
     pub auth_token_file: Option<PathBuf>,
+    /// Topic rules of the embedded MQTT endpoint per token name (see [`crate::mqtt_acl`]).
+    pub mqtt_acl_file: Option<PathBuf>,
     /// The secret every node of the cluster holds in a file of its own: nodes take requests
     /// only from nodes that send it.
     pub cluster_secret_file: Option<PathBuf>,
@@ -94,6 +96,7 @@ impl Default for NodeConfig {
             return_below: None,
             load_metric: "cpu_percent".to_owned(),
             auth_token_file: None,
+            mqtt_acl_file: None,
             cluster_secret_file: None,
             insecure: false,
             tls_cert_file: None,

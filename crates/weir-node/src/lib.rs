@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod group;
 pub mod hub;
 pub mod metrics;
+pub mod mqtt_acl;
 pub mod mqtt_endpoint;
 pub mod node;
 pub mod outbox;

@@ -8,11 +8,12 @@
 //! (any user name), and its role decides: a viewer subscribes (dead letters excepted), an
 //! operator also publishes and reads dead letters. Nobody publishes to a topic a rule writes
 //! (its output, a tap) or to the node's own `weir/` topics: a device cannot forge a result.
+//! With an ACL file ([`crate::mqtt_acl`]) each client publishes and reads only the topics it
+//! is granted.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::Role;
+use crate::auth::{Caller, Role};
 use crate::hub::{Message, Subscription};
 use crate::node::Node;
 use crate::tls::{AbortOnDrop, TlsListener};
@@ -114,18 +115,21 @@ async fn client(
 ) -> Result<(), ClientError> {
     let (hub, max_payload) = (node.hub.clone(), node.config.max_payload);
     let guarded = node.guard.enabled();
-    // What the client may do; known at CONNECT.
-    let role = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    // Who the client is; known at CONNECT.
+    let caller: Arc<OnceLock<Caller>> = Arc::default();
     let (mut rd, mut wr) = tokio::io::split(socket);
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
     // Packets this connection answers with, written by the same task as forwarded messages.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Packet>(64);
-    let reader_role = role.clone();
-    // Dead letters hold rejected payloads: only operators read them.
+    let (reader, reader_node) = (caller.clone(), node.clone());
+    // Dead letters hold rejected payloads: only operators read them. An ACL file narrows the
+    // rest per client.
     let shown = move |m: &Message| {
-        !guarded
-            || !m.topic.starts_with("weir/dead_letters/")
-            || reader_role.load(Ordering::Relaxed) >= Role::Operator as u8
+        let Some(c) = reader.get().filter(|_| guarded) else {
+            return !guarded;
+        };
+        (c.role >= Role::Operator || !m.topic.starts_with("weir/dead_letters/"))
+            && (reader_node.mqtt_acl.as_ref()).is_none_or(|acl| acl.allows(c, &m.topic, false))
     };
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(4096);
@@ -191,8 +195,10 @@ async fn client(
             Packet::Connect(_) if connected => break Err(ClientError::Closed("second CONNECT")),
             Packet::Connect(c) => {
                 let password = c.login.as_ref().map(|l| l.password.as_str());
-                match node.guard.check(password, Role::Viewer) {
-                    Ok(has) => role.store(has as u8, Ordering::Relaxed),
+                match node.guard.caller(password, Role::Viewer) {
+                    Ok(who) => {
+                        let _ = caller.set(who);
+                    }
                     Err(_) => {
                         let code = match password {
                             None => ConnectReturnCode::NotAuthorized,
@@ -216,12 +222,9 @@ async fn client(
                 if !valid_topic(&p.topic) {
                     break Err(ClientError::Closed("invalid topic"));
                 }
-                if guarded
-                    && (role.load(Ordering::Relaxed) < Role::Operator as u8
-                        || reserved.holds(&p.topic))
-                {
+                if guarded && !may_publish(&node, caller.get(), &reserved, &p.topic) {
                     // MQTT 3.1.1 cannot refuse a publish: the client is disconnected.
-                    tracing::warn!(?peer, topic = %p.topic, "MQTT publish refused: role too small or a rule's topic");
+                    tracing::warn!(?peer, topic = %p.topic, "MQTT publish refused: role too small, a rule's topic or not granted");
                     break Err(ClientError::Closed("publish not allowed"));
                 }
                 if let Err(e) = hub.publish(&p.topic, p.payload.clone()).await {
@@ -272,6 +275,16 @@ async fn client(
     drop(ctl_tx);
     let _ = writer.await;
     result
+}
+
+/// Whether a client of a node with tokens may publish to `topic`: an operator, to a topic no
+/// rule writes, and one the ACL file grants it if the node has one.
+fn may_publish(node: &Node, caller: Option<&Caller>, reserved: &Reserved, topic: &str) -> bool {
+    caller.is_some_and(|c| {
+        c.role >= Role::Operator
+            && !reserved.holds(topic)
+            && (node.mqtt_acl.as_ref()).is_none_or(|acl| acl.allows(c, topic, true))
+    })
 }
 
 fn write_packet(p: &Packet, buf: &mut BytesMut) {

@@ -213,6 +213,8 @@ pub struct Node {
     dedup: ingest::Dedup,
     /// Who may ask what.
     pub guard: crate::auth::Guard,
+    /// Topic rules of the MQTT endpoint's clients, when the node has an ACL file.
+    pub mqtt_acl: Option<crate::mqtt_acl::MqttAcl>,
     /// The certificates this node trusts when calling the others over https.
     pub peer_roots: Vec<reqwest::Certificate>,
 }
@@ -312,6 +314,15 @@ impl Node {
             config.cluster_secret_file.as_deref(),
         )
         .map_err(NodeError::invalid)?;
+        let mqtt_acl = match &config.mqtt_acl_file {
+            Some(_) if config.auth_token_file.is_none() => {
+                return Err(NodeError::invalid(
+                    "mqtt_acl_file names clients by their tokens: give an auth_token_file too",
+                ))
+            }
+            Some(p) => Some(crate::mqtt_acl::MqttAcl::open(p).map_err(NodeError::invalid)?),
+            None => None,
+        };
         let peer_roots = match &config.tls_ca_file {
             None => Vec::new(),
             Some(p) => weir_connectors::tls::certificates(p, "tls_ca_file")
@@ -325,6 +336,7 @@ impl Node {
         Ok(Arc::new(Node {
             config,
             guard,
+            mqtt_acl,
             peer_roots,
             hub,
             checkpoints,

@@ -50,6 +50,18 @@ async fn call(
     req.send().await.unwrap().status().as_u16()
 }
 
+/// GET `path` with `token`, as JSON.
+async fn call_json(base: &str, path: &str, token: &str) -> Value {
+    let req = reqwest::Client::new().get(format!("{base}{path}"));
+    req.bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_may_do_what_it_names_and_no_more() {
     let dir = scratch("roles");
@@ -416,6 +428,119 @@ async fn mqtt_clients_log_in_with_a_token_and_cannot_forge_results() {
     assert!(
         within(&mut viewer_seen, 3000).await.1,
         "a viewer may not publish"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_file_limits_each_device_to_its_topics() {
+    const DEVICE: &str = "device-7-token-0c4e91d2";
+    const DISPLAY: &str = "display-token-7a2b55e1f0";
+    const STRANGER: &str = "stranger-token-93ad01bc";
+    let dir = scratch("acl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("{ADMIN} admin\n{DEVICE} operator device-7\n{DISPLAY} viewer display\n{STRANGER} operator\n"),
+    )
+    .unwrap();
+    let acl = dir.join("acl");
+    std::fs::write(
+        &acl,
+        "user device-7\ntopic write plant/7/#\ntopic read alerts/7\nuser display\ntopic read alerts/#\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mqtt_at = format!("127.0.0.1:{port}");
+    let node = Served::start(
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--mqtt-acl-file",
+            acl.to_str().unwrap(),
+            "--mqtt",
+            &mqtt_at,
+        ],
+        "acl",
+    )
+    .await;
+    let rule = json!({"id": "alerts", "sql": "CREATE STREAM temps (machine BIGINT, temp DOUBLE) WITH (topic = 'plant/+/temp'); INSERT INTO alerts_all SELECT * FROM temps WHERE temp > 30;"});
+    assert_eq!(
+        call(
+            &node.base,
+            reqwest::Method::POST,
+            "/v1/rules",
+            Some(ADMIN),
+            Some(rule)
+        )
+        .await,
+        201
+    );
+    use rumqttc::ConnectReturnCode as C;
+    // The display reads every alert topic, the device only its own; a token whose name the file
+    // does not list reads nothing.
+    let mut seen = Vec::new();
+    let mut clients = Vec::new();
+    for token in [DISPLAY, DEVICE, STRANGER] {
+        let (code, client, events) = mqtt(port, Some(token)).await;
+        assert_eq!(code, Some(C::Success));
+        client.subscribe("#", QoS::AtMostOnce).await.unwrap();
+        seen.push(drive(events));
+        clients.push(client);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, admin, events) = mqtt(port, Some(ADMIN)).await;
+    let _admin_seen = drive(events);
+    for topic in ["alerts/7", "alerts/8"] {
+        admin
+            .publish(topic, QoS::AtLeastOnce, false, "{}")
+            .await
+            .unwrap();
+    }
+    // The device publishes its own readings...
+    clients[1]
+        .publish(
+            "plant/7/temp",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"machine": 7, "temp": 31}"#,
+        )
+        .await
+        .unwrap();
+    let (display, _) = within(&mut seen[0], 1500).await;
+    assert_eq!(
+        display,
+        ["alerts/7", "alerts/8"],
+        "the display reads alerts only"
+    );
+    let (device, ended) = within(&mut seen[1], 500).await;
+    assert_eq!((device, ended), (vec!["alerts/7".to_owned()], false));
+    let (stranger, _) = within(&mut seen[2], 500).await;
+    assert!(stranger.is_empty(), "{stranger:?}");
+    // ...and the rule took them (read back through the REST API).
+    let mut status = Value::Null;
+    for _ in 0..30 {
+        status = call_json(&node.base, "/v1/rules/alerts/status", ADMIN).await;
+        if status["operators"][0]["events_in"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["operators"][0]["events_in"], 1, "{status:#}");
+    // ...but not another machine's: the connection ends.
+    clients[1]
+        .publish(
+            "plant/8/temp",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"machine": 8, "temp": 31}"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        within(&mut seen[1], 3000).await.1,
+        "plant/8 is not the device's"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

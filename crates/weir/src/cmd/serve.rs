@@ -30,7 +30,7 @@ pub struct ServeArgs {
     /// a power cut may), outbox_capacity (results a durable rule's sink keeps while its broker
     /// is away, default 1000000), min_free_bytes (space the durable store leaves free on its
     /// disk, default 67108864), name, join, advertise, heartbeat_ms (default 1000),
-    /// lost_after_ms (default 5000), auth_token_file, cluster_secret_file, insecure,
+    /// lost_after_ms (default 5000), auth_token_file, mqtt_acl_file, cluster_secret_file, insecure,
     /// tls_cert_file, tls_key_file, tls_ca_file; on a
     /// control plane, adaptive placement: offload_above, return_below and load_metric
     /// (cpu_percent or events_per_s).
@@ -68,11 +68,17 @@ pub struct ServeArgs {
     /// The address other nodes reach this one at [default: http://LISTEN].
     #[arg(long, env = "WEIR_ADVERTISE")]
     advertise: Option<String>,
-    /// Bearer tokens and their roles, one `TOKEN ROLE` per line (roles: viewer reads,
+    /// Bearer tokens and their roles, one `TOKEN ROLE [NAME]` per line (roles: viewer reads,
     /// operator also starts and stops rules and ingests, admin also installs, updates,
     /// deletes and moves); read again when it changes. Needed to listen beyond loopback.
+    /// MQTT clients of the endpoint log in with a token as password.
     #[arg(long, env = "WEIR_AUTH_TOKEN_FILE")]
     auth_token_file: Option<PathBuf>,
+    /// Topics each token NAME may publish to and read on the MQTT endpoint, in Mosquitto's
+    /// form: `user NAME`, then lines `topic [read|write|readwrite] FILTER`; anything not
+    /// granted is refused (admins excepted). Read again when it changes.
+    #[arg(long, env = "WEIR_MQTT_ACL_FILE", requires = "auth_token_file")]
+    mqtt_acl_file: Option<PathBuf>,
     /// A file holding the secret every node of the cluster shares (at least 16 characters):
     /// nodes take heartbeats, forwarded requests and moved rules only from nodes sending it.
     #[arg(long, env = "WEIR_CLUSTER_SECRET_FILE")]
@@ -143,6 +149,7 @@ impl ServeArgs {
         }
         for (flag, slot) in [
             (&self.auth_token_file, &mut c.auth_token_file),
+            (&self.mqtt_acl_file, &mut c.mqtt_acl_file),
             (&self.cluster_secret_file, &mut c.cluster_secret_file),
             (&self.tls_cert_file, &mut c.tls_cert_file),
             (&self.tls_key_file, &mut c.tls_key_file),
