@@ -1,6 +1,6 @@
 //! Connectors over TLS with credentials, against brokers of the test's own: a Mosquitto with a
-//! password file that asks for client certificates (`mqtts://`), a NATS server with TLS and
-//! users (`tls://`), a RabbitMQ with a TLS listener (`amqps://`) and an HTTPS webhook. Each
+//! password file that asks for client certificates (`mqtts://`), a NATS server with TLS, a user
+//! with a password and one with an nkey (`tls://`), a RabbitMQ with a TLS listener (`amqps://`) and an HTTPS webhook. Each
 //! carries events both ways through a node; a broker whose certificate the stream does not
 //! trust, and missing credentials, are refused and shown in the rule's health.
 
@@ -216,20 +216,22 @@ async fn mqtts_with_a_password_and_a_client_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn nats_over_tls_with_a_user_and_password() {
+async fn nats_over_tls_with_a_password_or_an_nkey() {
     let dir = data_dir("nats-tls");
     let store = scratch(&dir, "nats");
     let pki = Pki::make(&store);
     let port = free_port();
     let conf = store.join("nats.conf");
+    let nkey = nkeys::KeyPair::new_user();
     std::fs::write(
         &conf,
         format!(
             "listen: \"127.0.0.1:{port}\"\n\
              tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n\
-             authorization {{ users = [ {{ user: device, password: \"nats-s3cret\" }} ] }}\n",
+             authorization {{ users = [ {{ user: device, password: \"nats-s3cret\" }}, {{ nkey: {} }} ] }}\n",
             pki.server_cert.display(),
-            pki.server_key.display()
+            pki.server_key.display(),
+            nkey.public_key()
         ),
     )
     .unwrap();
@@ -248,7 +250,22 @@ async fn nats_over_tls_with_a_user_and_password() {
         ),
     )
     .await;
-    // A wrong password, and a plain connection to a server that requires TLS.
+    // The same with a user's nkey seed instead of a password.
+    round_trip(
+        &node,
+        "nk",
+        &format!(
+            "connector = 'nats', url = 'tls://127.0.0.1:{port}', topic = 'tls.nk', nkey = '{}', {ca}",
+            nkey.seed().unwrap()
+        ),
+    )
+    .await;
+    let (_, status) = node.get("/v1/rules/nk_in").await;
+    assert!(
+        !status.to_string().contains(&nkey.seed().unwrap()),
+        "{status}"
+    );
+    // A wrong password.
     install(
         &node,
         "wrong",
