@@ -95,6 +95,19 @@ async fn refusal(node: &TestNode, id: &str) -> String {
         .to_owned()
 }
 
+/// A source with `options` and no `ca_file` is refused: the system's roots do not vouch for
+/// the test CA.
+async fn untrusted(node: &TestNode, options: &str) {
+    install(
+        node,
+        "untrusted",
+        &format!("CREATE STREAM u WITH ({options}); INSERT INTO u_out SELECT * FROM u;"),
+    )
+    .await;
+    let why = refusal(node, "untrusted").await;
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+}
+
 /// Rules `<tag>_out` (embedded `feed_<tag>` → `url`) and `<tag>_in` (`url` → embedded
 /// `got_<tag>`) with the connector `options`: what the node's endpoint publishes on the feed
 /// goes out through the broker and comes back.
@@ -135,23 +148,12 @@ async fn round_trip(node: &TestNode, tag: &str, options: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn mqtts_with_a_password_and_a_client_certificate() {
     let dir = data_dir("mqtts");
-    let store = scratch(&dir, "mosquitto");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (store, passwords) = mosquitto_store(&dir, "device", "tls-s3cret");
     let pki = Pki::make(&store);
-    let passwords = store.join("passwords");
-    let made = std::process::Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwords)
-        .args(["device", "tls-s3cret"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
     let port = free_port();
-    let conf = store.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
+    let _broker = Private::configured(
+        "mosquitto",
+        store.join("mosquitto.conf"),
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
              cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
@@ -160,11 +162,6 @@ async fn mqtts_with_a_password_and_a_client_certificate() {
             pki.server_cert.display(),
             pki.server_key.display(),
         ),
-    )
-    .unwrap();
-    let _broker = Private::start(
-        "mosquitto",
-        vec!["-c".into(), conf.display().to_string()],
         port,
     );
     let node = TestNode::start(&dir.join("node")).await;
@@ -182,18 +179,11 @@ async fn mqtts_with_a_password_and_a_client_certificate() {
     )
     .await;
 
-    // The system's roots do not vouch for the test CA.
-    install(
+    untrusted(
         &node,
-        "untrusted",
-        &format!(
-            "CREATE STREAM u WITH (connector = 'mqtt', url = '{url}', topic = 'tls/u');
-             INSERT INTO u_out SELECT * FROM u;"
-        ),
+        &format!("connector = 'mqtt', url = '{url}', topic = 'tls/u'"),
     )
     .await;
-    let why = refusal(&node, "untrusted").await;
-    assert!(why.to_lowercase().contains("certificate"), "{why}");
     // Without a client certificate the broker ends the handshake.
     install(
         &node,
@@ -221,10 +211,10 @@ async fn nats_over_tls_with_a_password_or_an_nkey() {
     let store = scratch(&dir, "nats");
     let pki = Pki::make(&store);
     let port = free_port();
-    let conf = store.join("nats.conf");
     let nkey = nkeys::KeyPair::new_user();
-    std::fs::write(
-        &conf,
+    let _broker = Private::configured(
+        "nats-server",
+        store.join("nats.conf"),
         format!(
             "listen: \"127.0.0.1:{port}\"\n\
              tls {{ cert_file: \"{}\", key_file: \"{}\" }}\n\
@@ -233,11 +223,6 @@ async fn nats_over_tls_with_a_password_or_an_nkey() {
             pki.server_key.display(),
             nkey.public_key()
         ),
-    )
-    .unwrap();
-    let _broker = Private::start(
-        "nats-server",
-        vec!["-c".into(), conf.display().to_string()],
         port,
     );
     let node = TestNode::start(&dir.join("node")).await;
@@ -338,17 +323,11 @@ async fn amqps_is_encrypted_and_verified() {
         ),
     )
     .await;
-    install(
+    untrusted(
         &node,
-        "untrusted",
-        &format!(
-            "CREATE STREAM u WITH (connector = 'amqp', url = '{url}', queue = '{queue}_u');
-             INSERT INTO u_out SELECT * FROM u;"
-        ),
+        &format!("connector = 'amqp', url = '{url}', queue = '{queue}_u'"),
     )
     .await;
-    let why = refusal(&node, "untrusted").await;
-    assert!(why.to_lowercase().contains("certificate"), "{why}");
     node.stop().await;
     let _ = std::process::Command::new("rabbitmqctl")
         .args(["-n", &format!("{name}@localhost"), "stop"])

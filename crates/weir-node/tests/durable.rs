@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use common::private::*;
@@ -113,18 +112,13 @@ async fn mosquitto_stopped_and_restarted_mid_stream_loses_nothing() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
     let port = free_port();
-    let conf = store.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
+    let mut broker = Private::configured(
+        "mosquitto",
+        store.join("mosquitto.conf"),
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000\n",
             store.display()
         ),
-    )
-    .unwrap();
-    let mut broker = Private::start(
-        "mosquitto",
-        vec!["-c".into(), conf.display().to_string()],
         port,
     );
     let node = TestNode::start(&dir.join("node")).await;
@@ -333,31 +327,15 @@ async fn a_node_without_a_checkpoint_rebuilds_state_from_the_changelog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_credentials_in_the_url_log_in() {
     let dir = data_dir("mosquitto-auth");
-    let store = scratch(&dir, "mosquitto");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let passwords = store.join("passwords");
-    let made = Command::new("mosquitto_passwd")
-        .args(["-b", "-c"])
-        .arg(&passwords)
-        .args(["device", "s3cret-pw"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (store, passwords) = mosquitto_store(&dir, "device", "s3cret-pw");
     let port = free_port();
-    let conf = store.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
+    let _broker = Private::configured(
+        "mosquitto",
+        store.join("mosquitto.conf"),
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
             passwords.display()
         ),
-    )
-    .unwrap();
-    let _broker = Private::start(
-        "mosquitto",
-        vec!["-c".into(), conf.display().to_string()],
         port,
     );
     let node = TestNode::start(&dir.join("node")).await;

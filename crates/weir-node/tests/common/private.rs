@@ -20,6 +20,12 @@ impl Private {
         Self::start_with_env(program, args, Vec::new(), port)
     }
 
+    /// `program -c <file>`, with `config` written to `file` first.
+    pub fn configured(program: &'static str, file: PathBuf, config: String, port: u16) -> Private {
+        std::fs::write(&file, config).unwrap();
+        Self::start(program, vec!["-c".into(), file.display().to_string()], port)
+    }
+
     /// Like [`Private::start`], with these environment variables set.
     pub fn start_with_env(
         program: &'static str,
@@ -85,4 +91,22 @@ pub fn scratch(dir: &Path, name: &str) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A directory `dir/mosquitto` that a private Mosquitto (which may run as a user of its own)
+/// can use, with a password file holding `user` and `password`: (the directory, the file).
+pub fn mosquitto_store(dir: &Path, user: &str, password: &str) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let store = scratch(dir, "mosquitto");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let passwords = store.join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args([user, password])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (store, passwords)
 }
