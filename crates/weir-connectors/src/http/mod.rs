@@ -1,12 +1,34 @@
 //! HTTP: events arrive by the node's ingest endpoint (`POST /v1/streams/{name}/events`); as a
 //! sink, each event is POSTed (or PUT) as JSON to a webhook, retried with backoff while the
-//! server fails or is away.
+//! server fails, is away, or answers 408 or 429 (after its Retry-After); another 4xx refuses
+//! that event for good.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx};
 use crate::tls::TlsOptions;
+
+/// How long a webhook has to accept a connection, and to answer a request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest Retry-After a sink honours; a longer one waits this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The wait a 408 or 429 answer asks for in seconds (`Retry-After: 5`), at most a minute.
+fn retry_after(answer: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = answer
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
 
 /// Settings of an HTTP stream.
 #[derive(Debug, Clone)]
@@ -47,7 +69,9 @@ impl HttpConfig {
 
     /// The webhook client; `Err` when the TLS files cannot be read.
     fn client(&self) -> Result<reqwest::Client, String> {
-        let builder = reqwest::Client::builder();
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT);
         let builder = match self.tls.enabled {
             true => builder.use_preconfigured_tls(self.tls.client_config()?),
             false => builder,
@@ -81,25 +105,41 @@ impl HttpConfig {
                     .header("content-type", "application/json")
                     .body(payload.clone())
                     .send()
-                    .await
-                    .and_then(|r| r.error_for_status());
-                match sent {
-                    Ok(_) => {
-                        health.up();
-                        health.count();
-                        backoff.reset();
-                        break;
-                    }
-                    // The server refuses this event: retrying cannot help, so count it and go on.
-                    Err(e) if e.status().is_some_and(|s| s.is_client_error()) => {
-                        health.refused(format!("webhook refused an event: {e}"));
-                        break;
-                    }
+                    .await;
+                let answer = match sent {
+                    Ok(r) => r,
                     Err(e) => {
                         health.down(crate::live::with_causes(&e));
                         backoff.wait().await;
+                        continue;
                     }
+                };
+                let status = answer.status();
+                if status.is_success() {
+                    health.up();
+                    health.count();
+                    backoff.reset();
+                    break;
                 }
+                // Too early or too many: the same event is sent again, after the server's
+                // Retry-After when it gives one.
+                if status == 408 || status == 429 {
+                    health.down(format!(
+                        "webhook answered {status}; sending the event again"
+                    ));
+                    match retry_after(&answer) {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => backoff.wait().await,
+                    }
+                    continue;
+                }
+                // The server refuses this event: retrying cannot help, so count it and go on.
+                if status.is_client_error() {
+                    health.refused(format!("webhook refused an event: {status}"));
+                    break;
+                }
+                health.down(format!("webhook answered {status}"));
+                backoff.wait().await;
             }
         }
     }

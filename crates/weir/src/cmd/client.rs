@@ -36,7 +36,10 @@ impl NodeArg {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let mut client = reqwest::Client::builder().default_headers(headers);
+        // No overall timeout: a tail streams for as long as it is watched.
+        let mut client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .default_headers(headers);
         if let Some(p) = &self.ca {
             let pem = std::fs::read(p).map_err(|e| format!("--ca {}: {e}", p.display()))?;
             for root in reqwest::Certificate::from_pem_bundle(&pem)
