@@ -10,6 +10,7 @@
 //! at least once: what a task emitted after its last checkpoint is emitted again by the
 //! partition's next owner.
 
+use crate::start_error::StartError;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,27 +42,27 @@ struct Task {
 impl GroupRule {
     /// Joins the consumer group of the rule's input; `launch` is the rule as one task runs it
     /// (its id and changelog are made per partition).
-    pub fn start(launch: Launch) -> Result<GroupRule, String> {
+    pub fn start(launch: Launch) -> Result<GroupRule, StartError> {
         let (inputs, _) = crate::rule::boundary(&launch.program);
         let eps = crate::rule::endpoints(&launch.program).map_err(|bad| {
             let bad: Vec<String> = bad.into_iter().map(|(_, e)| e).collect();
-            bad.join("; ")
+            StartError::user(bad.join("; "))
         })?;
         let [input] = inputs.as_slice() else {
-            return Err(format!(
+            return Err(StartError::user(format!(
                 "a group rule reads one partitioned stream; rule {} reads {}",
                 launch.id,
                 inputs.join(", ")
-            ));
+            )));
         };
         let (def, endpoint) = eps
             .into_iter()
             .find(|(d, _)| d.name.eq_ignore_ascii_case(input))
-            .ok_or("input not found")?;
+            .ok_or(StartError::internal("input not found"))?;
         let endpoint = endpoint.for_rule(&launch.id, &def.name);
-        let log = GroupLog::of(&def.name, &endpoint)?;
+        let log = GroupLog::of(&def.name, &endpoint).map_err(StartError::user)?;
         if launch.changelog.is_none() {
-            return Err("a group rule needs a changelog (\"changelog\": \"nats://host:4222\"): it is where a partition's state goes when the partition moves to another node".into());
+            return Err(StartError::user("a group rule needs a changelog (\"changelog\": \"nats://host:4222\"): it is where a partition's state goes when the partition moves to another node"));
         }
         let stage = Stage::new("source", &def.name, &endpoint);
         let status = Arc::new(Mutex::new(CheckpointStatus {
@@ -239,7 +240,7 @@ impl Member {
         }
     }
 
-    fn start_task(&self, partition: i32) -> Result<Task, String> {
+    fn start_task(&self, partition: i32) -> Result<Task, StartError> {
         let (tx, rx) = mpsc::channel(1024);
         let position = self.position(partition);
         let l = &self.launch;

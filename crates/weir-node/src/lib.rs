@@ -21,6 +21,7 @@ pub mod placement;
 pub mod registry;
 pub mod relocation;
 pub mod rule;
+pub mod start_error;
 pub mod tls;
 
 use std::sync::Arc;

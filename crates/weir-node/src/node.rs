@@ -55,7 +55,7 @@ pub enum NodeError {
     #[error("{0}")]
     Unsupported(String),
     #[error("rule could not start: {0}")]
-    Start(String),
+    Start(crate::start_error::StartError),
     /// Another node, or the control plane, cannot be reached or is lost.
     #[error("{0}")]
     Unavailable(String),

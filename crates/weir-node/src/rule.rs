@@ -12,10 +12,12 @@
 //! Stopping takes a last checkpoint, then the feeds leave the engine without ending their
 //! streams, so open windows stay in the checkpoint for the next start instead of being flushed.
 
+use crate::start_error::StartError;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir_core::Classify;
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
@@ -380,7 +382,7 @@ pub fn endpoints(program: &Program) -> Result<Bound<Endpoint>, Bound<String>> {
 
 impl RunningRule {
     /// Starts `launch.program`; must be called from inside the async runtime.
-    pub fn start(launch: Launch) -> Result<RunningRule, String> {
+    pub fn start(launch: Launch) -> Result<RunningRule, StartError> {
         let Launch {
             id,
             program,
@@ -398,21 +400,23 @@ impl RunningRule {
             fresh,
         } = launch;
         let eps = endpoints(&program).map_err(|bad| {
-            bad.into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; ")
+            StartError::user(
+                bad.into_iter()
+                    .map(|(_, e)| e)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         let (inputs, outputs) = boundary(&program);
         let endpoint_of = |name: &str| {
             eps.iter()
                 .find(|(d, _)| d.name.eq_ignore_ascii_case(name))
                 .map(|(d, e)| (d.clone(), e.clone().for_rule(&id, &d.name)))
-                .ok_or_else(|| format!("stream {name} has no endpoint"))
+                .ok_or_else(|| StartError::internal(format!("stream {name} has no endpoint")))
         };
         let refusals = delivery_refusals(&program, delivery);
         if !refusals.is_empty() {
-            return Err(refusals.join("; "));
+            return Err(StartError::user(refusals.join("; ")));
         }
 
         // Recovery: the newest intact checkpoint, if any.
@@ -424,14 +428,19 @@ impl RunningRule {
         };
         let changelog = match &changelog {
             // Connecting is quick; the rule cannot start without its changelog anyway.
-            Some(url) => Some(tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(Changelog::open(url, &id))
-            })?),
+            Some(url) => Some(
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(Changelog::open(url, &id))
+                })
+                .map_err(StartError::external)?,
+            ),
             None => None,
         };
         let mut recovered = match fresh {
             true => None,
-            false => checkpoints.latest(&id).map_err(|e| e.to_string())?,
+            false => checkpoints
+                .latest(&id)
+                .map_err(|e| StartError::external(e.to_string()))?,
         };
         if let Some(log) = changelog.as_ref().filter(|_| !fresh) {
             // The changelog is newer than this node's checkpoint when the rule ran elsewhere
@@ -452,7 +461,7 @@ impl RunningRule {
                     tracing::warn!(rule = %id, error = %e, "changelog not read; starting from this node's checkpoint");
                     None
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(StartError::external(e)),
             };
             let epoch = |r: &Option<Recovered>| r.as_ref().map(|r| r.checkpoint.epoch);
             if epoch(&remote) > epoch(&recovered) {
@@ -479,11 +488,15 @@ impl RunningRule {
         // user decides (start it with reset_state to begin afresh).
         let mut flow = Dataflow::build_restored(&program, &inputs, &outputs, engine, restore)
             .map_err(|e| match e {
-                BuildError::Restore { .. } => format!(
+                // Only the user can decide to drop state.
+                BuildError::Restore { .. } => StartError::user(format!(
                     "{e} (checkpoint {}); to start it with empty state instead: POST /v1/rules/{id}/start?reset_state=true (weir rule start {id} --reset-state)",
                     status.epoch
-                ),
-                other => other.to_string(),
+                )),
+                other => StartError {
+                    blame: other.blame(),
+                    message: other.to_string(),
+                },
             })?;
         status.restored_from = recovered.as_ref().map(|r| r.checkpoint.epoch);
         let recovered = recovered.map(|r| r.checkpoint);
@@ -521,7 +534,9 @@ impl RunningRule {
         for name in &inputs {
             let (def, endpoint) = endpoint_of(name)?;
             let stage = Stage::new("source", &def.name, &endpoint);
-            let mut ingest = flow.take_ingest(name).ok_or("input not built")?;
+            let mut ingest = flow
+                .take_ingest(name)
+                .ok_or(StartError::internal("input not built"))?;
             if let Some(wm) = recovered.as_ref().and_then(|c| c.watermarks.get(&def.name)) {
                 ingest.resume_at(*wm);
             }
@@ -544,7 +559,10 @@ impl RunningRule {
             }
             let (tx, source, wake) = match spec.filter(|_| delivery.durable()) {
                 Some(spec) => {
-                    let log = hub.store().log(&spec.log).map_err(|e| e.to_string())?;
+                    let log = hub
+                        .store()
+                        .log(&spec.log)
+                        .map_err(|e| StartError::external(e.to_string()))?;
                     let start = hub
                         .store()
                         .meta_u64(&start_key(&id, &spec.log))
@@ -584,14 +602,20 @@ impl RunningRule {
             feeds.push((def, ingest, source, stage, wake));
         }
         for spec in specs.iter().filter(|j| !j.input && delivery.durable()) {
-            topic_logs.push(hub.store().log(&spec.log).map_err(|e| e.to_string())?);
+            topic_logs.push(
+                hub.store()
+                    .log(&spec.log)
+                    .map_err(|e| StartError::external(e.to_string()))?,
+            );
         }
         let mut drains = Vec::new();
         let mut staged_outputs = Vec::new();
         for name in &outputs {
             let (def, endpoint) = endpoint_of(name)?;
             let mut stage = Stage::new("sink", &def.name, &endpoint);
-            let out = flow.take_output(name).ok_or("output not built")?;
+            let out = flow
+                .take_output(name)
+                .ok_or(StartError::internal("output not built"))?;
             let (tx, rx) = mpsc::channel::<Outgoing>(1024);
             match endpoint.spawn_sink(rx, stage.health.clone()) {
                 Some(task) => rule.sinks.push(task),
@@ -603,12 +627,12 @@ impl RunningRule {
                 (true, true) => {
                     let outbox =
                         Outbox::open(hub.store(), &id, &def.name, outbox_capacity, when_full)
-                            .map_err(|e| e.to_string())?;
+                            .map_err(|e| StartError::external(e.to_string()))?;
                     rule.tasks.push(tokio::spawn(
                         outbox.clone().forward(tx, stage.health.clone()),
                     ));
                     Arc::get_mut(&mut stage)
-                        .ok_or("stage shared too early")?
+                        .ok_or(StartError::internal("stage shared too early"))?
                         .outbox = Some(outbox.clone());
                     Some(SinkTarget::Outbox(outbox, rule.closed.clone()))
                 }
@@ -638,7 +662,8 @@ impl RunningRule {
             sources: feeds.iter().map(|f| f.3.clone()).collect(),
             engine: flow.stats().to_vec(),
             sinks: drains.iter().map(|d| d.4.clone()).collect(),
-            ..Arc::into_inner(rule.metrics).ok_or("metrics shared too early")?
+            ..Arc::into_inner(rule.metrics)
+                .ok_or(StartError::internal("metrics shared too early"))?
         });
         for (name, out, sender, topic, stage, staging, sent_at) in drains {
             let (hub, metrics, clock) = (hub.clone(), rule.metrics.clone(), clock.clone());
@@ -663,7 +688,7 @@ impl RunningRule {
             let feed = Feed {
                 ingest,
                 source,
-                decoder: MessageDecoder::new(&def.options)?,
+                decoder: MessageDecoder::new(&def.options).map_err(StartError::user)?,
                 max_payload,
                 stage,
                 metrics: rule.metrics.clone(),
@@ -879,11 +904,11 @@ fn waker<T: Clone + Send + Sync + 'static>(
 fn spawn_thread(
     name: &str,
     f: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
         .spawn(f)
-        .map_err(|e| format!("could not start a thread: {e}"))
+        .map_err(|e| StartError::external(format!("could not start a thread: {e}")))
 }
 
 /// How a checkpoint names a position in a broker rather than in a node's log: it means the same

@@ -156,7 +156,7 @@ async fn a_checkpoint_in_another_form_stops_the_rule_until_its_state_is_reset() 
     assert!(put.status().is_success());
 
     let (s, v) = node.post("/v1/rules/c/start", json!({})).await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 400, "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("saved in version 99 of its format")
@@ -274,4 +274,23 @@ async fn a_retried_request_is_stored_once() {
     }
     assert_eq!(seen_total, 5);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_whose_changelog_server_is_away_is_unavailable_not_wrong() {
+    let dir = data_dir("changelog-away");
+    let node = TestNode::start(&dir).await;
+    let sql = "CREATE STREAM s (k BIGINT) WITH (topic = 'away_in'); INSERT INTO away_out SELECT * FROM s;";
+    let (s, v) = node
+        .post(
+            "/v1/rules",
+            json!({"id": "away", "sql": sql, "options": {"changelog": "nats://127.0.0.1:1"}}),
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("changelog"), "{message}");
+    assert!(message.contains("once it is back"), "{message}");
+    node.stop().await;
 }

@@ -159,7 +159,11 @@ impl From<NodeError> for ApiError {
             NodeError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid"),
             NodeError::Limit(_) => (StatusCode::UNPROCESSABLE_ENTITY, "limit"),
             NodeError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
-            NodeError::Start(_) => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
+            NodeError::Start(s) => match s.blame {
+                weir_core::Blame::User => (StatusCode::BAD_REQUEST, "start_failed"),
+                weir_core::Blame::External => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                weir_core::Blame::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
             NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             NodeError::Remote { status, .. } => (
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -175,10 +179,16 @@ impl From<NodeError> for ApiError {
             NodeError::Invalid { problems, .. } if !problems.is_empty() => json!(problems),
             _ => serde_json::Value::Null,
         };
+        let mut message = weir_core::redact::secrets(&e.to_string()).into_owned();
+        if matches!(&e, NodeError::Start(s) if s.blame == weir_core::Blame::External) {
+            message.push_str(
+                " (something outside weir is away: start the rule again once it is back)",
+            );
+        }
         ApiError {
             status,
             code,
-            message: weir_core::redact::secrets(&e.to_string()).into_owned(),
+            message,
             problems,
         }
     }

@@ -260,7 +260,7 @@ pub fn in_paper_terms(e: NodeError, streams: &[(String, &str)]) -> NodeError {
             NodeError::invalid(said.join("; "))
         }
         NodeError::Invalid { message, .. } => NodeError::invalid(speak(&message, streams)),
-        NodeError::Start(m) => NodeError::Start(speak(&m, streams)),
+        NodeError::Start(e) => NodeError::Start(e.map_message(|m| speak(m, streams))),
         other => other,
     }
 }
