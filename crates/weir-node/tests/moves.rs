@@ -102,8 +102,8 @@ impl Publisher {
             } => {
                 channel
                     .basic_publish(
-                        exchange,
-                        "",
+                        exchange.as_str().into(),
+                        "".into(),
                         BasicPublishOptions::default(),
                         payload.as_bytes(),
                         Default::default(),
@@ -159,7 +159,7 @@ async fn rabbitmq() -> Broker {
     let channel = conn.create_channel().await.unwrap();
     channel
         .exchange_declare(
-            &exchange,
+            exchange.as_str().into(),
             lapin::ExchangeKind::Fanout,
             ExchangeDeclareOptions::default(),
             FieldTable::default(),

@@ -366,8 +366,8 @@ async fn a_sum_aggregation_job_moved_between_edge_and_core_counts_every_event_on
             for v in 1..=EVENTS {
                 let body = json!({"v": v}).to_string();
                 ch.basic_publish(
-                    &ex,
-                    "sensors",
+                    ex.as_str().into(),
+                    "sensors".into(),
                     BasicPublishOptions::default(),
                     body.as_bytes(),
                     Default::default(),

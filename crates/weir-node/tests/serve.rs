@@ -237,8 +237,8 @@ async fn rabbitmq_through_the_seed_paper_api() {
     for t in [10, 31, 25, 45] {
         let payload = json!({"device": "d1", "payload": {"temp": t}}).to_string();
         ch.basic_publish(
-            &ex_in,
-            "sensors",
+            ex_in.as_str().into(),
+            "sensors".into(),
             BasicPublishOptions::default(),
             payload.as_bytes(),
             Default::default(),

@@ -10,11 +10,13 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::publisher_confirm::Confirmation;
-use lapin::tcp::{HandshakeResult, RustlsConnector};
+use lapin::tcp::RustlsConnector;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, TcpStream};
+use lapin::{
+    AsyncTcpStream, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    ExchangeKind,
+};
 
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
@@ -112,31 +114,29 @@ impl AmqpConfig {
         }
     }
 
-    /// Connects, over TLS with this stream's settings for `amqps://`.
-    // The connect function returns the (large) handshake result lapin's connector takes.
-    #[allow(clippy::result_large_err)]
+    /// Connects, over TLS with this stream's settings for `amqps://` (the client's own TLS
+    /// setup takes no client certificate in PEM, so the handshake is made here).
     async fn connect(&self) -> Result<Connection, lapin::Error> {
         let props = ConnectionProperties::default();
         if !self.tls.enabled {
             return Connection::connect(&self.url, props).await;
         }
-        let uri: AMQPUri = self
-            .url
-            .parse()
-            .map_err(|e: String| lapin::Error::IOError(Arc::new(std::io::Error::other(e))))?;
-        let config = self
-            .tls
-            .client_config()
-            .map_err(|e| lapin::Error::IOError(Arc::new(std::io::Error::other(e))))?;
-        let connector = RustlsConnector::from(config);
-        let connect = move |uri: &AMQPUri| -> HandshakeResult {
-            let host = &uri.authority.host;
-            let stream = TcpStream::connect((host.as_str(), uri.authority.port))?;
-            let stream = stream.into_rustls(&connector, host)?;
-            stream.set_nonblocking(true)?;
-            Ok(stream)
+        let failed = |e: String| lapin::Error::from(std::io::Error::other(e));
+        let uri: AMQPUri = self.url.parse().map_err(failed)?;
+        let connector = Arc::new(RustlsConnector::from(
+            self.tls.client_config().map_err(failed)?,
+        ));
+        let runtime = lapin::runtime::default_runtime()?;
+        let connect = async move |uri: AMQPUri, runtime| {
+            let host = uri.authority.host.clone();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), uri.authority.port))
+                    .await?
+                    .collect();
+            let plain = AsyncTcpStream::connect(&runtime, addrs).await?;
+            Ok(plain.into_rustls(&connector, &host).await?)
         };
-        Connection::connector(uri, Box::new(connect), props).await
+        Connection::connector(uri, runtime, connect, props).await
     }
 
     async fn channel(&self) -> Result<(Connection, Channel), lapin::Error> {
@@ -148,7 +148,12 @@ impl AmqpConfig {
                 ..Default::default()
             };
             channel
-                .exchange_declare(&self.exchange, self.kind(), opts, FieldTable::default())
+                .exchange_declare(
+                    self.exchange.as_str().into(),
+                    self.kind(),
+                    opts,
+                    FieldTable::default(),
+                )
                 .await?;
         }
         Ok((conn, channel))
@@ -180,13 +185,13 @@ impl AmqpConfig {
                 lapin::types::AMQPValue::LongLongInt(ms as i64),
             );
         }
-        let queue = channel.queue_declare(name, opts, args).await?;
+        let queue = channel.queue_declare(name.into(), opts, args).await?;
         if !self.exchange.is_empty() {
             channel
                 .queue_bind(
-                    queue.name().as_str(),
-                    &self.exchange,
-                    &self.routing_key,
+                    queue.name().clone(),
+                    self.exchange.as_str().into(),
+                    self.routing_key.as_str().into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -197,8 +202,8 @@ impl AmqpConfig {
             .await?;
         channel
             .basic_consume(
-                queue.name().as_str(),
-                "weir",
+                queue.name().clone(),
+                "weir".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
@@ -231,7 +236,7 @@ impl AmqpConfig {
                     let delivery = tokio::select! {
                         biased;
                         _ = stop.requested() => {
-                            let _ = conn.close(200, "the rule stopped").await;
+                            let _ = conn.close(200, "the rule stopped".into()).await;
                             return;
                         }
                         d = consumer.next() => match d {
@@ -301,8 +306,8 @@ impl AmqpConfig {
                 };
                 let sent = channel
                     .basic_publish(
-                        &self.exchange,
-                        &routing_key,
+                        self.exchange.as_str().into(),
+                        routing_key.as_str().into(),
                         BasicPublishOptions::default(),
                         &payload,
                         props.clone(),
@@ -332,7 +337,9 @@ impl AmqpConfig {
     pub async fn check(&self) -> Result<(), String> {
         let connect = async {
             let (conn, _channel) = self.channel().await.map_err(|e| e.to_string())?;
-            conn.close(200, "check").await.map_err(|e| e.to_string())
+            conn.close(200, "check".into())
+                .await
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(Duration::from_secs(3), connect)
             .await

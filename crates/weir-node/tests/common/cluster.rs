@@ -74,7 +74,7 @@ pub async fn amqp_results(
     routing_key: &str,
 ) -> lapin::Consumer {
     ch.exchange_declare(
-        exchange,
+        exchange.into(),
         lapin::ExchangeKind::Direct,
         ExchangeDeclareOptions {
             durable: true,
@@ -86,7 +86,7 @@ pub async fn amqp_results(
     .unwrap();
     let q = ch
         .queue_declare(
-            "",
+            "".into(),
             QueueDeclareOptions {
                 exclusive: true,
                 ..Default::default()
@@ -96,17 +96,17 @@ pub async fn amqp_results(
         .await
         .unwrap();
     ch.queue_bind(
-        q.name().as_str(),
-        exchange,
-        routing_key,
+        q.name().clone(),
+        exchange.into(),
+        routing_key.into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await
     .unwrap();
     ch.basic_consume(
-        q.name().as_str(),
-        "test",
+        q.name().clone(),
+        "test".into(),
         BasicConsumeOptions {
             no_ack: true,
             ..Default::default()
