@@ -29,9 +29,6 @@ if [ -d ../../shared/data ]; then
 fi
 seed packages
 
-# rustix 0.37 (lapin's async-io) takes nightly for an older one on its raw Linux backend; its libc
-# backend builds.
-export RUSTFLAGS="${RUSTFLAGS:-} --cfg rustix_use_libc"
 for t in "${targets[@]}"; do
   echo "== $t, ${seconds}s"
   cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048

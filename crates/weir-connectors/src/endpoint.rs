@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::amqp::AmqpConfig;
 use crate::file::FileConfig;
 use crate::http::HttpConfig;
+#[cfg(feature = "kafka")]
 use crate::kafka::KafkaConfig;
 use crate::live::{Health, PayloadRx, PayloadTx, Stop};
 use crate::mqtt::MqttConfig;
@@ -27,6 +28,7 @@ pub enum Endpoint {
     /// Webhook sink; as a source, events arrive by HTTP ingest.
     Http(HttpConfig),
     File(FileConfig),
+    #[cfg(feature = "kafka")]
     Kafka(KafkaConfig),
 }
 
@@ -74,7 +76,19 @@ impl Endpoint {
                     }
                 }
             },
+            #[cfg(feature = "kafka")]
             "kafka" => Endpoint::Kafka(KafkaConfig::from_opts(stream, &mut o)),
+            #[cfg(not(feature = "kafka"))]
+            "kafka" => {
+                o.fault(
+                    "connector",
+                    "this weir was built without its Kafka connector (cargo feature 'kafka')"
+                        .to_owned(),
+                );
+                Endpoint::Embedded {
+                    topic: stream.to_owned(),
+                }
+            }
             other => {
                 o.fault("connector", format!("unknown connector '{other}'"));
                 Endpoint::Embedded {
@@ -90,6 +104,7 @@ impl Endpoint {
     /// AMQP source's queue, `weir-<rule>-<stream>`).
     pub fn for_rule(mut self, rule: &str, stream: &str) -> Endpoint {
         let group = match &mut self {
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => &mut c.group,
             Endpoint::Nats(c) => {
                 c.durable_of_rule(rule, stream);
@@ -114,6 +129,7 @@ impl Endpoint {
             Endpoint::Nats(_) => "nats",
             Endpoint::Http(_) => "http",
             Endpoint::File(_) => "file",
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(_) => "kafka",
         }
     }
@@ -130,6 +146,7 @@ impl Endpoint {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_source(
                 c.clone(),
@@ -148,6 +165,7 @@ impl Endpoint {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Http(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_sink(
@@ -166,6 +184,7 @@ impl Endpoint {
             Endpoint::Mqtt(c) => c.check().await.map_err(unreachable),
             Endpoint::Amqp(c) => c.check().await.map_err(unreachable),
             Endpoint::Nats(c) => c.check().await.map_err(unreachable),
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => c.check().await.map_err(unreachable),
             Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } => Ok(()),
         }
@@ -292,6 +311,11 @@ mod tests {
         for part in ["'qos' = '3'", "url scheme 'http'", "'topic' is required"] {
             assert!(err.contains(part), "{part} missing from {err}");
         }
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn kafka_options() {
         let err =
             Endpoint::from_options("s", &opts(&[("connector", "kafka"), ("partitions", "0")]))
                 .unwrap_err()

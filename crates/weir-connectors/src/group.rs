@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 
+#[cfg(feature = "kafka")]
 use crate::kafka::{KafkaConfig, KafkaMember};
 use crate::nats::group::JetStreamMember;
 use crate::nats::NatsConfig;
@@ -31,6 +32,7 @@ pub enum GroupEvent {
 /// A stream whose log shares its partitions among a group's members.
 #[derive(Debug, Clone)]
 pub enum GroupLog {
+    #[cfg(feature = "kafka")]
     Kafka(KafkaConfig),
     JetStream(Box<NatsConfig>),
 }
@@ -39,6 +41,7 @@ impl GroupLog {
     /// The group log of a stream's endpoint, or why it has none.
     pub fn of(stream: &str, endpoint: &Endpoint) -> Result<GroupLog, String> {
         match endpoint {
+            #[cfg(feature = "kafka")]
             Endpoint::Kafka(k) => Ok(GroupLog::Kafka(k.clone())),
             Endpoint::Nats(n) if n.stream.is_some() && n.partitions.is_some() => {
                 Ok(GroupLog::JetStream(Box::new(n.clone())))
@@ -56,6 +59,7 @@ impl GroupLog {
     /// The key of a partition's position in checkpoints, after the `broker:` prefix.
     pub fn position(&self, partition: i32) -> String {
         match self {
+            #[cfg(feature = "kafka")]
             GroupLog::Kafka(k) => format!("kafka/{}/{partition}", k.topic),
             GroupLog::JetStream(n) => format!("nats/{}/{partition}", n.subject),
         }
@@ -64,6 +68,7 @@ impl GroupLog {
     /// Joins the stream's group (its `group` option; see [`Endpoint::for_rule`]).
     pub async fn join(&self) -> Result<GroupMember, String> {
         match self {
+            #[cfg(feature = "kafka")]
             GroupLog::Kafka(k) => k.join_group().await.map(GroupMember::Kafka),
             GroupLog::JetStream(n) => JetStreamMember::join(n)
                 .await
@@ -74,6 +79,7 @@ impl GroupLog {
 
 /// One node's membership of a group.
 pub enum GroupMember {
+    #[cfg(feature = "kafka")]
     Kafka(KafkaMember),
     JetStream(Box<JetStreamMember>),
 }
@@ -81,6 +87,7 @@ pub enum GroupMember {
 impl GroupMember {
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
         match self {
+            #[cfg(feature = "kafka")]
             GroupMember::Kafka(k) => k.next().await,
             GroupMember::JetStream(j) => j.next().await,
         }
@@ -90,6 +97,7 @@ impl GroupMember {
     /// not cover yet: Kafka commits it, JetStream acknowledges everything before it.
     pub async fn commit(&mut self, next: &[(i32, u64)]) -> Result<(), String> {
         match self {
+            #[cfg(feature = "kafka")]
             GroupMember::Kafka(k) => k.commit(next),
             GroupMember::JetStream(j) => j.acknowledge(next).await,
         }
@@ -98,16 +106,20 @@ impl GroupMember {
     /// The revoked partitions' tasks have stopped: partitions this member released to balance
     /// the group can go to another member now.
     pub async fn released(&mut self, parts: &[i32]) {
-        if let GroupMember::JetStream(j) = self {
-            j.released(parts).await;
+        match self {
+            GroupMember::JetStream(j) => j.released(parts).await,
+            #[cfg(feature = "kafka")]
+            GroupMember::Kafka(_) => {}
         }
     }
 
     /// Leaves the group now, once every task has stopped, rather than when the log notices
     /// (Kafka's consumer leaves its group when dropped).
     pub async fn leave(&mut self) {
-        if let GroupMember::JetStream(j) = self {
-            j.leave().await;
+        match self {
+            GroupMember::JetStream(j) => j.leave().await,
+            #[cfg(feature = "kafka")]
+            GroupMember::Kafka(_) => {}
         }
     }
 
@@ -122,6 +134,7 @@ impl GroupMember {
         until: u64,
     ) -> Result<Vec<(u64, Bytes)>, String> {
         match self {
+            #[cfg(feature = "kafka")]
             GroupMember::Kafka(_) => Ok(Vec::new()),
             GroupMember::JetStream(j) => j.backfill(partition, from, until).await,
         }

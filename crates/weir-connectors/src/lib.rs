@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod file;
 pub mod group;
 pub mod http;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod live;
 pub mod mqtt;

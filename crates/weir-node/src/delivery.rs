@@ -64,7 +64,9 @@ impl Delivery {
                     .to_owned(),
             ),
             // JetStream and Kafka number their messages: the input log takes each number once.
-            (Delivery::ExactlyOnce, Endpoint::Nats(_) | Endpoint::Kafka(_), true) => None,
+            (Delivery::ExactlyOnce, Endpoint::Nats(_), true) => None,
+            #[cfg(feature = "kafka")]
+            (Delivery::ExactlyOnce, Endpoint::Kafka(_), true) => None,
             (Delivery::ExactlyOnce, Endpoint::Mqtt(_) | Endpoint::Amqp(_), true) => {
                 Some(format!(
                     "a {} message redelivered after a crash cannot be told from a new one, so this source gives at_least_once at most",
