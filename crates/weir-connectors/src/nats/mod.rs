@@ -433,7 +433,15 @@ impl NatsConfig {
                 }
             }
         }
-        let _ = client.flush().await;
+        // Core NATS keeps nothing for later: the client's buffer must reach the server before
+        // the sink ends. A flush fails while the first connection is still being made (a busy
+        // machine), so it is tried again for a while.
+        for _ in 0..100 {
+            if client.flush().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn check(&self) -> Result<(), String> {
