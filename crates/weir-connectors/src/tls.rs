@@ -15,9 +15,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::endpoint::Opts;
 
-/// Largest certificate or key file read.
-const MAX_PEM: u64 = 1 << 20;
-
 /// The TLS settings of a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -126,7 +123,7 @@ impl TlsOptions {
         };
         // Parsed first: only certificates are ever handed on.
         certificates(file, "ca_file")?;
-        bounded_read(file, "ca_file")
+        weir_core::files::read_settings_file(file, "ca_file")
             .and_then(|b| {
                 String::from_utf8(b)
                     .map_err(|_| format!("ca_file {}: not PEM text", file.display()))
@@ -148,26 +145,9 @@ pub(crate) fn plain_absolute(value: &str) -> Result<PathBuf, &'static str> {
     Ok(path.to_owned())
 }
 
-pub(crate) fn bounded_read(file: &Path, option: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let shown = || format!("{option} {}", file.display());
-    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", shown()))?;
-    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err(format!("{}: not a file", shown()));
-    }
-    let mut bytes = Vec::new();
-    f.take(MAX_PEM + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", shown()))?;
-    if bytes.len() as u64 > MAX_PEM {
-        return Err(format!("{}: larger than {MAX_PEM} bytes", shown()));
-    }
-    Ok(bytes)
-}
-
 /// The PEM certificates of `file`; at least one.
 pub fn certificates(file: &Path, option: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = bounded_read(file, option)?;
+    let bytes = weir_core::files::read_settings_file(file, option)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|_| format!("{option} {}: not PEM certificates", file.display()))?;
@@ -179,7 +159,7 @@ pub fn certificates(file: &Path, option: &str) -> Result<Vec<CertificateDer<'sta
 
 /// The PEM private key of `file`.
 pub fn private_key(file: &Path, option: &str) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = bounded_read(file, option)?;
+    let bytes = weir_core::files::read_settings_file(file, option)?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|_| format!("{option} {}: no PEM private key in it", file.display()))
 }
@@ -207,7 +187,11 @@ mod tests {
         assert!(!err.contains("secret line"), "{err}");
         let err = private_key(&file, "key_file").unwrap_err();
         assert!(!err.contains("secret line"), "{err}");
-        std::fs::write(&file, vec![b'-'; (MAX_PEM + 10) as usize]).unwrap();
+        std::fs::write(
+            &file,
+            vec![b'-'; (weir_core::files::MAX_SETTINGS_FILE + 10) as usize],
+        )
+        .unwrap();
         assert!(certificates(&file, "ca_file")
             .unwrap_err()
             .contains("larger"));

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod hash;
 pub mod redact;
 pub mod time;

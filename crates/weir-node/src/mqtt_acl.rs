@@ -24,9 +24,6 @@ use rumqttc::mqttbytes::{matches, valid_filter};
 
 use crate::auth::{Caller, Role};
 
-/// Largest ACL file read.
-const MAX_FILE: u64 = 1 << 20;
-
 /// How often the file is looked at for changes, at most.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -105,17 +102,10 @@ impl MqttAcl {
 type Users = HashMap<String, Vec<Grant>>;
 
 fn read(file: &Path) -> Result<(Users, Option<SystemTime>), String> {
-    use std::io::Read;
     let shown = || format!("mqtt_acl_file {}", file.display());
-    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", shown()))?;
-    let modified = f.metadata().and_then(|m| m.modified()).ok();
-    let mut text = String::new();
-    f.take(MAX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{}: {e}", shown()))?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(format!("{}: larger than {MAX_FILE} bytes", shown()));
-    }
+    let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let bytes = weir_core::files::read_settings_file(file, "mqtt_acl_file")?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{}: not text", shown()))?;
     Ok((
         parse(&text).map_err(|e| format!("{} {e}", shown()))?,
         modified,

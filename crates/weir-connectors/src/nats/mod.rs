@@ -118,7 +118,7 @@ impl NatsConfig {
             NatsAuth::Token(t) => async_nats::ConnectOptions::with_token(t.0.clone()),
             NatsAuth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.0.clone()),
             NatsAuth::Credentials(file) => {
-                let text = crate::tls::bounded_read(file, "credentials_file")?;
+                let text = weir_core::files::read_settings_file(file, "credentials_file")?;
                 let text = String::from_utf8(text)
                     .map_err(|_| format!("credentials_file {}: not text", file.display()))?;
                 async_nats::ConnectOptions::with_credentials(&text).map_err(|_| {
