@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
 use crate::tls::TlsOptions;
@@ -251,16 +253,38 @@ macro_rules! mqtt_client {
             };
             let driver_health = health.clone();
             let confirmed = c.qos > 0;
+            // QoS 1 results the broker has not acknowledged yet, oldest first. A broker that
+            // comes back without the session makes the client drop what it had in flight, so
+            // the sink sends those again itself.
+            let unacked: Arc<std::sync::Mutex<std::collections::VecDeque<Bytes>>> = Arc::default();
+            let (in_flight, resender, topic) = (unacked.clone(), client.clone(), c.topic.clone());
             let driver = tokio::spawn(async move {
                 let mut backoff = Backoff::default();
                 loop {
                     match events.poll().await {
-                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                             driver_health.up();
                             backoff.reset();
+                            let again: Vec<Bytes> = match ack.session_present {
+                                true => Vec::new(),
+                                false => in_flight.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect(),
+                            };
+                            if !again.is_empty() {
+                                let (client, topic) = (resender.clone(), topic.clone());
+                                tokio::spawn(async move {
+                                    for payload in again {
+                                        if client.publish_bytes(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
+                            }
                         }
                         // QoS 1 publishes count once the broker has acknowledged them.
-                        Ok(Event::Incoming(Incoming::PubAck(_))) => driver_health.count(),
+                        Ok(Event::Incoming(Incoming::PubAck(_))) => {
+                            in_flight.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+                            driver_health.count()
+                        }
                         Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                         Ok(_) => {}
                         Err(e) => {
@@ -271,6 +295,9 @@ macro_rules! mqtt_client {
                 }
             });
             while let Some(out) = rx.recv().await {
+                if confirmed {
+                    unacked.lock().unwrap_or_else(|e| e.into_inner()).push_back(out.payload.clone());
+                }
                 if client
                     .publish_bytes(c.topic.clone(), qos(c.qos), false, out.payload)
                     .await
