@@ -50,6 +50,11 @@ fn https(cert_pem: &std::path::Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// GET `url` with `client`, as JSON.
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The certificate a TLS handshake with `port` presents, trusting `roots`.
 async fn handshake(
     port: u16,
@@ -164,14 +169,7 @@ async fn nodes_of_a_cluster_call_each_other_over_https() {
     let client = https(&cert);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let nodes: serde_json::Value = client
-            .get(format!("{plane_url}/v1/nodes"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let nodes = get_json(&client, &format!("{plane_url}/v1/nodes")).await;
         let listed = nodes.as_array().unwrap();
         if listed.iter().any(|n| n["name"] == "edge-1") {
             assert!(
@@ -197,14 +195,7 @@ async fn nodes_of_a_cluster_call_each_other_over_https() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let rule: serde_json::Value = client
-        .get(format!("{plane_url}/v1/rules/r"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rule = get_json(&client, &format!("{plane_url}/v1/rules/r")).await;
     assert_eq!(rule["node"], "edge-1", "{rule}");
     let r = client
         .post(format!("{plane_url}/v1/rules/r/move"))
