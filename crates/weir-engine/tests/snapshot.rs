@@ -178,7 +178,7 @@ fn drive_flow(
     resume: (i64, i64),
 ) -> Driven {
     use weir_engine::Delivered;
-    let snaps = flow.take_snapshots().unwrap();
+    let mut snaps = flow.take_snapshots().unwrap();
     let chains = flow.chains();
     let mut ia = flow.take_ingest("a").unwrap();
     let mut ib = flow.take_ingest("b").unwrap();
@@ -188,7 +188,7 @@ fn drive_flow(
         .iter()
         .map(|o| flow.take_output(o).unwrap())
         .collect();
-    let late_rx = flow.take_late().unwrap();
+    let mut late_rx = flow.take_late().unwrap();
     let readers: Vec<_> = outs
         .into_iter()
         .map(|mut out| {
@@ -219,7 +219,7 @@ fn drive_flow(
         .flat_map(|r| r.join().unwrap())
         .collect();
     let mut states: Vec<_> = if barrier {
-        snaps.iter().take(chains).collect()
+        snaps.by_ref().take(chains).collect()
     } else {
         Vec::new()
     };
@@ -228,10 +228,10 @@ fn drive_flow(
     // The barrier passed every rule after the late events before it were sent; without one,
     // the flow ends and its late channel closes.
     let late: Vec<weir_engine::LateEvent> = match barrier {
-        true => late_rx.try_iter().collect(),
+        true => std::iter::from_fn(|| late_rx.try_recv()).collect(),
         false => {
             flow.join();
-            late_rx.iter().collect()
+            late_rx.collect()
         }
     };
     Driven {

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use weir_connectors::nats::changelog::Changelog;
 use weir_engine::OperatorSnapshot;
@@ -45,7 +45,7 @@ pub struct ChangelogInputs {
     pub watermarks: BTreeMap<String, i64>,
 }
 
-/// What a feed thread is asked to do, shared with the coordinator.
+/// What a feed task is asked to do, shared with the coordinator.
 pub struct FeedCtl {
     /// The newest epoch a barrier is wanted for.
     pub requested: AtomicU64,
@@ -69,7 +69,7 @@ impl FeedCtl {
     }
 }
 
-/// What the coordinator hears from a rule's threads.
+/// What the coordinator hears from a rule's tasks.
 pub enum Report {
     /// A feed put the barrier of `epoch` into its stream at `offset` of its log (live feeds
     /// have no log), when the stream had reached `watermark`.
@@ -151,8 +151,8 @@ pub struct Coordinator {
     pub topic_logs: Vec<StreamLog>,
     pub retention: u64,
     pub max_state_bytes: Option<u64>,
-    pub reports: Receiver<Report>,
-    pub commands: Receiver<Command>,
+    pub reports: UnboundedReceiver<Report>,
+    pub commands: UnboundedReceiver<Command>,
     pub store: Arc<dyn CheckpointStore>,
     pub hub: Arc<Hub>,
     pub status: Arc<Mutex<CheckpointStatus>>,
@@ -228,16 +228,16 @@ pub fn committed_key(rule: &str, stream: &str) -> String {
 }
 
 impl Coordinator {
-    pub fn run(mut self) {
+    pub async fn run(mut self) {
         if let Some(c) = self.recovered.take() {
-            self.publish(&c);
+            self.publish(&c).await;
         }
         loop {
-            let stop = match self.commands.recv_timeout(self.interval) {
-                Ok(Command::Stop) => true,
-                Ok(Command::Abandon) => return self.release_feeds(),
-                Err(RecvTimeoutError::Timeout) => false,
-                Err(RecvTimeoutError::Disconnected) => return,
+            let stop = match tokio::time::timeout(self.interval, self.commands.recv()).await {
+                Ok(Some(Command::Stop)) => true,
+                Ok(Some(Command::Abandon)) => return self.release_feeds(),
+                Err(_) => false,
+                Ok(None) => return,
             };
             self.epoch += 1;
             if stop {
@@ -246,8 +246,8 @@ impl Coordinator {
                 }
             }
             let started = Instant::now();
-            match self.checkpoint(self.epoch) {
-                Ok(c) => self.completed(&c, started),
+            match self.checkpoint(self.epoch).await {
+                Ok(c) => self.completed(&c, started).await,
                 Err(e) => {
                     tracing::warn!(rule = %self.id, epoch = self.epoch, error = %e, "checkpoint failed; the previous one stays");
                     let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,7 +271,7 @@ impl Coordinator {
     }
 
     /// Takes one checkpoint: barriers in, reports collected, the file written.
-    fn checkpoint(&mut self, epoch: u64) -> Result<Checkpoint, String> {
+    async fn checkpoint(&mut self, epoch: u64) -> Result<Checkpoint, String> {
         for f in &self.feeds {
             f.requested.store(epoch, Ordering::Relaxed);
             (f.wake)();
@@ -288,35 +288,35 @@ impl Coordinator {
             || staged < self.staged_outputs.len()
         {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok(Report::Position {
+            match tokio::time::timeout(left, self.reports.recv()).await {
+                Ok(Some(Report::Position {
                     epoch: e,
                     log,
                     offset,
                     stream,
                     watermark,
-                }) if e == epoch => {
+                })) if e == epoch => {
                     feeds += 1;
                     if let Some(log) = log {
                         positions.insert(log, offset);
                     }
                     watermarks.insert(stream, watermark);
                 }
-                Ok(Report::Staged {
+                Ok(Some(Report::Staged {
                     epoch: e,
                     stream,
                     mut payloads,
-                }) => {
+                })) => {
                     // Earlier epochs' results arrive late after a failed checkpoint.
                     staged += usize::from(e == epoch);
                     self.pending.entry(stream).or_default().append(&mut payloads);
                 }
-                Ok(Report::Operator(s)) if s.epoch == epoch => {
+                Ok(Some(Report::Operator(s))) if s.epoch == epoch => {
                     let state = s.state.map_err(|e| format!("checkpoint {epoch}: {e}"))?;
                     operators.insert(s.index, state);
                 }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
+                Ok(Some(_)) => {}
+                Err(_) => {
                     return Err(format!(
                         "checkpoint {epoch} did not complete within {} s ({} of {} operators, {feeds} of {} inputs reported)",
                         budget.as_secs(),
@@ -325,7 +325,7 @@ impl Coordinator {
                         self.feeds.len()
                     ))
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err("the rule has stopped".into()),
+                Ok(None) => return Err("the rule has stopped".into()),
             }
         }
         let c = Checkpoint {
@@ -352,8 +352,8 @@ impl Coordinator {
         Ok(c)
     }
 
-    fn completed(&mut self, c: &Checkpoint, started: Instant) {
-        self.publish(c);
+    async fn completed(&mut self, c: &Checkpoint, started: Instant) {
+        self.publish(c).await;
         if let Some(changelog) = &self.changelog {
             changelog.send_replace(Some(PartitionStates {
                 epoch: c.epoch,
@@ -387,7 +387,7 @@ impl Coordinator {
     }
 
     /// Publishes a checkpoint's staged outputs on streams whose marker is older than it.
-    fn publish(&self, c: &Checkpoint) {
+    async fn publish(&self, c: &Checkpoint) {
         let marker = c.epoch.to_be_bytes();
         for t in &self.staged_outputs {
             let key = committed_key(&self.id, &t.stream);
@@ -405,25 +405,25 @@ impl Coordinator {
             // Retried until it lands: the results are in the checkpoint, so nothing is lost
             // while the disk is full, and the rule waits rather than running ahead.
             let mut wait = Duration::from_millis(100);
-            let commit = || match &t.outbox {
-                Some(outbox) => outbox.commit(&payloads, (key.as_str(), &marker)),
-                None => {
-                    self.hub
-                        .publish_blocking(&t.topic, &payloads, Some((key.as_str(), &marker)))
+            let markers = [(key.as_str(), &marker[..])];
+            let commit = || async {
+                match &t.outbox {
+                    Some(outbox) => outbox.commit(&payloads, markers[0]),
+                    None => self.hub.publish_marked(&t.topic, &payloads, &markers).await,
                 }
             };
-            while let Err(e) = commit() {
+            while let Err(e) = commit().await {
                 tracing::error!(rule = %self.id, stream = %t.stream, error = %e, "results not published; retrying");
                 self.status
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .last_failure = Some(format!("results not published: {e}"));
-                std::thread::sleep(wait);
+                tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             if t.outbox.is_some() {
                 // Tails see what was committed (a view, not a delivery).
-                let _ = self.hub.publish_blocking(&t.topic, &payloads, None);
+                let _ = self.hub.publish_all(&t.topic, &payloads).await;
             }
         }
     }

@@ -197,20 +197,6 @@ impl Hub {
         }
         Ok(())
     }
-
-    /// Publishes from a plain thread (never from inside the async runtime); `marker` is set in
-    /// the same atomic write that stores the messages in journals.
-    pub fn publish_blocking(
-        &self,
-        topic: &str,
-        payloads: &[Bytes],
-        marker: Option<(&str, &[u8])>,
-    ) -> Result<(), StoreError> {
-        for (tx, msg) in self.dispatch(topic, payloads, marker.as_slice())? {
-            let _ = tx.blocking_send(msg);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -81,8 +81,8 @@ impl Outbox {
     }
 
     /// Stores a result for sending; with `block`, waits while the outbox is full (once the rule
-    /// is `closed`, stores it anyway). Called from the rule's output thread.
-    pub fn put(&self, payload: Bytes, closed: &AtomicBool) -> Result<(), StoreError> {
+    /// is `closed`, stores it anyway). Called from the rule's sink task.
+    pub async fn put(&self, payload: Bytes, closed: &AtomicBool) -> Result<(), StoreError> {
         loop {
             let (first, end) = (self.log.first(), self.log.end());
             if end - first < self.capacity {
@@ -95,7 +95,7 @@ impl Outbox {
                     self.log.append(&[payload])?;
                     return Ok(());
                 }
-                WhenFull::Block => std::thread::sleep(Duration::from_millis(20)),
+                WhenFull::Block => tokio::time::sleep(Duration::from_millis(20)).await,
                 WhenFull::DropOldest => {
                     self.log.truncate_before(first + 1)?;
                     self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -201,14 +201,14 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_full_outbox_drops_the_oldest_or_keeps_results_when_stopping() {
+    #[tokio::test]
+    async fn a_full_outbox_drops_the_oldest_or_keeps_results_when_stopping() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), false, 0).unwrap();
         let running = AtomicBool::new(false);
         let drop = Outbox::open(&store, "r", "a", 3, WhenFull::DropOldest).unwrap();
         for i in 0..5u8 {
-            drop.put(Bytes::from(vec![i]), &running).unwrap();
+            drop.put(Bytes::from(vec![i]), &running).await.unwrap();
         }
         let s = drop.status();
         assert_eq!((s.depth, s.dropped), (3, 2));
@@ -222,9 +222,12 @@ mod tests {
         assert_eq!(kept, vec![2, 3, 4]);
 
         let block = Outbox::open(&store, "r", "b", 1, WhenFull::Block).unwrap();
-        block.put(Bytes::from_static(b"1"), &running).unwrap();
+        block.put(Bytes::from_static(b"1"), &running).await.unwrap();
         let stopping = AtomicBool::new(true);
-        block.put(Bytes::from_static(b"2"), &stopping).unwrap();
+        block
+            .put(Bytes::from_static(b"2"), &stopping)
+            .await
+            .unwrap();
         assert_eq!(block.status().depth, 2);
     }
 
@@ -235,7 +238,7 @@ mod tests {
         let outbox = Outbox::open(&store, "r", "s", 100, WhenFull::Block).unwrap();
         let running = AtomicBool::new(false);
         for i in 0..10u8 {
-            outbox.put(Bytes::from(vec![i]), &running).unwrap();
+            outbox.put(Bytes::from(vec![i]), &running).await.unwrap();
         }
         let health = Arc::new(Health::default());
         let (tx, mut rx) = mpsc::channel(4);

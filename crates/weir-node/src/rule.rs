@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! connector source ─┐                                          ┌─> connector sink
-//! hub (ingest, MQTT)┴─> feed thread: decode, stamp ─> engine ─> output thread: encode ─┴─> hub
+//! hub (ingest, MQTT)┴─> feed task: decode, stamp ─> engine ─> sink task: encode ─┴─> hub
 //!                         └─> dead letters (hub topic weir/dead_letters/<rule>)
 //! ```
 //!
@@ -284,7 +284,7 @@ pub struct Fed {
     pub tx: mpsc::WeakSender<(Bytes, Option<u64>)>,
 }
 
-/// A started rule. Dropping it without [`RunningRule::stop`] leaves its threads running.
+/// A started rule. Dropping it without [`RunningRule::stop`] leaves its tasks running.
 pub struct RunningRule {
     pub metrics: Arc<RuleMetrics>,
     /// What takes input in: connector sources and the forwarders of the node's own topics.
@@ -297,12 +297,10 @@ pub struct RunningRule {
     tasks: Vec<JoinHandle<()>>,
     sinks: Vec<JoinHandle<()>>,
     subs: Vec<Subscription>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The feeds, sinks and forwarders of late events and snapshots: they end with the flow.
+    pipeline: Vec<JoinHandle<()>>,
     flow: Option<Dataflow>,
-    coordinator: Option<(
-        std::sync::mpsc::Sender<Command>,
-        std::thread::JoinHandle<()>,
-    )>,
+    coordinator: Option<(mpsc::UnboundedSender<Command>, JoinHandle<()>)>,
     /// Set at stop: durable sources stop storing messages.
     closed: Arc<AtomicBool>,
     /// Whether state is mirrored to a changelog (stop waits for the last state to be in it).
@@ -520,14 +518,14 @@ impl RunningRule {
             tasks: Vec::new(),
             sinks: Vec::new(),
             subs: Vec::new(),
-            threads: Vec::new(),
+            pipeline: Vec::new(),
             flow: None,
             coordinator: None,
             closed: Arc::new(AtomicBool::new(false)),
             mirrored: changelog.is_some(),
             restored: positions.clone(),
         };
-        let (report_tx, report_rx) = std::sync::mpsc::channel::<Report>();
+        let (report_tx, report_rx) = mpsc::unbounded_channel::<Report>();
         let specs = journals(&id, &program);
         let (mut private_logs, mut topic_logs) = (Vec::new(), Vec::new());
         let mut feeds = Vec::new();
@@ -665,21 +663,17 @@ impl RunningRule {
             ..Arc::into_inner(rule.metrics)
                 .ok_or(StartError::internal("metrics shared too early"))?
         });
-        for (name, out, sender, topic, stage, staging, sent_at) in drains {
-            let (hub, metrics, clock) = (hub.clone(), rule.metrics.clone(), clock.clone());
-            rule.threads
-                .push(spawn_thread(&format!("{id}-out-{name}"), move || {
-                    let sink = Sink {
-                        sender,
-                        hub: &hub,
-                        topic: &topic,
-                        stage: &stage,
-                        metrics: &metrics,
-                        clock: clock.as_ref(),
-                        sent_at,
-                    };
-                    sink.run(out, staging)
-                })?);
+        for (_, out, sender, topic, stage, staging, sent_at) in drains {
+            let sink = Sink {
+                sender,
+                hub: hub.clone(),
+                topic,
+                stage,
+                metrics: rule.metrics.clone(),
+                clock: clock.clone(),
+                sent_at,
+            };
+            rule.pipeline.push(tokio::spawn(sink.run(out, staging)));
         }
         let mut ctls = Vec::new();
         for (def, ingest, source, stage, wake) in feeds {
@@ -699,32 +693,28 @@ impl RunningRule {
                 injected: first_epoch,
                 rows: Vec::new(),
             };
-            rule.threads
-                .push(spawn_thread(&format!("{id}-in-{}", def.name), move || {
-                    feed.run()
-                })?);
+            rule.pipeline.push(tokio::spawn(feed.run()));
         }
-        if let Some(late) = flow.take_late() {
+        if let Some(mut late) = flow.take_late() {
             let (hub, metrics) = (hub.clone(), rule.metrics.clone());
             let topic = format!("weir/late/{id}");
-            rule.threads.push(spawn_thread(&format!("{id}-late"), move || {
-                for l in late {
+            rule.pipeline.push(tokio::spawn(async move {
+                while let Some(l) = late.recv().await {
                     metrics.late.fetch_add(1, Ordering::Relaxed);
                     let doc = serde_json::json!({"rule": l.rule, "reason": l.reason, "ts": l.event.ts, "event": l.event.row});
-                    let _ = hub.publish_blocking(&topic, &[Bytes::from(doc.to_string())], None);
+                    let _ = hub.publish(&topic, Bytes::from(doc.to_string())).await;
                 }
-            })?);
+            }));
         }
-        if let Some(snaps) = flow.take_snapshots() {
+        if let Some(mut snaps) = flow.take_snapshots() {
             let tx = report_tx.clone();
-            rule.threads
-                .push(spawn_thread(&format!("{id}-snap"), move || {
-                    for s in snaps {
-                        if tx.send(Report::Operator(s)).is_err() {
-                            break;
-                        }
+            rule.pipeline.push(tokio::spawn(async move {
+                while let Some(s) = snaps.recv().await {
+                    if tx.send(Report::Operator(s)).is_err() {
+                        break;
                     }
-                })?);
+                }
+            }));
         }
         let changelog = changelog.map(|log| {
             let (tx, rx) = tokio::sync::watch::channel(None);
@@ -735,7 +725,7 @@ impl RunningRule {
             )));
             tx
         });
-        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let coordinator = Coordinator {
             id: id.clone(),
             delivery,
@@ -759,10 +749,7 @@ impl RunningRule {
             changelog,
             pending: BTreeMap::new(),
         };
-        rule.coordinator = Some((
-            cmd_tx,
-            spawn_thread(&format!("{id}-ckpt"), move || coordinator.run())?,
-        ));
+        rule.coordinator = Some((cmd_tx, tokio::spawn(coordinator.run())));
         rule.flow = Some(flow);
         Ok(rule)
     }
@@ -810,7 +797,7 @@ impl RunningRule {
         }
     }
 
-    /// Stops the rule: a last checkpoint, then sources, then every thread. Blocks until done.
+    /// Stops the rule: a last checkpoint, then sources, then every task.
     pub async fn stop(self) {
         self.halt(Command::Stop).await
     }
@@ -828,7 +815,7 @@ impl RunningRule {
         }
         if let Some((commands, coordinator)) = self.coordinator.take() {
             let _ = commands.send(how);
-            let _ = tokio::task::spawn_blocking(move || coordinator.join()).await;
+            let _ = coordinator.await;
         }
         // The last checkpoint's state goes to the changelog before its writer stops.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -851,17 +838,12 @@ impl RunningRule {
         }
         self.subs.clear();
         self.keep_open.clear();
-        let threads = std::mem::take(&mut self.threads);
-        let flow = self.flow.take();
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-            if let Some(f) = flow {
-                f.join();
-            }
-        })
-        .await;
+        for t in std::mem::take(&mut self.pipeline) {
+            let _ = t.await;
+        }
+        if let Some(f) = self.flow.take() {
+            f.ended().await;
+        }
         for s in self.sinks.drain(..) {
             if tokio::time::timeout(Duration::from_secs(10), s)
                 .await
@@ -899,16 +881,6 @@ fn waker<T: Clone + Send + Sync + 'static>(
             let _ = tx.try_send(tick.clone());
         }
     })
-}
-
-fn spawn_thread(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, StartError> {
-    std::thread::Builder::new()
-        .name(name.chars().take(15).collect())
-        .spawn(f)
-        .map_err(|e| StartError::external(format!("could not start a thread: {e}")))
 }
 
 /// How a checkpoint names a position in a broker rather than in a node's log: it means the same
@@ -994,7 +966,7 @@ struct Feed {
     hub: Arc<Hub>,
     dead_topic: String,
     ctl: Arc<FeedCtl>,
-    reports: std::sync::mpsc::Sender<Report>,
+    reports: mpsc::UnboundedSender<Report>,
     /// The newest epoch whose barrier this feed has sent.
     injected: u64,
     rows: Vec<Result<Row, String>>,
@@ -1002,8 +974,8 @@ struct Feed {
 
 /// Waits for one item, then takes whatever else is waiting (up to 1024), so the feed flushes
 /// once per batch: batches under load, one event when idle. `None` once the channel closed.
-fn take_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
-    let mut batch = vec![rx.blocking_recv()?];
+async fn take_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
     while let Ok(p) = rx.try_recv() {
         batch.push(p);
         if batch.len() >= 1024 {
@@ -1014,20 +986,20 @@ fn take_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
 }
 
 impl Feed {
-    fn run(mut self) {
+    async fn run(mut self) {
         loop {
             match &mut self.source {
                 FeedSource::Channel(rx) => {
-                    let Some(batch) = take_batch(rx) else {
+                    let Some(batch) = take_batch(rx).await else {
                         break;
                     };
                     self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
                     for p in batch {
-                        self.accept(&p);
+                        self.accept(&p).await;
                     }
                 }
                 FeedSource::Numbered { rx, next, .. } => {
-                    let Some(batch) = take_batch(rx) else {
+                    let Some(batch) = take_batch(rx).await else {
                         break;
                     };
                     self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
@@ -1035,7 +1007,7 @@ impl Feed {
                         *next = Some(o + 1);
                     }
                     for (p, _) in batch {
-                        self.accept(&p);
+                        self.accept(&p).await;
                     }
                 }
                 FeedSource::Log { log, pos } => {
@@ -1060,7 +1032,7 @@ impl Feed {
                     }
                     match log.read(*pos, 1024) {
                         Ok(entries) if entries.is_empty() => {
-                            log.wait_beyond(*pos, Duration::from_millis(100));
+                            log.grown_beyond(*pos, Duration::from_millis(100)).await;
                         }
                         Ok(entries) => {
                             let next = entries.last().map_or(*pos, |(o, _)| o + 1);
@@ -1068,17 +1040,17 @@ impl Feed {
                             let behind = log.end().saturating_sub(next);
                             self.stage.backlog.store(behind, Ordering::Relaxed);
                             for (_, p) in entries {
-                                self.accept(&p);
+                                self.accept(&p).await;
                             }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "input log not readable");
-                            std::thread::sleep(Duration::from_millis(500));
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     }
                 }
             }
-            self.ingest.flush();
+            self.ingest.flush_async().await;
             if self.ctl.abandon.load(Ordering::Relaxed) {
                 return;
             }
@@ -1088,10 +1060,10 @@ impl Feed {
                 // nothing after it.
                 let last = self.ctl.last.load(Ordering::Relaxed) == wanted;
                 if last {
-                    self.take_in_what_is_left();
+                    self.take_in_what_is_left().await;
                 }
                 self.injected = wanted;
-                self.ingest.barrier(wanted);
+                self.ingest.barrier_async(wanted).await;
                 let (log, offset) = match &self.source {
                     FeedSource::Log { log, pos } => (Some(log.name().to_owned()), *pos),
                     FeedSource::Numbered {
@@ -1114,14 +1086,14 @@ impl Feed {
             }
         }
         if !self.ctl.abandon.load(Ordering::Relaxed) {
-            self.ingest.finish();
+            self.ingest.end().await;
         }
     }
 
     /// Before the last barrier: the payloads the (stopped) sources handed over and the feed has
     /// not taken yet. A durable log is not read further: what is beyond the position stays in
     /// the log (or travels with a moved rule).
-    fn take_in_what_is_left(&mut self) {
+    async fn take_in_what_is_left(&mut self) {
         let mut left = Vec::new();
         match &mut self.source {
             FeedSource::Channel(rx) => {
@@ -1140,18 +1112,20 @@ impl Feed {
             FeedSource::Log { .. } => {}
         }
         for p in left {
-            self.accept(&p);
+            self.accept(&p).await;
         }
     }
 
-    fn accept(&mut self, payload: &Bytes) {
+    /// Decodes one payload into the stream; full batches go on at once, so a feed holds at
+    /// most one batch beyond what its payload decoded to.
+    async fn accept(&mut self, payload: &Bytes) {
         if payload.len() > self.max_payload {
             let why = format!(
                 "payload of {} bytes is over the limit of {}",
                 payload.len(),
                 self.max_payload
             );
-            return self.dead(why, payload);
+            return self.dead(why, payload).await;
         }
         if payload.is_empty() {
             return;
@@ -1160,17 +1134,18 @@ impl Feed {
         let mut rows = std::mem::take(&mut self.rows);
         self.decoder.decode(payload, &mut rows);
         for r in rows.drain(..) {
-            match r.and_then(|row| self.ingest.push(row)) {
+            match r.and_then(|row| self.ingest.stage(row)) {
                 Ok(()) => {
                     self.stage.events.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(reason) => self.dead(reason, payload),
+                Err(reason) => self.dead(reason, payload).await,
             }
         }
         self.rows = rows;
+        self.ingest.send_full().await;
     }
 
-    fn dead(&self, reason: String, raw: &[u8]) {
+    async fn dead(&self, reason: String, raw: &[u8]) {
         self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
         self.stage.errors.fetch_add(1, Ordering::Relaxed);
         let shown = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
@@ -1182,7 +1157,8 @@ impl Feed {
             .unwrap_or_else(|e| e.into_inner()) = Some(reason);
         let _ = self
             .hub
-            .publish_blocking(&self.dead_topic, &[Bytes::from(doc.to_string())], None);
+            .publish(&self.dead_topic, Bytes::from(doc.to_string()))
+            .await;
     }
 }
 
@@ -1195,27 +1171,27 @@ enum SinkTarget {
 }
 
 /// Encodes results and sends them to the sink connector (if any) and the hub.
-struct Sink<'a> {
+struct Sink {
     sender: Option<SinkTarget>,
-    hub: &'a Hub,
-    topic: &'a str,
-    stage: &'a Stage,
-    metrics: &'a RuleMetrics,
-    clock: &'a dyn Clock,
+    hub: Arc<Hub>,
+    topic: String,
+    stage: Arc<Stage>,
+    metrics: Arc<RuleMetrics>,
+    clock: Arc<dyn Clock>,
     /// The stream's `sent_at` field, stamped with the time each result is encoded.
     sent_at: Option<Arc<str>>,
 }
 
-impl Sink<'_> {
+impl Sink {
     /// With `staging` (exactly-once), results are held per epoch and handed to the coordinator
     /// at each barrier instead of being published.
-    fn run(
-        &self,
+    async fn run(
+        self,
         mut out: OutputStream,
-        staging: Option<(String, std::sync::mpsc::Sender<Report>)>,
+        staging: Option<(String, mpsc::UnboundedSender<Report>)>,
     ) {
         let mut held = Vec::new();
-        while let Some(delivered) = out.next_delivered() {
+        while let Some(delivered) = out.recv().await {
             let batch = match delivered {
                 Delivered::Events(batch) => batch,
                 Delivered::Barrier(epoch) => {
@@ -1253,13 +1229,15 @@ impl Sink<'_> {
                 }
                 let handed = match &self.sender {
                     Some(SinkTarget::Direct(tx)) => tx
-                        .blocking_send(Outgoing {
+                        .send(Outgoing {
                             payload: payload.clone(),
                             id: None,
                         })
+                        .await
                         .map_err(|_| "the sink has stopped".to_owned()),
                     Some(SinkTarget::Outbox(outbox, closed)) => outbox
                         .put(payload.clone(), closed)
+                        .await
                         .map_err(|e| e.to_string()),
                     None => {
                         self.stage.events.fetch_add(1, Ordering::Relaxed);
@@ -1270,7 +1248,7 @@ impl Sink<'_> {
                     self.stage.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "result not handed to its sink");
                 }
-                if let Err(e) = self.hub.publish_blocking(self.topic, &[payload], None) {
+                if let Err(e) = self.hub.publish(&self.topic, payload).await {
                     self.stage.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "result not stored");
                 }

@@ -81,7 +81,7 @@ fn reference(case: &Case) -> Seen {
         ..EngineConfig::default()
     };
     let mut flow = Dataflow::build(&case.program, &names, &case.outputs, config).unwrap();
-    let late = flow.take_late().unwrap();
+    let mut late = flow.take_late().unwrap();
     let readers: Vec<_> = case
         .outputs
         .iter()
@@ -113,8 +113,7 @@ fn reference(case: &Case) -> Seen {
         .into_iter()
         .flat_map(|r| r.join().unwrap())
         .collect();
-    let mut late: Vec<String> = late
-        .try_iter()
+    let mut late: Vec<String> = std::iter::from_fn(|| late.try_recv())
         .map(|l| format!("{} {}", l.event.ts, l.event.row.to_json()))
         .collect();
     got.sort();

@@ -4,11 +4,11 @@
 //! before they return ([`PersistMode::Buffer`]), so a killed process loses nothing it
 //! acknowledged; `sync = true` adds an fdatasync per write for power-loss safety. Readers keep
 //! their own position (in their rule's checkpoint) and wait for new entries with
-//! [`StreamLog::wait_beyond`].
+//! [`StreamLog::grown_beyond`].
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,9 +33,8 @@ pub struct Store {
 struct Shared {
     /// Next offset to write, and the first still kept.
     range: Mutex<(u64, u64)>,
-    grown: Condvar,
-    /// Bumped by [`StreamLog::nudge`] to end waits early.
-    nudges: std::sync::atomic::AtomicU64,
+    /// Wakes readers waiting in [`StreamLog::grown_beyond`].
+    grown: tokio::sync::Notify,
 }
 
 /// A handle on one log. Cheap to clone.
@@ -135,8 +134,7 @@ impl Store {
                 };
                 let s = Arc::new(Shared {
                     range: Mutex::new((end, first)),
-                    grown: Condvar::new(),
-                    nudges: Default::default(),
+                    grown: tokio::sync::Notify::new(),
                 });
                 open.insert(name.to_owned(), s.clone());
                 s
@@ -254,7 +252,7 @@ impl Store {
         }
         drop(guards);
         for (log, _) in appends {
-            log.shared.grown.notify_all();
+            log.shared.grown.notify_waiters();
         }
         Ok(firsts)
     }
@@ -375,7 +373,7 @@ impl StreamLog {
         self.store.write(batch, bytes as u64 + 64)?;
         *r = (end, offset);
         drop(r);
-        self.shared.grown.notify_all();
+        self.shared.grown.notify_waiters();
         Ok(())
     }
 
@@ -409,28 +407,22 @@ impl StreamLog {
     }
 
     /// Waits until the log holds an entry at `offset`, `timeout` passes or the log is nudged;
-    /// true if it holds the entry.
-    pub fn wait_beyond(&self, offset: u64, timeout: Duration) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let g = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
-        let nudges = self.shared.nudges.load(Relaxed);
-        let (g, _) = self
-            .shared
-            .grown
-            .wait_timeout_while(g, timeout, |r| {
-                r.0 <= offset && self.shared.nudges.load(Relaxed) == nudges
-            })
-            .unwrap_or_else(|e| e.into_inner());
-        g.0 > offset
+    /// true if it holds the entry. A task waits here without holding a thread.
+    pub async fn grown_beyond(&self, offset: u64, timeout: Duration) -> bool {
+        let notified = self.shared.grown.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the check, so an append between the check and the wait wakes it.
+        notified.as_mut().enable();
+        if self.end() > offset {
+            return true;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        self.end() > offset
     }
 
-    /// Ends every [`StreamLog::wait_beyond`] now, entry or not (a reader has something to do).
+    /// Ends every [`StreamLog::grown_beyond`] now, entry or not (a reader has something to do).
     pub fn nudge(&self) {
-        let _g = self.shared.range.lock().unwrap_or_else(|e| e.into_inner());
-        self.shared
-            .nudges
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.shared.grown.notify_all();
+        self.shared.grown.notify_waiters();
     }
 
     /// Drops every entry before `offset` (what no reader will need again).
@@ -462,8 +454,8 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    #[test]
-    fn appends_read_back_in_order_and_survive_reopening() {
+    #[tokio::test]
+    async fn appends_read_back_in_order_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path(), false, 0).unwrap();
@@ -481,8 +473,8 @@ mod tests {
         let log = store.log("t").unwrap();
         assert_eq!((log.first(), log.end()), (2, 3));
         assert_eq!(log.read(0, 10).unwrap(), vec![(2, b("c"))]);
-        assert!(log.wait_beyond(2, Duration::ZERO));
-        assert!(!log.wait_beyond(3, Duration::from_millis(10)));
+        assert!(log.grown_beyond(2, Duration::ZERO).await);
+        assert!(!log.grown_beyond(3, Duration::from_millis(10)).await);
     }
 
     #[test]

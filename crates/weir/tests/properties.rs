@@ -227,8 +227,7 @@ fn run_chunked(
             })
             .collect();
         let late = scope.spawn(move || {
-            late.iter()
-                .map(|l| format!("{} {}", l.rule, l.event.row.to_json()))
+            late.map(|l| format!("{} {}", l.rule, l.event.row.to_json()))
                 .collect::<Vec<_>>()
         });
         let mut sizes = chunks.iter().cycle();

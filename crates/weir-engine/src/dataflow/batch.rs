@@ -52,7 +52,7 @@ pub fn run_batch(
                 s.spawn(move || (name, out.flatten().collect::<Vec<Event>>()))
             })
             .collect();
-        let late_reader = s.spawn(move || late.iter().collect::<Vec<_>>());
+        let late_reader = s.spawn(move || late.collect::<Vec<_>>());
         for f in feeders {
             result.rejected.extend(f.join().unwrap_or_default());
         }

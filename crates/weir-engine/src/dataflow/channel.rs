@@ -2,8 +2,9 @@
 //! its consumers, and the consumer side that combines watermarks and aligns barriers.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use weir_core::Event;
 
@@ -11,7 +12,7 @@ use super::ingest::timestamp_of;
 use crate::operator::held_back;
 
 /// What flows on a channel. A batch is shared by the consumers of its stream: each takes its
-/// own copy on its own thread (the last one takes the batch itself), so a stream read by many
+/// own copy in its own task (the last one takes the batch itself), so a stream read by many
 /// rules does not make its producer copy for all of them.
 #[derive(Debug, Clone)]
 pub enum Msg {
@@ -36,7 +37,7 @@ pub(super) struct Envelope {
 /// Sends one producer's messages to every consumer of a stream.
 #[derive(Clone, Default)]
 pub(super) struct Publisher {
-    pub(super) subs: Vec<(SyncSender<Envelope>, usize)>,
+    pub(super) subs: Vec<(mpsc::Sender<Envelope>, usize)>,
     /// The stream's timestamp column, when events take their time from a field on the way in.
     pub(super) retime: Option<Arc<str>>,
     /// Extra watermark delay declared on the stream.
@@ -44,7 +45,8 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) fn send(&self, msg: Msg) {
+    /// Sends to every consumer, waiting while a consumer's channel is full (backpressure).
+    pub(super) async fn send(&self, msg: Msg) {
         let msg = match msg {
             Msg::Data(mut evs) if self.retime.is_some() || self.delay != 0 => {
                 let col = self.retime.as_deref();
@@ -71,10 +73,12 @@ impl Publisher {
             let m = if i + 1 == n { msg.take() } else { msg.clone() };
             if let Some(m) = m {
                 // A consumer that has gone away (output closed) is not an error for the producer.
-                let _ = tx.send(Envelope {
-                    slot: *slot,
-                    msg: m,
-                });
+                let _ = tx
+                    .send(Envelope {
+                        slot: *slot,
+                        msg: m,
+                    })
+                    .await;
             }
         }
     }
@@ -154,7 +158,7 @@ pub(super) enum Next {
 /// A consumer's channel with barrier alignment: once a slot has delivered the barrier of the
 /// current epoch, its later messages are held until every slot still running has delivered it.
 pub(super) struct Inbox {
-    pub(super) rx: Receiver<Envelope>,
+    pub(super) rx: mpsc::Receiver<Envelope>,
     pub(super) at_barrier: Vec<bool>,
     pub(super) ended: Vec<bool>,
     pub(super) held: Vec<VecDeque<Msg>>,
@@ -163,7 +167,7 @@ pub(super) struct Inbox {
 }
 
 impl Inbox {
-    pub(super) fn new(rx: Receiver<Envelope>, slots: usize) -> Inbox {
+    pub(super) fn new(rx: mpsc::Receiver<Envelope>, slots: usize) -> Inbox {
         Inbox {
             rx,
             at_barrier: vec![false; slots],
@@ -174,11 +178,11 @@ impl Inbox {
         }
     }
 
-    pub(super) fn next(&mut self) -> Option<Next> {
+    pub(super) async fn next(&mut self) -> Option<Next> {
         loop {
             let env = match self.ready.pop_front() {
                 Some(e) => e,
-                None => self.rx.recv().ok()?,
+                None => self.rx.recv().await?,
             };
             let slot = env.slot;
             if self.at_barrier[slot] {
@@ -216,5 +220,49 @@ impl Inbox {
             .iter()
             .zip(&self.ended)
             .all(|(b, e)| *b || *e)
+    }
+}
+
+/// The receiving end of a dataflow's side channel (late events, operator snapshots): `recv`
+/// for tasks, an iterator for threads.
+pub struct Receiver<T>(Inner<T>);
+
+enum Inner<T> {
+    Bounded(mpsc::Receiver<T>),
+    Unbounded(mpsc::UnboundedReceiver<T>),
+}
+
+impl<T> Receiver<T> {
+    pub(super) fn bounded(rx: mpsc::Receiver<T>) -> Receiver<T> {
+        Receiver(Inner::Bounded(rx))
+    }
+
+    pub(super) fn unbounded(rx: mpsc::UnboundedReceiver<T>) -> Receiver<T> {
+        Receiver(Inner::Unbounded(rx))
+    }
+
+    /// The next item if one is waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        match &mut self.0 {
+            Inner::Bounded(rx) => rx.try_recv().ok(),
+            Inner::Unbounded(rx) => rx.try_recv().ok(),
+        }
+    }
+
+    /// The next item; `None` once every sender has gone.
+    pub async fn recv(&mut self) -> Option<T> {
+        match &mut self.0 {
+            Inner::Bounded(rx) => rx.recv().await,
+            Inner::Unbounded(rx) => rx.recv().await,
+        }
+    }
+}
+
+impl<T> Iterator for Receiver<T> {
+    type Item = T;
+
+    /// Waits for the next item on this thread (not for use in a task).
+    fn next(&mut self) -> Option<T> {
+        crate::pool::block_on(self.recv())
     }
 }

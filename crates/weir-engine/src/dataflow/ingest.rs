@@ -11,6 +11,7 @@ use weir_lang::plan::{Column, Program, StreamDef, TimeMode};
 use weir_lang::types::DataType;
 
 use super::channel::{Msg, Publisher};
+use crate::pool::block_on;
 
 /// Reads a timestamp from a field: epoch milliseconds, or ISO-8601 text.
 pub(super) fn timestamp_of(v: &Value) -> Option<i64> {
@@ -176,12 +177,15 @@ impl Stamp {
 }
 
 /// Feeds outside events into one stream: stamps them, batches them and generates watermarks
-/// (bounded out-of-orderness).
+/// (bounded out-of-orderness). A thread feeds it with [`Ingest::push`] (which waits while the
+/// consumers are full); a task with [`Ingest::stage`] and then [`Ingest::flush_async`].
 pub struct Ingest {
     pub(super) stamp: Stamp,
     pub(super) publisher: Publisher,
     pub(super) batch: Vec<Event>,
     pub(super) batch_size: usize,
+    /// Full batches not sent yet.
+    pub(super) ready: Vec<Vec<Event>>,
     /// The stream's watermark after the events pushed so far.
     pub(super) wm: i64,
     /// The newest watermark sent to the consumers.
@@ -189,17 +193,33 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Accepts one row; `Err` says why the row cannot be an event (it should go to the dead
-    /// letters).
+    /// Accepts one row, sending each full batch; `Err` says why the row cannot be an event (it
+    /// should go to the dead letters). For threads; a task uses [`Ingest::stage`].
     pub fn push(&mut self, row: Row) -> Result<(), String> {
+        self.stage(row)?;
+        if !self.ready.is_empty() {
+            block_on(self.flush_async());
+        }
+        Ok(())
+    }
+
+    /// Accepts one row without sending anything: [`Ingest::flush_async`] sends it.
+    pub fn stage(&mut self, row: Row) -> Result<(), String> {
         let ev = self.stamp.event(row)?;
-        self.push_event(ev);
+        self.stage_event(ev);
         Ok(())
     }
 
     /// Accepts an event already stamped by this stream's [`Stamp`]: it carries the watermark of
     /// the events before it, by which every rule judges whether it is late.
-    pub fn push_event(&mut self, mut ev: Event) {
+    pub fn push_event(&mut self, ev: Event) {
+        self.stage_event(ev);
+        if !self.ready.is_empty() {
+            block_on(self.flush_async());
+        }
+    }
+
+    fn stage_event(&mut self, mut ev: Event) {
         ev.wm = self.wm;
         let delay = match self.stamp.def.time {
             TimeMode::Event => self.stamp.def.watermark_ms,
@@ -208,7 +228,16 @@ impl Ingest {
         self.wm = self.wm.max(ev.ts.saturating_sub(delay).saturating_sub(1));
         self.batch.push(ev);
         if self.batch.len() >= self.batch_size {
-            self.flush();
+            let next = Vec::with_capacity(self.batch_size.min(1024));
+            self.ready.push(std::mem::replace(&mut self.batch, next));
+        }
+    }
+
+    /// Sends the full batches staged so far, if there are any, with the watermark they allow
+    /// (a task calls it after staging a payload's rows).
+    pub async fn send_full(&mut self) {
+        if !self.ready.is_empty() {
+            self.flush_async().await;
         }
     }
 
@@ -228,33 +257,50 @@ impl Ingest {
         self.sent = self.sent.max(wm);
     }
 
-    /// Sends the pending batch and the watermark it allows (a processing-time stream's moves
-    /// on with the clock).
-    pub fn flush(&mut self) {
+    /// Sends the pending batches and the watermark they allow (a processing-time stream's
+    /// moves on with the clock).
+    pub async fn flush_async(&mut self) {
         if !self.batch.is_empty() {
             let next = Vec::with_capacity(self.batch_size.min(1024));
-            let batch = std::mem::replace(&mut self.batch, next);
-            self.publisher.send(Msg::Data(Arc::new(batch)));
+            self.ready.push(std::mem::replace(&mut self.batch, next));
+        }
+        for batch in std::mem::take(&mut self.ready) {
+            self.publisher.send(Msg::Data(Arc::new(batch))).await;
         }
         if self.stamp.def.time == TimeMode::Processing {
             self.wm = self.wm.max(self.stamp.clock.now_ms() - 1);
         }
         if self.wm > self.sent {
             self.sent = self.wm;
-            self.publisher.send(Msg::Watermark(self.wm));
+            self.publisher.send(Msg::Watermark(self.wm)).await;
         }
     }
 
+    /// [`Ingest::flush_async`] for a thread.
+    pub fn flush(&mut self) {
+        block_on(self.flush_async())
+    }
+
     /// Puts the barrier of checkpoint `epoch` into the stream, after everything pushed so far.
+    pub async fn barrier_async(&mut self, epoch: u64) {
+        self.flush_async().await;
+        self.publisher.send(Msg::Barrier(epoch)).await;
+    }
+
+    /// [`Ingest::barrier_async`] for a thread.
     pub fn barrier(&mut self, epoch: u64) {
-        self.flush();
-        self.publisher.send(Msg::Barrier(epoch));
+        block_on(self.barrier_async(epoch))
     }
 
     /// Ends the stream: everything is flushed and consumers learn no more events will come.
-    pub fn finish(mut self) {
-        self.flush();
-        self.publisher.send(Msg::End);
+    pub async fn end(mut self) {
+        self.flush_async().await;
+        self.publisher.send(Msg::End).await;
+    }
+
+    /// [`Ingest::end`] for a thread.
+    pub fn finish(self) {
+        block_on(self.end())
     }
 
     pub fn stream(&self) -> &StreamDef {

@@ -1,11 +1,12 @@
-//! The runtime: turns a program into threads joined by bounded channels.
+//! The runtime: turns a program into tasks on the shared worker [`Pool`], joined by bounded
+//! channels.
 //!
 //! Every stream has producers (an [`Ingest`] for outside input, or the workers of the rules that
 //! write it) and consumers (rules and [`OutputStream`]s). A consumer tracks the watermark of
 //! each producer of each input and advances to their minimum, so event time stays correct with
-//! any number of parallel producers. A keyed rule runs one operator chain per worker thread;
-//! its router thread hashes each event's key to pick the worker, so a key's state lives in one
-//! place. Channels are bounded: a slow stage blocks its producers instead of growing memory.
+//! any number of parallel producers. A keyed rule runs one operator chain per partition; its
+//! router task hashes each event's key to pick the partition, so a key's state lives in one
+//! place. Channels are bounded: a slow stage holds its producers back instead of growing memory.
 //!
 //! Checkpoints use barriers (Chandy-Lamport, as Flink aligns them): [`Ingest::barrier`] puts a
 //! numbered barrier into a stream; a consumer with several producers holds back what arrives
@@ -21,21 +22,23 @@ mod routing;
 mod run;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use weir_core::{Clock, Event, SystemClock};
 use weir_lang::plan::{Program, StreamDef, TimeMode};
 
 pub use batch::{run_batch, BatchResult};
-pub use channel::Msg;
+pub use channel::{Msg, Receiver};
 pub use ingest::{Ingest, Stamp};
 pub use output::{Delivered, OutputStream};
 pub use routing::chain_count;
 pub use run::rule_chain;
 
 use crate::operator::Chain;
+use crate::pool::{block_on, Pool};
 use channel::{Envelope, Inbox, Publisher, Tracker};
 use routing::{routing, Routing};
 use run::{run_router, run_single, run_worker, Runner, WorkerMsg};
@@ -43,7 +46,7 @@ use run::{run_router, run_single, run_worker, Runner, WorkerMsg};
 /// Engine settings, validated by [`EngineConfig::validate`] before anything starts.
 #[derive(Clone)]
 pub struct EngineConfig {
-    /// Worker threads per keyed rule.
+    /// Partitions of a keyed rule: operator chains that split its keys (on the pool's threads).
     pub workers: usize,
     /// Batches a channel holds before its producer waits.
     pub channel_capacity: usize,
@@ -52,6 +55,8 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Per-key state unused for this long (event time, ms) is dropped.
     pub state_ttl_ms: Option<i64>,
+    /// Where the operator chains run.
+    pub pool: Pool,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +67,7 @@ impl Default for EngineConfig {
             batch_size: 1024,
             clock: Arc::new(SystemClock),
             state_ttl_ms: None,
+            pool: Pool::shared(),
         }
     }
 }
@@ -73,8 +79,6 @@ pub enum BuildError {
     Config(String),
     #[error("unknown stream '{0}'")]
     UnknownStream(String),
-    #[error("could not start a thread: {0}")]
-    Thread(#[from] std::io::Error),
     #[error("the saved state does not fit {rule}: {error}")]
     Restore {
         rule: String,
@@ -85,7 +89,6 @@ pub enum BuildError {
 impl weir_core::Classify for BuildError {
     fn blame(&self) -> weir_core::Blame {
         match self {
-            BuildError::Thread(_) => weir_core::Blame::External,
             BuildError::Restore { error, .. } => error.blame(),
             _ => weir_core::Blame::User,
         }
@@ -232,7 +235,7 @@ pub struct Dataflow {
     late: Option<Receiver<LateEvent>>,
     snapshots: Option<Receiver<OperatorSnapshot>>,
     chains: usize,
-    threads: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     stats: Vec<Arc<RuleStats>>,
 }
 impl Dataflow {
@@ -315,7 +318,7 @@ impl Dataflow {
         }
         // Subscribes a consumer to a stream; returns the slots it will see, each tagged with the input.
         let mut subscribe =
-            |tx: &SyncSender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
+            |tx: &mpsc::Sender<Envelope>, stream: &str, input: usize, slots: &mut Vec<usize>| {
                 for p in producers.get(&key(stream)).into_iter().flatten() {
                     let slot = slots.len();
                     slots.push(input);
@@ -327,11 +330,11 @@ impl Dataflow {
                 }
             };
 
-        let (late_tx, late_rx) = sync_channel::<LateEvent>(config.channel_capacity * 64);
+        let (late_tx, late_rx) = mpsc::channel::<LateEvent>(config.channel_capacity * 64);
         let mut rule_rx = Vec::new();
         let mut stats = Vec::new();
         for rule in &program.rules {
-            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let (tx, rx) = mpsc::channel::<Envelope>(config.channel_capacity);
             let mut slots = Vec::new();
             for (i, s) in rule.inputs().iter().enumerate() {
                 subscribe(&tx, s, i, &mut slots);
@@ -344,7 +347,7 @@ impl Dataflow {
         }
         let mut outs = Vec::new();
         for d in &output_defs {
-            let (tx, rx) = sync_channel::<Envelope>(config.channel_capacity);
+            let (tx, rx) = mpsc::channel::<Envelope>(config.channel_capacity);
             let mut slots = Vec::new();
             subscribe(&tx, &d.name, 0, &mut slots);
             outs.push((
@@ -358,10 +361,11 @@ impl Dataflow {
 
         let chains: usize = plans.iter().map(|(_, w)| w).sum();
         let mut built = restored_chains(program, &config, restore)?.into_iter();
-        let (snap_tx, snap_rx) = channel::<OperatorSnapshot>();
+        let (snap_tx, snap_rx) = mpsc::unbounded_channel::<OperatorSnapshot>();
         let mut index = 0;
 
-        let mut threads = Vec::new();
+        let pool = &config.pool;
+        let mut tasks = Vec::new();
         for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
             let pubs = std::mem::take(&mut worker_pubs[r]);
             let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
@@ -378,32 +382,19 @@ impl Dataflow {
                 });
                 index += 1;
             }
-            let name = format!("rule-{r}");
             match rt {
                 Routing::Single => {
                     let runner = runners.pop().expect("one runner");
-                    threads.push(
-                        std::thread::Builder::new()
-                            .name(name)
-                            .spawn(move || run_single(rx, slots, runner))?,
-                    );
+                    tasks.push(pool.spawn(run_single(rx, slots, runner)));
                 }
                 Routing::Keyed(keys) => {
                     let mut worker_tx = Vec::new();
-                    for (w, runner) in runners.into_iter().enumerate() {
-                        let (tx, wrx) = sync_channel::<WorkerMsg>(config.channel_capacity);
+                    for runner in runners {
+                        let (tx, wrx) = mpsc::channel::<WorkerMsg>(config.channel_capacity);
                         worker_tx.push(tx);
-                        threads.push(
-                            std::thread::Builder::new()
-                                .name(format!("{name}-w{w}"))
-                                .spawn(move || run_worker(wrx, runner))?,
-                        );
+                        tasks.push(pool.spawn(run_worker(wrx, runner)));
                     }
-                    threads.push(
-                        std::thread::Builder::new()
-                            .name(name)
-                            .spawn(move || run_router(rx, slots, keys, worker_tx))?,
-                    );
+                    tasks.push(pool.spawn(run_router(rx, slots, keys, worker_tx)));
                 }
             }
         }
@@ -415,6 +406,7 @@ impl Dataflow {
                 publisher,
                 batch: Vec::with_capacity(config.batch_size.min(1024)),
                 batch_size: config.batch_size,
+                ready: Vec::new(),
                 wm: i64::MIN,
                 sent: i64::MIN,
             })
@@ -422,10 +414,10 @@ impl Dataflow {
         Ok(Dataflow {
             ingests,
             outputs: outs,
-            late: Some(late_rx),
-            snapshots: Some(snap_rx),
+            late: Some(Receiver::bounded(late_rx)),
+            snapshots: Some(Receiver::unbounded(snap_rx)),
             chains,
-            threads,
+            tasks,
             stats,
         })
     }
@@ -467,14 +459,19 @@ impl Dataflow {
     }
 
     /// Waits for every rule to finish (after all inputs ended).
-    pub fn join(mut self) {
+    pub async fn ended(mut self) {
         // Unused ingests and late receivers must not keep the flow alive.
         for g in std::mem::take(&mut self.ingests) {
-            g.finish();
+            g.end().await;
         }
         drop(self.late.take());
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
         }
+    }
+
+    /// [`Dataflow::ended`] for a thread outside the pool.
+    pub fn join(self) {
+        block_on(self.ended())
     }
 }

@@ -3,6 +3,7 @@
 use weir_core::Event;
 
 use super::channel::{own, Inbox, Msg, Next, Tracker};
+use crate::pool::block_on;
 
 /// The events of one stream, for the program that runs the dataflow (files, stdout, tests).
 pub struct OutputStream {
@@ -20,11 +21,11 @@ pub enum Delivered {
 
 impl OutputStream {
     /// The next batch or barrier; `None` once every producer has ended.
-    pub fn next_delivered(&mut self) -> Option<Delivered> {
+    pub async fn recv(&mut self) -> Option<Delivered> {
         if self.tracker.all_ended() {
             return None;
         }
-        while let Some(next) = self.inbox.next() {
+        while let Some(next) = self.inbox.next().await {
             let env = match next {
                 Next::Barrier(e) => return Some(Delivered::Barrier(e)),
                 Next::Msg(env) => env,
@@ -44,6 +45,11 @@ impl OutputStream {
             }
         }
         None
+    }
+
+    /// [`OutputStream::recv`] for a thread.
+    pub fn next_delivered(&mut self) -> Option<Delivered> {
+        block_on(self.recv())
     }
 }
 

@@ -1,9 +1,11 @@
-//! The threads of a rule: a runner drives its operator chain over the messages of its inputs;
-//! a keyed rule has a router thread that hashes events to worker threads, each with its chain.
+//! The tasks of a rule on the worker pool: a runner drives its operator chain over the messages
+//! of its inputs; a keyed rule has a router task that hashes events to partition tasks, each
+//! with its chain.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use weir_core::hash::KeyHasher;
 use weir_core::Event;
@@ -90,8 +92,8 @@ pub(super) struct Runner {
     pub(super) chain: Chain,
     pub(super) index: usize,
     pub(super) out: Publisher,
-    pub(super) late: SyncSender<LateEvent>,
-    pub(super) snapshots: Sender<OperatorSnapshot>,
+    pub(super) late: mpsc::Sender<LateEvent>,
+    pub(super) snapshots: mpsc::UnboundedSender<OperatorSnapshot>,
     pub(super) stats: Arc<RuleStats>,
     /// The newest watermark sent downstream.
     pub(super) sent: i64,
@@ -100,7 +102,12 @@ pub(super) struct Runner {
 impl Runner {
     /// A batch of input `input`; `wm_of` says what watermark all inputs together had reached
     /// before each event.
-    fn data(&mut self, input: usize, batch: Vec<Event>, mut wm_of: impl FnMut(&Event) -> i64) {
+    async fn data(
+        &mut self,
+        input: usize,
+        batch: Vec<Event>,
+        mut wm_of: impl FnMut(&Event) -> i64,
+    ) {
         self.stats
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -110,51 +117,56 @@ impl Runner {
             (e, wm)
         });
         self.chain.on_events(input, evs, &mut out);
-        self.publish(out);
+        self.publish(out).await;
     }
 
     /// A batch other consumers hold too: the operators read it without taking it.
-    fn data_shared(&mut self, input: usize, batch: &[Event], mut wm_of: impl FnMut(&Event) -> i64) {
+    async fn data_shared(
+        &mut self,
+        input: usize,
+        batch: &[Event],
+        mut wm_of: impl FnMut(&Event) -> i64,
+    ) {
         self.stats
             .events_in
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = Output::default();
         let evs = batch.iter().map(|e| (e, wm_of(e)));
         self.chain.on_events_ref(input, evs, &mut out);
-        self.publish(out);
+        self.publish(out).await;
     }
 
     /// Event time of every input has reached `wm`: what is due fires, and the watermark goes on
     /// downstream (held back by the chain's delay).
-    fn watermark(&mut self, wm: i64) {
+    async fn watermark(&mut self, wm: i64) {
         let mut out = Output::default();
         self.chain.on_watermark(wm, &mut out);
-        self.publish(out);
+        self.publish(out).await;
         let down = held_back(self.chain.watermark(), self.chain.watermark_delay());
         if down > self.sent {
             self.sent = down;
-            self.out.send(Msg::Watermark(down));
+            self.out.send(Msg::Watermark(down)).await;
         }
     }
 
     /// Reports the operators' state for `epoch` and passes the barrier on.
-    fn barrier(&mut self, epoch: u64) {
+    async fn barrier(&mut self, epoch: u64) {
         let _ = self.snapshots.send(OperatorSnapshot {
             epoch,
             index: self.index,
             state: self.chain.snapshot().map_err(|e| e.to_string()),
         });
-        self.out.send(Msg::Barrier(epoch));
+        self.out.send(Msg::Barrier(epoch)).await;
     }
 
-    fn end(&mut self) {
+    async fn end(&mut self) {
         let mut out = Output::default();
         self.chain.on_end(&mut out);
-        self.publish(out);
-        self.out.send(Msg::End);
+        self.publish(out).await;
+        self.out.send(Msg::End).await;
     }
 
-    fn publish(&mut self, out: Output) {
+    async fn publish(&mut self, out: Output) {
         self.stats
             .events_out
             .fetch_add(out.events.len() as u64, Ordering::Relaxed);
@@ -162,13 +174,14 @@ impl Runner {
             .late
             .fetch_add(out.late.len() as u64, Ordering::Relaxed);
         for (event, reason) in out.late {
-            let _ = self.late.send(LateEvent {
+            let late = LateEvent {
                 rule: self.stats.name.clone(),
                 reason,
                 event,
-            });
+            };
+            let _ = self.late.send(late).await;
         }
-        self.out.send(Msg::Data(Arc::new(out.events)));
+        self.out.send(Msg::Data(Arc::new(out.events))).await;
     }
 }
 
@@ -181,18 +194,22 @@ pub(super) enum WorkerMsg {
     End,
 }
 
-/// The rule thread of a rule with one operator chain.
-pub(super) fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: Runner) {
+/// The task of a rule with one operator chain.
+pub(super) async fn run_single(
+    rx: mpsc::Receiver<Envelope>,
+    slots: Vec<usize>,
+    mut runner: Runner,
+) {
     let mut tracker = Tracker::new(slots.len());
     if slots.is_empty() {
-        runner.end();
+        runner.end().await;
         return;
     }
     let mut inbox = Inbox::new(rx, slots.len());
-    while let Some(next) = inbox.next() {
+    while let Some(next) = inbox.next().await {
         let env = match next {
             Next::Barrier(e) => {
-                runner.barrier(e);
+                runner.barrier(e).await;
                 continue;
             }
             Next::Msg(env) => env,
@@ -204,50 +221,53 @@ pub(super) fn run_single(rx: Receiver<Envelope>, slots: Vec<usize>, mut runner: 
         };
         match env.msg {
             Msg::Data(d) => match Arc::try_unwrap(d) {
-                Ok(batch) => runner.data(slots[slot], batch, &mut wm_of),
-                Err(shared) => runner.data_shared(slots[slot], &shared, &mut wm_of),
+                Ok(batch) => runner.data(slots[slot], batch, &mut wm_of).await,
+                Err(shared) => runner.data_shared(slots[slot], &shared, &mut wm_of).await,
             },
             Msg::Watermark(w) => {
                 tracker.watermark(slot, w);
-                runner.watermark(tracker.current());
+                runner.watermark(tracker.current()).await;
             }
             Msg::End => {
                 tracker.end(slot);
                 if tracker.all_ended() {
-                    runner.end();
+                    runner.end().await;
                     return;
                 }
-                runner.watermark(tracker.current());
+                runner.watermark(tracker.current()).await;
             }
             Msg::Barrier(_) => {}
         }
     }
 }
 
-/// The rule thread of a keyed rule: hashes each event's key to the worker that holds its state.
-pub(super) fn run_router(
-    rx: Receiver<Envelope>,
+/// Sends a message to every partition of a keyed rule.
+async fn broadcast(workers: &[mpsc::Sender<WorkerMsg>], m: impl Fn() -> WorkerMsg) {
+    for w in workers {
+        let _ = w.send(m()).await;
+    }
+}
+
+/// The router task of a keyed rule: hashes each event's key to the partition that holds its
+/// state.
+pub(super) async fn run_router(
+    rx: mpsc::Receiver<Envelope>,
     slots: Vec<usize>,
     keys: Vec<Vec<Expr>>,
-    workers: Vec<SyncSender<WorkerMsg>>,
+    workers: Vec<mpsc::Sender<WorkerMsg>>,
 ) {
     let mut tracker = Tracker::new(slots.len());
     let n = workers.len();
-    let broadcast = |m: &dyn Fn() -> WorkerMsg| {
-        for w in &workers {
-            let _ = w.send(m());
-        }
-    };
     if slots.is_empty() {
-        broadcast(&|| WorkerMsg::End);
+        broadcast(&workers, || WorkerMsg::End).await;
         return;
     }
     let mut sent = i64::MIN;
     let mut inbox = Inbox::new(rx, slots.len());
-    while let Some(next) = inbox.next() {
+    while let Some(next) = inbox.next().await {
         let env = match next {
             Next::Barrier(e) => {
-                broadcast(&|| WorkerMsg::Barrier(e));
+                broadcast(&workers, || WorkerMsg::Barrier(e)).await;
                 continue;
             }
             Next::Msg(env) => env,
@@ -265,7 +285,7 @@ pub(super) fn run_router(
                 }
                 for (w, (evs, wms)) in parts.into_iter().enumerate() {
                     if !evs.is_empty() {
-                        let _ = workers[w].send(WorkerMsg::Data(input, evs, wms));
+                        let _ = workers[w].send(WorkerMsg::Data(input, evs, wms)).await;
                     }
                 }
                 continue;
@@ -276,7 +296,7 @@ pub(super) fn run_router(
             Msg::End => {
                 tracker.end(env.slot);
                 if tracker.all_ended() {
-                    broadcast(&|| WorkerMsg::End);
+                    broadcast(&workers, || WorkerMsg::End).await;
                     return;
                 }
             }
@@ -285,23 +305,25 @@ pub(super) fn run_router(
         let wm = tracker.current();
         if wm > sent {
             sent = wm;
-            broadcast(&|| WorkerMsg::Watermark(wm));
+            broadcast(&workers, || WorkerMsg::Watermark(wm)).await;
         }
     }
 }
 
-/// A worker thread of a keyed rule.
-pub(super) fn run_worker(rx: Receiver<WorkerMsg>, mut runner: Runner) {
-    while let Ok(m) = rx.recv() {
+/// A partition task of a keyed rule.
+pub(super) async fn run_worker(mut rx: mpsc::Receiver<WorkerMsg>, mut runner: Runner) {
+    while let Some(m) = rx.recv().await {
         match m {
             WorkerMsg::Data(input, d, wms) => {
                 let mut wms = wms.into_iter();
-                runner.data(input, d, |_| wms.next().unwrap_or(i64::MIN));
+                runner
+                    .data(input, d, |_| wms.next().unwrap_or(i64::MIN))
+                    .await;
             }
-            WorkerMsg::Watermark(wm) => runner.watermark(wm),
-            WorkerMsg::Barrier(e) => runner.barrier(e),
+            WorkerMsg::Watermark(wm) => runner.watermark(wm).await,
+            WorkerMsg::Barrier(e) => runner.barrier(e).await,
             WorkerMsg::End => {
-                runner.end();
+                runner.end().await;
                 return;
             }
         }

@@ -73,7 +73,7 @@ fn run_once(
         config,
     )
     .map_err(|e| e.to_string())?;
-    let snaps = flow.take_snapshots().ok_or("snapshots taken")?;
+    let mut snaps = flow.take_snapshots().ok_or("snapshots taken")?;
     let chains = flow.chains();
     let mut ingest = flow.take_ingest(&input).ok_or("no ingest")?;
     let out = flow.take_output(output).ok_or("no output")?;
@@ -83,20 +83,20 @@ fn run_once(
     let mut checkpoints = Vec::new();
     std::thread::scope(|s| {
         s.spawn(move || out.count());
-        s.spawn(move || late.iter().count());
+        s.spawn(move || late.count());
         let writer = s.spawn(move || {
             let mut done = Vec::new();
             let mut states = Vec::new();
             for (epoch, asked) in asked_rx {
                 states.clear();
                 while states.len() < chains {
-                    match snaps.recv() {
-                        Ok(snap) if snap.epoch == epoch => match snap.state {
+                    match snaps.next() {
+                        Some(snap) if snap.epoch == epoch => match snap.state {
                             Ok(state) => states.push(state),
                             Err(e) => panic!("state not saved: {e}"),
                         },
-                        Ok(_) => {}
-                        Err(_) => return done,
+                        Some(_) => {}
+                        None => return done,
                     }
                 }
                 let c = Checkpoint {
