@@ -181,15 +181,16 @@ impl Health {
 
     /// The connection is lost or refused; `error` says why.
     pub fn down(&self, error: impl std::fmt::Display) {
+        // Connection errors may quote the URL, credentials and all.
+        let text = weir_core::redact::secrets(&error.to_string()).into_owned();
+        tracing::warn!(error = %text, "connector down");
+        // The reason first: whoever sees the state down finds why.
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+        self.errors.fetch_add(1, Ordering::Relaxed);
         let was = self.state.swap(DOWN, Ordering::Relaxed);
         if was == UP {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        // Connection errors may quote the URL, credentials and all.
-        let text = weir_core::redact::secrets(&error.to_string()).into_owned();
-        tracing::warn!(error = %text, "connector down");
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
     }
 
     pub fn is_up(&self) -> bool {

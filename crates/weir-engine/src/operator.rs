@@ -5,7 +5,7 @@
 //! handing it the event, exactly as if every event had arrived in a batch of its own. So
 //! whether an event is late, when a window fires and which events an allowed-lateness update
 //! includes depend on the input alone, never on how it was batched; data still moves, and
-//! watermarks still travel between threads, once per batch.
+//! watermarks still travel between tasks, once per batch.
 
 use weir_core::Event;
 

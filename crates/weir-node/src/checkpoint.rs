@@ -165,6 +165,30 @@ pub struct Coordinator {
     /// Exactly-once results not yet in a written checkpoint, per stream in order: a checkpoint
     /// that fails leaves its epoch's results here for the next one, which covers their inputs.
     pub pending: BTreeMap<String, Vec<Bytes>>,
+    /// The newest checkpoint written (or recovered): a round that finds the same state, positions
+    /// and watermarks writes nothing, so idle rules cost no disk writes.
+    pub last: Option<Checkpoint>,
+}
+
+/// Whether two checkpoints hold the same state, read positions and watermarks (and nothing
+/// staged), so the newer one would restore exactly what the older one does.
+fn same_state(old: &Checkpoint, new: &Checkpoint) -> bool {
+    new.staged.is_empty()
+        && old.positions == new.positions
+        && old.watermarks == new.watermarks
+        && old.operators.len() == new.operators.len()
+        && old
+            .operators
+            .iter()
+            .zip(&new.operators)
+            .all(|(a, b)| a.get() == b.get())
+}
+
+/// How a checkpoint round ended.
+enum Round {
+    Written(Checkpoint),
+    /// Nothing changed since the last checkpoint written.
+    Unchanged,
 }
 
 /// Mirrors each completed checkpoint's state partitions to the rule's changelog, writing only
@@ -231,6 +255,7 @@ impl Coordinator {
     pub async fn run(mut self) {
         if let Some(c) = self.recovered.take() {
             self.publish(&c).await;
+            self.last = Some(c);
         }
         loop {
             let stop = match tokio::time::timeout(self.interval, self.commands.recv()).await {
@@ -247,7 +272,11 @@ impl Coordinator {
             }
             let started = Instant::now();
             match self.checkpoint(self.epoch).await {
-                Ok(c) => self.completed(&c, started).await,
+                Ok(Round::Written(c)) => {
+                    self.completed(&c, started).await;
+                    self.last = Some(c);
+                }
+                Ok(Round::Unchanged) => {}
                 Err(e) => {
                     tracing::warn!(rule = %self.id, epoch = self.epoch, error = %e, "checkpoint failed; the previous one stays");
                     let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,7 +300,7 @@ impl Coordinator {
     }
 
     /// Takes one checkpoint: barriers in, reports collected, the file written.
-    async fn checkpoint(&mut self, epoch: u64) -> Result<Checkpoint, String> {
+    async fn checkpoint(&mut self, epoch: u64) -> Result<Round, String> {
         for f in &self.feeds {
             f.requested.store(epoch, Ordering::Relaxed);
             (f.wake)();
@@ -345,11 +374,19 @@ impl Coordinator {
                 })
                 .collect(),
         };
-        let saved = self.store.save(&c).map_err(|e| e.to_string())?;
+        if self.last.as_ref().is_some_and(|last| same_state(last, &c)) {
+            return Ok(Round::Unchanged);
+        }
+        // The write (with its fsync) runs beside the runtime's threads, not on them.
+        let store = self.store.clone();
+        let (saved, c) = tokio::task::spawn_blocking(move || (store.save(&c), c))
+            .await
+            .map_err(|e| format!("checkpoint {epoch}: {e}"))?;
+        let saved = saved.map_err(|e| e.to_string())?;
         self.pending.clear();
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         s.state_bytes = saved.bytes;
-        Ok(c)
+        Ok(Round::Written(c))
     }
 
     async fn completed(&mut self, c: &Checkpoint, started: Instant) {

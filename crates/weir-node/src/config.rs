@@ -17,7 +17,7 @@ pub struct NodeConfig {
     pub mqtt_listen: Option<SocketAddr>,
     /// Where the registry and materialised job configurations are kept.
     pub data_dir: PathBuf,
-    /// Worker threads per keyed rule.
+    /// Partitions per keyed rule (operator chains splitting its keys, on the shared pool).
     pub workers: usize,
     /// Largest accepted event payload, in bytes.
     pub max_payload: usize,

@@ -7,6 +7,7 @@
 //! reader never stalls the rules) or *journals* (a durable log of the topic, which at-least-once
 //! and exactly-once rules read: a publish returns once the message is stored).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -35,9 +36,21 @@ struct Sub {
     target: Target,
 }
 
+/// The subscriptions: filters without wildcards by topic, so a publish looks at the ones of its
+/// topic and the wildcard ones only (thousands of rules each have a topic of their own).
+#[derive(Default)]
+struct Subs {
+    exact: HashMap<String, Vec<Sub>>,
+    wild: Vec<Sub>,
+}
+
+fn is_exact(filter: &str) -> bool {
+    !filter.contains(['+', '#'])
+}
+
 pub struct Hub {
     store: Arc<Store>,
-    subs: RwLock<Vec<Sub>>,
+    subs: RwLock<Subs>,
     next: AtomicU64,
     pub published: AtomicU64,
     pub dropped: AtomicU64,
@@ -47,15 +60,22 @@ pub struct Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     id: u64,
+    filter: String,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub
-            .subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|s| s.id != self.id);
+        let mut subs = self.hub.subs.write().unwrap_or_else(|e| e.into_inner());
+        if is_exact(&self.filter) {
+            if let Some(list) = subs.exact.get_mut(&self.filter) {
+                list.retain(|s| s.id != self.id);
+                if list.is_empty() {
+                    subs.exact.remove(&self.filter);
+                }
+            }
+        } else {
+            subs.wild.retain(|s| s.id != self.id);
+        }
     }
 }
 
@@ -98,17 +118,20 @@ impl Hub {
 
     fn add(self: &Arc<Self>, filter: &str, target: Target) -> Subscription {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.subs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Sub {
-                id,
-                filter: filter.to_owned(),
-                target,
-            });
+        let sub = Sub {
+            id,
+            filter: filter.to_owned(),
+            target,
+        };
+        let mut subs = self.subs.write().unwrap_or_else(|e| e.into_inner());
+        match is_exact(filter) {
+            true => subs.exact.entry(filter.to_owned()).or_default().push(sub),
+            false => subs.wild.push(sub),
+        }
         Subscription {
             hub: self.clone(),
             id,
+            filter: filter.to_owned(),
         }
     }
 
@@ -136,7 +159,9 @@ impl Hub {
         markers: &[(&str, &[u8])],
     ) -> Result<Pending, StoreError> {
         let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
-        let matching: Vec<&Sub> = subs.iter().filter(|s| matches(topic, &s.filter)).collect();
+        let exact = subs.exact.get(topic).into_iter().flatten();
+        let wild = subs.wild.iter().filter(|s| matches(topic, &s.filter));
+        let matching: Vec<&Sub> = exact.chain(wild).collect();
         let mut journals: Vec<&StreamLog> = Vec::new();
         for s in &matching {
             if let Target::Journal(log) = &s.target {

@@ -31,7 +31,7 @@ pub struct StreamRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RuleOptions {
-    /// Worker threads for the rule's keyed stages (default: the node's setting).
+    /// Partitions of the rule's keyed stages (default: the node's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// Install without starting.

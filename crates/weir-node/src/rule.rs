@@ -748,6 +748,7 @@ impl RunningRule {
             recovered,
             changelog,
             pending: BTreeMap::new(),
+            last: None,
         };
         rule.coordinator = Some((cmd_tx, tokio::spawn(coordinator.run())));
         rule.flow = Some(flow);
@@ -1206,6 +1207,7 @@ impl Sink {
                 }
             };
             let now = self.clock.now_ms();
+            let mut shown = Vec::with_capacity(batch.len());
             for mut ev in batch {
                 if let Some(field) = &self.sent_at {
                     ev.row.set(field, Value::Int(self.clock.now_ns()));
@@ -1248,10 +1250,17 @@ impl Sink {
                     self.stage.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, "result not handed to its sink");
                 }
-                if let Err(e) = self.hub.publish(&self.topic, payload).await {
-                    self.stage.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "result not stored");
-                }
+                shown.push(payload);
+            }
+            // One publish per batch: the hub looks its subscribers up once.
+            if shown.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.hub.publish_all(&self.topic, &shown).await {
+                self.stage
+                    .errors
+                    .fetch_add(shown.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, "results not stored");
             }
         }
     }

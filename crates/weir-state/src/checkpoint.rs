@@ -24,7 +24,7 @@ pub struct Checkpoint {
     pub epoch: u64,
     /// Wall-clock time the checkpoint was taken, epoch milliseconds.
     pub created_ms: i64,
-    /// Worker threads per keyed stage; state is partitioned by it.
+    /// Partitions (operator chains) per keyed stage; state is partitioned by it.
     pub workers: usize,
     /// Operator snapshots, in the engine's runner order, as the operators wrote them.
     pub operators: Vec<Box<serde_json::value::RawValue>>,

@@ -8,14 +8,14 @@ use weir_lang::plan::{Body, Input, Program, Rule};
 
 /// How a rule's events are spread over workers.
 pub(super) enum Routing {
-    /// One operator chain, run by the router thread itself.
+    /// One operator chain, run by the rule's own task (no router).
     Single,
     /// Key expressions per input; equal keys go to the same worker.
     Keyed(Vec<Vec<Expr>>),
 }
 
 impl Routing {
-    /// Operator chains (worker threads) a rule runs with `workers` per keyed rule.
+    /// Operator chains (partitions) a rule runs with `workers` per keyed rule.
     pub(super) fn chains(&self, workers: usize) -> usize {
         match self {
             Routing::Single => 1,

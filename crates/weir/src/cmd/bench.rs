@@ -20,6 +20,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 ///   weir bench group --events 400000 --partitions 4 --runs 3   (needs tansu, or --brokers)
 ///   weir bench group --log jetstream --events 400000 --runs 3  (needs NATS ≥ 2.11, or --brokers)
 ///   weir bench secure --events 200000 --runs 3                 (auth and TLS on vs off)
+///   weir bench rules --rules 10000 --events 1000 --runs 3      (what a rule costs a node)
 /// The rule must read the input topic and write every event it keeps, with its `sent_us`
 /// field, to the output topic. bench/mqtt.sh sets one up and runs the whole benchmark:
 ///   weir bench mqtt latency --port 1883 --rate 1000 --seconds 10
@@ -105,6 +106,17 @@ enum BenchCommand {
     Secure {
         /// Events per ingest and publish run (one per request: a fiftieth of them).
         #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// What a rule costs a node: --rules filter rules reading one stream installed on a node in
+    /// this process; install time, idle memory and threads with and without them, and the time
+    /// --events events take to reach every rule's output.
+    Rules {
+        #[arg(long, default_value_t = 10_000)]
+        rules: usize,
+        #[arg(long, default_value_t = 1_000)]
         events: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -275,6 +287,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         }
         BenchCommand::Secure { events, runs } => {
             super::bench_secure::run(events, runs.max(1))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        BenchCommand::Rules {
+            rules,
+            events,
+            runs,
+        } => {
+            super::bench_rules::run(rules, events, runs.max(1))?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),

@@ -5,6 +5,7 @@ pub mod bench_debs;
 pub mod bench_group;
 pub mod bench_move;
 pub mod bench_node;
+pub mod bench_rules;
 pub mod bench_secure;
 pub mod bench_state;
 pub mod check;

@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// Write late events here as JSON lines, with the rule and the reason.
     #[arg(long, value_name = "PATH")]
     pub late: Option<String>,
-    /// Worker threads per keyed rule (default: the number of cores).
+    /// Partitions per keyed rule, run on the shared worker pool (default: the number of cores).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Print nothing but errors on stderr.

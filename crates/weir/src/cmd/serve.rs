@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Directory of the rule registry and job files [default: weir-data].
     #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Worker threads per keyed rule [default: the number of cores].
+    /// Partitions per keyed rule: operator chains that split its keys, run on the shared worker
+    /// pool (one thread per core) [default: the number of cores].
     #[arg(long, env = "WEIR_WORKERS")]
     workers: Option<usize>,
     /// Largest event payload in bytes [default: 1048576].
