@@ -72,13 +72,14 @@ impl FeedCtl {
 /// What the coordinator hears from a rule's tasks.
 pub enum Report {
     /// A feed put the barrier of `epoch` into its stream at `offset` of its log (live feeds
-    /// have no log), when the stream had reached `watermark`.
+    /// have no log), when the stream had reached `watermark` (event-time streams: a
+    /// processing-time stream's watermark is the clock's, nothing to keep).
     Position {
         epoch: u64,
         log: Option<String>,
         offset: u64,
         stream: String,
-        watermark: i64,
+        watermark: Option<i64>,
     },
     /// An exactly-once output's results of an epoch.
     Staged {
@@ -329,7 +330,9 @@ impl Coordinator {
                     if let Some(log) = log {
                         positions.insert(log, offset);
                     }
-                    watermarks.insert(stream, watermark);
+                    if let Some(w) = watermark {
+                        watermarks.insert(stream, w);
+                    }
                 }
                 Ok(Some(Report::Staged {
                     epoch: e,
@@ -378,6 +381,9 @@ impl Coordinator {
             return Ok(Round::Unchanged);
         }
         // The write (with its fsync) runs beside the runtime's threads, not on them.
+        // A few at a time, so rules writing at once do not each take a thread.
+        static WRITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+        let _turn = WRITERS.acquire().await.map_err(|e| e.to_string())?;
         let store = self.store.clone();
         let (saved, c) = tokio::task::spawn_blocking(move || (store.save(&c), c))
             .await

@@ -30,7 +30,7 @@ use weir_connectors::nats::changelog::Changelog;
 use weir_connectors::Endpoint;
 use weir_core::{Clock, Row, Value};
 use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
-use weir_lang::plan::StreamDef;
+use weir_lang::plan::{StreamDef, TimeMode};
 use weir_lang::Program;
 use weir_state::{Checkpoint, CheckpointStore, Recovered, StreamLog};
 
@@ -1079,7 +1079,8 @@ impl Feed {
                     log,
                     offset,
                     stream: self.ingest.stream().name.clone(),
-                    watermark: self.ingest.watermark(),
+                    watermark: (self.ingest.stream().time == TimeMode::Event)
+                        .then(|| self.ingest.watermark()),
                 });
                 if last {
                     return;

@@ -120,6 +120,9 @@ enum BenchCommand {
         events: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// One run in this process, its figures printed as JSON (what each run's process does).
+        #[arg(long, hide = true)]
+        child: bool,
     },
     /// Latency and throughput of a rule through MQTT.
     Mqtt {
@@ -293,8 +296,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             rules,
             events,
             runs,
+            child,
         } => {
-            super::bench_rules::run(rules, events, runs.max(1))?;
+            super::bench_rules::run(rules, events, runs.max(1), child)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),

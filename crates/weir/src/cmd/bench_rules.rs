@@ -36,14 +36,53 @@ struct Figures {
     reach_s: f64,
 }
 
-pub fn run(rules: usize, events: usize, runs: usize) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+/// Each run in a process of its own (`child`), so one run's memory does not count in the next.
+pub fn run(rules: usize, events: usize, runs: usize, child: bool) -> Result<(), String> {
+    if child {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let f = rt.block_on(one_run(rules, events))?;
+        println!(
+            "{}",
+            serde_json::json!([
+                f.install_s,
+                f.base_rss,
+                f.base_threads,
+                f.rss,
+                f.threads,
+                f.reach_s
+            ])
+        );
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut all = Vec::new();
     for run in 0..runs {
-        let f = rt.block_on(one_run(rules, events))?;
+        let out = std::process::Command::new(&exe)
+            .args(["bench", "rules", "--child", "--rules", &rules.to_string()])
+            .args(["--events", &events.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("run {} failed ({})", run + 1, out.status));
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> =
+            serde_json::from_str(line.trim()).map_err(|e| format!("run {}: {e}", run + 1))?;
+        let [install_s, base_rss, base_threads, rss, threads, reach_s] = v[..] else {
+            return Err(format!("run {}: {line}", run + 1));
+        };
+        let f = Figures {
+            install_s,
+            base_rss: base_rss as u64,
+            base_threads: base_threads as u64,
+            rss: rss as u64,
+            threads: threads as u64,
+            reach_s,
+        };
         println!(
             "run {}: install {:.1} s, idle RSS {:.1} MB → {:.1} MB ({:.1} KB per rule), threads {} → {}, {events} events reached every rule in {:.3} s",
             run + 1,
