@@ -37,11 +37,6 @@ impl Pool {
         }
     }
 
-    /// The threads of the pool.
-    pub fn threads(&self) -> usize {
-        self.handle.metrics().num_workers()
-    }
-
     pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,

@@ -259,6 +259,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn exact_and_wildcard_subscribers_get_their_topics_and_leave_when_dropped() {
+        let (hub, _dir) = hub();
+        let (exact_tx, mut exact) = mpsc::channel(8);
+        let (wild_tx, mut wild) = mpsc::channel(8);
+        let (other_tx, mut other) = mpsc::channel(8);
+        let e = hub.subscribe("a/b", exact_tx, false);
+        let w = hub.subscribe("a/+", wild_tx, false);
+        let o = hub.subscribe("a/c", other_tx, false);
+        hub.publish("a/b", Bytes::from_static(b"1")).await.unwrap();
+        assert_eq!(exact.recv().await.unwrap().payload, "1");
+        assert_eq!(wild.recv().await.unwrap().payload, "1");
+        assert!(other.try_recv().is_err());
+        drop((e, w, o));
+        let subs = hub.subs.read().unwrap();
+        assert!(subs.exact.is_empty() && subs.wild.is_empty());
+    }
+
+    #[tokio::test]
     async fn journals_store_before_publish_returns() {
         let (hub, _dir) = hub();
         let log = hub.store().log("topic/t").unwrap();

@@ -42,6 +42,34 @@ async fn next_result(rx: &mut mpsc::Receiver<weir_node::hub::Message>) -> Value 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rule_writes_no_checkpoint_until_its_state_changes() {
+    let dir = data_dir("state-idle");
+    let node = TestNode::start(&dir).await;
+    let body = json!({"id": "idle", "sql": counts("1", "", ""), "options": {"checkpoint_interval": "100ms"}});
+    let (s, v) = node.post("/v1/rules", body).await;
+    assert_eq!(s, 201, "{v}");
+    send(&node, "idle", &[("a", 1_000)], 1).await;
+    let completed = |s: &Value| s["checkpoint"]["completed"].as_u64().unwrap_or(0);
+    node.wait_status("idle", "a checkpoint", |s| completed(s) >= 1)
+        .await;
+    // A round in flight may still hold the event; after it, ten idle rounds write nothing.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, before) = node.get("/v1/rules/idle/status").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = node.get("/v1/rules/idle/status").await;
+    assert_eq!(completed(&after), completed(&before), "{after}");
+    assert_eq!(after["checkpoint"]["failed"], 0, "{after}");
+    // New state is written at the next round.
+    send(&node, "idle", &[("b", 2_000)], 2).await;
+    node.wait_status("idle", "a new checkpoint", |s| {
+        completed(s) > completed(&before)
+    })
+    .await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_keeps_the_state_unless_it_changes_what_the_state_is_for() {
     let dir = data_dir("state-update");
     let node = TestNode::start(&dir).await;

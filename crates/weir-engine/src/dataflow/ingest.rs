@@ -196,10 +196,8 @@ impl Ingest {
     /// Accepts one row, sending each full batch; `Err` says why the row cannot be an event (it
     /// should go to the dead letters). For threads; a task uses [`Ingest::stage`].
     pub fn push(&mut self, row: Row) -> Result<(), String> {
-        self.stage(row)?;
-        if !self.ready.is_empty() {
-            block_on(self.flush_async());
-        }
+        let ev = self.stamp.event(row)?;
+        self.push_event(ev);
         Ok(())
     }
 
@@ -228,9 +226,14 @@ impl Ingest {
         self.wm = self.wm.max(ev.ts.saturating_sub(delay).saturating_sub(1));
         self.batch.push(ev);
         if self.batch.len() >= self.batch_size {
-            let next = Vec::with_capacity(self.batch_size.min(1024));
-            self.ready.push(std::mem::replace(&mut self.batch, next));
+            self.seal();
         }
+    }
+
+    /// Moves the open batch to the ones ready to send.
+    fn seal(&mut self) {
+        let next = Vec::with_capacity(self.batch_size.min(1024));
+        self.ready.push(std::mem::replace(&mut self.batch, next));
     }
 
     /// Sends the full batches staged so far, if there are any, with the watermark they allow
@@ -261,8 +264,7 @@ impl Ingest {
     /// moves on with the clock).
     pub async fn flush_async(&mut self) {
         if !self.batch.is_empty() {
-            let next = Vec::with_capacity(self.batch_size.min(1024));
-            self.ready.push(std::mem::replace(&mut self.batch, next));
+            self.seal();
         }
         for batch in std::mem::take(&mut self.ready) {
             self.publisher.send(Msg::Data(Arc::new(batch))).await;
