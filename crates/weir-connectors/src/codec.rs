@@ -241,6 +241,19 @@ impl MessageDecoder {
         })
     }
 
+    /// Names how this decoder reads payloads: decoders with the same name make the same rows
+    /// of every payload, so what one decoded can serve the others. `None` for a CSV decoder
+    /// that is still to learn its header from the first message it reads.
+    pub fn sharing_key(&self) -> Option<String> {
+        match self.format {
+            Format::Csv => {
+                let header = self.csv.header.as_ref()?;
+                Some(format!("csv {} {header:?}", self.csv.delimiter))
+            }
+            f => Some(format!("{f:?}")),
+        }
+    }
+
     /// Rows of one payload: a JSON object, a JSON array of objects, or CSV records. Each
     /// `Err` says why a record cannot be an event.
     pub fn decode(&mut self, payload: &[u8], out: &mut Vec<Result<Row, String>>) {

@@ -211,6 +211,12 @@ impl Chain {
         Chain { stages, between }
     }
 
+    /// Whether an operator of the chain acts on time as well as on events (a window, a join's
+    /// bounds, a pattern's `WITHIN`): without one, only input changes the chain's state.
+    pub fn uses_time(&self) -> bool {
+        self.stages.iter().any(|s| s.uses_time)
+    }
+
     /// Events of input `input`, each with the watermark every input together had reached
     /// before it (the event's own `wm` is its stream's, by which its lateness is judged).
     pub fn on_events(
@@ -331,7 +337,9 @@ impl Chain {
                 kind: s.op.kind().to_owned(),
                 version: s.op.state_version(),
                 definition: format!("{:016x}", s.fingerprint),
-                watermark: s.wm,
+                // A stage that ignores event time takes the watermark of the next event it
+                // sees; saving it would make every processing-time tick a change of state.
+                watermark: if s.uses_time { s.wm } else { i64::MIN },
                 state,
             });
         }

@@ -149,7 +149,7 @@ impl Member {
                     Ok(GroupEvent::Assigned(parts)) => {
                         for p in parts {
                             self.owned.insert(p);
-                            self.ensure_task(p);
+                            self.ensure_task(p).await;
                         }
                     }
                     Ok(GroupEvent::Revoked(parts)) => {
@@ -179,11 +179,11 @@ impl Member {
     }
 
     /// Starts a partition's task unless it runs; false if it cannot start.
-    fn ensure_task(&mut self, partition: i32) -> bool {
+    async fn ensure_task(&mut self, partition: i32) -> bool {
         if self.tasks.contains_key(&partition) {
             return true;
         }
-        match self.start_task(partition) {
+        match self.start_task(partition).await {
             Ok(t) => {
                 self.tasks.insert(partition, t);
                 true
@@ -204,7 +204,7 @@ impl Member {
     /// Hands a message to its partition's task, after what the log handed a previous owner
     /// beyond the task's state.
     async fn deliver(&mut self, group: &GroupMember, partition: i32, offset: u64, payload: Bytes) {
-        if !self.owned.contains(&partition) || !self.ensure_task(partition) {
+        if !self.owned.contains(&partition) || !self.ensure_task(partition).await {
             return;
         }
         let Some(task) = self.tasks.get_mut(&partition) else {
@@ -240,7 +240,7 @@ impl Member {
         }
     }
 
-    fn start_task(&self, partition: i32) -> Result<Task, StartError> {
+    async fn start_task(&self, partition: i32) -> Result<Task, StartError> {
         let (tx, rx) = mpsc::channel(1024);
         let position = self.position(partition);
         let l = &self.launch;
@@ -264,7 +264,8 @@ impl Member {
                 tx: tx.downgrade(),
             }),
             fresh: false,
-        })?;
+        })
+        .await?;
         let next = rule.restored.get(&position).copied().unwrap_or(0);
         tracing::info!(rule = %l.id, partition, next, "partition task started");
         Ok(Task {

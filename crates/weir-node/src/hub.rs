@@ -2,17 +2,19 @@
 //! Streams without a connector live here; the embedded MQTT endpoint, HTTP ingest, live tails
 //! and rules publish and subscribe on it.
 //!
-//! Subscribers are *reliable* (a rule: the publisher waits while its channel is full), *lossy*
+//! Subscribers are *readers* (a rule: the publisher waits while its channel is full, and every
+//! reader of a topic gets the same [`Published`] batch, decoded once for all of them), *lossy*
 //! (a network client or a tail: a message it cannot take now is dropped and counted, so one slow
 //! reader never stalls the rules) or *journals* (a durable log of the topic, which at-least-once
 //! and exactly-once rules read: a publish returns once the message is stored).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use weir_core::Row;
 use weir_state::{Store, StoreError, StreamLog};
 
 /// A message on an embedded topic.
@@ -22,11 +24,63 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// One publish as its readers get it: the payloads, and what each way of decoding them made
+/// of them. Thousands of rules reading one stream decode each batch once, not once each.
+pub struct Published {
+    pub topic: Arc<str>,
+    pub payloads: Vec<Bytes>,
+    decoded: Mutex<Vec<(String, Arc<OnceLock<Decoded>>)>>,
+}
+
+/// Decoded payloads: each row (or the reason it is not one) with the index of its payload, in
+/// payload order.
+pub type Decoded = Vec<(usize, Result<Row, String>)>;
+
+impl Published {
+    pub fn new(topic: Arc<str>, payloads: Vec<Bytes>) -> Published {
+        Published {
+            topic,
+            payloads,
+            decoded: Mutex::default(),
+        }
+    }
+
+    /// The payloads as `decode` reads them; `key` names the decoding (the format and its
+    /// options), and the first reader with a key does the work while the others wait for it.
+    pub fn decoded(&self, key: &str, decode: impl FnOnce(&[Bytes]) -> Decoded) -> Rows {
+        let cell = {
+            let mut all = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+            match all.iter().find(|(k, _)| k == key) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceLock::new());
+                    all.push((key.to_owned(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| decode(&self.payloads));
+        Rows(cell)
+    }
+}
+
+/// A batch's rows as one way of decoding it made them (see [`Published::decoded`]).
+pub struct Rows(Arc<OnceLock<Decoded>>);
+
+impl std::ops::Deref for Rows {
+    type Target = Decoded;
+
+    fn deref(&self) -> &Decoded {
+        // Set before a `Rows` is made; the empty default is never used.
+        self.0.get_or_init(Vec::new)
+    }
+}
+
 enum Target {
-    Channel {
-        tx: mpsc::Sender<Message>,
-        lossy: bool,
-    },
+    /// Drops what the subscriber cannot take now.
+    Lossy(mpsc::Sender<Message>),
+    /// The publisher waits for room.
+    Reader(mpsc::Sender<Arc<Published>>),
     Journal(StreamLog),
 }
 
@@ -98,8 +152,8 @@ pub fn matches(topic: &str, filter: &str) -> bool {
     }
 }
 
-/// Messages for the reliable subscribers, which the publisher waits on in its own way.
-type Pending = Vec<(mpsc::Sender<Message>, Message)>;
+/// Batches for the readers, which the publisher waits on in its own way.
+type Pending = Vec<(mpsc::Sender<Arc<Published>>, Arc<Published>)>;
 
 impl Hub {
     pub fn new(store: Arc<Store>) -> Arc<Hub> {
@@ -135,14 +189,16 @@ impl Hub {
         }
     }
 
-    /// Delivers messages whose topic matches `filter` to `tx`.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        filter: &str,
-        tx: mpsc::Sender<Message>,
-        lossy: bool,
-    ) -> Subscription {
-        self.add(filter, Target::Channel { tx, lossy })
+    /// Delivers messages whose topic matches `filter` to `tx` while it has room; the others
+    /// are dropped and counted.
+    pub fn subscribe(self: &Arc<Self>, filter: &str, tx: mpsc::Sender<Message>) -> Subscription {
+        self.add(filter, Target::Lossy(tx))
+    }
+
+    /// Delivers each publish on a topic matching `filter` to `tx` as one batch, waiting for
+    /// room: a reader is never skipped.
+    pub fn read(self: &Arc<Self>, filter: &str, tx: mpsc::Sender<Arc<Published>>) -> Subscription {
+        self.add(filter, Target::Reader(tx))
     }
 
     /// Stores messages whose topic matches `filter` in `log` before their publish returns.
@@ -179,21 +235,27 @@ impl Hub {
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         let topic: Arc<str> = Arc::from(topic);
         let mut pending = Vec::new();
-        for p in payloads {
-            let msg = Message {
-                topic: topic.clone(),
-                payload: p.clone(),
-            };
-            for s in &matching {
-                match &s.target {
-                    Target::Channel { tx, lossy: false } => pending.push((tx.clone(), msg.clone())),
-                    Target::Channel { tx, lossy: true } => {
-                        if tx.try_send(msg.clone()).is_err() {
+        let mut batch = None;
+        for s in &matching {
+            match &s.target {
+                Target::Reader(tx) => {
+                    let batch = batch.get_or_insert_with(|| {
+                        Arc::new(Published::new(topic.clone(), payloads.to_vec()))
+                    });
+                    pending.push((tx.clone(), batch.clone()));
+                }
+                Target::Lossy(tx) => {
+                    for p in payloads {
+                        let msg = Message {
+                            topic: topic.clone(),
+                            payload: p.clone(),
+                        };
+                        if tx.try_send(msg).is_err() {
                             self.dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Target::Journal(_) => {}
                 }
+                Target::Journal(_) => {}
             }
         }
         Ok(pending)
@@ -217,10 +279,16 @@ impl Hub {
         payloads: &[Bytes],
         markers: &[(&str, &[u8])],
     ) -> Result<(), StoreError> {
-        for (tx, msg) in self.dispatch(topic, payloads, markers)? {
-            let _ = tx.send(msg).await;
+        for (tx, batch) in self.dispatch(topic, payloads, markers)? {
+            let _ = tx.send(batch).await;
         }
         Ok(())
+    }
+
+    /// Whether anything would take a message on `topic`: results nobody reads need no encoding.
+    pub fn has_subscribers(&self, topic: &str) -> bool {
+        let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
+        subs.exact.contains_key(topic) || subs.wild.iter().any(|s| matches(topic, &s.filter))
     }
 }
 
@@ -248,7 +316,7 @@ mod tests {
     async fn lossy_subscribers_drop_and_unsubscribe_on_drop() {
         let (hub, _dir) = hub();
         let (tx, mut rx) = mpsc::channel(1);
-        let sub = hub.subscribe("t/#", tx, true);
+        let sub = hub.subscribe("t/#", tx);
         hub.publish("t/1", Bytes::from_static(b"1")).await.unwrap();
         hub.publish("t/2", Bytes::from_static(b"2")).await.unwrap();
         assert_eq!(rx.recv().await.unwrap().payload, "1");
@@ -264,16 +332,41 @@ mod tests {
         let (exact_tx, mut exact) = mpsc::channel(8);
         let (wild_tx, mut wild) = mpsc::channel(8);
         let (other_tx, mut other) = mpsc::channel(8);
-        let e = hub.subscribe("a/b", exact_tx, false);
-        let w = hub.subscribe("a/+", wild_tx, false);
-        let o = hub.subscribe("a/c", other_tx, false);
+        let e = hub.read("a/b", exact_tx);
+        let w = hub.read("a/+", wild_tx);
+        let o = hub.read("a/c", other_tx);
+        assert!(hub.has_subscribers("a/b") && !hub.has_subscribers("b"));
         hub.publish("a/b", Bytes::from_static(b"1")).await.unwrap();
-        assert_eq!(exact.recv().await.unwrap().payload, "1");
-        assert_eq!(wild.recv().await.unwrap().payload, "1");
+        let (one, two) = (exact.recv().await.unwrap(), wild.recv().await.unwrap());
+        assert_eq!(one.payloads, [Bytes::from_static(b"1")]);
+        assert!(Arc::ptr_eq(&one, &two), "readers share one batch");
         assert!(other.try_recv().is_err());
         drop((e, w, o));
+        assert!(!hub.has_subscribers("a/b"));
         let subs = hub.subs.read().unwrap();
         assert!(subs.exact.is_empty() && subs.wild.is_empty());
+    }
+
+    #[test]
+    fn each_way_of_decoding_a_batch_runs_once() {
+        let batch = Published::new(
+            Arc::from("t"),
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+        );
+        let runs = AtomicU64::new(0);
+        let decode = |p: &[Bytes]| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            p.iter()
+                .enumerate()
+                .map(|(i, _)| (i, Err("not a row".to_owned())))
+                .collect()
+        };
+        let first = batch.decoded("json", decode);
+        let again = batch.decoded("json", decode);
+        assert!(Arc::ptr_eq(&first.0, &again.0));
+        assert_eq!(first.len(), 2);
+        batch.decoded("csv", decode);
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -244,7 +244,7 @@ async fn client(
                 for f in &s.filters {
                     if valid_filter(&f.path) {
                         subs.retain(|(p, _)| p != &f.path);
-                        let sub = hub.subscribe(&f.path, out_tx.clone(), true);
+                        let sub = hub.subscribe(&f.path, out_tx.clone());
                         subs.push((f.path.clone(), sub));
                         codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
                     } else {

@@ -2,7 +2,7 @@
 //! operations the REST API offers on them. Every change is validated in full before anything
 //! is touched, then persisted, so a failed request leaves nothing half-done.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -186,6 +186,8 @@ struct Live {
 struct State {
     registry: Registry,
     running: HashMap<String, Live>,
+    /// Rules being started: their state is recovered and their tasks wired outside this lock.
+    starting: HashSet<String>,
     /// Rules that should run but could not, with the reason.
     failed: HashMap<String, String>,
 }
@@ -195,6 +197,8 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub started: Instant,
     state: Mutex<State>,
+    /// Operations on one rule take turns here (see [`Node::rule_turn`]).
+    rule_turns: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Figures of running rules, readable without waiting for an operation to finish.
     metrics: RwLock<BTreeMap<String, Arc<RuleMetrics>>>,
     pub checkpoints: Arc<dyn CheckpointStore>,
@@ -342,9 +346,11 @@ impl Node {
             checkpoints,
             journals: std::sync::Mutex::new(HashMap::new()),
             started: Instant::now(),
+            rule_turns: Default::default(),
             state: Mutex::new(State {
                 registry,
                 running: HashMap::new(),
+                starting: HashSet::new(),
                 failed: HashMap::new(),
             }),
             metrics: RwLock::new(BTreeMap::new()),
@@ -358,28 +364,59 @@ impl Node {
 
     /// Starts every rule that was running when the node last stopped.
     pub async fn restore(&self) {
-        let mut st = self.state.lock().await;
-        let installed: Vec<String> = st.registry.catalog.rules.keys().cloned().collect();
-        for id in installed {
-            self.hold_journals(&st, &id);
-        }
-        let ids: Vec<String> = st
-            .registry
-            .catalog
-            .rules
-            .values()
-            .filter(|r| r.state == RuleState::Running)
-            .map(|r| r.id.clone())
-            .collect();
+        let ids: Vec<String> = {
+            let st = self.state.lock().await;
+            let installed: Vec<String> = st.registry.catalog.rules.keys().cloned().collect();
+            for id in installed {
+                self.hold_journals(&st, &id);
+            }
+            st.registry
+                .catalog
+                .rules
+                .values()
+                .filter(|r| r.state == RuleState::Running)
+                .map(|r| r.id.clone())
+                .collect()
+        };
         for id in ids {
-            match self.launch(&st, &id) {
+            let _turn = self.rule_turn(&id).await;
+            let started = self.launch(&id, false).await;
+            let mut st = self.state.lock().await;
+            match started {
                 Ok(rule) => self.set_running(&mut st, &id, rule),
+                // Deleted meanwhile.
+                Err(_) if !st.registry.catalog.rules.contains_key(&id) => {}
                 Err(e) => {
                     tracing::error!(rule = %id, error = %e, "rule not restored");
                     st.failed.insert(id, e.to_string());
                 }
             }
         }
+    }
+
+    /// Waits for the operation under way on rule `id`, if any. Operations on one rule take
+    /// turns here, and hold the node's lock only for short reads and writes of the catalogue:
+    /// a rule slow to start or stop (its changelog server away, its sink slow) holds up the
+    /// calls about itself alone.
+    async fn rule_turn(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self
+            .rule_turns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        turn.lock_owned().await
+    }
+
+    /// Forgets the turns of a deleted rule, unless an operation waits on them.
+    fn forget_turn(&self, id: &str, turn: tokio::sync::OwnedMutexGuard<()>) {
+        let mut turns = self.rule_turns.lock().unwrap_or_else(|e| e.into_inner());
+        // Held by the map and `turn` alone: nobody waits.
+        if turns.get(id).is_some_and(|t| Arc::strong_count(t) == 2) {
+            turns.remove(id);
+        }
+        drop(turn);
     }
 
     fn catalog_streams(st: &State) -> Vec<StreamDef> {
@@ -534,12 +571,28 @@ impl Node {
         }
     }
 
-    fn launch(&self, st: &State, id: &str) -> Result<Runner, NodeError> {
-        self.launch_with(st, id, false)
+    /// Starts rule `id` (`fresh`: with empty state, its checkpoints dropped first). Its
+    /// settings are read under the node's lock; its state is recovered and its tasks wired
+    /// without it, the rule shown as STARTING meanwhile.
+    async fn launch(&self, id: &str, fresh: bool) -> Result<Runner, NodeError> {
+        let (launch, group) = {
+            let mut st = self.state.lock().await;
+            let planned = self.plan(&st, id, fresh)?;
+            st.starting.insert(id.to_owned());
+            planned
+        };
+        let started = match group {
+            true => GroupRule::start(launch).map(Runner::Group),
+            false => RunningRule::start(launch)
+                .await
+                .map(|r| Runner::One(Box::new(r))),
+        };
+        self.state.lock().await.starting.remove(id);
+        started.map_err(NodeError::Start)
     }
 
-    /// Starts a rule; `fresh` with empty state (its checkpoints are dropped first).
-    fn launch_with(&self, st: &State, id: &str, fresh: bool) -> Result<Runner, NodeError> {
+    /// What rule `id` starts with, and whether it runs as a group.
+    fn plan(&self, st: &State, id: &str, fresh: bool) -> Result<(Launch, bool), NodeError> {
         let rec = Self::record(st, id)?;
         if fresh && rec.options.group {
             return Err(NodeError::Unsupported(format!(
@@ -572,11 +625,7 @@ impl Node {
             fed: None,
             fresh,
         };
-        match rec.options.group {
-            true => GroupRule::start(launch).map(Runner::Group),
-            false => RunningRule::start(launch).map(|r| Runner::One(Box::new(r))),
-        }
-        .map_err(NodeError::Start)
+        Ok((launch, rec.options.group))
     }
 
     fn set_running(&self, st: &mut State, id: &str, rule: Runner) {
@@ -594,13 +643,20 @@ impl Node {
         );
     }
 
-    async fn halt(&self, st: &mut State, id: &str) {
+    /// Takes rule `id` out of the running rules; it is stopped once the node's lock is let go.
+    fn take_running(&self, st: &mut State, id: &str) -> Option<Runner> {
         self.metrics
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        if let Some(live) = st.running.remove(id) {
-            live.rule.stop().await;
+        st.running.remove(id).map(|live| live.rule)
+    }
+
+    /// Stops rule `id` if it runs; its last checkpoint is taken without the node's lock.
+    async fn halt(&self, id: &str) {
+        let rule = self.take_running(&mut *self.state.lock().await, id);
+        if let Some(rule) = rule {
+            rule.stop().await;
         }
     }
 
@@ -762,6 +818,7 @@ impl Node {
             return Err(invalid_id(id));
         }
         options.validate().map_err(NodeError::invalid)?;
+        let _turn = self.rule_turn(id).await;
         let (program, mut st) = self.compile_new_rule(id, sql).await?;
         if st.registry.catalog.rules.contains_key(id) {
             return Err(NodeError::Conflict(format!(
@@ -786,15 +843,15 @@ impl Node {
         );
         self.hold_journals(&st, id);
         if start {
-            match self.launch(&st, id) {
+            drop(st);
+            let started = self.launch(id, false).await;
+            st = self.state.lock().await;
+            match started {
                 Ok(rule) => {
                     self.set_running(&mut st, id, rule);
-                    st.registry
-                        .catalog
-                        .rules
-                        .get_mut(id)
-                        .expect("just inserted")
-                        .state = RuleState::Running;
+                    if let Some(rec) = st.registry.catalog.rules.get_mut(id) {
+                        rec.state = RuleState::Running;
+                    }
                 }
                 Err(e) => {
                     self.forget_state(&st, id);
@@ -804,9 +861,13 @@ impl Node {
             }
         }
         if let Err(e) = st.registry.save() {
-            self.halt(&mut st, id).await;
+            let rule = self.take_running(&mut st, id);
             self.forget_state(&st, id);
             st.registry.catalog.rules.remove(id);
+            drop(st);
+            if let Some(rule) = rule {
+                rule.stop().await;
+            }
             return Err(e.into());
         }
         Ok(self.view(&st, id))
@@ -825,6 +886,7 @@ impl Node {
         reset: bool,
     ) -> Result<(RuleView, SavedState), NodeError> {
         options.validate().map_err(NodeError::invalid)?;
+        let _turn = self.rule_turn(id).await;
         let (program, mut st) = self.compile_new_rule(id, sql).await?;
         let old = Self::record(&st, id)?.clone();
         Self::check_delivery(&program, &options)?;
@@ -858,18 +920,22 @@ impl Node {
             .expect("checked above");
         rec.sql = sql.to_owned();
         rec.options = options;
-        if was_running {
-            self.halt(&mut st, id).await;
+        let running = self.take_running(&mut st, id);
+        drop(st);
+        if let Some(rule) = running {
+            rule.stop().await;
         }
         // The state as it is now: the old version resumes from it should the new one not
         // start (a stop takes a last checkpoint).
         let kept = self.checkpoints.latest(id)?;
-        self.hold_journals(&st, id);
+        self.hold_journals(&*self.state.lock().await, id);
         if saved == SavedState::Reset && !was_running {
             self.checkpoints.remove(id)?;
         }
         if was_running {
-            match self.launch_with(&st, id, saved == SavedState::Reset) {
+            let started = self.launch(id, saved == SavedState::Reset).await;
+            let mut st = self.state.lock().await;
+            match started {
                 Ok(rule) => self.set_running(&mut st, id, rule),
                 Err(e) => {
                     st.registry.catalog.rules.insert(id.to_owned(), old);
@@ -878,26 +944,30 @@ impl Node {
                         let _ = self.checkpoints.save(&kept.checkpoint);
                     }
                     self.hold_journals(&st, id);
-                    if let Ok(rule) = self.launch(&st, id) {
-                        self.set_running(&mut st, id, rule);
+                    drop(st);
+                    if let Ok(rule) = self.launch(id, false).await {
+                        self.set_running(&mut *self.state.lock().await, id, rule);
                     }
                     return Err(e);
                 }
             }
         }
+        let st = self.state.lock().await;
         st.registry.save()?;
         Ok((self.view(&st, id), saved))
     }
 
     pub async fn delete_rule(&self, id: &str) -> Result<RuleView, NodeError> {
-        let mut st = self.state.lock().await;
-        if !st.registry.catalog.rules.contains_key(id) {
-            return Err(NodeError::NotFound {
-                kind: "rule",
-                name: id.to_owned(),
-            });
+        let turn = self.rule_turn(id).await;
+        let running = {
+            let mut st = self.state.lock().await;
+            self.ensure_rule(&st, id)?;
+            self.take_running(&mut st, id)
+        };
+        if let Some(rule) = running {
+            rule.stop().await;
         }
-        self.halt(&mut st, id).await;
+        let mut st = self.state.lock().await;
         let mut view = self.view(&st, id);
         self.forget_state(&st, id);
         let rec = st.registry.catalog.rules.remove(id).expect("checked above");
@@ -909,6 +979,8 @@ impl Node {
         {
             let _ = std::fs::remove_file(path);
         }
+        drop(st);
+        self.forget_turn(id, turn);
         view.state = "UNINSTALLED";
         Ok(view)
     }
@@ -916,35 +988,42 @@ impl Node {
     /// Starts a stopped rule; `reset` drops its saved state first (a rule whose state no
     /// longer fits it does not start otherwise).
     pub async fn start_rule(&self, id: &str, reset: bool) -> Result<RuleView, NodeError> {
-        let mut st = self.state.lock().await;
-        self.ensure_rule(&st, id)?;
-        if reset && st.running.contains_key(id) {
+        let _turn = self.rule_turn(id).await;
+        let running = {
+            let st = self.state.lock().await;
+            self.ensure_rule(&st, id)?;
+            st.running.contains_key(id)
+        };
+        if reset && running {
             return Err(NodeError::Conflict(format!(
                 "rule '{id}' is running; restart it to reset its state"
             )));
         }
-        if !st.running.contains_key(id) {
-            let rule = self.launch_with(&st, id, reset)?;
-            self.set_running(&mut st, id, rule);
+        if !running {
+            let rule = self.launch(id, reset).await?;
+            self.set_running(&mut *self.state.lock().await, id, rule);
         }
+        let mut st = self.state.lock().await;
         self.persist_state(&mut st, id, RuleState::Running)?;
         Ok(self.view(&st, id))
     }
 
     pub async fn stop_rule(&self, id: &str) -> Result<RuleView, NodeError> {
+        let _turn = self.rule_turn(id).await;
+        self.ensure_rule(&*self.state.lock().await, id)?;
+        self.halt(id).await;
         let mut st = self.state.lock().await;
-        self.ensure_rule(&st, id)?;
-        self.halt(&mut st, id).await;
         st.failed.remove(id);
         self.persist_state(&mut st, id, RuleState::Stopped)?;
         Ok(self.view(&st, id))
     }
 
     pub async fn restart_rule(&self, id: &str, reset: bool) -> Result<RuleView, NodeError> {
+        let _turn = self.rule_turn(id).await;
+        self.ensure_rule(&*self.state.lock().await, id)?;
+        self.halt(id).await;
+        let rule = self.launch(id, reset).await?;
         let mut st = self.state.lock().await;
-        self.ensure_rule(&st, id)?;
-        self.halt(&mut st, id).await;
-        let rule = self.launch_with(&st, id, reset)?;
         self.set_running(&mut st, id, rule);
         self.persist_state(&mut st, id, RuleState::Running)?;
         Ok(self.view(&st, id))
@@ -982,6 +1061,7 @@ impl Node {
             sql: weir_core::redact::secrets(&rec.sql).into_owned(),
             options: rec.options.clone(),
             state: match (&failed, st.running.contains_key(id)) {
+                _ if st.starting.contains(id) => "STARTING",
                 (Some(_), false) => "FAILED",
                 _ => state_name(rec.state),
             },
@@ -1187,10 +1267,15 @@ impl Node {
 
     /// Stops every rule (node shutdown); their registry state stays as it was.
     pub async fn shutdown(&self) {
-        let mut st = self.state.lock().await;
-        let ids: Vec<String> = st.running.keys().cloned().collect();
-        for id in ids {
-            self.halt(&mut st, &id).await;
+        let running: Vec<Runner> = {
+            let mut st = self.state.lock().await;
+            let ids: Vec<String> = st.running.keys().cloned().collect();
+            ids.iter()
+                .filter_map(|id| self.take_running(&mut st, id))
+                .collect()
+        };
+        for rule in running {
+            rule.stop().await;
         }
     }
 }

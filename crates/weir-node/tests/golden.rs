@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use weir_core::{parse_json_row, Row};
 use weir_engine::{Dataflow, Delivered, EngineConfig};
 
@@ -126,8 +125,7 @@ fn reference(case: &Case) -> Seen {
 async fn on_node(case: &Case, workers: usize, arrays: bool, expected: usize) -> Seen {
     let dir = data_dir(&format!("golden-{}", case.name));
     let node = TestNode::start(&dir).await;
-    let (tx, mut rx) = mpsc::channel(4096);
-    let _all = node.running.node.hub.subscribe("#", tx, false);
+    let (_all, mut rx) = tap(&node.running.node.hub, "#");
     let id = case.name.replace('_', "-");
     let (s, v) = node
         .post(

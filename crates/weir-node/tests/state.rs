@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
@@ -70,11 +70,40 @@ async fn an_idle_rule_writes_no_checkpoint_until_its_state_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_rule_whose_state_only_input_changes_takes_no_checkpoint_rounds() {
+    let dir = data_dir("state-idle-rounds");
+    let node = TestNode::start(&dir).await;
+    let sql = "CREATE STREAM r (k STRING, v BIGINT) WITH (topic = 'rounds_in');\n\
+               INSERT INTO rounds_out SELECT k FROM r WHERE v > 1;";
+    let body = json!({"id": "quiet", "sql": sql, "options": {"checkpoint_interval": "100ms"}});
+    let (s, v) = node.post("/v1/rules", body).await;
+    assert_eq!(s, 201, "{v}");
+    let rounds = |s: &Value| s["checkpoint"]["rounds"].as_u64().unwrap_or(0);
+    node.wait_status("quiet", "a first round", |s| rounds(s) >= 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, before) = node.get("/v1/rules/quiet/status").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = node.get("/v1/rules/quiet/status").await;
+    assert_eq!(rounds(&after), rounds(&before), "{after}");
+    // Input brings the rounds back: the next one takes the new position in.
+    let (s, v) = node
+        .post("/v1/streams/r/events", json!({"k": "a", "v": 2}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    node.wait_status("quiet", "a round after input", |s| {
+        rounds(s) > rounds(&before)
+    })
+    .await;
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_keeps_the_state_unless_it_changes_what_the_state_is_for() {
     let dir = data_dir("state-update");
     let node = TestNode::start(&dir).await;
-    let (tx, mut rx) = mpsc::channel(64);
-    let _sub = node.running.node.hub.subscribe("counts", tx, false);
+    let (_sub, mut rx) = tap(&node.running.node.hub, "counts");
     let (s, v) = node
         .post("/v1/rules", json!({"id": "c", "sql": counts("1", "", "")}))
         .await;
@@ -235,8 +264,7 @@ async fn a_retried_request_is_stored_once() {
     let mut seen_total = 0;
     for round in 0..2 {
         let node = TestNode::start(&dir).await;
-        let (tx, mut rx) = mpsc::channel(64);
-        let _sub = node.running.node.hub.subscribe("seen", tx, false);
+        let (_sub, mut rx) = tap(&node.running.node.hub, "seen");
         if round == 0 {
             let sql = "CREATE STREAM orders WITH (topic = 'orders');\n\
                        CREATE STREAM readings WITH (topic = 'readings', event_id = 'id');\n\
@@ -321,4 +349,57 @@ async fn a_rule_whose_changelog_server_is_away_is_unavailable_not_wrong() {
     assert!(message.contains("changelog"), "{message}");
     assert!(message.contains("once it is back"), "{message}");
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_slow_to_start_holds_up_no_call_about_the_others() {
+    let dir = data_dir("slow-start");
+    let node = TestNode::start(&dir).await;
+    let quick = "CREATE STREAM q (k BIGINT) WITH (topic = 'quick_in'); INSERT INTO quick_out SELECT * FROM q;";
+    let (s, v) = node
+        .post("/v1/rules", json!({"id": "quick", "sql": quick}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    // A changelog server that takes connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let slow = "CREATE STREAM s (k BIGINT) WITH (topic = 'slow_in'); INSERT INTO slow_out SELECT * FROM s;";
+    let install = node.post(
+        "/v1/rules",
+        json!({"id": "slow", "sql": slow, "options": {"changelog": format!("nats://127.0.0.1:{port}")}}),
+    );
+    let others = async {
+        let mut seen_starting = false;
+        for _ in 0..20 {
+            let began = Instant::now();
+            let (s, v) = node.get("/v1/rules").await;
+            assert_eq!(s, 200, "{v}");
+            let (s, status) = node.get("/v1/rules/quick/status").await;
+            assert_eq!(s, 200, "{status}");
+            let took = began.elapsed();
+            assert!(took < Duration::from_secs(2), "the others waited {took:?}");
+            let slow = v.as_array().unwrap().iter().find(|r| r["id"] == "slow");
+            if slow.is_some_and(|r| r["state"] == "STARTING") {
+                seen_starting = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            seen_starting,
+            "the slow rule is shown as STARTING while it starts"
+        );
+        let (s, v) = node.post("/v1/rules/quick/stop", json!({})).await;
+        assert_eq!((s, v["state"].as_str()), (200, Some("STOPPED")), "{v}");
+    };
+    let ((s, v), ()) = tokio::join!(install, others);
+    assert_eq!(s, 503, "{v}");
+    let (s, _) = node.get("/v1/rules/slow").await;
+    assert_eq!(s, 404, "a rule that did not start is not installed");
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

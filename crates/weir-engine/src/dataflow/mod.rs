@@ -237,6 +237,7 @@ pub struct Dataflow {
     chains: usize,
     tasks: Vec<JoinHandle<()>>,
     stats: Vec<Arc<RuleStats>>,
+    uses_time: bool,
 }
 impl Dataflow {
     /// Wires and starts a program. `inputs` are the streams fed from outside through
@@ -366,11 +367,13 @@ impl Dataflow {
 
         let pool = &config.pool;
         let mut tasks = Vec::new();
+        let mut uses_time = false;
         for (r, ((rx, slots), (rt, _))) in rule_rx.into_iter().zip(plans).enumerate() {
             let pubs = std::mem::take(&mut worker_pubs[r]);
             let mut runners: Vec<Runner> = Vec::with_capacity(pubs.len());
             let rule_chains = built.next().expect("a chain list per rule");
             for (out, chain) in pubs.into_iter().zip(rule_chains) {
+                uses_time |= chain.uses_time();
                 runners.push(Runner {
                     chain,
                     index,
@@ -419,6 +422,7 @@ impl Dataflow {
             chains,
             tasks,
             stats,
+            uses_time,
         })
     }
 
@@ -430,6 +434,12 @@ impl Dataflow {
     /// How many operator chains run (and report a snapshot at each barrier).
     pub fn chains(&self) -> usize {
         self.chains
+    }
+
+    /// Whether an operator acts on time as well as on events: without one, the flow's state
+    /// changes only with input, and time passing without input changes nothing.
+    pub fn uses_time(&self) -> bool {
+        self.uses_time
     }
 
     /// The ingest handle of an input stream named at build time.

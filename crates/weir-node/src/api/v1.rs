@@ -167,7 +167,7 @@ fn sse(node: &Node, topics: &[String]) -> Sse<impl Stream<Item = Result<Event, I
     let (tx, mut rx) = mpsc::channel(1024);
     let subs: Vec<_> = topics
         .iter()
-        .map(|t| node.hub.subscribe(t, tx.clone(), true))
+        .map(|t| node.hub.subscribe(t, tx.clone()))
         .collect();
     let stream = async_stream(move |emit| async move {
         let _keep = subs;

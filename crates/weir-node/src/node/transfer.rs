@@ -122,6 +122,7 @@ impl Node {
     /// Stops a rule at a checkpoint and packs it for another node. The rule stays installed
     /// here, stopped, until the move is finished or undone.
     pub async fn detach(&self, id: &str) -> Result<Package, NodeError> {
+        let _turn = self.rule_turn(id).await;
         let mut st = self.state.lock().await;
         let record = Self::record(&st, id)?.clone();
         let program = Self::compile_rule(&st, id, &record.sql)?;
@@ -145,7 +146,11 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        self.halt(&mut st, id).await;
+        let running = self.take_running(&mut st, id);
+        drop(st);
+        if let Some(rule) = running {
+            rule.stop().await;
+        }
         let checkpoint = self.checkpoints.latest(id)?.map(|r| r.checkpoint);
         let store = self.hub.store();
         let durable = record.options.delivery.durable();
@@ -186,6 +191,7 @@ impl Node {
             });
             payloads.push(results);
         }
+        let st = self.state.lock().await;
         let streams = inputs
             .iter()
             .chain(&outputs)
@@ -246,6 +252,7 @@ impl Node {
                 )));
             }
         }
+        let _turn = self.rule_turn(&id).await;
         let mut st = self.state.lock().await;
         if st.registry.catalog.rules.contains_key(&id) {
             return Err(NodeError::Conflict(format!(
@@ -295,7 +302,12 @@ impl Node {
         };
         let placed = self.place(&st, &id, carried);
         let started = match placed {
-            Ok(()) if run => self.launch(&st, &id).map(Some),
+            Ok(()) if run => {
+                drop(st);
+                let started = self.launch(&id, false).await.map(Some);
+                st = self.state.lock().await;
+                started
+            }
             Ok(()) => Ok(None),
             Err(e) => Err(e),
         };
@@ -311,11 +323,15 @@ impl Node {
             Err(e) => Err(e),
         };
         if let Err(e) = saved {
-            self.halt(&mut st, &id).await;
+            let running = self.take_running(&mut st, &id);
             self.forget_state(&st, &id);
             st.registry.catalog.rules.remove(&id);
             for s in &added {
                 st.registry.catalog.streams.remove(&s.name);
+            }
+            drop(st);
+            if let Some(rule) = running {
+                rule.stop().await;
             }
             return Err(e);
         }
@@ -379,12 +395,15 @@ impl Node {
 
     /// Starts a rule again where it stopped for a move that did not happen.
     pub async fn resume_after_move(&self, id: &str) -> Result<RuleView, NodeError> {
+        let _turn = self.rule_turn(id).await;
         let mut st = self.state.lock().await;
         self.ensure_rule(&st, id)?;
         self.hold_journals(&st, id);
         let run = st.registry.catalog.rules[id].state == RuleState::Running;
         if run && !st.running.contains_key(id) {
-            let rule = self.launch(&st, id)?;
+            drop(st);
+            let rule = self.launch(id, false).await?;
+            st = self.state.lock().await;
             self.set_running(&mut st, id, rule);
         }
         Ok(self.view(&st, id))

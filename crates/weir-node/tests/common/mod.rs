@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use weir_node::hub::{Hub, Message, Subscription};
 use weir_node::{NodeConfig, Running};
 
 /// A name no other test (or earlier run) uses.
@@ -187,6 +188,27 @@ pub async fn expect_quiet(rx: &mut mpsc::Receiver<Bytes>, ms: u64) {
     if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
         panic!("unexpected message: {}", String::from_utf8_lossy(&b));
     }
+}
+
+/// Every message published on the node's topics matching `filter`, in order and none dropped:
+/// the publisher waits while the test has not read them.
+pub fn tap(hub: &std::sync::Arc<Hub>, filter: &str) -> (Subscription, mpsc::Receiver<Message>) {
+    let (batches_tx, mut batches) = mpsc::channel::<std::sync::Arc<weir_node::hub::Published>>(64);
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(async move {
+        while let Some(b) = batches.recv().await {
+            for p in &b.payloads {
+                let m = Message {
+                    topic: b.topic.clone(),
+                    payload: p.clone(),
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (hub.read(filter, batches_tx), rx)
 }
 
 pub mod cluster;

@@ -252,7 +252,7 @@ async fn node(b: &DebsBench, rows: Vec<Row>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut subs = Vec::new();
-    let (tx, mut rx) = mpsc::channel::<weir_node::hub::Message>(1 << 16);
+    let (tx, mut rx) = mpsc::channel::<std::sync::Arc<weir_node::hub::Published>>(1 << 10);
     for (id, sql) in [
         ("debs-q1", QUERY1),
         ("debs-q2", QUERY2),
@@ -274,7 +274,7 @@ async fn node(b: &DebsBench, rows: Vec<Row>) -> Result<(), String> {
         "bench_delivery",
     ] {
         let (_, tap) = node.stream_topics(s).await.map_err(|e| e.to_string())?;
-        subs.push(node.hub.subscribe(&tap, tx.clone(), false));
+        subs.push(node.hub.read(&tap, tx.clone()));
     }
     let ingest = node
         .stream_topics("debs")
@@ -292,29 +292,37 @@ async fn node(b: &DebsBench, rows: Vec<Row>) -> Result<(), String> {
         loop {
             // Once every record is in, results still on their way get a second to arrive.
             let wait = Duration::from_secs(if delivered < total { 10 } else { 1 });
-            let Ok(Some(msg)) = tokio::time::timeout(wait, rx.recv()).await else {
+            let Ok(Some(batch)) = tokio::time::timeout(wait, rx.recv()).await else {
                 break;
             };
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else {
-                continue;
-            };
-            let stream = msg.topic.rsplit('/').next().unwrap_or_default().to_owned();
-            *m.results.entry(stream.clone()).or_default() += 1;
-            let field = |k: &str| v.get(k).and_then(serde_json::Value::as_i64);
-            let since = |ns: i64, t0: &mut Option<i64>| (ns - *t0.get_or_insert(ns)) as f64 / 1e9;
-            match stream.as_str() {
-                "bench_delivery" => {
-                    delivered += 1;
-                    if let (Some(s), Some(r)) = (field("sent_ns"), field("rcv_ns")) {
-                        m.dv.push((since(s, &mut t0), r - s));
+            let stream = batch
+                .topic
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            for payload in &batch.payloads {
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+                    continue;
+                };
+                *m.results.entry(stream.clone()).or_default() += 1;
+                let field = |k: &str| v.get(k).and_then(serde_json::Value::as_i64);
+                let since =
+                    |ns: i64, t0: &mut Option<i64>| (ns - *t0.get_or_insert(ns)) as f64 / 1e9;
+                match stream.as_str() {
+                    "bench_delivery" => {
+                        delivered += 1;
+                        if let (Some(s), Some(r)) = (field("sent_ns"), field("rcv_ns")) {
+                            m.dv.push((since(s, &mut t0), r - s));
+                        }
                     }
-                }
-                "q1_changes" => {
-                    if let (Some(r), Some(k)) = (field("rcv_ns"), field("k_sent_ns")) {
-                        m.tat.push((since(r, &mut t0), k - r));
+                    "q1_changes" => {
+                        if let (Some(r), Some(k)) = (field("rcv_ns"), field("k_sent_ns")) {
+                            m.tat.push((since(r, &mut t0), k - r));
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         m

@@ -62,7 +62,8 @@ pub async fn start_joined(
     weir_node::start(config).await.map_err(|e| e.to_string())
 }
 
-fn config(dir: &std::path::Path, name: &str) -> NodeConfig {
+/// The settings of a bench node named `name` with its data under `dir`.
+pub fn config(dir: &std::path::Path, name: &str) -> NodeConfig {
     NodeConfig {
         name: Some(name.to_owned()),
         listen: ([127, 0, 0, 1], 0).into(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use weir_node::registry::RuleOptions;
 
-use super::bench_node::{median, start};
+use super::bench_node::{config, median};
 
 /// Resident memory (bytes) and OS threads of this process, from /proc/self/status.
 fn rss_and_threads() -> Result<(u64, u64), String> {
@@ -117,7 +117,11 @@ fn per_rule_kb(f: &Figures, rules: usize) -> f64 {
 async fn one_run(rules: usize, events: usize) -> Result<Figures, String> {
     let dir = std::env::temp_dir().join(format!("weir-bench-rules-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let running = start(&dir, "rules", None).await?;
+    let config = weir_node::NodeConfig {
+        max_rules: rules.max(1),
+        ..config(&dir, "rules")
+    };
+    let running = weir_node::start(config).await.map_err(|e| e.to_string())?;
     let node = running.node.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (base_rss, base_threads) = rss_and_threads()?;

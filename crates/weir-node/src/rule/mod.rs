@@ -12,34 +12,40 @@
 //! Stopping takes a last checkpoint, then the feeds leave the engine without ending their
 //! streams, so open windows stay in the checkpoint for the next start instead of being flushed.
 
+mod feed;
+mod metrics;
+mod recovery;
+mod sink;
+
+pub use metrics::{OperatorStatus, RuleMetrics, Stage};
+pub use recovery::BROKER_POSITION;
+
+use feed::{Feed, FeedSource};
+use recovery::{recover, Recovery};
+use sink::{Sink, SinkTarget};
+
 use crate::start_error::StartError;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_core::Classify;
 
 use bytes::Bytes;
-use prometheus_client::metrics::histogram::Histogram;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use weir_connectors::codec::MessageDecoder;
-use weir_connectors::live::{DurableInput, Health, HealthReport, Outgoing, PayloadTx};
-use weir_connectors::nats::changelog::Changelog;
+use weir_connectors::live::{DurableInput, Outgoing, PayloadTx};
 use weir_connectors::Endpoint;
-use weir_core::{Clock, Row, Value};
-use weir_engine::{BuildError, Dataflow, Delivered, EngineConfig, Ingest, OutputStream, RuleStats};
+use weir_engine::{BuildError, Dataflow, EngineConfig};
 use weir_lang::plan::{StreamDef, TimeMode};
 use weir_lang::Program;
-use weir_state::{Checkpoint, CheckpointStore, Recovered, StreamLog};
+use weir_state::CheckpointStore;
 
-use crate::checkpoint::{
-    ChangelogInputs, CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report,
-};
+use crate::checkpoint::{CheckpointStatus, Command, Coordinator, FeedCtl, OutputTarget, Report};
 use crate::delivery::Delivery;
-use crate::hub::{Hub, Message, Subscription};
-use crate::outbox::{Outbox, OutboxStatus, WhenFull};
+use crate::hub::{Hub, Published, Subscription};
+use crate::outbox::{Outbox, WhenFull};
 
 /// The hub topic outside events of a stream arrive on (embedded topic, or ingest for streams
 /// with a connector).
@@ -110,144 +116,6 @@ pub fn journals(id: &str, program: &Program) -> Vec<JournalSpec> {
             })
         })
         .collect()
-}
-
-/// Counters of one stage (a source or a sink) of a rule.
-#[derive(Debug)]
-pub struct Stage {
-    pub name: String,
-    pub connector: &'static str,
-    pub health: Arc<Health>,
-    /// Payloads taken (sources) or events handed to the connector (sinks).
-    pub received: AtomicU64,
-    /// Events produced (sources) or published on an embedded topic (sinks).
-    pub events: AtomicU64,
-    pub errors: AtomicU64,
-    /// Input waiting to be read (sources): entries of its durable log beyond the rule's
-    /// position, or payloads queued for it. The node's load sums it as input lag.
-    pub backlog: AtomicU64,
-    /// The store-and-forward outbox of an external sink of a durable rule.
-    pub outbox: Option<Arc<Outbox>>,
-}
-
-impl Stage {
-    pub(crate) fn new(kind: &str, stream: &str, endpoint: &Endpoint) -> Arc<Stage> {
-        Arc::new(Stage {
-            name: format!("{kind}:{stream}"),
-            connector: endpoint.kind(),
-            health: Arc::default(),
-            received: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            backlog: AtomicU64::new(0),
-            outbox: None,
-        })
-    }
-}
-
-/// Live figures of a running rule, read by status and /metrics.
-#[derive(Debug)]
-pub struct RuleMetrics {
-    pub sources: Vec<Arc<Stage>>,
-    pub engine: Vec<Arc<RuleStats>>,
-    pub sinks: Vec<Arc<Stage>>,
-    pub dead_letters: AtomicU64,
-    pub late: AtomicU64,
-    pub last_dead_letter: Mutex<Option<String>>,
-    /// Seconds from an event's time to its result leaving weir (for processing-time streams,
-    /// the processing latency).
-    pub lag: Histogram,
-    pub checkpoint: Arc<Mutex<CheckpointStatus>>,
-    /// Why the rule stopped by itself (its state outgrew its limit).
-    pub failure: Arc<Mutex<Option<String>>>,
-}
-
-/// One operator's figures in a status document.
-#[derive(Debug, Serialize)]
-pub struct OperatorStatus {
-    pub name: String,
-    pub events_in: u64,
-    pub events_out: u64,
-    pub errors: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connector: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<HealthReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbox: Option<OutboxStatus>,
-    /// Input waiting to be read (sources).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backlog: Option<u64>,
-}
-
-impl RuleMetrics {
-    pub fn new(
-        sources: Vec<Arc<Stage>>,
-        checkpoint: Arc<Mutex<CheckpointStatus>>,
-        failure: Arc<Mutex<Option<String>>>,
-    ) -> RuleMetrics {
-        RuleMetrics {
-            sources,
-            engine: Vec::new(),
-            sinks: Vec::new(),
-            dead_letters: AtomicU64::new(0),
-            late: AtomicU64::new(0),
-            last_dead_letter: Mutex::new(None),
-            lag: Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-            checkpoint,
-            failure,
-        }
-    }
-
-    pub fn operators(&self) -> Vec<OperatorStatus> {
-        // An external sink's output is what its connector has sent.
-        let stage = |s: &Arc<Stage>| OperatorStatus {
-            name: s.name.clone(),
-            events_in: s.received.load(Ordering::Relaxed),
-            events_out: match s.name.starts_with("sink:") && s.connector != "embedded" {
-                true => s.health.messages.load(Ordering::Relaxed),
-                false => s.events.load(Ordering::Relaxed),
-            },
-            errors: s.errors.load(Ordering::Relaxed),
-            connector: Some(s.connector),
-            health: (s.connector != "embedded").then(|| s.health.report()),
-            outbox: s.outbox.as_ref().map(|o| o.status()),
-            backlog: s
-                .name
-                .starts_with("source:")
-                .then(|| s.backlog.load(Ordering::Relaxed)),
-        };
-        let mut out: Vec<OperatorStatus> = self.sources.iter().map(stage).collect();
-        out.extend(self.engine.iter().map(|r| OperatorStatus {
-            name: format!("rule:{}", r.name),
-            events_in: r.events_in.load(Ordering::Relaxed),
-            events_out: r.events_out.load(Ordering::Relaxed),
-            errors: r.late.load(Ordering::Relaxed),
-            connector: None,
-            health: None,
-            outbox: None,
-            backlog: None,
-        }));
-        out.extend(self.sinks.iter().map(stage));
-        out
-    }
-
-    /// The first connector problem, for a rule's status.
-    pub fn connector_error(&self) -> Option<String> {
-        self.sources
-            .iter()
-            .chain(&self.sinks)
-            .filter(|s| !s.health.is_up() && s.connector != "embedded")
-            .find_map(|s| {
-                s.health
-                    .report()
-                    .last_error
-                    .map(|e| format!("{}: {e}", s.name))
-            })
-    }
 }
 
 /// Settings a rule starts with.
@@ -379,8 +247,8 @@ pub fn endpoints(program: &Program) -> Result<Bound<Endpoint>, Bound<String>> {
 }
 
 impl RunningRule {
-    /// Starts `launch.program`; must be called from inside the async runtime.
-    pub fn start(launch: Launch) -> Result<RunningRule, StartError> {
+    /// Starts `launch.program`: its state recovered, then its tasks wired and spawned.
+    pub async fn start(launch: Launch) -> Result<RunningRule, StartError> {
         let Launch {
             id,
             program,
@@ -424,48 +292,19 @@ impl RunningRule {
             max_state_bytes,
             ..CheckpointStatus::default()
         };
-        let changelog = match &changelog {
-            // Connecting is quick; the rule cannot start without its changelog anyway.
-            Some(url) => Some(
-                tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(Changelog::open(url, &id))
-                })
-                .map_err(StartError::external)?,
-            ),
-            None => None,
-        };
-        let mut recovered = match fresh {
-            true => None,
-            false => checkpoints
-                .latest(&id)
-                .map_err(|e| StartError::external(e.to_string()))?,
-        };
-        if let Some(log) = changelog.as_ref().filter(|_| !fresh) {
-            // The changelog is newer than this node's checkpoint when the rule ran elsewhere
-            // since (a group task's partition that came back).
-            let chains = weir_engine::chain_count(&program, engine.workers);
-            let remote = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(rebuild(
-                    log,
-                    &id,
-                    chains,
-                    engine.workers,
-                ))
-            });
-            // An unreadable changelog only stops a rule that has nothing else to start from.
-            let remote = match remote {
-                Ok(r) => r,
-                Err(e) if recovered.is_some() => {
-                    tracing::warn!(rule = %id, error = %e, "changelog not read; starting from this node's checkpoint");
-                    None
-                }
-                Err(e) => return Err(StartError::external(e)),
-            };
-            let epoch = |r: &Option<Recovered>| r.as_ref().map(|r| r.checkpoint.epoch);
-            if epoch(&remote) > epoch(&recovered) {
-                recovered = remote;
-            }
-        }
+        let chains = weir_engine::chain_count(&program, engine.workers);
+        let Recovery {
+            changelog,
+            recovered,
+        } = recover(
+            &id,
+            changelog.as_deref(),
+            &checkpoints,
+            fresh,
+            chains,
+            engine.workers,
+        )
+        .await?;
         let mut restore = None;
         if let Some(r) = &recovered {
             for why in &r.skipped {
@@ -586,10 +425,14 @@ impl RunningRule {
                 }
                 None => {
                     let (tx, rx) = mpsc::channel::<Bytes>(1024);
-                    rule.live_inputs(&hub, &def, &endpoint, &tx);
+                    let hub = Some(rule.live_inputs(&hub, &def, &endpoint, &tx, flow.uses_time()));
                     rule.keep_open.push(tx.clone());
                     let wake = waker(tx.downgrade(), Bytes::new());
-                    (PayloadTx::Channel(tx), FeedSource::Channel(rx), wake)
+                    (
+                        PayloadTx::Channel(tx),
+                        FeedSource::Channel { rx, hub },
+                        wake,
+                    )
                 }
             };
             if let Some(task) = endpoint.spawn_source(tx, stage.health.clone(), stop.clone()) {
@@ -679,10 +522,14 @@ impl RunningRule {
         for (def, ingest, source, stage, wake) in feeds {
             let ctl = Arc::new(FeedCtl::new(wake));
             ctls.push(ctl.clone());
+            let decoder = MessageDecoder::new(&def.options).map_err(StartError::user)?;
             let feed = Feed {
                 ingest,
                 source,
-                decoder: MessageDecoder::new(&def.options).map_err(StartError::user)?,
+                shared_decoding: decoder
+                    .sharing_key()
+                    .map(|k| format!("{k} max {max_payload}")),
+                decoder,
                 max_payload,
                 stage,
                 metrics: rule.metrics.clone(),
@@ -749,6 +596,8 @@ impl RunningRule {
             changelog,
             pending: BTreeMap::new(),
             last: None,
+            input_only: !flow.uses_time(),
+            taken_at: None,
         };
         rule.coordinator = Some((cmd_tx, tokio::spawn(coordinator.run())));
         rule.flow = Some(flow);
@@ -756,27 +605,24 @@ impl RunningRule {
     }
 
     /// Wires an at-most-once input: outside events arrive on the hub (HTTP ingest, the embedded
-    /// MQTT endpoint) besides the connector, and an empty payload every 100 ms is a tick that
-    /// lets processing time advance (and checkpoint barriers pass) without events.
+    /// MQTT endpoint) as shared batches besides the connector's payloads, and an empty payload
+    /// every 100 ms is a tick that lets processing time advance without events, when the
+    /// stream is on processing time and an operator acts on time (`ticks`).
     fn live_inputs(
         &mut self,
         hub: &Arc<Hub>,
         def: &StreamDef,
         endpoint: &Endpoint,
         tx: &mpsc::Sender<Bytes>,
-    ) {
-        let (hub_tx, mut hub_rx) = mpsc::channel::<Message>(1024);
+        ticks: bool,
+    ) -> mpsc::Receiver<Arc<Published>> {
+        let (hub_tx, hub_rx) = mpsc::channel(64);
         self.subs
-            .push(hub.subscribe(&ingest_topic(def, endpoint), hub_tx, false));
-        let fwd = tx.clone();
-        self.sources.push(tokio::spawn(async move {
-            while let Some(m) = hub_rx.recv().await {
-                if fwd.send(m.payload).await.is_err() {
-                    break;
-                }
-            }
-        }));
-        self.tasks.push(spawn_ticks(tx.downgrade(), Bytes::new()));
+            .push(hub.read(&ingest_topic(def, endpoint), hub_tx));
+        if ticks && def.time == TimeMode::Processing {
+            self.tasks.push(spawn_ticks(tx.downgrade(), Bytes::new()));
+        }
+        hub_rx
     }
 
     /// A stop's first step: the sources stop taking input, each after handing over (and
@@ -882,387 +728,4 @@ fn waker<T: Clone + Send + Sync + 'static>(
             let _ = tx.try_send(tick.clone());
         }
     })
-}
-
-/// How a checkpoint names a position in a broker rather than in a node's log: it means the same
-/// on every node, so it comes back from a changelog.
-pub const BROKER_POSITION: &str = "broker:";
-
-/// A rule's state read back from its changelog, with the broker positions written with it
-/// (log offsets are node-local and stay behind): `None` if the changelog holds no state for it.
-async fn rebuild(
-    log: &Changelog,
-    id: &str,
-    chains: usize,
-    workers: usize,
-) -> Result<Option<Recovered>, String> {
-    let mut operators = Vec::with_capacity(chains);
-    let (mut epoch, mut bytes) = (0, 0);
-    for chain in 0..chains {
-        let Some((e, state)) = log.get(chain).await? else {
-            return Ok(None);
-        };
-        epoch = epoch.max(e);
-        bytes += state.len() as u64;
-        operators.push(
-            serde_json::from_slice(&state)
-                .map_err(|e| format!("changelog partition {chain} is not readable: {e}"))?,
-        );
-    }
-    let inputs = match log.get_positions().await? {
-        Some((e, p)) if e >= epoch => {
-            let mut all: ChangelogInputs = serde_json::from_slice(&p)
-                .map_err(|e| format!("changelog positions are not readable: {e}"))?;
-            all.positions.retain(|k, _| k.starts_with(BROKER_POSITION));
-            all
-        }
-        Some((e, _)) => {
-            return Err(format!(
-                "the changelog's positions (epoch {e}) are older than its state (epoch {epoch}): a write was cut short"
-            ))
-        }
-        None => ChangelogInputs::default(),
-    };
-    Ok(Some(Recovered {
-        checkpoint: Checkpoint {
-            rule: id.to_owned(),
-            epoch,
-            created_ms: 0,
-            workers,
-            operators,
-            positions: inputs.positions,
-            watermarks: inputs.watermarks,
-            staged: BTreeMap::new(),
-        },
-        bytes,
-        skipped: vec![format!(
-            "no checkpoint on this node: state rebuilt from the changelog (epoch {epoch})"
-        )],
-    }))
-}
-
-/// Where a feed reads.
-enum FeedSource {
-    /// At-most-once: payloads handed over directly (an empty one is a tick).
-    Channel(mpsc::Receiver<Bytes>),
-    /// At-least-once and exactly-once: a durable log, from `pos` on.
-    Log { log: StreamLog, pos: u64 },
-    /// Fed by the node with broker offsets; `next` is the offset after the last one taken.
-    Numbered {
-        rx: mpsc::Receiver<(Bytes, Option<u64>)>,
-        position: String,
-        next: Option<u64>,
-    },
-}
-
-/// One input of a rule: decodes payloads into events (bad records become dead letters and the
-/// rule goes on) and puts checkpoint barriers into the stream when asked.
-struct Feed {
-    ingest: Ingest,
-    source: FeedSource,
-    decoder: MessageDecoder,
-    max_payload: usize,
-    stage: Arc<Stage>,
-    metrics: Arc<RuleMetrics>,
-    hub: Arc<Hub>,
-    dead_topic: String,
-    ctl: Arc<FeedCtl>,
-    reports: mpsc::UnboundedSender<Report>,
-    /// The newest epoch whose barrier this feed has sent.
-    injected: u64,
-    rows: Vec<Result<Row, String>>,
-}
-
-/// Waits for one item, then takes whatever else is waiting (up to 1024), so the feed flushes
-/// once per batch: batches under load, one event when idle. `None` once the channel closed.
-async fn take_batch<T>(rx: &mut mpsc::Receiver<T>) -> Option<Vec<T>> {
-    let mut batch = vec![rx.recv().await?];
-    while let Ok(p) = rx.try_recv() {
-        batch.push(p);
-        if batch.len() >= 1024 {
-            break;
-        }
-    }
-    Some(batch)
-}
-
-impl Feed {
-    async fn run(mut self) {
-        loop {
-            match &mut self.source {
-                FeedSource::Channel(rx) => {
-                    let Some(batch) = take_batch(rx).await else {
-                        break;
-                    };
-                    self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
-                    for p in batch {
-                        self.accept(&p).await;
-                    }
-                }
-                FeedSource::Numbered { rx, next, .. } => {
-                    let Some(batch) = take_batch(rx).await else {
-                        break;
-                    };
-                    self.stage.backlog.store(rx.len() as u64, Ordering::Relaxed);
-                    if let Some(o) = batch.iter().filter_map(|b| b.1).next_back() {
-                        *next = Some(o + 1);
-                    }
-                    for (p, _) in batch {
-                        self.accept(&p).await;
-                    }
-                }
-                FeedSource::Log { log, pos } => {
-                    if *pos < log.first() {
-                        tracing::warn!(
-                            log = log.name(),
-                            lost = log.first() - *pos,
-                            "entries were dropped by retention before this rule read them"
-                        );
-                        *pos = log.first();
-                    }
-                    if *pos > log.end() {
-                        // The checkpoint is newer than the log (the log was removed, or the
-                        // checkpoint came from another node): read what arrives from now on.
-                        tracing::warn!(
-                            log = log.name(),
-                            position = *pos,
-                            end = log.end(),
-                            "checkpoint position is past the end of its log"
-                        );
-                        *pos = log.end();
-                    }
-                    match log.read(*pos, 1024) {
-                        Ok(entries) if entries.is_empty() => {
-                            log.grown_beyond(*pos, Duration::from_millis(100)).await;
-                        }
-                        Ok(entries) => {
-                            let next = entries.last().map_or(*pos, |(o, _)| o + 1);
-                            *pos = next;
-                            let behind = log.end().saturating_sub(next);
-                            self.stage.backlog.store(behind, Ordering::Relaxed);
-                            for (_, p) in entries {
-                                self.accept(&p).await;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "input log not readable");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
-            }
-            self.ingest.flush_async().await;
-            if self.ctl.abandon.load(Ordering::Relaxed) {
-                return;
-            }
-            let wanted = self.ctl.requested.load(Ordering::Relaxed);
-            if wanted > self.injected {
-                // The last checkpoint: everything the sources took goes in before its barrier,
-                // nothing after it.
-                let last = self.ctl.last.load(Ordering::Relaxed) == wanted;
-                if last {
-                    self.take_in_what_is_left().await;
-                }
-                self.injected = wanted;
-                self.ingest.barrier_async(wanted).await;
-                let (log, offset) = match &self.source {
-                    FeedSource::Log { log, pos } => (Some(log.name().to_owned()), *pos),
-                    FeedSource::Numbered {
-                        position,
-                        next: Some(n),
-                        ..
-                    } => (Some(position.clone()), *n),
-                    FeedSource::Channel(_) | FeedSource::Numbered { .. } => (None, 0),
-                };
-                let _ = self.reports.send(Report::Position {
-                    epoch: wanted,
-                    log,
-                    offset,
-                    stream: self.ingest.stream().name.clone(),
-                    watermark: (self.ingest.stream().time == TimeMode::Event)
-                        .then(|| self.ingest.watermark()),
-                });
-                if last {
-                    return;
-                }
-            }
-        }
-        if !self.ctl.abandon.load(Ordering::Relaxed) {
-            self.ingest.end().await;
-        }
-    }
-
-    /// Before the last barrier: the payloads the (stopped) sources handed over and the feed has
-    /// not taken yet. A durable log is not read further: what is beyond the position stays in
-    /// the log (or travels with a moved rule).
-    async fn take_in_what_is_left(&mut self) {
-        let mut left = Vec::new();
-        match &mut self.source {
-            FeedSource::Channel(rx) => {
-                while let Ok(p) = rx.try_recv() {
-                    left.push(p);
-                }
-            }
-            FeedSource::Numbered { rx, next, .. } => {
-                while let Ok((p, offset)) = rx.try_recv() {
-                    if let Some(o) = offset {
-                        *next = Some(o + 1);
-                    }
-                    left.push(p);
-                }
-            }
-            FeedSource::Log { .. } => {}
-        }
-        for p in left {
-            self.accept(&p).await;
-        }
-    }
-
-    /// Decodes one payload into the stream; full batches go on at once, so a feed holds at
-    /// most one batch beyond what its payload decoded to.
-    async fn accept(&mut self, payload: &Bytes) {
-        if payload.len() > self.max_payload {
-            let why = format!(
-                "payload of {} bytes is over the limit of {}",
-                payload.len(),
-                self.max_payload
-            );
-            return self.dead(why, payload).await;
-        }
-        if payload.is_empty() {
-            return;
-        }
-        self.stage.received.fetch_add(1, Ordering::Relaxed);
-        let mut rows = std::mem::take(&mut self.rows);
-        self.decoder.decode(payload, &mut rows);
-        for r in rows.drain(..) {
-            match r.and_then(|row| self.ingest.stage(row)) {
-                Ok(()) => {
-                    self.stage.events.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(reason) => self.dead(reason, payload).await,
-            }
-        }
-        self.rows = rows;
-        self.ingest.send_full().await;
-    }
-
-    async fn dead(&self, reason: String, raw: &[u8]) {
-        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
-        self.stage.errors.fetch_add(1, Ordering::Relaxed);
-        let shown = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
-        let doc = serde_json::json!({"stream": self.ingest.stream().name, "reason": reason, "raw": shown});
-        *self
-            .metrics
-            .last_dead_letter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        let _ = self
-            .hub
-            .publish(&self.dead_topic, Bytes::from(doc.to_string()))
-            .await;
-    }
-}
-
-/// Where an external sink's results go.
-enum SinkTarget {
-    /// Straight to the connector (at-most-once).
-    Direct(mpsc::Sender<Outgoing>),
-    /// Into the store-and-forward outbox; the flag is set when the rule stops.
-    Outbox(Arc<Outbox>, Arc<AtomicBool>),
-}
-
-/// Encodes results and sends them to the sink connector (if any) and the hub.
-struct Sink {
-    sender: Option<SinkTarget>,
-    hub: Arc<Hub>,
-    topic: String,
-    stage: Arc<Stage>,
-    metrics: Arc<RuleMetrics>,
-    clock: Arc<dyn Clock>,
-    /// The stream's `sent_at` field, stamped with the time each result is encoded.
-    sent_at: Option<Arc<str>>,
-}
-
-impl Sink {
-    /// With `staging` (exactly-once), results are held per epoch and handed to the coordinator
-    /// at each barrier instead of being published.
-    async fn run(
-        self,
-        mut out: OutputStream,
-        staging: Option<(String, mpsc::UnboundedSender<Report>)>,
-    ) {
-        let mut held = Vec::new();
-        while let Some(delivered) = out.recv().await {
-            let batch = match delivered {
-                Delivered::Events(batch) => batch,
-                Delivered::Barrier(epoch) => {
-                    if let Some((stream, reports)) = &staging {
-                        let _ = reports.send(Report::Staged {
-                            epoch,
-                            stream: stream.clone(),
-                            payloads: std::mem::take(&mut held),
-                        });
-                    }
-                    continue;
-                }
-            };
-            let now = self.clock.now_ms();
-            let mut shown = Vec::with_capacity(batch.len());
-            for mut ev in batch {
-                if let Some(field) = &self.sent_at {
-                    ev.row.set(field, Value::Int(self.clock.now_ns()));
-                }
-                let payload = match serde_json::to_vec(&ev.row) {
-                    Ok(p) => Bytes::from(p),
-                    Err(e) => {
-                        self.stage.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "result not encoded");
-                        continue;
-                    }
-                };
-                self.metrics
-                    .lag
-                    .observe((now - ev.ts).max(0) as f64 / 1000.0);
-                self.stage.received.fetch_add(1, Ordering::Relaxed);
-                if staging.is_some() {
-                    self.stage.events.fetch_add(1, Ordering::Relaxed);
-                    held.push(payload);
-                    continue;
-                }
-                let handed = match &self.sender {
-                    Some(SinkTarget::Direct(tx)) => tx
-                        .send(Outgoing {
-                            payload: payload.clone(),
-                            id: None,
-                        })
-                        .await
-                        .map_err(|_| "the sink has stopped".to_owned()),
-                    Some(SinkTarget::Outbox(outbox, closed)) => outbox
-                        .put(payload.clone(), closed)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => {
-                        self.stage.events.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                };
-                if let Err(e) = handed {
-                    self.stage.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "result not handed to its sink");
-                }
-                shown.push(payload);
-            }
-            // One publish per batch: the hub looks its subscribers up once.
-            if shown.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.hub.publish_all(&self.topic, &shown).await {
-                self.stage
-                    .errors
-                    .fetch_add(shown.len() as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, "results not stored");
-            }
-        }
-    }
 }
