@@ -178,6 +178,29 @@ impl Runner {
     }
 }
 
+/// An operation's turn on one rule (see [`Node::rule_turn`]). The rule's entry leaves the map
+/// with the last operation waiting on it, so the map holds only rules with operations under way.
+struct Turn<'a> {
+    turns: &'a std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        // Held by the map and this turn alone: nobody waits.
+        if turns
+            .get(&self.id)
+            .is_some_and(|t| Arc::strong_count(t) == 2)
+        {
+            turns.remove(&self.id);
+        }
+        // Let go with the map locked: no operation takes a fresh turn before this one ends.
+        self.guard.take();
+    }
+}
+
 struct Live {
     rule: Runner,
     since: Instant,
@@ -398,7 +421,7 @@ impl Node {
     /// turns here, and hold the node's lock only for short reads and writes of the catalogue:
     /// a rule slow to start or stop (its changelog server away, its sink slow) holds up the
     /// calls about itself alone.
-    async fn rule_turn(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn rule_turn(&self, id: &str) -> Turn<'_> {
         let turn = self
             .rule_turns
             .lock()
@@ -406,17 +429,11 @@ impl Node {
             .entry(id.to_owned())
             .or_default()
             .clone();
-        turn.lock_owned().await
-    }
-
-    /// Forgets the turns of a deleted rule, unless an operation waits on them.
-    fn forget_turn(&self, id: &str, turn: tokio::sync::OwnedMutexGuard<()>) {
-        let mut turns = self.rule_turns.lock().unwrap_or_else(|e| e.into_inner());
-        // Held by the map and `turn` alone: nobody waits.
-        if turns.get(id).is_some_and(|t| Arc::strong_count(t) == 2) {
-            turns.remove(id);
+        Turn {
+            turns: &self.rule_turns,
+            id: id.to_owned(),
+            guard: Some(turn.lock_owned().await),
         }
-        drop(turn);
     }
 
     fn catalog_streams(st: &State) -> Vec<StreamDef> {
@@ -958,7 +975,7 @@ impl Node {
     }
 
     pub async fn delete_rule(&self, id: &str) -> Result<RuleView, NodeError> {
-        let turn = self.rule_turn(id).await;
+        let _turn = self.rule_turn(id).await;
         let running = {
             let mut st = self.state.lock().await;
             self.ensure_rule(&st, id)?;
@@ -979,8 +996,6 @@ impl Node {
         {
             let _ = std::fs::remove_file(path);
         }
-        drop(st);
-        self.forget_turn(id, turn);
         view.state = "UNINSTALLED";
         Ok(view)
     }
@@ -1104,14 +1119,23 @@ impl Node {
     }
 
     pub async fn status(&self, id: &str) -> Result<RuleStatus, NodeError> {
-        let st = self.state.lock().await;
-        self.ensure_rule(&st, id)?;
-        let view = self.view(&st, id);
-        let (inputs, outputs) = Self::compile_rule(&st, id, &view.sql)
-            .map(|p| rule::boundary(&p))
-            .unwrap_or_default();
-        let live = st.running.get(id);
-        let m = live.map(|l| l.rule.metrics());
+        // What the node holds is copied out under its lock; compiling and reading the disk
+        // happen after it is let go.
+        let (view, rec, texts, live) = {
+            let st = self.state.lock().await;
+            let rec = Self::record(&st, id)?.clone();
+            let live = st
+                .running
+                .get(id)
+                .map(|l| (l.rule.metrics().clone(), l.since));
+            (self.view(&st, id), rec, Self::catalog_texts(&st), live)
+        };
+        let (inputs, outputs) =
+            compile_against(&streams_of(&texts), &format!("rule {id}"), &rec.sql)
+                .and_then(|p| has_rules(p, id))
+                .map(|p| rule::boundary(&p))
+                .unwrap_or_default();
+        let m = live.as_ref().map(|l| &l.0);
         let failure = m.and_then(|m| m.failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let checkpoint = match m {
             Some(m) => m
@@ -1120,7 +1144,6 @@ impl Node {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             None => {
-                let rec = &st.registry.catalog.rules[id];
                 let newest = self.checkpoints.latest(id).ok().flatten();
                 CheckpointStatus {
                     delivery: rec.options.delivery.name(),
@@ -1145,7 +1168,9 @@ impl Node {
                 .or(view.last_error)
                 .or_else(|| m.and_then(|m| m.connector_error()))
                 .map(|e| weir_core::redact::secrets(&e).into_owned()),
-            uptime_ms: live.map_or(0, |l| l.since.elapsed().as_millis() as u64),
+            uptime_ms: live
+                .as_ref()
+                .map_or(0, |l| l.1.elapsed().as_millis() as u64),
             inputs,
             outputs,
             dead_letters: m.map_or(0, |m| load(&m.dead_letters)),

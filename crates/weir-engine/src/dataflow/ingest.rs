@@ -230,9 +230,11 @@ impl Ingest {
         }
     }
 
-    /// Moves the open batch to the ones ready to send.
+    /// Moves the open batch to the ones ready to send. The next one is sized like it: full
+    /// under load, small for an idle stream (a thousand idle rules would otherwise each hold
+    /// room for a thousand events).
     fn seal(&mut self) {
-        let next = Vec::with_capacity(self.batch_size.min(1024));
+        let next = Vec::with_capacity(self.batch.len());
         self.ready.push(std::mem::replace(&mut self.batch, next));
     }
 

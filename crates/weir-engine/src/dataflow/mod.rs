@@ -407,7 +407,7 @@ impl Dataflow {
             .map(|(def, publisher)| Ingest {
                 stamp: Stamp::new(program, def, config.clock.clone()),
                 publisher,
-                batch: Vec::with_capacity(config.batch_size.min(1024)),
+                batch: Vec::new(),
                 batch_size: config.batch_size,
                 ready: Vec::new(),
                 wm: i64::MIN,

@@ -21,6 +21,7 @@ pub fn router(node: Arc<Node>) -> axum::Router {
     v1::routes()
         .merge(paper::routes())
         .route("/metrics", axum::routing::get(metrics))
+        .layer(axum::middleware::from_fn(to_the_end))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             relay::to_holder,
@@ -34,6 +35,20 @@ pub fn router(node: Arc<Node>) -> axum::Router {
             node.config.max_payload * 16,
         ))
         .with_state(node)
+}
+
+/// Runs a request that changes something to its end even if its client goes away meanwhile
+/// (the server drops the handler of a closed connection): a change cut short between its steps
+/// — a rule in the catalogue but not started, a rule stopped but not updated — would leave the
+/// catalogue and the running rules disagreeing.
+async fn to_the_end(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method().is_safe() {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(&format!("the request did not complete: {e}")).into_response(),
+    }
 }
 
 /// Lets a request through if its bearer token's role is enough for it (see [`crate::auth`]):

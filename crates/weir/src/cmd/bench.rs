@@ -110,10 +110,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// What a rule costs a node: --rules filter rules reading one stream installed on a node in
-    /// this process; install time, idle memory and threads with and without them, and the time
-    /// --events events take to reach every rule's output.
+    /// What a rule costs a node: --rules rules reading one stream installed on a node in this
+    /// process; install time, idle memory and threads with and without them, and the time
+    /// --events events take to reach every rule.
     Rules {
+        /// Filter rules (every event a result) or keyed tumbling-window rules.
+        #[arg(long, value_enum, default_value = "filter")]
+        query: super::bench_rules::Query,
         #[arg(long, default_value_t = 10_000)]
         rules: usize,
         #[arg(long, default_value_t = 1_000)]
@@ -293,12 +296,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Rules {
+            query,
             rules,
             events,
             runs,
             child,
         } => {
-            super::bench_rules::run(rules, events, runs.max(1), child)?;
+            super::bench_rules::run(query, rules, events, runs.max(1), child)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchCommand::Mqtt { mode, broker } => (mode, broker),
