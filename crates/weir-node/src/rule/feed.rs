@@ -222,27 +222,13 @@ impl Feed {
     /// Decodes one payload into the stream; full batches go on at once, so a feed holds at
     /// most one batch beyond what its payload decoded to.
     async fn accept(&mut self, payload: &Bytes) {
-        if payload.is_empty() {
+        if !self.admit(payload).await {
             return;
         }
-        self.ctl.taken.fetch_add(1, Ordering::Relaxed);
-        if payload.len() > self.max_payload {
-            let why = over_limit(payload.len(), self.max_payload);
-            return self.dead(why, payload).await;
-        }
-        self.stage.received.fetch_add(1, Ordering::Relaxed);
         let mut rows = std::mem::take(&mut self.rows);
         self.decoder.decode(payload, &mut rows);
-        for r in rows.drain(..) {
-            match r.and_then(|row| self.ingest.stage(row)) {
-                Ok(()) => {
-                    self.stage.events.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(reason) => self.dead(reason, payload).await,
-            }
-        }
+        self.stage_rows(rows.drain(..), payload).await;
         self.rows = rows;
-        self.ingest.send_full().await;
     }
 
     /// Takes a batch published on the node's topic, decoded once for every rule that decodes it
@@ -269,25 +255,51 @@ impl Feed {
         });
         let mut rows = rows.iter().peekable();
         for (i, payload) in published.payloads.iter().enumerate() {
-            if payload.is_empty() {
+            if !self.admit(payload).await {
                 continue;
             }
-            self.ctl.taken.fetch_add(1, Ordering::Relaxed);
-            if payload.len() > max {
-                self.dead(over_limit(payload.len(), max), payload).await;
-                continue;
-            }
-            self.stage.received.fetch_add(1, Ordering::Relaxed);
-            while let Some((_, r)) = rows.next_if(|(at, _)| *at == i) {
-                match r.clone().and_then(|row| self.ingest.stage(row)) {
-                    Ok(()) => {
-                        self.stage.events.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(reason) => self.dead(reason, payload).await,
-                }
-            }
-            self.ingest.send_full().await;
+            let of_payload =
+                std::iter::from_fn(|| rows.next_if(|(at, _)| *at == i).map(|(_, r)| r.clone()));
+            self.stage_rows(of_payload, payload).await;
         }
+    }
+
+    /// Counts a payload in and says whether to decode it: not a tick (empty), and not over the
+    /// size limit (a dead letter).
+    async fn admit(&mut self, payload: &Bytes) -> bool {
+        if payload.is_empty() {
+            return false;
+        }
+        self.ctl.taken.fetch_add(1, Ordering::Relaxed);
+        if payload.len() > self.max_payload {
+            let why = format!(
+                "payload of {} bytes is over the limit of {}",
+                payload.len(),
+                self.max_payload
+            );
+            self.dead(why, payload).await;
+            return false;
+        }
+        self.stage.received.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Stages the rows of one payload (what is not a row is a dead letter with the reason),
+    /// then sends the batches they filled.
+    async fn stage_rows(
+        &mut self,
+        rows: impl Iterator<Item = Result<Row, String>>,
+        payload: &[u8],
+    ) {
+        for r in rows {
+            match r.and_then(|row| self.ingest.stage(row)) {
+                Ok(()) => {
+                    self.stage.events.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(reason) => self.dead(reason, payload).await,
+            }
+        }
+        self.ingest.send_full().await;
     }
 
     async fn dead(&self, reason: String, raw: &[u8]) {
@@ -305,8 +317,4 @@ impl Feed {
             .publish(&self.dead_topic, Bytes::from(doc.to_string()))
             .await;
     }
-}
-
-fn over_limit(len: usize, max: usize) -> String {
-    format!("payload of {len} bytes is over the limit of {max}")
 }
