@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::amqp::AmqpConfig;
+use crate::delivery::Delivery;
 use crate::file::FileConfig;
 use crate::http::HttpConfig;
 #[cfg(feature = "kafka")]
@@ -11,6 +12,8 @@ use crate::kafka::KafkaConfig;
 use crate::live::{Health, PayloadRx, PayloadTx, Stop};
 use crate::mqtt::MqttConfig;
 use crate::nats::NatsConfig;
+use crate::options::{connector_of, OptionProblem, Opts};
+use crate::spec::ConnectorSpec;
 use crate::ConnectorError;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -54,12 +57,15 @@ impl Endpoint {
         stream: &str,
         options: &BTreeMap<String, String>,
     ) -> (Endpoint, Vec<OptionProblem>) {
-        let mut o = Opts {
-            map: options,
-            problems: Vec::new(),
+        let placeholder = || Endpoint::Embedded {
+            topic: stream.to_owned(),
         };
-        let connector = options.get("connector").map_or("embedded", String::as_str);
-        let endpoint = match connector.to_ascii_lowercase().as_str() {
+        let spec = match connector_of(options) {
+            Ok(spec) => spec,
+            Err(problem) => return (placeholder(), vec![problem]),
+        };
+        let mut o = Opts::new(options, spec);
+        let endpoint = match spec.name {
             "embedded" => Endpoint::Embedded {
                 topic: o.get("topic").unwrap_or(stream).to_owned(),
             },
@@ -71,30 +77,12 @@ impl Endpoint {
                 Ok(c) => Endpoint::File(c),
                 Err(e) => {
                     o.fault("path", e.to_string());
-                    Endpoint::Embedded {
-                        topic: stream.to_owned(),
-                    }
+                    placeholder()
                 }
             },
             #[cfg(feature = "kafka")]
             "kafka" => Endpoint::Kafka(KafkaConfig::from_opts(stream, &mut o)),
-            #[cfg(not(feature = "kafka"))]
-            "kafka" => {
-                o.fault(
-                    "connector",
-                    "this weir was built without its Kafka connector (cargo feature 'kafka')"
-                        .to_owned(),
-                );
-                Endpoint::Embedded {
-                    topic: stream.to_owned(),
-                }
-            }
-            other => {
-                o.fault("connector", format!("unknown connector '{other}'"));
-                Endpoint::Embedded {
-                    topic: stream.to_owned(),
-                }
-            }
+            other => unreachable!("connector '{other}' is in the registry but not built"),
         };
         (endpoint, o.problems)
     }
@@ -120,17 +108,37 @@ impl Endpoint {
         self
     }
 
+    /// The connector's spec.
+    pub fn spec(&self) -> &'static ConnectorSpec {
+        match self {
+            Endpoint::Embedded { .. } => &crate::embedded::SPEC,
+            Endpoint::Mqtt(_) => &crate::mqtt::spec::SPEC,
+            Endpoint::Amqp(_) => &crate::amqp::spec::SPEC,
+            Endpoint::Nats(_) => &crate::nats::spec::SPEC,
+            Endpoint::Http(_) => &crate::http::spec::SPEC,
+            Endpoint::File(_) => &crate::file::spec::SPEC,
+            #[cfg(feature = "kafka")]
+            Endpoint::Kafka(_) => &crate::kafka::spec::SPEC,
+        }
+    }
+
     /// The connector's name as written in `WITH (connector = ...)`.
     pub fn kind(&self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Why this stream cannot give `d` as a source (`input`) or sink (`None` when it can);
+    /// each connector's spec module decides.
+    pub(crate) fn cannot_give(&self, d: Delivery, input: bool) -> Option<String> {
         match self {
-            Endpoint::Embedded { .. } => "embedded",
-            Endpoint::Mqtt(_) => "mqtt",
-            Endpoint::Amqp(_) => "amqp",
-            Endpoint::Nats(_) => "nats",
-            Endpoint::Http(_) => "http",
-            Endpoint::File(_) => "file",
+            Endpoint::Embedded { .. } => crate::embedded::cannot_give(d, input),
+            Endpoint::Mqtt(c) => c.cannot_give(d, input),
+            Endpoint::Amqp(c) => c.cannot_give(d, input),
+            Endpoint::Nats(c) => c.cannot_give(d, input),
+            Endpoint::Http(c) => c.cannot_give(d, input),
+            Endpoint::File(c) => c.cannot_give(d, input),
             #[cfg(feature = "kafka")]
-            Endpoint::Kafka(_) => "kafka",
+            Endpoint::Kafka(c) => c.cannot_give(d, input),
         }
     }
 
@@ -187,102 +195,6 @@ impl Endpoint {
             #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => c.check().await.map_err(unreachable),
             Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } => Ok(()),
-        }
-    }
-}
-
-/// A problem with a stream's connector settings, and the option it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OptionProblem {
-    pub option: String,
-    pub message: String,
-}
-
-/// Reads connector options, collecting every problem.
-pub(crate) struct Opts<'a> {
-    map: &'a BTreeMap<String, String>,
-    problems: Vec<OptionProblem>,
-}
-
-impl Opts<'_> {
-    /// Records a problem with option `key`.
-    pub fn fault(&mut self, key: &str, message: String) {
-        self.problems.push(OptionProblem {
-            option: key.to_owned(),
-            message,
-        });
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str)
-    }
-
-    pub fn required(&mut self, key: &str) -> &str {
-        match self.map.get(key) {
-            Some(v) => v,
-            None => {
-                self.fault(key, format!("option '{key}' is required"));
-                ""
-            }
-        }
-    }
-
-    pub fn bool(&mut self, key: &str, default: bool) -> bool {
-        match self.get(key).map(str::to_ascii_lowercase).as_deref() {
-            None => default,
-            Some("true" | "yes" | "1") => true,
-            Some("false" | "no" | "0") => false,
-            Some(other) => {
-                self.fault(
-                    key,
-                    format!("option '{key}' = '{other}' is not true or false"),
-                );
-                default
-            }
-        }
-    }
-
-    pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
-        &mut self,
-        key: &str,
-        default: T,
-        range: std::ops::RangeInclusive<T>,
-    ) -> T {
-        let Some(text) = self.get(key) else {
-            return default;
-        };
-        match text.parse::<T>() {
-            Ok(v) if range.contains(&v) => v,
-            _ => {
-                let message = format!(
-                    "option '{key}' = '{text}' must be a number from {} to {}",
-                    range.start(),
-                    range.end()
-                );
-                self.fault(key, message);
-                default
-            }
-        }
-    }
-
-    /// The URL option parsed, with the schemes this connector accepts and its default port.
-    pub fn url(&mut self, schemes: &[&str], default: &str) -> crate::live::Url {
-        let text = self.get("url").unwrap_or(default).to_owned();
-        match crate::live::Url::parse(&text) {
-            Ok(u) if schemes.contains(&u.scheme.as_str()) => u,
-            Ok(u) => {
-                let message = format!(
-                    "url scheme '{}' does not fit; use {}",
-                    u.scheme,
-                    schemes.join(" or ")
-                );
-                self.fault("url", message);
-                u
-            }
-            Err(e) => {
-                self.fault("url", format!("option 'url': {e}"));
-                crate::live::Url::parse(default).expect("default URLs parse")
-            }
         }
     }
 }

@@ -1,23 +1,30 @@
 //! Connectors move events between the outside world and the engine; codecs turn bytes into rows
-//! and back. Each connector is a module with the same layout: a config struct built from the
-//! stream's `WITH (...)` options and validated up front, a connection check, a source and a
-//! sink. [`endpoint::Endpoint`] picks the connector of a stream; [`live`] holds what the network
-//! connectors share (health, backoff). The file connector also has a batch form for `weir run`
+//! and back. Each connector is a module with the same layout: a `spec.rs` declaring its options
+//! (with their validation), its delivery guarantees and whether it moves, which builds its
+//! config struct from the stream's `WITH (...)` options up front; and beside it a connection
+//! check, a source and a sink. [`registry`] lists the connectors, [`endpoint::Endpoint`] picks
+//! the one of a stream, [`check`] validates a program's streams for `weir check` and the node
+//! alike, [`delivery`] asks the specs what a rule's guarantee needs; [`live`] holds what the
+//! network connectors share (health, backoff). The file connector also has a batch form for `weir run`
 //! that feeds an [`weir_engine::Ingest`] directly.
 
 pub mod amqp;
 pub mod check;
 pub mod codec;
 pub mod debs;
+pub mod delivery;
+pub mod embedded;
 pub mod endpoint;
 pub mod file;
 pub mod group;
 pub mod http;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod live;
 pub mod mqtt;
 pub mod nats;
+pub mod options;
+pub mod registry;
+pub mod spec;
 pub mod tls;
 
 pub use endpoint::Endpoint;

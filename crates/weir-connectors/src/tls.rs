@@ -13,7 +13,30 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::endpoint::Opts;
+use crate::options::Opts;
+use crate::spec::{Kind, OptionSpec};
+
+/// The TLS options of every network connector.
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "ca_file",
+        kind: Kind::Path,
+        default: None,
+        doc: "TLS: PEM certificates to trust instead of the system's roots",
+    },
+    OptionSpec {
+        name: "cert_file",
+        kind: Kind::Path,
+        default: None,
+        doc: "TLS: a PEM client certificate chain, for servers that ask for one (needs key_file)",
+    },
+    OptionSpec {
+        name: "key_file",
+        kind: Kind::Path,
+        default: None,
+        doc: "TLS: the PEM key of cert_file",
+    },
+];
 
 /// The TLS settings of a stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

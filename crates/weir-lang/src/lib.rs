@@ -12,6 +12,6 @@ pub mod plan;
 pub mod templates;
 pub mod types;
 
-pub use bind::{compile, compile_with, CONNECTORS};
+pub use bind::{compile, compile_checked, compile_with, STREAM_OPTIONS};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 pub use plan::Program;

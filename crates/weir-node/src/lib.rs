@@ -9,7 +9,7 @@ pub mod auth;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
-pub mod delivery;
+pub use weir_connectors::delivery;
 pub mod group;
 pub mod hub;
 pub mod metrics;

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::Mutex;
+use weir_connectors::check::{stream_problems, Target};
 use weir_connectors::Endpoint;
 use weir_engine::EngineConfig;
 use weir_lang::plan::StreamDef;
-use weir_lang::{compile_with, Diagnostics, Program};
+use weir_lang::{compile_checked, Diagnostics, Program};
 use weir_state::{Checkpoint, CheckpointStore, FileCheckpoints, Saved};
 
 use crate::checkpoint::CheckpointStatus;
@@ -23,6 +24,7 @@ use crate::registry::{
 };
 use crate::rule::{self, Launch, OperatorStatus, RuleMetrics, RunningRule};
 
+mod compiled;
 mod ingest;
 mod transfer;
 pub use ingest::{Ingested, DEDUP_WINDOW_MS};
@@ -228,6 +230,8 @@ pub struct Node {
     /// Journal subscriptions of installed durable rules: their logs keep filling while they
     /// are stopped, so they resume where they stopped.
     journals: std::sync::Mutex<HashMap<String, Vec<Subscription>>>,
+    /// The catalogue's streams and rules' programs, compiled once per change.
+    compiled: compiled::Compiled,
     /// The registry of nodes, when this node serves as their control plane.
     pub members: crate::cluster::Members,
     /// This node's name among its control plane's nodes.
@@ -276,36 +280,10 @@ fn compile_against(catalog: &[StreamDef], what: &str, sql: &str) -> Result<Progr
             sql.len()
         )));
     }
-    let program =
-        compile_with(sql, catalog).map_err(|d| NodeError::from_diagnostics(what, sql, d))?;
-    let mut problems = weir_connectors::check::stream_problems(&program, catalog.len());
-    problems.extend(node_file_streams(&program, catalog.len()));
-    match problems {
-        problems if problems.is_empty() => Ok(program),
-        problems => Err(NodeError::from_diagnostics(
-            what,
-            sql,
-            Diagnostics(problems),
-        )),
-    }
-}
-
-/// A node refuses file streams: the path a rule names would be opened on the node's own disk
-/// by whoever may install rules (`weir run` reads and writes files for its own user).
-fn node_file_streams(program: &Program, from: usize) -> Vec<weir_lang::Diagnostic> {
-    let file = |d: &&StreamDef| {
-        (d.options.get("connector")).is_some_and(|c| c.eq_ignore_ascii_case("file"))
-    };
-    (program.streams.iter().skip(from).filter(|d| d.declared).filter(file))
-        .map(|d| {
-            let at = d.option_pos.get("connector").copied().unwrap_or(d.pos);
-            weir_lang::Diagnostic::new(
-                at,
-                format!("stream {}: a node does not open files named by rules", d.name),
-            )
-            .hint("send events to a node by HTTP ingest, its MQTT endpoint or a broker; `weir run` reads and writes files")
-        })
-        .collect()
+    compile_checked(sql, catalog, |p, from| {
+        stream_problems(p, from, Target::Node)
+    })
+    .map_err(|d| NodeError::from_diagnostics(what, sql, d))
 }
 
 /// A rule's program must hold at least one `INSERT INTO ... SELECT`.
@@ -368,6 +346,7 @@ impl Node {
             hub,
             checkpoints,
             journals: std::sync::Mutex::new(HashMap::new()),
+            compiled: Default::default(),
             started: Instant::now(),
             rule_turns: Default::default(),
             state: Mutex::new(State {
@@ -436,8 +415,8 @@ impl Node {
         }
     }
 
-    fn catalog_streams(st: &State) -> Vec<StreamDef> {
-        streams_of(&Self::catalog_texts(st))
+    fn catalog_streams(&self, st: &State) -> Arc<Vec<StreamDef>> {
+        self.compiled.streams(&Self::catalog_texts(st))
     }
 
     /// The catalogue's stream declarations, as text (cheap to copy out of the lock).
@@ -460,7 +439,7 @@ impl Node {
     ) -> Result<(Program, tokio::sync::MutexGuard<'_, State>), NodeError> {
         for _ in 0..5 {
             let texts = Self::catalog_texts(&*self.state.lock().await);
-            let program = compile_against(&streams_of(&texts), what, sql)?;
+            let program = compile_against(&self.compiled.streams(&texts), what, sql)?;
             let st = self.state.lock().await;
             if Self::catalog_texts(&st) == texts {
                 return Ok((program, st));
@@ -482,8 +461,9 @@ impl Node {
         Ok(())
     }
 
-    fn compile_rule(st: &State, id: &str, sql: &str) -> Result<Program, NodeError> {
-        has_rules(Self::compile(st, &format!("rule {id}"), sql)?, id)
+    /// Rule `id`'s program from `sql` against the catalogue, compiled once per change.
+    fn compile_rule(&self, st: &State, id: &str, sql: &str) -> Result<Arc<Program>, NodeError> {
+        self.compiled.rule(&Self::catalog_texts(st), id, sql)
     }
 
     /// [`Node::compile_rule`] for request text: parsed outside the lock ([`Node::compile_unlocked`]).
@@ -509,12 +489,6 @@ impl Node {
         })
     }
 
-    /// Compiles text against the catalogue, with the connector settings of the streams it
-    /// declares checked as `weir check` checks them.
-    fn compile(st: &State, what: &str, sql: &str) -> Result<Program, NodeError> {
-        compile_against(&Self::catalog_streams(st), what, sql)
-    }
-
     /// Keeps the logs of a durable rule filling (see [`rule::journals`]); releases them for
     /// an at-most-once rule.
     fn hold_journals(&self, st: &State, id: &str) {
@@ -526,7 +500,7 @@ impl Node {
         if !rec.options.delivery.durable() {
             return;
         }
-        let Ok(program) = Self::compile_rule(st, id, &rec.sql) else {
+        let Ok(program) = self.compile_rule(st, id, &rec.sql) else {
             return;
         };
         let mut subs = Vec::new();
@@ -560,7 +534,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         if let Some(rec) = st.registry.catalog.rules.get(id) {
-            if let Ok(program) = Self::compile_rule(st, id, &rec.sql) {
+            if let Ok(program) = self.compile_rule(st, id, &rec.sql) {
                 for spec in rule::journals(id, &program) {
                     let _ = self
                         .hub
@@ -619,7 +593,7 @@ impl Node {
         if fresh {
             self.checkpoints.remove(id)?;
         }
-        let program = Self::compile_rule(st, id, &rec.sql)?;
+        let program = self.compile_rule(st, id, &rec.sql)?;
         let engine = EngineConfig {
             workers: rec.options.workers.unwrap_or(self.config.workers),
             state_ttl_ms: rec.options.ttl_ms().map_err(NodeError::invalid)?,
@@ -628,7 +602,7 @@ impl Node {
         let interval = rec.options.interval_ms().map_err(NodeError::invalid)?;
         let launch = Launch {
             id: id.to_owned(),
-            program,
+            program: Arc::unwrap_or_clone(program),
             engine,
             hub: self.hub.clone(),
             max_payload: self.config.max_payload,
@@ -709,7 +683,7 @@ impl Node {
                 sql: sql.trim().to_owned(),
             },
         );
-        st.registry.save()?;
+        st.registry.save_streams()?;
         Ok(view(def, sql, &endpoint))
     }
 
@@ -755,7 +729,7 @@ impl Node {
             .rules
             .values()
             .filter(|r| {
-                Self::compile_rule(&st, &r.id, &r.sql).is_ok_and(|p| {
+                self.compile_rule(&st, &r.id, &r.sql).is_ok_and(|p| {
                     let (i, o) = rule::boundary(&p);
                     i.iter().chain(&o).any(|s| s.eq_ignore_ascii_case(&key))
                 })
@@ -769,7 +743,7 @@ impl Node {
             )));
         }
         st.registry.catalog.streams.remove(&key);
-        st.registry.save()?;
+        st.registry.save_streams()?;
         Ok(())
     }
 
@@ -795,13 +769,13 @@ impl Node {
         let st = self.state.lock().await;
         let in_rules = || {
             st.registry.catalog.rules.values().find_map(|r| {
-                let p = Self::compile_rule(&st, &r.id, &r.sql).ok()?;
+                let p = self.compile_rule(&st, &r.id, &r.sql).ok()?;
                 p.stream(name).cloned()
             })
         };
-        let def = Self::catalog_streams(&st)
-            .into_iter()
+        let def = (self.catalog_streams(&st).iter())
             .find(|s| s.name.eq_ignore_ascii_case(name))
+            .cloned()
             .or_else(in_rules)
             .ok_or_else(|| NodeError::NotFound {
                 kind: "stream",
@@ -818,7 +792,7 @@ impl Node {
     pub async fn validate_rule(&self, sql: &str) -> Result<(Vec<String>, Vec<String>), NodeError> {
         let texts = Self::catalog_texts(&*self.state.lock().await);
         let p = has_rules(
-            compile_against(&streams_of(&texts), "rule (validate)", sql)?,
+            compile_against(&self.compiled.streams(&texts), "rule (validate)", sql)?,
             "(validate)",
         )?;
         Ok(rule::boundary(&p))
@@ -877,7 +851,7 @@ impl Node {
                 }
             }
         }
-        if let Err(e) = st.registry.save() {
+        if let Err(e) = st.registry.save_rule(id) {
             let rule = self.take_running(&mut st, id);
             self.forget_state(&st, id);
             st.registry.catalog.rules.remove(id);
@@ -920,7 +894,7 @@ impl Node {
                     .map_or(old.options.workers.unwrap_or(self.config.workers), |r| {
                         r.checkpoint.workers
                     });
-                let current = Self::compile_rule(&st, id, &old.sql)?;
+                let current = self.compile_rule(&st, id, &old.sql)?;
                 weir_engine::check_update(&current, &program, workers).map_err(|e| {
                     NodeError::Conflict(format!(
                         "the update changes what rule '{id}' keeps state for, so its state does not fit the new version: {e}. Keep the windows, keys, aggregates, joins and patterns as they are, or send \"state\": \"reset\" to start it with empty state"
@@ -970,7 +944,7 @@ impl Node {
             }
         }
         let st = self.state.lock().await;
-        st.registry.save()?;
+        st.registry.save_rule(id)?;
         Ok((self.view(&st, id), saved))
     }
 
@@ -988,8 +962,9 @@ impl Node {
         let mut view = self.view(&st, id);
         self.forget_state(&st, id);
         let rec = st.registry.catalog.rules.remove(id).expect("checked above");
+        self.compiled.forget(id);
         st.failed.remove(id);
-        st.registry.save()?;
+        st.registry.save_rule(id)?;
         if let Some(path) = rec
             .job
             .and_then(|j| st.registry.job_file(&j.config_file_name).ok())
@@ -1063,7 +1038,7 @@ impl Node {
         if let Some(r) = st.registry.catalog.rules.get_mut(id) {
             r.state = state;
         }
-        st.registry.save()?;
+        st.registry.save_rule(id)?;
         Ok(())
     }
 
@@ -1130,11 +1105,9 @@ impl Node {
                 .map(|l| (l.rule.metrics().clone(), l.since));
             (self.view(&st, id), rec, Self::catalog_texts(&st), live)
         };
-        let (inputs, outputs) =
-            compile_against(&streams_of(&texts), &format!("rule {id}"), &rec.sql)
-                .and_then(|p| has_rules(p, id))
-                .map(|p| rule::boundary(&p))
-                .unwrap_or_default();
+        let (inputs, outputs) = (self.compiled.rule(&texts, id, &rec.sql))
+            .map(|p| rule::boundary(&p))
+            .unwrap_or_default();
         let m = live.as_ref().map(|l| &l.0);
         let failure = m.and_then(|m| m.failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
         let checkpoint = match m {
@@ -1247,7 +1220,7 @@ impl Node {
                 .collect();
             (Self::catalog_texts(&st), rules)
         };
-        let catalog = streams_of(&texts);
+        let catalog = self.compiled.streams(&texts);
         cache.retain(|id, _| rules.iter().any(|(r, _)| r == id));
         for (id, sql) in rules {
             let mut h = weir_core::hash::KeyHasher::default();

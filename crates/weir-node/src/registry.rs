@@ -1,6 +1,9 @@
 //! The node's durable catalogue: streams, rules with their last requested state, and the job
-//! records of seed paper 001's API. It lives in `registry.json` in the data directory and is
-//! rewritten atomically (temporary file, fsync, rename) on every change.
+//! records of seed paper 001's API. It lives in the data directory's `registry/`: the streams
+//! in `streams.json`, each rule in `rules/<id>.json`, so that a change to one rule writes that
+//! rule's file alone and installing the ten-thousandth rule costs what the first did. Each file
+//! is replaced atomically (temporary file, fsync, rename). A `registry.json` of an older node,
+//! the whole catalogue in one file, is taken over on open.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -193,36 +196,78 @@ pub struct Catalog {
     pub rules: BTreeMap<String, RuleRecord>,
 }
 
-/// The catalogue and the file it is kept in.
+/// The catalogue and the directory it is kept in.
 pub struct Registry {
-    path: PathBuf,
+    /// The data directory.
+    dir: PathBuf,
     pub catalog: Catalog,
 }
 
 impl Registry {
     /// Opens (or creates) the registry in `dir`.
     pub fn open(dir: &Path) -> std::io::Result<Registry> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("registry.json");
-        let catalog = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::default(),
-            Err(e) => return Err(e),
+        let rules_dir = dir.join("registry").join("rules");
+        std::fs::create_dir_all(&rules_dir)?;
+        let mut registry = Registry {
+            dir: dir.to_owned(),
+            catalog: Catalog::default(),
         };
-        Ok(Registry { path, catalog })
+        let whole = dir.join("registry.json");
+        if whole.exists() {
+            registry.catalog = read_json(&whole)?;
+            for id in registry.catalog.rules.keys() {
+                registry.save_rule(id)?;
+            }
+            registry.save_streams()?;
+            std::fs::remove_file(&whole)?;
+            return Ok(registry);
+        }
+        if let Some(streams) = read_json_if_there(&registry.streams_file())? {
+            registry.catalog.streams = streams;
+        }
+        for entry in std::fs::read_dir(&rules_dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let rule: RuleRecord = read_json(&path)?;
+                registry.catalog.rules.insert(rule.id.clone(), rule);
+            }
+        }
+        Ok(registry)
     }
 
-    pub fn save(&self) -> std::io::Result<()> {
-        write_atomic(&self.path, &serde_json::to_vec_pretty(&self.catalog)?)
+    fn streams_file(&self) -> PathBuf {
+        self.dir.join("registry").join("streams.json")
+    }
+
+    /// The file of rule `id`, whose id [`valid_id`] has let through.
+    fn rule_file(&self, id: &str) -> PathBuf {
+        debug_assert!(valid_id(id), "rule ids are checked before they name files");
+        self.dir
+            .join("registry")
+            .join("rules")
+            .join(format!("{id}.json"))
+    }
+
+    /// Writes the streams' file after a stream was declared or dropped.
+    pub fn save_streams(&self) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&self.catalog.streams)?;
+        write_atomic(&self.streams_file(), &bytes)
+    }
+
+    /// Writes rule `id`'s file as the catalogue has it, or removes it when the rule is gone.
+    pub fn save_rule(&self, id: &str) -> std::io::Result<()> {
+        let path = self.rule_file(id);
+        match self.catalog.rules.get(id) {
+            Some(rule) => write_atomic(&path, &serde_json::to_vec_pretty(rule)?),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
     }
 
     pub fn dir(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
+        &self.dir
     }
 
     /// The path of a file kept for a rule, refused unless its name is plain
@@ -258,6 +303,25 @@ fn plain_name(s: &str, max: usize) -> bool {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.len() <= max
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The JSON file at `path`, read whole; a file that does not parse names itself.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<T> {
+    read_json_if_there(path)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+}
+
+fn read_json_if_there<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
@@ -299,25 +363,58 @@ mod tests {
         assert_eq!(good.validate(), Ok(()));
     }
 
+    fn rule(id: &str, state: RuleState) -> RuleRecord {
+        RuleRecord {
+            id: id.into(),
+            sql: "INSERT INTO o SELECT * FROM i".into(),
+            options: RuleOptions::default(),
+            state,
+            job: None,
+            moves: Vec::new(),
+        }
+    }
+
     #[test]
-    fn round_trip() {
+    fn each_rule_is_saved_and_removed_in_a_file_of_its_own() {
         let dir = std::env::temp_dir().join(format!("weir-registry-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut r = Registry::open(&dir).unwrap();
-        r.catalog.rules.insert(
-            "r".into(),
-            RuleRecord {
-                id: "r".into(),
-                sql: "INSERT INTO o SELECT * FROM i".into(),
-                options: RuleOptions::default(),
-                state: RuleState::Running,
-                job: None,
-                moves: Vec::new(),
+        for id in ["a", "b"] {
+            r.catalog
+                .rules
+                .insert(id.into(), rule(id, RuleState::Running));
+            r.save_rule(id).unwrap();
+        }
+        r.catalog.streams.insert(
+            "i".into(),
+            StreamRecord {
+                name: "i".into(),
+                sql: "CREATE STREAM i".into(),
             },
         );
-        r.save().unwrap();
+        r.save_streams().unwrap();
+        r.catalog.rules.remove("a");
+        r.save_rule("a").unwrap();
         let again = Registry::open(&dir).unwrap();
-        assert_eq!(again.catalog.rules["r"].state, RuleState::Running);
+        assert_eq!(again.catalog.rules.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(again.catalog.rules["b"].state, RuleState::Running);
+        assert!(again.catalog.streams.contains_key("i"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_whole_catalogue_file_of_an_older_node_is_taken_over() {
+        let dir = std::env::temp_dir().join(format!("weir-registry-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut old = Catalog::default();
+        old.rules.insert("r".into(), rule("r", RuleState::Stopped));
+        std::fs::write(dir.join("registry.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+        let r = Registry::open(&dir).unwrap();
+        assert_eq!(r.catalog.rules["r"].state, RuleState::Stopped);
+        assert!(!dir.join("registry.json").exists());
+        let again = Registry::open(&dir).unwrap();
+        assert_eq!(again.catalog.rules["r"].state, RuleState::Stopped);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

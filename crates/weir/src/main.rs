@@ -24,6 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///   weir run examples/readings/tumbling_avg.sql --input readings=readings.jsonl --output avg_per_second=-
 ///   weir simulate debs --duration 10m --output debs.tsv     (DEBS 2012 records)
 ///   weir replay debs.tsv --to debs --speed 10               (to a node's stream, or a broker URL)
+///   weir connectors mqtt                                    (a connector's options and guarantees)
 #[derive(Parser)]
 #[command(name = "weir", version, verbatim_doc_comment)]
 struct Cli {
@@ -38,6 +39,7 @@ enum Command {
     Simulate(cmd::simulate::SimulateArgs),
     Replay(cmd::replay::ReplayArgs),
     Functions(cmd::functions::FunctionsArgs),
+    Connectors(cmd::connectors::ConnectorsArgs),
     Serve(Box<cmd::serve::ServeArgs>),
     Rule(cmd::client::RuleArgs),
     Stream(cmd::client::StreamArgs),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Functions(a) => cmd::functions::run(a),
+        Command::Connectors(a) => cmd::connectors::run(a),
         Command::Serve(a) => cmd::serve::run(*a),
         Command::Rule(a) => cmd::client::rule(a),
         Command::Stream(a) => cmd::client::stream(a),

@@ -791,7 +791,8 @@ async fn placement_offloads_a_busy_edge_brings_the_rule_back_and_fails_over_a_lo
     );
     // The failed-over rule logs in as the original did (heartbeats carry its text whole), and
     // listings show its password as ***.
-    let registry = std::fs::read_to_string(dir.join("core-a").join("registry.json")).unwrap();
+    let rule_file = format!("registry/rules/{id}.json");
+    let registry = std::fs::read_to_string(dir.join("core-a").join(rule_file)).unwrap();
     assert!(registry.contains("weir:pl-s3cret@"), "{registry}");
     let listed = reqwest::get(format!("{plane}/v1/nodes"))
         .await

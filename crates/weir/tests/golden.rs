@@ -277,7 +277,8 @@ fn golden_cases_with_one_and_several_workers() {
 }
 
 /// Every rule file with mistakes gives, through `weir check`, exactly the expected messages:
-/// the language's and the connector settings' (what a node would refuse).
+/// the language's and the connector settings' (what a node would refuse). A file whose first
+/// line is `-- weir check <flags>` is checked with those flags.
 #[test]
 fn every_error_message() {
     let mut failures = Vec::new();
@@ -288,8 +289,16 @@ fn every_error_message() {
     assert!(!files.is_empty());
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let text = fs::read_to_string(&f).unwrap();
+        let flags = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("-- weir check "))
+            .map_or(Vec::new(), |f| f.split_whitespace().collect());
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["check", &name])
+            .arg("check")
+            .args(&flags)
+            .arg(&name)
             .current_dir(f.parent().unwrap())
             .output()
             .unwrap();

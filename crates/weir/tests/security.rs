@@ -24,7 +24,7 @@ async fn ids_that_would_be_paths_are_refused_and_the_data_directory_stays() {
         .post("/v1/rules", json!({"id": "keep", "sql": RULE}))
         .await;
     assert_eq!(s, 201, "{v}");
-    let registry = node.data().join("registry.json");
+    let registry = node.data().join("registry").join("rules").join("keep.json");
     for id in [
         "..", ".", "../x", "/tmp/x", "a/b", ".hidden", "-x", "a\u{0}b", "x\ny",
     ] {

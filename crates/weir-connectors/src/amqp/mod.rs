@@ -18,9 +18,10 @@ use lapin::{
     ExchangeKind,
 };
 
-use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
 use crate::tls::TlsOptions;
+
+pub mod spec;
 
 /// Settings of an AMQP stream.
 #[derive(Debug, Clone)]
@@ -43,68 +44,6 @@ pub struct AmqpConfig {
 }
 
 impl AmqpConfig {
-    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> AmqpConfig {
-        let url = o
-            .get("url")
-            .unwrap_or("amqp://127.0.0.1:5672/%2f")
-            .to_owned();
-        let secure = match crate::live::Url::parse(&url) {
-            Err(e) => {
-                o.fault("url", format!("option 'url': {e}"));
-                false
-            }
-            Ok(u) if u.scheme == "amqp" || u.scheme == "amqps" => u.scheme == "amqps",
-            Ok(_) => {
-                o.fault(
-                    "url",
-                    format!(
-                        "url '{}' must start with amqp:// or amqps://",
-                        weir_core::redact::secrets(&url)
-                    ),
-                );
-                false
-            }
-        };
-        let tls = TlsOptions::from_opts(o, secure, "amqps://");
-        let exchange_type = o
-            .get("exchange_type")
-            .unwrap_or("direct")
-            .to_ascii_lowercase();
-        if !["direct", "topic", "fanout", "headers"].contains(&exchange_type.as_str()) {
-            o.fault(
-                "exchange_type",
-                format!("option 'exchange_type' = '{exchange_type}': use direct, topic, fanout or headers"),
-            );
-        }
-        let routing_key = o
-            .get("routing_key")
-            .or(o.get("topic"))
-            .unwrap_or_default()
-            .to_owned();
-        let exchange = o.get("exchange").unwrap_or_default().to_owned();
-        // On the default exchange the routing key is the name of the queue it reaches.
-        let queue = o.get("queue").map(str::to_owned).or_else(|| {
-            (exchange.is_empty() && !routing_key.is_empty()).then(|| routing_key.clone())
-        });
-        if exchange.is_empty() && queue.is_none() && routing_key.is_empty() {
-            o.fault(
-                "connector",
-                format!("stream {stream} needs an exchange, a queue or a routing key (topic)"),
-            );
-        }
-        AmqpConfig {
-            url,
-            exchange,
-            exchange_type,
-            queue,
-            expires_ms: None,
-            routing_key,
-            durable: o.bool("durable", true),
-            prefetch: o.number("prefetch", 256u16, 1..=65535),
-            tls,
-        }
-    }
-
     fn kind(&self) -> ExchangeKind {
         match self.exchange_type.as_str() {
             "topic" => ExchangeKind::Topic,

@@ -4,6 +4,7 @@
 pub mod live;
 mod sink;
 mod source;
+pub mod spec;
 
 pub use sink::FileSink;
 pub use source::{FileSource, SourceStats};

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Outgoing, PayloadRx};
 use crate::tls::TlsOptions;
+
+pub mod spec;
 
 /// How long a webhook has to accept a connection, and to answer a request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,32 +42,6 @@ pub struct HttpConfig {
 }
 
 impl HttpConfig {
-    pub(crate) fn from_opts(o: &mut Opts) -> HttpConfig {
-        let url = o.get("url").map(str::to_owned);
-        if let Some(u) = &url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                o.fault(
-                    "url",
-                    format!("url '{u}' must start with http:// or https://"),
-                );
-            }
-        }
-        let method = match o.get("method").map(str::to_ascii_uppercase).as_deref() {
-            None | Some("POST") => reqwest::Method::POST,
-            Some("PUT") => reqwest::Method::PUT,
-            Some(other) => {
-                o.fault(
-                    "method",
-                    format!("option 'method' = '{other}': use POST or PUT"),
-                );
-                reqwest::Method::POST
-            }
-        };
-        let secure = url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        let tls = TlsOptions::from_opts(o, secure, "https://");
-        HttpConfig { url, method, tls }
-    }
-
     /// The webhook client; `Err` when the TLS files cannot be read.
     fn client(&self) -> Result<reqwest::Client, String> {
         let builder = reqwest::Client::builder()

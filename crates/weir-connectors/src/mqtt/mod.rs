@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, PayloadRx, PayloadTx, Stop};
 use crate::tls::TlsOptions;
+
+pub mod spec;
 
 /// Largest MQTT packet weir sends or accepts: the 1 MiB record limit plus headers.
 const MAX_PACKET: usize = (1 << 20) + 4096;
@@ -35,64 +36,6 @@ pub struct MqttConfig {
 }
 
 impl MqttConfig {
-    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> MqttConfig {
-        let url = o.url(&["mqtt", "tcp", "mqtts", "ssl"], "mqtt://127.0.0.1:1883");
-        let secure = matches!(url.scheme.as_str(), "mqtts" | "ssl");
-        let tls = TlsOptions::from_opts(o, secure, "mqtts://");
-        let topic = match o.get("topic") {
-            Some(t) => t.to_owned(),
-            None if !url.path.is_empty() => url.path.clone(),
-            None => {
-                o.fault(
-                    "topic",
-                    format!("option 'topic' is required (the MQTT topic filter of {stream})"),
-                );
-                String::new()
-            }
-        };
-        let v5 = match o.get("version") {
-            None | Some("3.1.1" | "3" | "4") => false,
-            Some("5" | "5.0") => true,
-            Some(other) => {
-                o.fault(
-                    "version",
-                    format!("option 'version' = '{other}': use '3.1.1' or '5'"),
-                );
-                false
-            }
-        };
-        let persistent = match o.get("session") {
-            None | Some("clean") => false,
-            Some("persistent") => true,
-            Some(other) => {
-                o.fault(
-                    "session",
-                    format!("option 'session' = '{other}': use 'clean' or 'persistent'"),
-                );
-                false
-            }
-        };
-        let client_id = o.get("client_id").map(str::to_owned);
-        if persistent && client_id.is_none() {
-            o.fault(
-                "session",
-                "a persistent session needs a fixed client_id".to_owned(),
-            );
-        }
-        MqttConfig {
-            port: url.port.unwrap_or(if secure { 8883 } else { 1883 }),
-            host: url.host,
-            topic,
-            qos: o.number("qos", 0u8, 0..=1),
-            v5,
-            client_id,
-            persistent,
-            shared: o.get("shared").map(str::to_owned),
-            login: url.login,
-            tls,
-        }
-    }
-
     /// What sources subscribe to.
     pub fn subscription(&self) -> String {
         match &self.shared {

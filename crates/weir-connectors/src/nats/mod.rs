@@ -16,12 +16,12 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
 
-use crate::endpoint::Opts;
 use crate::live::{Backoff, Health, Login, Outgoing, PayloadRx, PayloadTx, Secret, Stop};
 use crate::tls::TlsOptions;
 
 pub mod changelog;
 pub mod group;
+pub mod spec;
 
 /// Settings of a NATS stream.
 #[derive(Debug, Clone)]
@@ -65,48 +65,6 @@ pub enum NatsAuth {
 }
 
 impl NatsConfig {
-    pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> NatsConfig {
-        let url = o.url(&["nats", "tls"], "nats://127.0.0.1:4222");
-        let subject = match o.get("topic").or(o.get("subject")) {
-            Some(s) => s.to_owned(),
-            None => {
-                o.fault(
-                    "topic",
-                    format!("option 'topic' is required (the NATS subject of {stream})"),
-                );
-                String::new()
-            }
-        };
-        let js_stream = o.get("stream").map(str::to_owned);
-        let durable = o.get("durable").map(str::to_owned);
-        if durable.is_some() && js_stream.is_none() {
-            o.fault(
-                "durable",
-                "a durable consumer needs a JetStream stream: add stream = '<name>'".to_owned(),
-            );
-        }
-        let partitions = o
-            .get("partitions")
-            .is_some()
-            .then(|| o.number("partitions", 1, 1..=10_000));
-        let key = o.get("key").map(str::to_owned);
-        let tls = TlsOptions::from_opts(o, url.scheme == "tls", "tls://");
-        let auth = NatsAuth::from_opts(o, url.login.clone());
-        NatsConfig {
-            url: format!("{}://{}:{}", url.scheme, url.host, url.port.unwrap_or(4222)),
-            subject,
-            queue: o.get("queue").map(str::to_owned),
-            stream: js_stream,
-            durable,
-            inactive_ms: None,
-            partitions,
-            key,
-            group: o.get("group").map(str::to_owned),
-            auth,
-            tls,
-        }
-    }
-
     /// The client options of this stream: its authentication and TLS.
     async fn options(&self) -> Result<async_nats::ConnectOptions, String> {
         let options = match &self.auth {
@@ -451,47 +409,6 @@ impl NatsConfig {
             .map_err(|_| format!("no answer from {} within 3 s", self.url))?
             .map_err(|e| e.to_string())?;
         client.flush().await.map_err(|e| e.to_string())
-    }
-}
-
-impl NatsAuth {
-    fn from_opts(o: &mut Opts, login: Option<Login>) -> NatsAuth {
-        let mut chosen: Vec<(&str, NatsAuth)> = Vec::new();
-        if let Some(l) = login {
-            chosen.push(("url", NatsAuth::Login(l)));
-        }
-        if let Some(t) = o.get("token") {
-            chosen.push(("token", NatsAuth::Token(Secret(t.to_owned()))));
-        }
-        if let Some(seed) = o.get("nkey").map(str::to_owned) {
-            if !seed.starts_with("SU") {
-                o.fault(
-                    "nkey",
-                    "option 'nkey' must be a user seed (it starts with SU)".into(),
-                );
-            }
-            chosen.push(("nkey", NatsAuth::Nkey(Secret(seed))));
-        }
-        if let Some(file) = o.get("credentials_file").map(str::to_owned) {
-            match crate::tls::plain_absolute(&file) {
-                Ok(p) => chosen.push(("credentials_file", NatsAuth::Credentials(p))),
-                Err(why) => o.fault(
-                    "credentials_file",
-                    format!("option 'credentials_file' = '{file}': {why}"),
-                ),
-            }
-        }
-        if chosen.len() > 1 {
-            let names: Vec<&str> = chosen.iter().map(|(n, _)| *n).collect();
-            o.fault(
-                names[1],
-                format!(
-                    "give one way to log in to NATS, not {}",
-                    names.join(" and ")
-                ),
-            );
-        }
-        chosen.pop().map(|(_, a)| a).unwrap_or_default()
     }
 }
 

@@ -23,95 +23,63 @@ use crate::parse::{parse, ParsedStatement, WindowTvf};
 use crate::plan::*;
 use crate::types::DataType;
 
-/// Stream options every connector takes: time, keys and the format of the payload.
-const COMMON_OPTIONS: &[&str] = &[
-    "timestamp",
-    "watermark",
-    "allowed_lateness",
-    "time",
-    "key",
-    "order",
-    "received_at",
-    "sent_at",
-    "format",
-    "connector",
-    "delimiter",
-    "header",
-    "timestamp_format",
-    "event_id",
+/// Stream options every connector takes — time, keys and the payload's format — with what each
+/// does. A connector's own options are declared in its spec (weir-connectors), which checks
+/// that every option of a stream is one of these or one of its connector's.
+pub const STREAM_OPTIONS: &[(&str, &str)] = &[
+    (
+        "connector",
+        "where the stream's events come from and go to (default: `embedded`)",
+    ),
+    (
+        "format",
+        "the payload's format: `json` (objects or arrays of objects), `csv` or `debs2012`",
+    ),
+    (
+        "delimiter",
+        "CSV: the field separator, one character or `\\t` (default `,`)",
+    ),
+    (
+        "header",
+        "CSV: the column names, separated by the delimiter (default: the first record's)",
+    ),
+    (
+        "timestamp",
+        "the column of event time; the stream then uses event time",
+    ),
+    (
+        "watermark",
+        "how late events may arrive out of order, e.g. `2 seconds` (default 0)",
+    ),
+    (
+        "allowed_lateness",
+        "how long after the watermark a window still takes late events",
+    ),
+    (
+        "time",
+        "`event` or `processing` (default: `event` when a timestamp is named)",
+    ),
+    (
+        "order",
+        "`event` (hold events until the watermark, the default) or `arrival`",
+    ),
+    (
+        "key",
+        "the column that keys events: it partitions work and picks a sink's partition",
+    ),
+    (
+        "received_at",
+        "a column filled with the time the node received the event",
+    ),
+    (
+        "sent_at",
+        "a column of the time the sender sent the event, for end-to-end latency",
+    ),
+    (
+        "event_id",
+        "a column of unique event ids: an event whose id was seen is dropped",
+    ),
 ];
-
-/// The connectors a stream can name, each with the options it takes beside [`COMMON_OPTIONS`].
-/// A stream without `connector` is an embedded topic of the node.
-pub const CONNECTORS: &[(&str, &[&str])] = &[
-    ("embedded", &["topic"]),
-    (
-        "mqtt",
-        &[
-            "url",
-            "topic",
-            "qos",
-            "version",
-            "client_id",
-            "session",
-            "shared",
-            "ca_file",
-            "cert_file",
-            "key_file",
-        ],
-    ),
-    (
-        "amqp",
-        &[
-            "url",
-            "topic",
-            "routing_key",
-            "exchange",
-            "exchange_type",
-            "queue",
-            "durable",
-            "prefetch",
-            "ca_file",
-            "cert_file",
-            "key_file",
-        ],
-    ),
-    (
-        "nats",
-        &[
-            "url",
-            "topic",
-            "subject",
-            "queue",
-            "stream",
-            "durable",
-            "partitions",
-            "group",
-            "token",
-            "nkey",
-            "credentials_file",
-            "ca_file",
-            "cert_file",
-            "key_file",
-        ],
-    ),
-    (
-        "kafka",
-        &["url", "brokers", "topic", "group", "partitions", "key"],
-    ),
-    (
-        "http",
-        &["url", "method", "ca_file", "cert_file", "key_file"],
-    ),
-    ("file", &["path"]),
-];
-
-fn connector_options(connector: &str) -> Option<&'static [&'static str]> {
-    CONNECTORS
-        .iter()
-        .find(|(c, _)| *c == connector)
-        .map(|(_, opts)| *opts)
-}
 
 const WINDOW_FUNCS: &[&str] = &["tumble", "hop", "session", "sliding", "count_window"];
 
@@ -122,6 +90,17 @@ pub fn compile(source: &str) -> Result<Program, Diagnostics> {
 
 /// Like [`compile`], with streams already declared elsewhere (a node's catalog) in scope.
 pub fn compile_with(source: &str, known: &[StreamDef]) -> Result<Program, Diagnostics> {
+    compile_checked(source, known, |_, _| Vec::new())
+}
+
+/// Like [`compile_with`], with the streams the text declares also checked by `streams` (given
+/// the program and the index of the first stream the text declares): the connector settings,
+/// which the language does not know. Its problems come with the language's, all at once.
+pub fn compile_checked(
+    source: &str,
+    known: &[StreamDef],
+    streams: impl Fn(&Program, usize) -> Vec<Diagnostic>,
+) -> Result<Program, Diagnostics> {
     let (statements, mut diags) = parse(source);
     let mut b = Binder {
         program: Program {
@@ -155,6 +134,7 @@ pub fn compile_with(source: &str, known: &[StreamDef]) -> Result<Program, Diagno
     }
     b.check_cycles();
     diags.append(&mut b.diags);
+    diags.extend(streams(&b.program, known.len()));
     diags.sort_by_key(|d| d.pos);
     if diags.is_empty() {
         Ok(b.program)
@@ -424,7 +404,6 @@ impl Binder {
             def.option_pos.insert(k.clone(), Pos::from(key.span));
             def.options.insert(k, v);
         }
-        self.check_connector(&def, &options);
         def.time = match (time_set, &def.timestamp) {
             (Some(TimeMode::Event), None) => {
                 self.err(
@@ -439,65 +418,6 @@ impl Binder {
             (None, None) => TimeMode::Processing,
         };
         self.program.streams.push(def);
-    }
-
-    /// Every option must belong to the stream's connector (or to all connectors).
-    fn check_connector(&mut self, def: &StreamDef, options: &[SqlOption]) {
-        let connector = def
-            .options
-            .get("connector")
-            .map_or("embedded", String::as_str);
-        let pos_of = |name: &str| {
-            options
-                .iter()
-                .find_map(|o| match o {
-                    SqlOption::KeyValue { key, .. } if key.value.eq_ignore_ascii_case(name) => {
-                        Some(Pos::from(key.span))
-                    }
-                    _ => None,
-                })
-                .unwrap_or(def.pos)
-        };
-        let Some(own) = connector_options(connector) else {
-            let names: Vec<&str> = CONNECTORS.iter().map(|(c, _)| *c).collect();
-            let hint = closest(connector, names.iter().copied())
-                .map(|c| format!("did you mean '{c}'?"))
-                .unwrap_or_else(|| format!("connectors: {}", names.join(", ")));
-            self.err(
-                pos_of("connector"),
-                format!("unknown connector '{connector}'"),
-                hint,
-            );
-            return;
-        };
-        for k in def.options.keys() {
-            if COMMON_OPTIONS.contains(&k.as_str()) || own.contains(&k.as_str()) {
-                continue;
-            }
-            let span = pos_of(k);
-            let takes = format!(
-                "connector '{connector}' takes {} (and {})",
-                own.join(", "),
-                COMMON_OPTIONS.join(", ")
-            );
-            if let Some((other, _)) = CONNECTORS.iter().find(|(_, o)| o.contains(&k.as_str())) {
-                self.err(
-                    span,
-                    format!("option '{k}' belongs to connector '{other}', not '{connector}'"),
-                    takes,
-                );
-            } else {
-                let all = COMMON_OPTIONS
-                    .iter()
-                    .chain(own.iter())
-                    .copied()
-                    .collect::<Vec<_>>();
-                let hint = closest(k, all.iter().copied())
-                    .map(|c| format!("did you mean '{c}'?"))
-                    .unwrap_or(takes);
-                self.err(span, format!("unknown stream option '{k}'"), hint);
-            }
-        }
     }
 
     fn implied_sink(&mut self, ins: &Insert) {

@@ -88,7 +88,11 @@ async fn info(State(node): State<Arc<Node>>) -> Json<Json_> {
         "workers": c.workers,
         "max_payload": c.max_payload,
         "max_rules": c.max_rules,
-        "connectors": weir_lang::CONNECTORS.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        "connectors": weir_connectors::registry::CONNECTORS
+            .iter()
+            .filter(|c| c.built() && c.not_on_node.is_none())
+            .map(|c| c.name)
+            .collect::<Vec<_>>(),
     }))
 }
 

@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use weir_connectors::spec::Moves;
 use weir_connectors::Endpoint;
 use weir_state::Checkpoint;
 
@@ -125,7 +126,7 @@ impl Node {
         let _turn = self.rule_turn(id).await;
         let mut st = self.state.lock().await;
         let record = Self::record(&st, id)?.clone();
-        let program = Self::compile_rule(&st, id, &record.sql)?;
+        let program = self.compile_rule(&st, id, &record.sql)?;
         let (inputs, outputs) = rule::boundary(&program);
         let eps = rule::endpoints(&program).unwrap_or_default();
         let endpoint = |name: &str| {
@@ -133,13 +134,12 @@ impl Node {
                 .find(|(d, _)| d.name.eq_ignore_ascii_case(name))
                 .map(|(_, e)| e)
         };
-        if let Some(name) = inputs
-            .iter()
-            .find(|i| matches!(endpoint(i), Some(Endpoint::Embedded { .. })))
-        {
-            return Err(NodeError::Unsupported(format!(
-                "rule {id} reads stream {name} from this node's embedded topic, which no other node receives; declare {name} on a broker (connector = 'nats', 'kafka', 'mqtt' or 'amqp') to move the rule"
-            )));
+        for name in &inputs {
+            if let Some(Moves::No(why)) = endpoint(name).map(|e| e.spec().moves) {
+                return Err(NodeError::Unsupported(format!(
+                    "rule {id} reads stream {name}, which cannot move with it: {why}; declare {name} on a broker (connector = 'nats', 'kafka', 'mqtt' or 'amqp') to move the rule"
+                )));
+            }
         }
         // From here on nothing is read for the rule: HTTP ingest stops filling its logs.
         self.journals
@@ -322,6 +322,10 @@ impl Node {
             }
             Err(e) => Err(e),
         };
+        let saved = match saved {
+            Ok(()) if !added.is_empty() => st.registry.save_streams().map_err(NodeError::from),
+            other => other,
+        };
         if let Err(e) = saved {
             let running = self.take_running(&mut st, &id);
             self.forget_state(&st, &id);
@@ -329,6 +333,9 @@ impl Node {
             for s in &added {
                 st.registry.catalog.streams.remove(&s.name);
             }
+            // Undone on disk too, as far as the disk lets.
+            let _ = st.registry.save_rule(&id);
+            let _ = st.registry.save_streams();
             drop(st);
             if let Some(rule) = running {
                 rule.stop().await;
@@ -350,7 +357,7 @@ impl Node {
             job_file,
         } = carried;
         let record = &st.registry.catalog.rules[id];
-        let (_, outputs) = rule::boundary(&Self::compile_rule(st, id, &record.sql)?);
+        let (_, outputs) = rule::boundary(&*self.compile_rule(st, id, &record.sql)?);
         // Whatever an earlier visit of the rule left here goes first.
         self.forget_state(st, id);
         let store = self.hub.store();

@@ -114,11 +114,14 @@ fn records(b: &DebsBench) -> Result<Vec<Row>, String> {
 }
 
 fn program() -> Result<Program, String> {
-    super::compile_sources(&[
-        ("debs.sql", DEBS),
-        ("query1.sql", QUERY1),
-        ("query2.sql", QUERY2),
-    ])
+    super::compile_sources(
+        &[
+            ("debs.sql", DEBS),
+            ("query1.sql", QUERY1),
+            ("query2.sql", QUERY2),
+        ],
+        weir_connectors::check::Target::Run,
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -3,23 +3,46 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use weir_connectors::check::Target;
+use weir_connectors::delivery::Delivery;
 use weir_lang::plan::{Body, Input};
 
 /// Checks rule files: every error at once, with line, column and a hint. Runs nothing.
 /// Several files are one program, each seeing the streams declared by those before it:
 ///   weir check examples/debs2012/debs.sql examples/debs2012/query1.sql
+/// With --node, checks them as a node would before installing them, refusing what it refuses
+/// (file streams, and connectors that cannot give the --delivery asked for):
+///   weir check --node --delivery at_least_once examples/serve/hot.sql
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CheckArgs {
     /// The rule files (streaming SQL).
     #[arg(required = true)]
     pub rules: Vec<String>,
+    /// Check as a node checks a rule before installing it, not as `weir run` does.
+    #[arg(long)]
+    pub node: bool,
+    /// With --node: the delivery guarantee the rule would be installed with (at_most_once,
+    /// at_least_once or exactly_once).
+    #[arg(long, requires = "node", value_parser = Delivery::from_name)]
+    pub delivery: Option<Delivery>,
 }
 
 pub fn run(a: CheckArgs) -> Result<ExitCode, String> {
-    let Some(program) = super::load_rules(&a.rules)? else {
+    let target = if a.node { Target::Node } else { Target::Run };
+    let Some(program) = super::load_rules(&a.rules, target)? else {
         return Ok(ExitCode::from(2));
     };
+    let refusals = a.delivery.map_or_else(Vec::new, |d| {
+        weir_node::rule::delivery_refusals(&program, d)
+    });
+    if !refusals.is_empty() {
+        for r in &refusals {
+            eprintln!("error: {r}");
+        }
+        eprintln!("{}: {} error(s)", a.rules.join(" "), refusals.len());
+        return Ok(ExitCode::from(2));
+    }
     println!(
         "{}: ok — {} stream(s), {} rule(s)",
         a.rules.join(" "),

@@ -114,7 +114,7 @@ impl SideOutput {
 }
 
 pub fn run(a: RunArgs) -> Result<ExitCode, String> {
-    let Some(program) = super::load_rules(&a.rules)? else {
+    let Some(program) = super::load_rules(&a.rules, weir_connectors::check::Target::Run)? else {
         return Ok(ExitCode::from(2));
     };
     let formats: Vec<(String, String)> = a
