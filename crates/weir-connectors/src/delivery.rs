@@ -21,16 +21,21 @@
 use crate::Endpoint;
 use serde::{Deserialize, Serialize};
 
+/// A rule's delivery guarantee.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
+    /// A crash may lose what is in flight.
     #[default]
     AtMostOnce,
+    /// Nothing is lost; after a crash, results may repeat.
     AtLeastOnce,
+    /// Nothing is lost and every result appears once.
     ExactlyOnce,
 }
 
 impl Delivery {
+    /// The guarantee as written in a rule's options.
     pub fn name(self) -> &'static str {
         match self {
             Delivery::AtMostOnce => "at_most_once",

@@ -4,6 +4,7 @@
 use crate::delivery::Delivery;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 
+/// What the embedded connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "embedded",
     summary: "A topic of the node itself: clients publish to it through the node's MQTT endpoint \

@@ -8,6 +8,10 @@
 //! network connectors share (health, backoff). The file connector also has a batch form for `weir run`
 //! that feeds an [`weir_engine::Ingest`] directly.
 
+// The workspace asks for docs on every public item (missing_docs); this crate's older items
+// are not all documented yet. Remove this allow once `cargo check` finds none here.
+#![allow(missing_docs)]
+
 pub mod amqp;
 pub mod check;
 pub mod codec;

@@ -14,7 +14,9 @@ use crate::spec::{parse_bool, ConnectorSpec, OptionSpec};
 /// A problem with a stream's connector settings, and the option it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionProblem {
+    /// The option concerned.
     pub option: String,
+    /// What is wrong with it.
     pub message: String,
     /// What to write instead, when there is something to say.
     pub hint: Option<String>,

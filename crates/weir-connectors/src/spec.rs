@@ -42,26 +42,33 @@ pub enum Moves {
 /// One option of a connector.
 #[derive(Debug)]
 pub struct OptionSpec {
+    /// The name written in `WITH (...)`.
     pub name: &'static str,
+    /// What values it takes.
     pub kind: Kind,
     /// The value taken when the option is absent, as written in a rule; `None` when there is
     /// none or it depends on other options (then `doc` says which).
     pub default: Option<&'static str>,
+    /// What it does, for the reference.
     pub doc: &'static str,
 }
 
 /// The type of an option's value, checked before the connector reads it.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
+    /// Any text.
     Text,
-    /// Never shown in errors, listings or logs.
+    /// A credential: no problem quotes its value.
     Secret,
     /// An absolute, plain path on the machine the rule runs on.
     Path,
+    /// `true`/`yes`/`1` or `false`/`no`/`0`.
     Bool,
     /// A whole number in `min..=max`.
     Int {
+        /// The smallest value taken.
         min: i64,
+        /// The largest value taken.
         max: i64,
     },
     /// One of these words, in any case.

@@ -14,6 +14,7 @@ pub enum Blame {
 
 /// Implemented by every typed error in weir.
 pub trait Classify {
+    /// Who is at fault: the user, an outside system or weir.
     fn blame(&self) -> Blame;
     /// Whether the same operation may succeed if tried again later.
     fn retryable(&self) -> bool {

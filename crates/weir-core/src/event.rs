@@ -13,16 +13,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// An empty row.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty row with room for `n` fields.
     pub fn with_capacity(n: usize) -> Self {
         Row {
             fields: Vec::with_capacity(n),
         }
     }
 
+    /// The field called `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.fields
             .iter()
@@ -30,6 +33,7 @@ impl Row {
             .map(|(_, v)| v)
     }
 
+    /// The field called `name`, to change in place.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
         self.fields
             .iter_mut()
@@ -55,18 +59,22 @@ impl Row {
         self.fields.retain_mut(|(k, v)| keep(k, v));
     }
 
+    /// The fields in order, with their names.
     pub fn iter(&self) -> impl Iterator<Item = &(Arc<str>, Value)> {
         self.fields.iter()
     }
 
+    /// How many fields the row has.
     pub fn len(&self) -> usize {
         self.fields.len()
     }
 
+    /// Whether the row has no fields.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
 
+    /// The row as a JSON object.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -90,6 +98,7 @@ impl fmt::Display for Row {
 /// before it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
+    /// Event time, epoch milliseconds (processing time for streams without a timestamp).
     pub ts: i64,
     /// The watermark its stream had reached before this event: state that this watermark has
     /// closed cannot take the event (it is late). Judging each event by the watermark of the
@@ -97,6 +106,7 @@ pub struct Event {
     /// makes lateness a function of the input alone. `i64::MIN` until ingest stamps it.
     #[serde(default = "no_watermark", skip_serializing_if = "is_no_watermark")]
     pub wm: i64,
+    /// The event's fields.
     pub row: Row,
 }
 
@@ -109,6 +119,7 @@ fn is_no_watermark(wm: &i64) -> bool {
 }
 
 impl Event {
+    /// An event at `ts` whose watermark ingest is still to stamp.
     pub fn new(ts: i64, row: Row) -> Self {
         Event {
             ts,

@@ -27,6 +27,7 @@ impl Default for KeyHasher {
 }
 
 impl KeyHasher {
+    /// Adds `bytes` to the hash.
     pub fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(FNV64_PRIME);

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of processing time in epoch milliseconds; injected so tests control it.
 pub trait Clock: Send + Sync {
+    /// Epoch milliseconds.
     fn now_ms(&self) -> i64;
 
     /// Epoch nanoseconds, for latency stamps; clocks without a finer resolution scale `now_ms`.
@@ -43,12 +44,15 @@ impl Clock for SystemClock {
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
+    /// A clock standing at `start_ms`.
     pub fn new(start_ms: i64) -> Self {
         Self(AtomicI64::new(start_ms))
     }
+    /// Moves the clock to `ms`.
     pub fn set(&self, ms: i64) {
         self.0.store(ms, Ordering::SeqCst);
     }
+    /// Moves the clock on by `ms`.
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }

@@ -15,21 +15,30 @@ use crate::event::Row;
 /// between operators is cheap.
 #[derive(Clone, Debug, Default)]
 pub enum Value {
+    /// SQL NULL: absent or unknown.
     #[default]
     Null,
+    /// BOOLEAN.
     Bool(bool),
+    /// BIGINT.
     Int(i64),
+    /// DOUBLE.
     Float(f64),
+    /// STRING, shared between copies.
     Str(Arc<str>),
+    /// An array of values (JSON arrays).
     Array(Arc<Vec<Value>>),
+    /// A nested object (JSON objects), as a row.
     Object(Arc<Row>),
 }
 
 impl Value {
+    /// A string value.
     pub fn str(s: &str) -> Value {
         Value::Str(Arc::from(s))
     }
 
+    /// Whether the value is NULL.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
@@ -47,6 +56,7 @@ impl Value {
         }
     }
 
+    /// The value as a double, when it is a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
@@ -55,6 +65,7 @@ impl Value {
         }
     }
 
+    /// The value as a whole number: an integer, or a double without a fraction.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
@@ -63,6 +74,7 @@ impl Value {
         }
     }
 
+    /// The text of a string value.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),

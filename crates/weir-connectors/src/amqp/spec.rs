@@ -6,6 +6,7 @@ use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 use crate::tls::TlsOptions;
 
+/// What the AMQP connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "amqp",
     summary: "An AMQP 0-9-1 broker (RabbitMQ): direct, topic, fanout and headers exchanges, \

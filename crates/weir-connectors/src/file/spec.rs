@@ -4,6 +4,7 @@ use super::FileConfig;
 use crate::delivery::{self, Delivery};
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 
+/// What the file connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "file",
     summary: "A file of JSON lines or CSV, or stdin/stdout (`-`), for `weir run`: replay \

@@ -6,6 +6,7 @@ use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 use crate::tls::TlsOptions;
 
+/// What the HTTP connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "http",
     summary: "HTTP: as a source, events arrive by the node's ingest endpoint (`POST \

@@ -8,6 +8,7 @@ use {
     crate::options::Opts,
 };
 
+/// What the Kafka connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "kafka",
     summary: "An Apache Kafka broker (or one that speaks its protocol, such as Redpanda or \

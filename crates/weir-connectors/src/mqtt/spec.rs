@@ -6,6 +6,7 @@ use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 use crate::tls::TlsOptions;
 
+/// What the MQTT connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "mqtt",
     summary: "An MQTT 3.1.1 or 5 broker (Mosquitto, EMQX, HiveMQ): topic filters with wildcards, \

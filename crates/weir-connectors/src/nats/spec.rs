@@ -7,6 +7,7 @@ use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
 use crate::tls::TlsOptions;
 
+/// What the NATS connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "nats",
     summary: "A NATS server: core subjects, and JetStream streams with durable consumers. A \
