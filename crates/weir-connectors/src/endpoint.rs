@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "amqp")]
 use crate::amqp::AmqpConfig;
 use crate::delivery::Delivery;
 use crate::file::FileConfig;
@@ -26,6 +27,7 @@ pub enum Endpoint {
         topic: String,
     },
     Mqtt(MqttConfig),
+    #[cfg(feature = "amqp")]
     Amqp(AmqpConfig),
     Nats(NatsConfig),
     /// Webhook sink; as a source, events arrive by HTTP ingest.
@@ -70,6 +72,7 @@ impl Endpoint {
                 topic: o.get("topic").unwrap_or(stream).to_owned(),
             },
             "mqtt" => Endpoint::Mqtt(MqttConfig::from_opts(stream, &mut o)),
+            #[cfg(feature = "amqp")]
             "amqp" => Endpoint::Amqp(AmqpConfig::from_opts(stream, &mut o)),
             "nats" => Endpoint::Nats(NatsConfig::from_opts(stream, &mut o)),
             "http" => Endpoint::Http(HttpConfig::from_opts(&mut o)),
@@ -98,6 +101,7 @@ impl Endpoint {
                 c.durable_of_rule(rule, stream);
                 &mut c.group
             }
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => {
                 c.queue_of_rule(rule, stream);
                 return self;
@@ -113,6 +117,7 @@ impl Endpoint {
         match self {
             Endpoint::Embedded { .. } => &crate::embedded::SPEC,
             Endpoint::Mqtt(_) => &crate::mqtt::spec::SPEC,
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(_) => &crate::amqp::spec::SPEC,
             Endpoint::Nats(_) => &crate::nats::spec::SPEC,
             Endpoint::Http(_) => &crate::http::spec::SPEC,
@@ -133,6 +138,7 @@ impl Endpoint {
         match self {
             Endpoint::Embedded { .. } => crate::embedded::cannot_give(d, input),
             Endpoint::Mqtt(c) => c.cannot_give(d, input),
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => c.cannot_give(d, input),
             Endpoint::Nats(c) => c.cannot_give(d, input),
             Endpoint::Http(c) => c.cannot_give(d, input),
@@ -152,6 +158,7 @@ impl Endpoint {
     ) -> Option<JoinHandle<()>> {
         match self {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             #[cfg(feature = "kafka")]
@@ -171,6 +178,7 @@ impl Endpoint {
     pub fn spawn_sink(&self, rx: PayloadRx, health: Arc<Health>) -> Option<JoinHandle<()>> {
         match self {
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             #[cfg(feature = "kafka")]
@@ -190,6 +198,7 @@ impl Endpoint {
         let unreachable = |e: String| ConnectorError::Unreachable(format!("{}: {e}", self.kind()));
         match self {
             Endpoint::Mqtt(c) => c.check().await.map_err(unreachable),
+            #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => c.check().await.map_err(unreachable),
             Endpoint::Nats(c) => c.check().await.map_err(unreachable),
             #[cfg(feature = "kafka")]

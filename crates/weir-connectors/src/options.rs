@@ -115,9 +115,14 @@ impl<'a> Opts<'a> {
         self.map.get(key).map(String::as_str)
     }
 
-    /// The option's value, or its declared default.
-    pub fn value(&self, key: &str) -> Option<&str> {
-        self.get(key).or(self.declared(key).default)
+    /// The option's value when it fits its declared kind, else its default (a value that does
+    /// not fit was reported by [`Opts::new`]).
+    pub fn fitting(&self, key: &str) -> Option<&str> {
+        let declared = self.declared(key);
+        let given = self
+            .get(key)
+            .filter(|v| declared.kind.problem(key, v).is_none());
+        given.or(declared.default)
     }
 
     /// A required option's value (`""` after recording its absence).
@@ -131,45 +136,31 @@ impl<'a> Opts<'a> {
         }
     }
 
-    /// A `Kind::Bool` option, or its default (a wrong value was reported by [`Opts::new`]).
+    /// A `Kind::Bool` option, or its default.
+    #[cfg_attr(
+        not(feature = "amqp"),
+        allow(dead_code, reason = "only AMQP has a Bool option")
+    )]
     pub fn bool(&self, key: &str) -> bool {
-        let default = self.declared(key).default.and_then(parse_bool);
-        (self.get(key).and_then(parse_bool).or(default)).unwrap_or(false)
+        self.fitting(key).and_then(parse_bool).unwrap_or(false)
     }
 
     /// A `Kind::Int` option, or its default.
     pub fn number<T: std::str::FromStr + Default>(&self, key: &str) -> T {
-        let parse = |v: &str| v.trim().parse::<T>().ok();
-        let given = self.get(key).filter(|v| {
-            let kind = &self.declared(key).kind;
-            kind.problem(key, v).is_none()
-        });
-        (given.and_then(parse))
-            .or_else(|| self.declared(key).default.and_then(parse))
+        (self.fitting(key))
+            .and_then(|v| v.trim().parse::<T>().ok())
             .unwrap_or_default()
     }
 
     /// A `Kind::OneOf` option in lower case, or its default.
     pub fn word(&self, key: &str) -> String {
-        let kind = &self.declared(key).kind;
-        let given = self.get(key).filter(|v| kind.problem(key, v).is_none());
-        given
-            .or(self.declared(key).default)
-            .unwrap_or_default()
-            .to_ascii_lowercase()
+        self.fitting(key).unwrap_or_default().to_ascii_lowercase()
     }
 
-    /// The `url` option parsed (its default when absent or wrong).
+    /// The `url` option parsed, or its default.
     pub fn url(&self) -> crate::live::Url {
-        let kind = &self.declared("url").kind;
-        let default = self
-            .declared("url")
-            .default
-            .expect("url options have defaults");
-        let given = self.get("url").filter(|v| kind.problem("url", v).is_none());
-        crate::live::Url::parse(given.unwrap_or(default))
-            .or_else(|_| crate::live::Url::parse(default))
-            .expect("default URLs parse")
+        let url = self.fitting("url").expect("url options have defaults");
+        crate::live::Url::parse(url).expect("URLs that fit their kind parse")
     }
 }
 
@@ -216,6 +207,7 @@ mod tests {
         Endpoint::build("s", &options)
     }
 
+    #[cfg(feature = "amqp")]
     #[test]
     fn absent_options_take_the_spec_defaults() {
         let (ep, problems) = build(&[("connector", "amqp"), ("exchange", "x")]);
@@ -229,6 +221,7 @@ mod tests {
         assert_eq!((c.qos, c.v5, c.persistent, c.port), (0, false, false, 1883));
     }
 
+    #[cfg(feature = "amqp")]
     #[test]
     fn values_are_checked_against_their_declared_kind() {
         let (_, problems) = build(&[

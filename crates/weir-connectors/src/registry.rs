@@ -23,9 +23,15 @@ pub fn find(name: &str) -> Option<&'static ConnectorSpec> {
         .find(|c| c.name.eq_ignore_ascii_case(name))
 }
 
+/// The cargo features that build a connector in, and whether this build has each.
+const FEATURES: &[(&str, bool)] = &[
+    ("kafka", cfg!(feature = "kafka")),
+    ("amqp", cfg!(feature = "amqp")),
+];
+
 /// Whether this build has cargo feature `feature` of this crate.
 pub(crate) fn feature_enabled(feature: &str) -> bool {
-    feature == "kafka" && cfg!(feature = "kafka")
+    FEATURES.iter().any(|(f, on)| *f == feature && *on)
 }
 
 /// The connector reference, `docs/connectors.md`: every connector and option.

@@ -1,10 +1,13 @@
 //! The AMQP connector's spec: its options and their validation, its delivery guarantees.
 
-use super::AmqpConfig;
-use crate::delivery::{self, Delivery};
-use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
-use crate::tls::TlsOptions;
+#[cfg(feature = "amqp")]
+use {
+    super::AmqpConfig,
+    crate::delivery::{self, Delivery},
+    crate::options::Opts,
+    crate::tls::TlsOptions,
+};
 
 /// What the AMQP connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
@@ -13,7 +16,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
               declared when missing; sources acknowledge each message once their rule has taken \
               it. A source without a `queue` consumes a queue of its rule's own, \
               `weir-<rule>-<stream>`, which the broker removes after 24 h without a consumer.",
-    feature: None,
+    feature: Some("amqp"),
     options: &[
         &[
             OptionSpec {
@@ -76,6 +79,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
     not_on_node: None,
 };
 
+#[cfg(feature = "amqp")]
 impl AmqpConfig {
     pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> AmqpConfig {
         let url = o.url();
@@ -97,7 +101,7 @@ impl AmqpConfig {
             );
         }
         AmqpConfig {
-            url: o.value("url").unwrap_or_default().to_owned(),
+            url: o.fitting("url").unwrap_or_default().to_owned(),
             exchange,
             exchange_type: o.word("exchange_type"),
             queue,
