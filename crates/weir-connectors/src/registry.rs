@@ -93,6 +93,21 @@ mod tests {
         }
     }
 
+    /// What is shown redacts every secret option a spec declares (weir-core, which redacts,
+    /// knows no connectors: this keeps its list in step with the specs).
+    #[test]
+    fn every_secret_option_is_redacted_where_it_is_shown() {
+        for c in CONNECTORS {
+            for o in c.all_options() {
+                if matches!(o.kind, crate::spec::Kind::Secret) {
+                    let text = format!("WITH ({} = 'hush')", o.name);
+                    let shown = weir_core::redact::secrets(&text);
+                    assert!(!shown.contains("hush"), "{}.{}: {shown}", c.name, o.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_and_options_are_unique_and_defaults_fit_their_kinds() {
         for (i, c) in CONNECTORS.iter().enumerate() {
