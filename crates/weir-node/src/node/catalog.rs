@@ -226,11 +226,12 @@ impl Node {
     // ---- rules ----
 
     /// The hub topics the rules write their results to (embedded outputs and taps): no MQTT
-    /// client may publish there. `cache` keeps each rule's topics by the hash of its text and
-    /// the catalogue, so a call compiles only what changed, outside the lock.
+    /// client may publish there. `cache` keeps each rule's topics with the program they came
+    /// from ([`compiled`](super::compiled)), so a call works out only what changed, outside the
+    /// lock.
     pub async fn output_topics(
         &self,
-        cache: &mut HashMap<String, (u64, Vec<String>)>,
+        cache: &mut HashMap<String, (Arc<Program>, Vec<String>)>,
     ) -> std::collections::HashSet<String> {
         let (texts, rules): (Vec<String>, Vec<(String, String)>) = {
             let st = self.state.lock().await;
@@ -243,34 +244,28 @@ impl Node {
                 .collect();
             (Self::catalog_texts(&st), rules)
         };
-        let catalog = self.compiled.streams(&texts);
         cache.retain(|id, _| rules.iter().any(|(r, _)| r == id));
         for (id, sql) in rules {
-            let mut h = weir_core::hash::KeyHasher::default();
-            h.write(sql.as_bytes());
-            for t in &texts {
-                h.write(t.as_bytes());
-            }
-            let hash = h.finish();
-            if cache.get(&id).is_some_and(|(k, _)| *k == hash) {
+            let Ok(program) = self.compiled.rule(&texts, &id, &sql) else {
+                cache.remove(&id);
+                continue;
+            };
+            if cache
+                .get(&id)
+                .is_some_and(|(p, _)| Arc::ptr_eq(p, &program))
+            {
                 continue;
             }
-            let topics = compile_against(&catalog, "rule", &sql)
-                .ok()
-                .and_then(|p| {
-                    let (_, outputs) = rule::boundary(&p);
-                    let eps = rule::endpoints(&p).ok()?;
-                    Some(
-                        eps.iter()
-                            .filter(|(d, _)| {
-                                outputs.iter().any(|o| o.eq_ignore_ascii_case(&d.name))
-                            })
-                            .map(|(d, e)| rule::tap_topic(d, e))
-                            .collect(),
-                    )
+            let (_, outputs) = rule::boundary(&program);
+            let topics = rule::endpoints(&program)
+                .map(|eps| {
+                    eps.iter()
+                        .filter(|(d, _)| outputs.iter().any(|o| o.eq_ignore_ascii_case(&d.name)))
+                        .map(|(d, e)| rule::tap_topic(d, e))
+                        .collect()
                 })
                 .unwrap_or_default();
-            cache.insert(id, (hash, topics));
+            cache.insert(id, (program, topics));
         }
         cache
             .values()
