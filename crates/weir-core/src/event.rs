@@ -43,9 +43,19 @@ impl Row {
 
     /// Sets a field, replacing an existing one of the same name.
     pub fn set(&mut self, name: &str, value: Value) {
+        self.put(name, value, || Arc::from(name));
+    }
+
+    /// [`Row::set`] for a name the caller holds shared: a new field shares it instead of
+    /// copying it (projections set their output names on every row).
+    pub fn set_shared(&mut self, name: &Arc<str>, value: Value) {
+        self.put(name, value, || name.clone());
+    }
+
+    fn put(&mut self, name: &str, value: Value, owned: impl FnOnce() -> Arc<str>) {
         match self.fields.iter_mut().find(|(k, _)| &**k == name) {
             Some(slot) => slot.1 = value,
-            None => self.fields.push((Arc::from(name), value)),
+            None => self.fields.push((owned(), value)),
         }
     }
 

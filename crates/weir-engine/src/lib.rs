@@ -15,7 +15,7 @@ pub mod state;
 pub use dataflow::{
     chain_count, check_restore, check_update, rule_chain, run_batch, BatchResult, BuildError,
     Dataflow, Delivered, EngineConfig, Ingest, LateEvent, OperatorSnapshot, OutputStream, Receiver,
-    RuleStats, Stamp,
+    RuleStats, Stamp, Stamped,
 };
 pub use operator::{Chain, Operator, Output};
 pub use pool::Pool;

@@ -144,15 +144,22 @@ impl Stage {
         self.wm = wm;
     }
 
-    /// One event whose stream (all inputs together) had reached `wm` before it.
-    fn event(&mut self, input: usize, ev: Event, wm: i64, out: &mut Output) {
+    /// One event whose stream (all inputs together) had reached `wm` before it. The operator
+    /// sees the event carry at least that watermark: events stamped once for many rules carry
+    /// only the watermark of the shared batch before them (see `Ingest::send_stamped`).
+    fn event(&mut self, input: usize, mut ev: Event, wm: i64, out: &mut Output) {
         self.advance(wm, out);
+        ev.wm = ev.wm.max(wm);
         let from = out.events.len();
         self.op.on_event(input, ev, out);
         self.stamp_now(&mut out.events[from..]);
     }
 
     fn event_ref(&mut self, input: usize, ev: &Event, wm: i64, out: &mut Output) {
+        if ev.wm < wm {
+            // Rare: the first events of a shared batch.
+            return self.event(input, ev.clone(), wm, out);
+        }
         self.advance(wm, out);
         let from = out.events.len();
         self.op.on_event_ref(input, ev, out);
@@ -417,4 +424,41 @@ struct SavedStage {
     definition: String,
     watermark: i64,
     state: Snapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::Row;
+
+    /// Emits the watermark each event carries as it sees it.
+    struct Carried;
+
+    impl Operator for Carried {
+        fn on_event(&mut self, _input: usize, ev: Event, out: &mut Output) {
+            out.emit(Event::new(ev.wm, Row::new()));
+        }
+
+        fn on_event_ref(&mut self, input: usize, ev: &Event, out: &mut Output) {
+            self.on_event(input, ev.clone(), out)
+        }
+
+        fn kind(&self) -> &'static str {
+            "carried"
+        }
+    }
+
+    #[test]
+    fn an_operator_sees_events_carry_at_least_the_watermark_they_are_judged_by() {
+        let mut chain = Chain::new(vec![(Box::new(Carried), 0)]);
+        let mut ev = Event::new(10, Row::new());
+        ev.wm = i64::MIN;
+        let mut out = Output::default();
+        chain.on_events_ref(0, [(&ev, 7)], &mut out);
+        chain.on_events(0, [(ev.clone(), 8)], &mut out);
+        ev.wm = 9;
+        chain.on_events_ref(0, [(&ev, 8)], &mut out);
+        let seen: Vec<i64> = out.events.iter().map(|e| e.ts).collect();
+        assert_eq!(seen, [7, 8, 9]);
+    }
 }

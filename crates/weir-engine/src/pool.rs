@@ -2,7 +2,8 @@
 //! machine and shared by every dataflow of the process (as Flink's task slots or timely's
 //! workers), so a rule costs tasks and state, not threads. Chains are tasks that wait on their
 //! bounded channels without holding a thread; a keyed rule's partitions are tasks too, so its
-//! keys spread over the pool.
+//! keys spread over the pool. A node runs its rules' feeds and sinks here as well (with timers
+//! and I/O enabled), so a batch never waits for a thread of another runtime to wake.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ impl Pool {
             let next = AtomicUsize::new(0);
             Builder::new_multi_thread()
                 .worker_threads(threads)
+                .enable_all()
                 .thread_name_fn(move || {
                     format!("weir-work-{}", next.fetch_add(1, Ordering::Relaxed))
                 })
@@ -37,7 +39,8 @@ impl Pool {
         }
     }
 
-    pub(crate) fn spawn<F>(&self, task: F) -> JoinHandle<()>
+    /// Runs `task` on the pool.
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {

@@ -8,6 +8,7 @@
 //! reader never stalls the rules) or *journals* (a durable log of the topic, which at-least-once
 //! and exactly-once rules read: a publish returns once the message is stored).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -24,12 +25,13 @@ pub struct Message {
     pub payload: Bytes,
 }
 
-/// One publish as its readers get it: the payloads, and what each way of decoding them made
-/// of them. Thousands of rules reading one stream decode each batch once, not once each.
+/// One publish as its readers get it: the payloads, and what each way of reading them made of
+/// them. Thousands of rules reading one stream decode and stamp each batch once, not once each.
 pub struct Published {
     pub topic: Arc<str>,
     pub payloads: Vec<Bytes>,
-    decoded: Mutex<Vec<(String, Arc<OnceLock<Decoded>>)>>,
+    /// Each an `Arc<OnceLock<T>>`, by the key that names how it was made from the payloads.
+    made: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
 }
 
 /// Decoded payloads: each row (or the reason it is not one) with the index of its payload, in
@@ -41,17 +43,21 @@ impl Published {
         Published {
             topic,
             payloads,
-            decoded: Mutex::default(),
+            made: Mutex::default(),
         }
     }
 
-    /// The payloads as `decode` reads them; `key` names the decoding (the format and its
-    /// options), and the first reader with a key does the work while the others wait for it.
-    pub fn decoded(&self, key: &str, decode: impl FnOnce(&[Bytes]) -> Decoded) -> Rows {
+    /// What `make` makes of this publish, made once for every reader that asks with the same
+    /// `key` (which names the way of making it: the format and its options, say): the first
+    /// reader does the work while the others wait for it.
+    pub fn shared<T: Send + Sync + 'static>(&self, key: &str, make: impl FnOnce() -> T) -> Made<T> {
         let cell = {
-            let mut all = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
-            match all.iter().find(|(k, _)| k == key) {
-                Some((_, cell)) => cell.clone(),
+            let mut all = self.made.lock().unwrap_or_else(|e| e.into_inner());
+            let found = all.iter().find(|(k, _)| k == key).map(|(_, c)| c.clone());
+            match found.map(Arc::downcast::<OnceLock<T>>) {
+                Some(Ok(cell)) => cell,
+                // The same key for another kind of thing: made for this reader alone.
+                Some(Err(_)) => Arc::new(OnceLock::new()),
                 None => {
                     let cell = Arc::new(OnceLock::new());
                     all.push((key.to_owned(), cell.clone()));
@@ -59,20 +65,20 @@ impl Published {
                 }
             }
         };
-        cell.get_or_init(|| decode(&self.payloads));
-        Rows(cell)
+        cell.get_or_init(make);
+        Made(cell)
     }
 }
 
-/// A batch's rows as one way of decoding it made them (see [`Published::decoded`]).
-pub struct Rows(Arc<OnceLock<Decoded>>);
+/// What a way of reading a publish made of it (see [`Published::shared`]).
+pub struct Made<T>(Arc<OnceLock<T>>);
 
-impl std::ops::Deref for Rows {
-    type Target = Decoded;
+impl<T> std::ops::Deref for Made<T> {
+    type Target = T;
 
-    fn deref(&self) -> &Decoded {
-        // Set before a `Rows` is made; the empty default is never used.
-        self.0.get_or_init(Vec::new)
+    fn deref(&self) -> &T {
+        // Set before a `Made` is returned.
+        self.0.get().expect("made before it is handed out")
     }
 }
 
@@ -348,24 +354,29 @@ mod tests {
     }
 
     #[test]
-    fn each_way_of_decoding_a_batch_runs_once() {
+    fn each_way_of_reading_a_batch_runs_once() {
         let batch = Published::new(
             Arc::from("t"),
             vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
         );
         let runs = AtomicU64::new(0);
-        let decode = |p: &[Bytes]| {
+        let decode = || -> Decoded {
             runs.fetch_add(1, Ordering::Relaxed);
-            p.iter()
+            batch
+                .payloads
+                .iter()
                 .enumerate()
                 .map(|(i, _)| (i, Err("not a row".to_owned())))
                 .collect()
         };
-        let first = batch.decoded("json", decode);
-        let again = batch.decoded("json", decode);
+        let first = batch.shared("json", decode);
+        let again = batch.shared("json", decode);
         assert!(Arc::ptr_eq(&first.0, &again.0));
         assert_eq!(first.len(), 2);
-        batch.decoded("csv", decode);
+        batch.shared("csv", decode);
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        // The same key for another kind of thing is made apart, not mistaken for the rows.
+        assert_eq!(*batch.shared("json", || 7_u32), 7);
         assert_eq!(runs.load(Ordering::Relaxed), 2);
     }
 

@@ -119,6 +119,63 @@ impl Stamp {
         }
     }
 
+    /// Names what this stamp makes of a row: rules whose stamps have equal keys (the same
+    /// stream definition and fields read) can share one stamping of a batch.
+    pub fn sharing_key(&self) -> String {
+        let kept = self.pruning.as_ref().map(|p| {
+            p.fields
+                .iter()
+                .filter(|(_, (kept, _))| *kept)
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>()
+        });
+        format!("{:?} reads {kept:?}", self.def)
+    }
+
+    /// Stamps `rows` (each with the index of its payload) into batches of at most `batch_size`
+    /// events, once for all the rules that share this stamp (see [`Ingest::send_stamped`]).
+    pub fn stamp_all<'a>(
+        &self,
+        rows: impl Iterator<Item = (usize, &'a Result<Row, String>)>,
+        batch_size: usize,
+    ) -> Stamped {
+        let mut s = Stamped {
+            batches: Vec::new(),
+            rejected: Vec::new(),
+            events: 0,
+            wm: i64::MIN,
+        };
+        let mut batch = Vec::new();
+        for (i, row) in rows {
+            match row.clone().and_then(|r| self.event(r)) {
+                Ok(mut ev) => {
+                    ev.wm = s.wm;
+                    s.wm = self.advance(s.wm, ev.ts);
+                    batch.push(ev);
+                    if batch.len() >= batch_size {
+                        s.batches.push(Arc::new(std::mem::take(&mut batch)));
+                    }
+                }
+                Err(reason) => s.rejected.push((i, reason)),
+            }
+        }
+        if !batch.is_empty() {
+            s.batches.push(Arc::new(batch));
+        }
+        s.events = s.batches.iter().map(|b| b.len()).sum();
+        s
+    }
+
+    /// The stream's watermark after an event of time `ts`, from `wm` before it (bounded
+    /// out-of-orderness).
+    fn advance(&self, wm: i64, ts: i64) -> i64 {
+        let delay = match self.def.time {
+            TimeMode::Event => self.def.watermark_ms,
+            TimeMode::Processing => 0,
+        };
+        wm.max(ts.saturating_sub(delay).saturating_sub(1))
+    }
+
     /// `Err` says why the row cannot be an event (it should go to the dead letters).
     pub fn event(&self, mut row: Row) -> Result<Event, String> {
         let cast = |c: &Column, v: &mut Value| -> Result<(), String> {
@@ -160,10 +217,10 @@ impl Stamp {
         }
         for (name, e) in &self.def.computed {
             let v = e.eval(&row);
-            row.set(name, v);
+            row.set_shared(name, v);
         }
         if let Some(field) = &self.received_at {
-            row.set(field, Value::Int(self.clock.now_ns()));
+            row.set_shared(field, Value::Int(self.clock.now_ns()));
         }
         let ts = match (self.def.time, &self.def.timestamp) {
             (TimeMode::Event, Some(col)) => match row.get(col) {
@@ -174,6 +231,20 @@ impl Stamp {
         };
         Ok(Event::new(ts, row))
     }
+}
+
+/// Events stamped once for every rule that reads a stream the same way (see
+/// [`Stamp::sharing_key`]): the batches every such rule sends on without copying them, each
+/// event carrying the watermark of the events before it *in these batches* (a rule's own
+/// watermark before them is sent ahead of them, and its consumers take the larger).
+pub struct Stamped {
+    batches: Vec<Arc<Vec<Event>>>,
+    /// The rows that are not events, by the index of their payload, with the reason.
+    pub rejected: Vec<(usize, String)>,
+    /// How many events the batches hold.
+    pub events: usize,
+    /// The watermark after the last event.
+    wm: i64,
 }
 
 /// Feeds outside events into one stream: stamps them, batches them and generates watermarks
@@ -190,6 +261,9 @@ pub struct Ingest {
     pub(super) wm: i64,
     /// The newest watermark sent to the consumers.
     pub(super) sent: i64,
+    /// The newest watermark the consumers were sent in a message of its own (a resumed
+    /// stream takes its watermark without telling them; its events carry it).
+    pub(super) told: i64,
 }
 
 impl Ingest {
@@ -219,11 +293,7 @@ impl Ingest {
 
     fn stage_event(&mut self, mut ev: Event) {
         ev.wm = self.wm;
-        let delay = match self.stamp.def.time {
-            TimeMode::Event => self.stamp.def.watermark_ms,
-            TimeMode::Processing => 0,
-        };
-        self.wm = self.wm.max(ev.ts.saturating_sub(delay).saturating_sub(1));
+        self.wm = self.stamp.advance(self.wm, ev.ts);
         self.batch.push(ev);
         if self.batch.len() >= self.batch_size {
             self.seal();
@@ -236,6 +306,50 @@ impl Ingest {
     fn seal(&mut self) {
         let next = Vec::with_capacity(self.batch.len());
         self.ready.push(std::mem::replace(&mut self.batch, next));
+    }
+
+    /// Names how this stream stamps rows, for [`Stamp::stamp_all`] shared between rules.
+    pub fn sharing_key(&self) -> String {
+        format!("{} batch {}", self.stamp.sharing_key(), self.batch_size)
+    }
+
+    /// Stamps rows for every rule that shares this stream's [`Ingest::sharing_key`].
+    pub fn stamp_all<'a>(
+        &self,
+        rows: impl Iterator<Item = (usize, &'a Result<Row, String>)>,
+    ) -> Stamped {
+        self.stamp.stamp_all(rows, self.batch_size)
+    }
+
+    /// Sends events stamped once for several rules after what this stream staged before, as
+    /// if it had staged them itself: the consumers learn this stream's watermark first, and
+    /// judge each shared event by the larger of it and the watermark the event carries. Sends
+    /// nothing and says `false` when the stream cannot take them as they are: a
+    /// processing-time stream whose watermark has passed their time (another rule stamped them
+    /// before this one's clock moved on) stamps its rows itself.
+    pub async fn send_stamped(&mut self, stamped: &Stamped) -> bool {
+        if !self.batch.is_empty() {
+            self.seal();
+        }
+        for batch in std::mem::take(&mut self.ready) {
+            self.publisher.send(Msg::Data(Arc::new(batch))).await;
+        }
+        let Some(first) = stamped.batches.first().and_then(|b| b.first()) else {
+            return true;
+        };
+        if self.stamp.def.time == TimeMode::Processing && self.wm >= first.ts {
+            return false;
+        }
+        if self.wm > self.told {
+            self.told = self.wm;
+            self.sent = self.sent.max(self.wm);
+            self.publisher.send(Msg::Watermark(self.wm)).await;
+        }
+        for b in &stamped.batches {
+            self.publisher.send(Msg::Data(b.clone())).await;
+        }
+        self.wm = self.wm.max(stamped.wm);
+        true
     }
 
     /// Sends the full batches staged so far, if there are any, with the watermark they allow
@@ -276,6 +390,7 @@ impl Ingest {
         }
         if self.wm > self.sent {
             self.sent = self.wm;
+            self.told = self.wm;
             self.publisher.send(Msg::Watermark(self.wm)).await;
         }
     }

@@ -32,7 +32,7 @@ use weir_lang::plan::{Program, StreamDef, TimeMode};
 
 pub use batch::{run_batch, BatchResult};
 pub use channel::{Msg, Receiver};
-pub use ingest::{Ingest, Stamp};
+pub use ingest::{Ingest, Stamp, Stamped};
 pub use output::{Delivered, OutputStream};
 pub use routing::chain_count;
 pub use run::rule_chain;
@@ -412,6 +412,7 @@ impl Dataflow {
                 ready: Vec::new(),
                 wm: i64::MIN,
                 sent: i64::MIN,
+                told: i64::MIN,
             })
             .collect();
         Ok(Dataflow {

@@ -369,7 +369,7 @@ impl Definition {
                         row.push(n.clone(), v.clone());
                     }
                     for (n, e) in &spec.measures {
-                        row.set(n, e.eval(&scope));
+                        row.set_shared(n, e.eval(&scope));
                     }
                     let mut ev = Event::new(part.rows[last].ts, row);
                     // It comes after the watermark that made it certain (the chain keeps this

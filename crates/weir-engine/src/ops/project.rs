@@ -95,7 +95,7 @@ impl ProjectOp {
                         row.push(k.clone(), v.clone());
                     }
                 }
-                SelectItem::Expr(name, e) => row.set(name, e.eval(&scope)),
+                SelectItem::Expr(name, e) => row.set_shared(name, e.eval(&scope)),
             }
         }
         out.emit(Event::new(ev.ts, row));

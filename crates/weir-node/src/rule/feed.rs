@@ -45,6 +45,9 @@ pub(super) struct Feed {
     /// Names how `decoder` reads payloads when it can share what it decoded with other rules
     /// (see [`Published::decoded`]); `None` for a decoder that learns from what it reads.
     pub(super) shared_decoding: Option<String>,
+    /// Names how this feed decodes and stamps payloads, when it can share the events it stamps
+    /// with other rules (see [`weir_engine::Ingest::send_stamped`]).
+    pub(super) shared_stamping: Option<String>,
     pub(super) max_payload: usize,
     pub(super) stage: Arc<Stage>,
     pub(super) metrics: Arc<RuleMetrics>,
@@ -232,9 +235,11 @@ impl Feed {
     }
 
     /// Takes a batch published on the node's topic, decoded once for every rule that decodes it
-    /// the same way (a decoder that learns from what it reads decodes for this rule alone).
+    /// the same way and stamped once for every rule that also reads the stream the same way (a
+    /// decoder that learns from what it reads decodes for this rule alone).
     async fn accept_published(&mut self, published: &Published) {
-        let Some(key) = &self.shared_decoding else {
+        let (Some(decoding), Some(stamping)) = (&self.shared_decoding, &self.shared_stamping)
+        else {
             for p in &published.payloads {
                 self.accept(p).await;
             }
@@ -242,10 +247,10 @@ impl Feed {
         };
         let max = self.max_payload;
         let decoder = &mut self.decoder;
-        let rows = published.decoded(key, |payloads| {
+        let rows = published.shared(decoding, || {
             let mut out = Vec::new();
             let mut rows = Vec::new();
-            for (i, p) in payloads.iter().enumerate() {
+            for (i, p) in published.payloads.iter().enumerate() {
                 if p.len() <= max {
                     decoder.decode(p, &mut rows);
                     out.extend(rows.drain(..).map(|r| (i, r)));
@@ -253,14 +258,32 @@ impl Feed {
             }
             out
         });
+        let ingest = &self.ingest;
+        let stamped = published.shared(stamping, || {
+            ingest.stamp_all(rows.iter().map(|(i, r)| (*i, r)))
+        });
+        let mut admitted = Vec::with_capacity(published.payloads.len());
+        for payload in &published.payloads {
+            admitted.push(self.admit(payload).await);
+        }
+        if self.ingest.send_stamped(&stamped).await {
+            self.stage
+                .events
+                .fetch_add(stamped.events as u64, Ordering::Relaxed);
+            for (i, reason) in &stamped.rejected {
+                self.dead(reason.clone(), &published.payloads[*i]).await;
+            }
+            return;
+        }
         let mut rows = rows.iter().peekable();
         for (i, payload) in published.payloads.iter().enumerate() {
-            if !self.admit(payload).await {
-                continue;
-            }
             let of_payload =
                 std::iter::from_fn(|| rows.next_if(|(at, _)| *at == i).map(|(_, r)| r.clone()));
-            self.stage_rows(of_payload, payload).await;
+            if admitted[i] {
+                self.stage_rows(of_payload, payload).await;
+            } else {
+                of_payload.for_each(drop);
+            }
         }
     }
 

@@ -6,6 +6,9 @@
 //!                         └─> dead letters (hub topic weir/dead_letters/<rule>)
 //! ```
 //!
+//! The feed and sink tasks run on the engine's worker pool beside the operator chains, so a
+//! batch crosses no thread of another runtime on its way through a rule.
+//!
 //! Rules with at-least-once or exactly-once delivery read their inputs from durable logs
 //! instead (see [`crate::delivery`]), and every rule is checkpointed by its
 //! [`Coordinator`](crate::checkpoint::Coordinator): it starts from its newest checkpoint.
@@ -320,6 +323,7 @@ impl RunningRule {
             restore = Some(r.checkpoint.operators.clone());
         }
         let clock = engine.clock.clone();
+        let pool = engine.pool.clone();
         let workers = engine.workers;
         // State that does not fit is never dropped silently: the rule does not start, and the
         // user decides (start it with reset_state to begin afresh).
@@ -516,19 +520,23 @@ impl RunningRule {
                 clock: clock.clone(),
                 sent_at,
             };
-            rule.pipeline.push(tokio::spawn(sink.run(out, staging)));
+            rule.pipeline.push(pool.spawn(sink.run(out, staging)));
         }
         let mut ctls = Vec::new();
         for (def, ingest, source, stage, wake) in feeds {
             let ctl = Arc::new(FeedCtl::new(wake));
             ctls.push(ctl.clone());
             let decoder = MessageDecoder::new(&def.options).map_err(StartError::user)?;
+            let shared_decoding = decoder
+                .sharing_key()
+                .map(|k| format!("decoded {k} max {max_payload}"));
             let feed = Feed {
+                shared_stamping: shared_decoding
+                    .as_ref()
+                    .map(|k| format!("stamped {} from {k}", ingest.sharing_key())),
+                shared_decoding,
                 ingest,
                 source,
-                shared_decoding: decoder
-                    .sharing_key()
-                    .map(|k| format!("{k} max {max_payload}")),
                 decoder,
                 max_payload,
                 stage,
@@ -540,7 +548,7 @@ impl RunningRule {
                 injected: first_epoch,
                 rows: Vec::new(),
             };
-            rule.pipeline.push(tokio::spawn(feed.run()));
+            rule.pipeline.push(pool.spawn(feed.run()));
         }
         if let Some(mut late) = flow.take_late() {
             let (hub, metrics) = (hub.clone(), rule.metrics.clone());

@@ -75,7 +75,7 @@ impl Sink {
             let mut shown = Vec::with_capacity(batch.len());
             for mut ev in batch {
                 if let Some(field) = &self.sent_at {
-                    ev.row.set(field, Value::Int(self.clock.now_ns()));
+                    ev.row.set_shared(field, Value::Int(self.clock.now_ns()));
                 }
                 let payload = match serde_json::to_vec(&ev.row) {
                     Ok(p) => Bytes::from(p),
