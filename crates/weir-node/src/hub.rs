@@ -3,8 +3,8 @@
 //! and rules publish and subscribe on it.
 //!
 //! Subscribers are *readers* (a rule: the publisher waits while its channel is full, and every
-//! reader of a topic gets the same [`Published`] batch, decoded once for all of them), *lossy*
-//! (a network client or a tail: a message it cannot take now is dropped and counted, so one slow
+//! reader of a topic gets the same [`Published`] batch, decoded and stamped once for all of
+//! them), *lossy* (a network client or a tail: a message it cannot take now is dropped and counted, so one slow
 //! reader never stalls the rules) or *journals* (a durable log of the topic, which at-least-once
 //! and exactly-once rules read: a publish returns once the message is stored).
 

@@ -227,7 +227,7 @@ impl Node {
 
     /// The hub topics the rules write their results to (embedded outputs and taps): no MQTT
     /// client may publish there. `cache` keeps each rule's topics with the program they came
-    /// from ([`compiled`](super::compiled)), so a call works out only what changed, outside the
+    /// from (the `compiled` cache), so a call works out only what changed, outside the
     /// lock.
     pub async fn output_topics(
         &self,

@@ -43,7 +43,7 @@ pub(super) struct Feed {
     pub(super) source: FeedSource,
     pub(super) decoder: MessageDecoder,
     /// Names how `decoder` reads payloads when it can share what it decoded with other rules
-    /// (see [`Published::decoded`]); `None` for a decoder that learns from what it reads.
+    /// (see [`Published::shared`]); `None` for a decoder that learns from what it reads.
     pub(super) shared_decoding: Option<String>,
     /// Names how this feed decodes and stamps payloads, when it can share the events it stamps
     /// with other rules (see [`weir_engine::Ingest::send_stamped`]).

@@ -11,7 +11,7 @@
 //!
 //! Rules with at-least-once or exactly-once delivery read their inputs from durable logs
 //! instead (see [`crate::delivery`]), and every rule is checkpointed by its
-//! [`Coordinator`](crate::checkpoint::Coordinator): it starts from its newest checkpoint.
+//! [`Coordinator`]: it starts from its newest checkpoint.
 //! Stopping takes a last checkpoint, then the feeds leave the engine without ending their
 //! streams, so open windows stay in the checkpoint for the next start instead of being flushed.
 
