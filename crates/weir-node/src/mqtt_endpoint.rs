@@ -86,7 +86,12 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, tls: Option<TlsAccept
         }
         None => loop {
             match listener.accept().await {
-                Ok((socket, peer)) => spawn(Box::new(socket) as Box<dyn Stream>, peer),
+                Ok((socket, peer)) => {
+                    // A publish goes out at once: with Nagle's algorithm it would wait while the
+                    // one before it is unacknowledged, up to the client's delayed ACK (40 ms).
+                    let _ = socket.set_nodelay(true);
+                    spawn(Box::new(socket) as Box<dyn Stream>, peer)
+                }
                 Err(e) => tracing::warn!(error = %e, "MQTT accept failed"),
             }
         },

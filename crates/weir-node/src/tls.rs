@@ -145,6 +145,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small answers and publishes go out at once (see `mqtt_endpoint::serve`).
+                let _ = socket.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE, acceptor.accept(socket)).await {

@@ -77,8 +77,19 @@ impl MqttConfig {
     }
 }
 
+/// An MQTT 3.1.1 client whose small publishes go out at once: with Nagle's algorithm a publish
+/// waits while the one before it is unacknowledged, up to the peer's delayed ACK (40 ms).
+pub fn prompt_client(
+    o: rumqttc::MqttOptions,
+    capacity: usize,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut events) = rumqttc::AsyncClient::new(o, capacity);
+    events.network_options.set_tcp_nodelay(true);
+    (client, events)
+}
+
 /// The client code, once for each protocol version: the two rumqttc APIs differ only in the
-/// names each version module imports and in `tune`.
+/// names each version module imports and in `tune` and `made`.
 macro_rules! mqtt_client {
     () => {
         use super::*;
@@ -107,7 +118,7 @@ macro_rules! mqtt_client {
             // Sources acknowledge after handing a message on; sinks receive nothing to ack.
             o.set_manual_acks(role == "source");
             tune(&mut o, c.persistent);
-            Ok(AsyncClient::new(o, 512))
+            Ok(made(o))
         }
 
         pub(super) async fn run_source(
@@ -286,6 +297,10 @@ mod v4 {
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     }
 
+    fn made(o: MqttOptions) -> (AsyncClient, EventLoop) {
+        super::prompt_client(o, 512)
+    }
+
     mqtt_client!();
 }
 
@@ -302,6 +317,14 @@ mod v5 {
             props.session_expiry_interval = Some(u32::MAX);
             o.set_connect_properties(props);
         }
+    }
+
+    /// See [`super::prompt_client`].
+    fn made(mut o: MqttOptions) -> (AsyncClient, EventLoop) {
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        o.set_network_options(net);
+        AsyncClient::new(o, 512)
     }
 
     mqtt_client!();

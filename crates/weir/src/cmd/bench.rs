@@ -180,7 +180,7 @@ fn client(b: &Broker, role: &str) -> (AsyncClient, rumqttc::EventLoop) {
     );
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
-    AsyncClient::new(o, 10_000)
+    weir_connectors::mqtt::prompt_client(o, 10_000)
 }
 
 /// What the subscriber saw: latencies (µs) and the times of the first and last message.
