@@ -132,3 +132,17 @@ fn a_processing_time_stream_past_the_shared_events_stamps_them_itself() {
     drop(finish(first_flow, first));
     drop(finish(late_flow, late));
 }
+
+#[test]
+fn rules_share_stamping_only_when_they_stamp_alike() {
+    let key = |sql: &str| flow(sql, EngineConfig::default()).1.sharing_key();
+    assert_eq!(key(SQL), key(SQL));
+    // Another field read, another clock: stamped apart.
+    let reads_less = SQL.replace("max(temp) AS hottest", "count(ts) AS m");
+    assert_ne!(key(SQL), key(&reads_less));
+    let clock = EngineConfig {
+        clock: Arc::new(ManualClock::new(0)),
+        ..EngineConfig::default()
+    };
+    assert_ne!(key(SQL), flow(SQL, clock).1.sharing_key());
+}

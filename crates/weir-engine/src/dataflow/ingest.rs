@@ -120,7 +120,7 @@ impl Stamp {
     }
 
     /// Names what this stamp makes of a row: rules whose stamps have equal keys (the same
-    /// stream definition and fields read) can share one stamping of a batch.
+    /// stream definition, fields read and clock) can share one stamping of a batch.
     pub fn sharing_key(&self) -> String {
         let kept = self.pruning.as_ref().map(|p| {
             p.fields
@@ -129,7 +129,8 @@ impl Stamp {
                 .map(|(n, _)| n.clone())
                 .collect::<Vec<_>>()
         });
-        format!("{:?} reads {kept:?}", self.def)
+        let clock = Arc::as_ptr(&self.clock) as *const () as usize;
+        format!("{:?} reads {kept:?} clock {clock:x}", self.def)
     }
 
     /// Stamps `rows` (each with the index of its payload) into batches of at most `batch_size`
@@ -143,6 +144,7 @@ impl Stamp {
             batches: Vec::new(),
             rejected: Vec::new(),
             events: 0,
+            earliest: i64::MAX,
             wm: i64::MIN,
         };
         let mut batch = Vec::new();
@@ -151,6 +153,7 @@ impl Stamp {
                 Ok(mut ev) => {
                     ev.wm = s.wm;
                     s.wm = self.advance(s.wm, ev.ts);
+                    s.earliest = s.earliest.min(ev.ts);
                     batch.push(ev);
                     if batch.len() >= batch_size {
                         s.batches.push(Arc::new(std::mem::take(&mut batch)));
@@ -243,6 +246,8 @@ pub struct Stamped {
     pub rejected: Vec<(usize, String)>,
     /// How many events the batches hold.
     pub events: usize,
+    /// The earliest time of an event in the batches.
+    earliest: i64,
     /// The watermark after the last event.
     wm: i64,
 }
@@ -328,16 +333,11 @@ impl Ingest {
     /// processing-time stream whose watermark has passed their time (another rule stamped them
     /// before this one's clock moved on) stamps its rows itself.
     pub async fn send_stamped(&mut self, stamped: &Stamped) -> bool {
-        if !self.batch.is_empty() {
-            self.seal();
-        }
-        for batch in std::mem::take(&mut self.ready) {
-            self.publisher.send(Msg::Data(Arc::new(batch))).await;
-        }
-        let Some(first) = stamped.batches.first().and_then(|b| b.first()) else {
+        self.send_staged().await;
+        if stamped.events == 0 {
             return true;
-        };
-        if self.stamp.def.time == TimeMode::Processing && self.wm >= first.ts {
+        }
+        if self.stamp.def.time == TimeMode::Processing && self.wm >= stamped.earliest {
             return false;
         }
         if self.wm > self.told {
@@ -350,6 +350,16 @@ impl Ingest {
         }
         self.wm = self.wm.max(stamped.wm);
         true
+    }
+
+    /// Sends every event staged so far, without a watermark.
+    async fn send_staged(&mut self) {
+        if !self.batch.is_empty() {
+            self.seal();
+        }
+        for batch in std::mem::take(&mut self.ready) {
+            self.publisher.send(Msg::Data(Arc::new(batch))).await;
+        }
     }
 
     /// Sends the full batches staged so far, if there are any, with the watermark they allow
@@ -379,12 +389,7 @@ impl Ingest {
     /// Sends the pending batches and the watermark they allow (a processing-time stream's
     /// moves on with the clock).
     pub async fn flush_async(&mut self) {
-        if !self.batch.is_empty() {
-            self.seal();
-        }
-        for batch in std::mem::take(&mut self.ready) {
-            self.publisher.send(Msg::Data(Arc::new(batch))).await;
-        }
+        self.send_staged().await;
         if self.stamp.def.time == TimeMode::Processing {
             self.wm = self.wm.max(self.stamp.clock.now_ms() - 1);
         }

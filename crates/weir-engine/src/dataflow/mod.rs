@@ -59,13 +59,20 @@ pub struct EngineConfig {
     pub pool: Pool,
 }
 
+/// The system clock, one for the whole process: rules stamping with the same clock can share
+/// what they stamp (see [`Stamp::sharing_key`]).
+fn system_clock() -> Arc<dyn Clock> {
+    static CLOCK: std::sync::OnceLock<Arc<dyn Clock>> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(|| Arc::new(SystemClock)).clone()
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             channel_capacity: 16,
             batch_size: 1024,
-            clock: Arc::new(SystemClock),
+            clock: system_clock(),
             state_ttl_ms: None,
             pool: Pool::shared(),
         }
