@@ -77,21 +77,6 @@ impl MqttConfig {
     }
 }
 
-/// An MQTT 3.1.1 client whose small publishes go out at once: with Nagle's algorithm a publish
-/// waits while the one before it is unacknowledged, up to the peer's delayed ACK (40 ms). The
-/// benchmarks' publishers use it, so that what they time is weir and not their own sockets.
-/// weir's connectors do not: against a broker that keeps Nagle's algorithm (Mosquitto's
-/// default), connector clients that turned it off saw a median latency of 10 ms instead of
-/// 0.3 ms at 1,000 events/s.
-pub fn prompt_client(
-    o: rumqttc::MqttOptions,
-    capacity: usize,
-) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
-    let (client, mut events) = rumqttc::AsyncClient::new(o, capacity);
-    events.network_options.set_tcp_nodelay(true);
-    (client, events)
-}
-
 /// The client code, once for each protocol version: the two rumqttc APIs differ only in the
 /// names each version module imports and in `tune`.
 macro_rules! mqtt_client {

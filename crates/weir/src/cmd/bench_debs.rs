@@ -341,7 +341,7 @@ async fn node(b: &DebsBench, rows: Vec<Row>) -> Result<(), String> {
                 *port,
             );
             o.set_keep_alive(Duration::from_secs(30));
-            let (client, mut events) = weir_connectors::mqtt::prompt_client(o, 10_000);
+            let (client, mut events) = super::bench::prompt_client(o, 10_000);
             let poll = tokio::spawn(async move { while events.poll().await.is_ok() {} });
             let sent = replay(rows, b.pace, &bar, |p| {
                 let client = client.clone();

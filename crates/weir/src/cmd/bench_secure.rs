@@ -282,7 +282,7 @@ async fn publish(t: &Target, events: usize) -> Result<f64, String> {
             rumqttc::TlsConfiguration::Rustls(tls.clone()),
         ));
     }
-    let (client, mut eventloop) = weir_connectors::mqtt::prompt_client(o, 1000);
+    let (client, mut eventloop) = super::bench::prompt_client(o, 1000);
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
         for i in 0..events {
