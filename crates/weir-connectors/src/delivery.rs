@@ -88,6 +88,7 @@ pub(crate) fn no_exactly_once_sink(d: Delivery, kind: &str) -> Option<String> {
 
 /// Why a source of connector `kind`, whose redelivered messages look new, cannot give
 /// exactly-once.
+#[cfg(any(feature = "mqtt", feature = "amqp"))]
 pub(crate) fn no_exactly_once_source(d: Delivery, kind: &str) -> Option<String> {
     (d == Delivery::ExactlyOnce).then(|| format!(
         "a message of connector {kind} redelivered after a crash cannot be told from a new one, so this source gives at_least_once at most"

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use crate::amqp::AmqpConfig;
 use crate::delivery::Delivery;
 use crate::file::FileConfig;
+#[cfg(feature = "http")]
 use crate::http::HttpConfig;
 #[cfg(feature = "kafka")]
 use crate::kafka::KafkaConfig;
 use crate::live::{Health, PayloadRx, PayloadTx, Stop};
+#[cfg(feature = "mqtt")]
 use crate::mqtt::MqttConfig;
+#[cfg(feature = "nats")]
 use crate::nats::NatsConfig;
 use crate::options::{connector_of, OptionProblem, Opts};
 use crate::spec::ConnectorSpec;
@@ -21,16 +24,23 @@ use tokio::task::JoinHandle;
 
 /// A stream's connector with its validated settings.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per stream; which variant is largest depends on the connectors built in"
+)]
 pub enum Endpoint {
     /// A topic of the node's own hub (its embedded MQTT endpoint, HTTP ingest, other rules).
     Embedded {
         topic: String,
     },
+    #[cfg(feature = "mqtt")]
     Mqtt(MqttConfig),
     #[cfg(feature = "amqp")]
     Amqp(AmqpConfig),
+    #[cfg(feature = "nats")]
     Nats(NatsConfig),
     /// Webhook sink; as a source, events arrive by HTTP ingest.
+    #[cfg(feature = "http")]
     Http(HttpConfig),
     File(FileConfig),
     #[cfg(feature = "kafka")]
@@ -71,10 +81,13 @@ impl Endpoint {
             "embedded" => Endpoint::Embedded {
                 topic: o.get("topic").unwrap_or(stream).to_owned(),
             },
+            #[cfg(feature = "mqtt")]
             "mqtt" => Endpoint::Mqtt(MqttConfig::from_opts(stream, &mut o)),
             #[cfg(feature = "amqp")]
             "amqp" => Endpoint::Amqp(AmqpConfig::from_opts(stream, &mut o)),
+            #[cfg(feature = "nats")]
             "nats" => Endpoint::Nats(NatsConfig::from_opts(stream, &mut o)),
+            #[cfg(feature = "http")]
             "http" => Endpoint::Http(HttpConfig::from_opts(&mut o)),
             "file" => match FileConfig::new(o.required("path"), options, None) {
                 Ok(c) => Endpoint::File(c),
@@ -93,22 +106,28 @@ impl Endpoint {
     /// The endpoint as rule `rule` uses it: settings whose default depends on the rule filled
     /// in (a Kafka source's consumer group, the name of a JetStream group's consumers and an
     /// AMQP source's queue, `weir-<rule>-<stream>`).
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "nats", feature = "amqp")),
+        allow(
+            unused_variables,
+            reason = "only these connectors name things per rule"
+        )
+    )]
     pub fn for_rule(mut self, rule: &str, stream: &str) -> Endpoint {
-        let group = match &mut self {
+        match &mut self {
             #[cfg(feature = "kafka")]
-            Endpoint::Kafka(c) => &mut c.group,
+            Endpoint::Kafka(c) => {
+                c.group.get_or_insert_with(|| rule_group(rule, stream));
+            }
+            #[cfg(feature = "nats")]
             Endpoint::Nats(c) => {
                 c.durable_of_rule(rule, stream);
-                &mut c.group
+                c.group.get_or_insert_with(|| rule_group(rule, stream));
             }
             #[cfg(feature = "amqp")]
-            Endpoint::Amqp(c) => {
-                c.queue_of_rule(rule, stream);
-                return self;
-            }
-            _ => return self,
-        };
-        group.get_or_insert_with(|| format!("weir-{rule}-{}", stream.to_ascii_lowercase()));
+            Endpoint::Amqp(c) => c.queue_of_rule(rule, stream),
+            _ => {}
+        }
         self
     }
 
@@ -116,10 +135,13 @@ impl Endpoint {
     pub fn spec(&self) -> &'static ConnectorSpec {
         match self {
             Endpoint::Embedded { .. } => &crate::embedded::SPEC,
+            #[cfg(feature = "mqtt")]
             Endpoint::Mqtt(_) => &crate::mqtt::spec::SPEC,
             #[cfg(feature = "amqp")]
             Endpoint::Amqp(_) => &crate::amqp::spec::SPEC,
+            #[cfg(feature = "nats")]
             Endpoint::Nats(_) => &crate::nats::spec::SPEC,
+            #[cfg(feature = "http")]
             Endpoint::Http(_) => &crate::http::spec::SPEC,
             Endpoint::File(_) => &crate::file::spec::SPEC,
             #[cfg(feature = "kafka")]
@@ -137,10 +159,13 @@ impl Endpoint {
     pub(crate) fn cannot_give(&self, d: Delivery, input: bool) -> Option<String> {
         match self {
             Endpoint::Embedded { .. } => crate::embedded::cannot_give(d, input),
+            #[cfg(feature = "mqtt")]
             Endpoint::Mqtt(c) => c.cannot_give(d, input),
             #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => c.cannot_give(d, input),
+            #[cfg(feature = "nats")]
             Endpoint::Nats(c) => c.cannot_give(d, input),
+            #[cfg(feature = "http")]
             Endpoint::Http(c) => c.cannot_give(d, input),
             Endpoint::File(c) => c.cannot_give(d, input),
             #[cfg(feature = "kafka")]
@@ -157,9 +182,11 @@ impl Endpoint {
         stop: Stop,
     ) -> Option<JoinHandle<()>> {
         match self {
+            #[cfg(feature = "mqtt")]
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
+            #[cfg(feature = "nats")]
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
             #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_source(tx, health, stop))),
@@ -169,7 +196,9 @@ impl Endpoint {
                 health,
                 stop,
             ))),
-            Endpoint::Embedded { .. } | Endpoint::Http(_) => None,
+            #[cfg(feature = "http")]
+            Endpoint::Http(_) => None,
+            Endpoint::Embedded { .. } => None,
         }
     }
 
@@ -177,12 +206,15 @@ impl Endpoint {
     /// which the node publishes itself.
     pub fn spawn_sink(&self, rx: PayloadRx, health: Arc<Health>) -> Option<JoinHandle<()>> {
         match self {
+            #[cfg(feature = "mqtt")]
             Endpoint::Mqtt(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             #[cfg(feature = "amqp")]
             Endpoint::Amqp(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            #[cfg(feature = "nats")]
             Endpoint::Nats(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             #[cfg(feature = "kafka")]
             Endpoint::Kafka(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
+            #[cfg(feature = "http")]
             Endpoint::Http(c) => Some(tokio::spawn(c.clone().run_sink(rx, health))),
             Endpoint::File(c) => Some(tokio::spawn(crate::file::live::run_sink(
                 c.clone(),
@@ -195,17 +227,27 @@ impl Endpoint {
 
     /// A connection test: can the broker be reached with these settings?
     pub async fn check(&self) -> Result<(), ConnectorError> {
-        let unreachable = |e: String| ConnectorError::Unreachable(format!("{}: {e}", self.kind()));
-        match self {
-            Endpoint::Mqtt(c) => c.check().await.map_err(unreachable),
+        let reached: Result<(), String> = match self {
+            #[cfg(feature = "mqtt")]
+            Endpoint::Mqtt(c) => c.check().await,
             #[cfg(feature = "amqp")]
-            Endpoint::Amqp(c) => c.check().await.map_err(unreachable),
-            Endpoint::Nats(c) => c.check().await.map_err(unreachable),
+            Endpoint::Amqp(c) => c.check().await,
+            #[cfg(feature = "nats")]
+            Endpoint::Nats(c) => c.check().await,
             #[cfg(feature = "kafka")]
-            Endpoint::Kafka(c) => c.check().await.map_err(unreachable),
-            Endpoint::Http(_) | Endpoint::File(_) | Endpoint::Embedded { .. } => Ok(()),
-        }
+            Endpoint::Kafka(c) => c.check().await,
+            // Nothing to reach: webhooks are tried per result, files and topics are local.
+            _ => Ok(()),
+        };
+        reached.map_err(|e| ConnectorError::Unreachable(format!("{}: {e}", self.kind())))
     }
+}
+
+/// The consumer group (Kafka) or group name (JetStream) of a rule's stream unless the stream
+/// names one: one per rule and stream.
+#[cfg(any(feature = "kafka", feature = "nats"))]
+fn rule_group(rule: &str, stream: &str) -> String {
+    format!("weir-{rule}-{}", stream.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -219,6 +261,7 @@ mod tests {
             .collect()
     }
 
+    #[cfg(feature = "mqtt")]
     #[test]
     fn defaults_and_problems() {
         let e = Endpoint::from_options("s", &opts(&[])).unwrap();

@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 #[cfg(feature = "kafka")]
 use crate::kafka::{KafkaConfig, KafkaMember};
-use crate::nats::group::JetStreamMember;
-use crate::nats::NatsConfig;
+#[cfg(feature = "nats")]
+use crate::nats::{group::JetStreamMember, NatsConfig};
 use crate::Endpoint;
 
 /// What a group member hears next.
@@ -34,18 +34,25 @@ pub enum GroupEvent {
 pub enum GroupLog {
     #[cfg(feature = "kafka")]
     Kafka(KafkaConfig),
+    #[cfg(feature = "nats")]
     JetStream(Box<NatsConfig>),
 }
 
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "nats")),
+    allow(unused_variables, reason = "no log with groups is built in")
+)]
 impl GroupLog {
     /// The group log of a stream's endpoint, or why it has none.
     pub fn of(stream: &str, endpoint: &Endpoint) -> Result<GroupLog, String> {
         match endpoint {
             #[cfg(feature = "kafka")]
             Endpoint::Kafka(k) => Ok(GroupLog::Kafka(k.clone())),
+            #[cfg(feature = "nats")]
             Endpoint::Nats(n) if n.stream.is_some() && n.partitions.is_some() => {
                 Ok(GroupLog::JetStream(Box::new(n.clone())))
             }
+            #[cfg(feature = "nats")]
             Endpoint::Nats(_) => Err(format!(
                 "{stream} is a NATS stream without partitions: a group reads a JetStream stream split into partitioned subjects (stream = '<name>', partitions = 'N'; messages on <subject>.0 … <subject>.N-1)"
             )),
@@ -58,19 +65,21 @@ impl GroupLog {
 
     /// The key of a partition's position in checkpoints, after the `broker:` prefix.
     pub fn position(&self, partition: i32) -> String {
-        match self {
+        match *self {
             #[cfg(feature = "kafka")]
-            GroupLog::Kafka(k) => format!("kafka/{}/{partition}", k.topic),
-            GroupLog::JetStream(n) => format!("nats/{}/{partition}", n.subject),
+            GroupLog::Kafka(ref k) => format!("kafka/{}/{partition}", k.topic),
+            #[cfg(feature = "nats")]
+            GroupLog::JetStream(ref n) => format!("nats/{}/{partition}", n.subject),
         }
     }
 
     /// Joins the stream's group (its `group` option; see [`Endpoint::for_rule`]).
     pub async fn join(&self) -> Result<GroupMember, String> {
-        match self {
+        match *self {
             #[cfg(feature = "kafka")]
-            GroupLog::Kafka(k) => k.join_group().await.map(GroupMember::Kafka),
-            GroupLog::JetStream(n) => JetStreamMember::join(n)
+            GroupLog::Kafka(ref k) => k.join_group().await.map(GroupMember::Kafka),
+            #[cfg(feature = "nats")]
+            GroupLog::JetStream(ref n) => JetStreamMember::join(n)
                 .await
                 .map(|m| GroupMember::JetStream(Box::new(m))),
         }
@@ -81,33 +90,44 @@ impl GroupLog {
 pub enum GroupMember {
     #[cfg(feature = "kafka")]
     Kafka(KafkaMember),
+    #[cfg(feature = "nats")]
     JetStream(Box<JetStreamMember>),
 }
 
+#[cfg_attr(
+    not(feature = "nats"),
+    allow(
+        unused_variables,
+        reason = "only JetStream hands partitions over and back"
+    )
+)]
 impl GroupMember {
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
-        match self {
+        match *self {
             #[cfg(feature = "kafka")]
-            GroupMember::Kafka(k) => k.next().await,
-            GroupMember::JetStream(j) => j.next().await,
+            GroupMember::Kafka(ref mut k) => k.next().await,
+            #[cfg(feature = "nats")]
+            GroupMember::JetStream(ref mut j) => j.next().await,
         }
     }
 
     /// Tells the log, per partition, the position of the next message the group's state does
     /// not cover yet: Kafka commits it, JetStream acknowledges everything before it.
     pub async fn commit(&mut self, next: &[(i32, u64)]) -> Result<(), String> {
-        match self {
+        match *self {
             #[cfg(feature = "kafka")]
-            GroupMember::Kafka(k) => k.commit(next),
-            GroupMember::JetStream(j) => j.acknowledge(next).await,
+            GroupMember::Kafka(ref mut k) => k.commit(next),
+            #[cfg(feature = "nats")]
+            GroupMember::JetStream(ref mut j) => j.acknowledge(next).await,
         }
     }
 
     /// The revoked partitions' tasks have stopped: partitions this member released to balance
     /// the group can go to another member now.
     pub async fn released(&mut self, parts: &[i32]) {
-        match self {
-            GroupMember::JetStream(j) => j.released(parts).await,
+        match *self {
+            #[cfg(feature = "nats")]
+            GroupMember::JetStream(ref mut j) => j.released(parts).await,
             #[cfg(feature = "kafka")]
             GroupMember::Kafka(_) => {}
         }
@@ -116,8 +136,9 @@ impl GroupMember {
     /// Leaves the group now, once every task has stopped, rather than when the log notices
     /// (Kafka's consumer leaves its group when dropped).
     pub async fn leave(&mut self) {
-        match self {
-            GroupMember::JetStream(j) => j.leave().await,
+        match *self {
+            #[cfg(feature = "nats")]
+            GroupMember::JetStream(ref mut j) => j.leave().await,
             #[cfg(feature = "kafka")]
             GroupMember::Kafka(_) => {}
         }
@@ -133,10 +154,11 @@ impl GroupMember {
         from: u64,
         until: u64,
     ) -> Result<Vec<(u64, Bytes)>, String> {
-        match self {
+        match *self {
             #[cfg(feature = "kafka")]
             GroupMember::Kafka(_) => Ok(Vec::new()),
-            GroupMember::JetStream(j) => j.backfill(partition, from, until).await,
+            #[cfg(feature = "nats")]
+            GroupMember::JetStream(ref j) => j.backfill(partition, from, until).await,
         }
     }
 }

@@ -9,7 +9,7 @@ use weir_lang::diag::closest;
 use weir_lang::STREAM_OPTIONS;
 
 use crate::registry::CONNECTORS;
-use crate::spec::{parse_bool, ConnectorSpec, OptionSpec};
+use crate::spec::{ConnectorSpec, OptionSpec};
 
 /// A problem with a stream's connector settings, and the option it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,13 @@ impl<'a> Opts<'a> {
 
     /// The option's value when it fits its declared kind, else its default (a value that does
     /// not fit was reported by [`Opts::new`]).
+    #[cfg(any(
+        feature = "mqtt",
+        feature = "amqp",
+        feature = "nats",
+        feature = "kafka",
+        feature = "http"
+    ))]
     pub fn fitting(&self, key: &str) -> Option<&str> {
         let declared = self.declared(key);
         let given = self
@@ -137,15 +144,20 @@ impl<'a> Opts<'a> {
     }
 
     /// A `Kind::Bool` option, or its default.
-    #[cfg_attr(
-        not(feature = "amqp"),
-        allow(dead_code, reason = "only AMQP has a Bool option")
-    )]
+    #[cfg(feature = "amqp")]
     pub fn bool(&self, key: &str) -> bool {
-        self.fitting(key).and_then(parse_bool).unwrap_or(false)
+        self.fitting(key)
+            .and_then(crate::spec::parse_bool)
+            .unwrap_or(false)
     }
 
     /// A `Kind::Int` option, or its default.
+    #[cfg(any(
+        feature = "mqtt",
+        feature = "amqp",
+        feature = "nats",
+        feature = "kafka"
+    ))]
     pub fn number<T: std::str::FromStr + Default>(&self, key: &str) -> T {
         (self.fitting(key))
             .and_then(|v| v.trim().parse::<T>().ok())
@@ -153,11 +165,18 @@ impl<'a> Opts<'a> {
     }
 
     /// A `Kind::OneOf` option in lower case, or its default.
+    #[cfg(any(feature = "mqtt", feature = "amqp", feature = "http"))]
     pub fn word(&self, key: &str) -> String {
         self.fitting(key).unwrap_or_default().to_ascii_lowercase()
     }
 
     /// The `url` option parsed, or its default.
+    #[cfg(any(
+        feature = "mqtt",
+        feature = "amqp",
+        feature = "nats",
+        feature = "kafka"
+    ))]
     pub fn url(&self) -> crate::live::Url {
         let url = self.fitting("url").expect("url options have defaults");
         crate::live::Url::parse(url).expect("URLs that fit their kind parse")
@@ -207,7 +226,7 @@ mod tests {
         Endpoint::build("s", &options)
     }
 
-    #[cfg(feature = "amqp")]
+    #[cfg(all(feature = "amqp", feature = "mqtt"))]
     #[test]
     fn absent_options_take_the_spec_defaults() {
         let (ep, problems) = build(&[("connector", "amqp"), ("exchange", "x")]);
@@ -221,7 +240,7 @@ mod tests {
         assert_eq!((c.qos, c.v5, c.persistent, c.port), (0, false, false, 1883));
     }
 
-    #[cfg(feature = "amqp")]
+    #[cfg(all(feature = "amqp", feature = "mqtt", feature = "http"))]
     #[test]
     fn values_are_checked_against_their_declared_kind() {
         let (_, problems) = build(&[
@@ -250,6 +269,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "nats")]
     #[test]
     fn an_option_of_another_connector_or_none_is_refused_with_a_hint() {
         let (_, problems) = build(&[("connector", "nats"), ("topic", "t"), ("qos", "1")]);
@@ -267,5 +287,24 @@ mod tests {
         assert_eq!(problems[0].hint.as_deref(), Some("did you mean 'topic'?"));
         let (_, problems) = build(&[("connector", "Kafkaa")]);
         assert_eq!(problems[0].hint.as_deref(), Some("did you mean 'kafka'?"));
+    }
+
+    /// A build without a connector's feature refuses streams naming it, and says which feature
+    /// builds it in (CI runs this without default features, where every one is left out).
+    #[test]
+    fn a_connector_left_out_of_the_build_is_refused_with_its_feature() {
+        for spec in crate::registry::CONNECTORS.iter().filter(|c| !c.built()) {
+            let (_, problems) = build(&[("connector", spec.name)]);
+            let feature = spec
+                .feature
+                .expect("connectors without a feature are always built");
+            assert_eq!(
+                problems[0].message,
+                format!(
+                    "this weir was built without its {} connector (cargo feature '{feature}')",
+                    spec.name
+                )
+            );
+        }
     }
 }

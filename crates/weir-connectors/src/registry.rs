@@ -25,8 +25,11 @@ pub fn find(name: &str) -> Option<&'static ConnectorSpec> {
 
 /// The cargo features that build a connector in, and whether this build has each.
 const FEATURES: &[(&str, bool)] = &[
-    ("kafka", cfg!(feature = "kafka")),
+    ("mqtt", cfg!(feature = "mqtt")),
     ("amqp", cfg!(feature = "amqp")),
+    ("nats", cfg!(feature = "nats")),
+    ("kafka", cfg!(feature = "kafka")),
+    ("http", cfg!(feature = "http")),
 ];
 
 /// Whether this build has cargo feature `feature` of this crate.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+#[cfg(any(feature = "mqtt", feature = "amqp", feature = "nats", feature = "http"))]
 use crate::options::Opts;
 use crate::spec::{Kind, OptionSpec};
 
@@ -52,6 +53,7 @@ pub struct TlsOptions {
 impl TlsOptions {
     /// Reads `ca_file`, `cert_file` and `key_file`; `enabled` comes from the URL. The files
     /// without TLS are refused rather than ignored.
+    #[cfg(any(feature = "mqtt", feature = "amqp", feature = "nats", feature = "http"))]
     pub(crate) fn from_opts(o: &mut Opts, enabled: bool, secure_scheme: &str) -> TlsOptions {
         let path = |o: &mut Opts, key: &str| -> Option<PathBuf> {
             let value = o.get(key)?.to_owned();
@@ -156,6 +158,7 @@ impl TlsOptions {
 }
 
 /// `value` as a path if it is absolute and has no `.` or `..` components.
+#[cfg(any(feature = "mqtt", feature = "amqp", feature = "nats", feature = "http"))]
 pub(crate) fn plain_absolute(value: &str) -> Result<PathBuf, &'static str> {
     let path = Path::new(value);
     if !path.is_absolute() {
@@ -191,6 +194,7 @@ pub fn private_key(file: &Path, option: &str) -> Result<PrivateKeyDer<'static>, 
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "mqtt", feature = "amqp", feature = "nats", feature = "http"))]
     #[test]
     fn paths_must_be_absolute_and_plain() {
         assert!(plain_absolute("/etc/ssl/ca.pem").is_ok());

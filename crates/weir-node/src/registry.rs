@@ -116,7 +116,9 @@ impl RuleOptions {
         if let Err(e) = self.ttl_ms() {
             problems.push(e);
         }
-        if let Some(url) = self
+        if self.changelog.is_some() && !cfg!(feature = "nats") {
+            problems.push(weir_connectors::nats::NO_CHANGELOG.to_owned());
+        } else if let Some(url) = self
             .changelog
             .as_ref()
             .filter(|u| !u.starts_with("nats://"))

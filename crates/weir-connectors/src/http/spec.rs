@@ -1,10 +1,13 @@
 //! The HTTP connector's spec: its options and their validation, its delivery guarantees.
 
-use super::HttpConfig;
-use crate::delivery::{self, Delivery};
-use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
-use crate::tls::TlsOptions;
+#[cfg(feature = "http")]
+use {
+    super::HttpConfig,
+    crate::delivery::{self, Delivery},
+    crate::options::Opts,
+    crate::tls::TlsOptions,
+};
 
 /// What the HTTP connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
@@ -13,7 +16,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
               /v1/streams/{name}/events`, one event or an array); as a sink, each result is sent \
               as JSON to a webhook, retried with backoff while the server fails, is away, or \
               answers 408 or 429 (after its Retry-After); another 4xx refuses that result for good.",
-    feature: None,
+    feature: Some("http"),
     options: &[
         &[
             OptionSpec {
@@ -38,6 +41,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
     not_on_node: None,
 };
 
+#[cfg(feature = "http")]
 impl HttpConfig {
     pub(crate) fn from_opts(o: &mut Opts) -> HttpConfig {
         let url = o.get("url").map(str::to_owned);

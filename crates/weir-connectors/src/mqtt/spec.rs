@@ -1,17 +1,20 @@
 //! The MQTT connector's spec: its options and their validation, its delivery guarantees.
 
-use super::MqttConfig;
-use crate::delivery::{self, Delivery};
-use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
-use crate::tls::TlsOptions;
+#[cfg(feature = "mqtt")]
+use {
+    super::MqttConfig,
+    crate::delivery::{self, Delivery},
+    crate::options::Opts,
+    crate::tls::TlsOptions,
+};
 
 /// What the MQTT connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
     name: "mqtt",
     summary: "An MQTT 3.1.1 or 5 broker (Mosquitto, EMQX, HiveMQ): topic filters with wildcards, \
               QoS 0 and 1, persistent sessions, shared subscriptions; `mqtts://` for TLS.",
-    feature: None,
+    feature: Some("mqtt"),
     options: &[
         &[
             OptionSpec {
@@ -68,6 +71,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
     not_on_node: None,
 };
 
+#[cfg(feature = "mqtt")]
 impl MqttConfig {
     pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> MqttConfig {
         let url = o.url();

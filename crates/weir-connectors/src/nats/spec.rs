@@ -1,11 +1,14 @@
 //! The NATS connector's spec: its options and their validation, its delivery guarantees.
 
-use super::{NatsAuth, NatsConfig};
-use crate::delivery::{self, Delivery};
-use crate::live::{Login, Secret};
-use crate::options::Opts;
 use crate::spec::{ConnectorSpec, Kind, Moves, OptionSpec};
-use crate::tls::TlsOptions;
+#[cfg(feature = "nats")]
+use {
+    super::{NatsAuth, NatsConfig},
+    crate::delivery::{self, Delivery},
+    crate::live::{Login, Secret},
+    crate::options::Opts,
+    crate::tls::TlsOptions,
+};
 
 /// What the NATS connector takes and gives.
 pub const SPEC: ConnectorSpec = ConnectorSpec {
@@ -15,7 +18,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
               own, `weir-<rule>-<stream>`, removed after 24 h unused. `partitions = 'N'` splits \
               the subject into `<subject>.0` … `<subject>.N-1`, and a sink's `key` column picks \
               the partition.",
-    feature: None,
+    feature: Some("nats"),
     options: &[
         &[
             OptionSpec {
@@ -96,6 +99,7 @@ pub const SPEC: ConnectorSpec = ConnectorSpec {
     not_on_node: None,
 };
 
+#[cfg(feature = "nats")]
 impl NatsConfig {
     pub(crate) fn from_opts(stream: &str, o: &mut Opts) -> NatsConfig {
         let url = o.url();
@@ -155,6 +159,7 @@ impl NatsConfig {
     }
 }
 
+#[cfg(feature = "nats")]
 impl NatsAuth {
     fn from_opts(o: &mut Opts, login: Option<Login>) -> NatsAuth {
         let mut chosen: Vec<(&str, NatsAuth)> = Vec::new();
