@@ -32,6 +32,12 @@ pub fn names() -> &'static [Arc<str>] {
     })
 }
 
+/// The name of the nanosecond time field added to each record.
+fn ts_ns() -> &'static Arc<str> {
+    static NAME: OnceLock<Arc<str>> = OnceLock::new();
+    NAME.get_or_init(|| Arc::from("ts_ns"))
+}
+
 /// Where, inside a field, a time stamp that a missing line break glued on begins.
 fn glued_time_stamp(field: &str) -> Option<usize> {
     let b = field.as_bytes();
@@ -87,7 +93,7 @@ fn record_row(fields: &[&str]) -> Result<Row, String> {
     let names = names();
     let mut row = Row::with_capacity(FIELDS + 1);
     row.push(names[0].clone(), Value::Int(ns.div_euclid(1_000_000)));
-    row.push(Arc::from("ts_ns"), Value::Int(ns));
+    row.push(ts_ns().clone(), Value::Int(ns));
     for (name, f) in names.iter().zip(fields).skip(1) {
         let v: i64 = f
             .trim()

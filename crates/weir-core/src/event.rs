@@ -64,8 +64,9 @@ impl Row {
         self.fields.push((name, value));
     }
 
-    /// Keeps only the fields `keep` says yes to; it may change their values on the way.
-    pub fn retain_mut(&mut self, mut keep: impl FnMut(&str, &mut Value) -> bool) {
+    /// Keeps only the fields `keep` says yes to; it may change their values on the way. Names
+    /// come shared, so a caller may compare them by pointer.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&Arc<str>, &mut Value) -> bool) {
         self.fields.retain_mut(|(k, v)| keep(k, v));
     }
 

@@ -88,3 +88,34 @@ fn fields_only_one_rule_reads_are_kept_for_it() {
         Some(&Value::from("lab"))
     );
 }
+
+/// Ingest remembers the first row's layout (names by pointer, position by position); rows of
+/// another layout, or with the same names in another order, are still pruned by name.
+#[test]
+fn rows_laid_out_differently_are_pruned_alike() {
+    let sql = "CREATE STREAM s (ts BIGINT, a BIGINT) WITH (timestamp = 'ts');
+               INSERT INTO o SELECT a, ts FROM s;";
+    let (ts, a, extra): (Arc<str>, Arc<str>, Arc<str>) = ("ts".into(), "a".into(), "extra".into());
+    let shared = |order: [(&Arc<str>, i64); 3]| -> Row {
+        order
+            .into_iter()
+            .map(|(k, v)| (k.clone(), Value::Int(v)))
+            .collect()
+    };
+    let rows = vec![
+        shared([(&ts, 10), (&a, 1), (&extra, 100)]),
+        shared([(&extra, 200), (&a, 2), (&ts, 20)]),
+        row(&[("a", Value::Int(3)), ("ts", Value::Int(30))]),
+        shared([(&ts, 40), (&extra, 400), (&a, 4)]),
+    ];
+    let result = run(sql, rows, "o");
+    let seen: Vec<String> = result.outputs["o"]
+        .iter()
+        .map(|e| {
+            let mut f: Vec<String> = e.row.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            f.sort();
+            f.join(",")
+        })
+        .collect();
+    assert_eq!(seen, ["a=1,ts=10", "a=2,ts=20", "a=3,ts=30", "a=4,ts=40"]);
+}

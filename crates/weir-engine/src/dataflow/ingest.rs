@@ -45,6 +45,11 @@ pub struct Stamp {
 pub(super) struct Pruning {
     pub(super) fields: BTreeMap<Arc<str>, (bool, Option<usize>)>,
     pub(super) filter: [u64; 16],
+    /// The decisions for the field names of the first row, position by position: rows of one
+    /// decoder share their name `Arc`s in the same order, so a pointer comparison decides a
+    /// field without looking its name up. The names are held, so an address seen here always
+    /// means the same name; a row laid out otherwise is looked up name by name.
+    layout: std::sync::OnceLock<Vec<(Arc<str>, (bool, Option<usize>))>>,
 }
 
 impl Pruning {
@@ -59,7 +64,31 @@ impl Pruning {
             let h = Self::bit(n);
             filter[h / 64] |= 1 << (h % 64);
         }
-        Pruning { fields, filter }
+        Pruning {
+            fields,
+            filter,
+            layout: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Decides each field of `row` (kept, declared column) and keeps what `keep` says.
+    fn retain(
+        &self,
+        row: &mut Row,
+        mut keep: impl FnMut((bool, Option<usize>), &mut Value) -> bool,
+    ) {
+        let layout = self
+            .layout
+            .get_or_init(|| row.iter().map(|(k, _)| (k.clone(), self.get(k))).collect());
+        let mut at = 0;
+        row.retain_mut(|k, v| {
+            let decided = match layout.get(at) {
+                Some((name, d)) if Arc::ptr_eq(name, k) => *d,
+                _ => self.get(k),
+            };
+            at += 1;
+            keep(decided, v)
+        });
     }
 
     /// A bit from the length and the first and last two bytes of a name.
@@ -201,8 +230,7 @@ impl Stamp {
             // One pass: every declared column is still checked, then unread fields go.
             Some(p) => {
                 let mut bad = Ok(());
-                row.retain_mut(|k, v| {
-                    let (kept, column) = p.get(k);
+                p.retain(&mut row, |(kept, column), v| {
                     if let (Some(c), true) = (column, bad.is_ok()) {
                         bad = cast(&cols[c], v);
                     }
