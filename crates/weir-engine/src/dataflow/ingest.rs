@@ -39,22 +39,25 @@ pub struct Stamp {
     pub(super) not_null: Vec<Arc<str>>,
 }
 
+/// Whether ingest keeps a field, and which declared column (by index) checks it.
+type Decision = (bool, Option<usize>);
+
 /// What ingest does with each field name when some fields go unread: keep it or not, and
 /// which declared column checks it. A bit filter in front turns most other names away
 /// without string comparisons.
 pub(super) struct Pruning {
-    pub(super) fields: BTreeMap<Arc<str>, (bool, Option<usize>)>,
+    pub(super) fields: BTreeMap<Arc<str>, Decision>,
     pub(super) filter: [u64; 16],
     /// The decisions for the field names of the first row, position by position: rows of one
     /// decoder share their name `Arc`s in the same order, so a pointer comparison decides a
     /// field without looking its name up. The names are held, so an address seen here always
     /// means the same name; a row laid out otherwise is looked up name by name.
-    layout: std::sync::OnceLock<Vec<(Arc<str>, (bool, Option<usize>))>>,
+    layout: std::sync::OnceLock<Vec<(Arc<str>, Decision)>>,
 }
 
 impl Pruning {
     fn new(keep: BTreeSet<Arc<str>>, columns: &[Column]) -> Pruning {
-        let mut fields: BTreeMap<Arc<str>, (bool, Option<usize>)> =
+        let mut fields: BTreeMap<Arc<str>, Decision> =
             keep.into_iter().map(|k| (k, (true, None))).collect();
         for (i, c) in columns.iter().enumerate() {
             fields.entry(c.name.clone()).or_insert((false, None)).1 = Some(i);
@@ -72,11 +75,7 @@ impl Pruning {
     }
 
     /// Decides each field of `row` (kept, declared column) and keeps what `keep` says.
-    fn retain(
-        &self,
-        row: &mut Row,
-        mut keep: impl FnMut((bool, Option<usize>), &mut Value) -> bool,
-    ) {
+    fn retain(&self, row: &mut Row, mut keep: impl FnMut(Decision, &mut Value) -> bool) {
         let layout = self
             .layout
             .get_or_init(|| row.iter().map(|(k, _)| (k.clone(), self.get(k))).collect());
@@ -104,7 +103,7 @@ impl Pruning {
     }
 
     /// (kept, declared column) for a field name.
-    fn get(&self, name: &str) -> (bool, Option<usize>) {
+    fn get(&self, name: &str) -> Decision {
         let h = Self::bit(name);
         if self.filter[h / 64] & (1 << (h % 64)) == 0 {
             return (false, None);
