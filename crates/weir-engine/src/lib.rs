@@ -2,10 +2,6 @@
 //! per rule a chain of [`Operator`]s (keyed rules partitioned), each a task on the shared worker
 //! [`Pool`], all joined by bounded channels that carry small batches of events and watermarks.
 
-// The workspace asks for docs on every public item (missing_docs); this crate's older items
-// are not all documented yet. Remove this allow once `cargo check` finds none here.
-#![allow(missing_docs)]
-
 pub mod dataflow;
 pub mod operator;
 pub mod ops;

@@ -14,21 +14,26 @@ use crate::state::{Snapshot, StateError};
 /// Where an operator puts what it produces.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// Results, in order.
     pub events: Vec<Event>,
     /// Events that arrived after the watermark had passed them, with the reason.
     pub late: Vec<(Event, String)>,
 }
 
 impl Output {
+    /// Adds a result.
     pub fn emit(&mut self, e: Event) {
         self.events.push(e);
     }
 
+    /// Refuses an event as late, saying why.
     pub fn late(&mut self, e: Event, reason: String) {
         self.late.push((e, reason));
     }
 }
 
+/// One step of a rule's chain: it takes events and watermarks and emits results. Every hook
+/// but `on_event` has a default, so a stateless operator writes one function.
 pub trait Operator: Send {
     /// One input event. `input` tells which input it came from (joins have two). Lateness is
     /// judged by [`judged_by`]: the watermark of the event's own stream before it.
@@ -81,6 +86,7 @@ pub trait Operator: Send {
         Ok(crate::state::empty_snapshot())
     }
 
+    /// Takes back the state of [`Operator::snapshot`]; stateless operators have none.
     fn restore(&mut self, _snapshot: &serde_json::value::RawValue) -> Result<(), StateError> {
         Ok(())
     }
@@ -264,11 +270,13 @@ impl Chain {
         self.on_events(input, [(ev, wm)], out);
     }
 
+    /// Advances every stage to watermark `wm` (each holds it back by its own delay).
     pub fn on_watermark(&mut self, wm: i64, out: &mut Output) {
         let down = held_back(wm, self.stages[0].delay);
         self.run(out, |s, o| s.advance(wm, o), Then::Watermark(down));
     }
 
+    /// The input is over: every stage flushes what it holds, in order.
     pub fn on_end(&mut self, out: &mut Output) {
         self.run(out, Stage::end, Then::End);
     }
@@ -322,6 +330,7 @@ impl Chain {
         }
     }
 
+    /// Drops per-key state unused for `ttl_ms` of event time, in every stage.
     pub fn set_state_ttl(&mut self, ttl_ms: i64) {
         for s in &mut self.stages {
             s.op.set_state_ttl(ttl_ms);

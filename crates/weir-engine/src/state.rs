@@ -21,6 +21,7 @@ pub enum StateError {
     /// The rule's stateful part was changed since the state was saved.
     #[error("{0}")]
     Changed(String),
+    /// The state could not be written (an error, never an empty state).
     #[error("the state could not be saved: {0}")]
     Unsaved(String),
 }
@@ -62,6 +63,7 @@ impl<K: Eq + Hash, V> Default for KeyedState<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
+    /// The state of `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
         self.map.get(key)
     }
@@ -74,30 +76,37 @@ impl<K: Eq + Hash + Clone, V> KeyedState<K, V> {
         self.map.get_mut(key).expect("inserted above")
     }
 
+    /// The state of `key`, to change.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.map.get_mut(key)
     }
 
+    /// Drops the state of `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         self.map.remove(key)
     }
 
+    /// How many keys have state.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no key has state.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// The keys with state.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.map.keys()
     }
 
+    /// Every key's state, to change.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
         self.map.iter_mut()
     }
 
+    /// Keeps only the keys `f` says yes to.
     pub fn retain(&mut self, f: impl FnMut(&K, &mut V) -> bool) {
         self.map.retain(f)
     }
@@ -145,6 +154,7 @@ pub struct Timers<K: Ord = Key> {
 }
 
 impl<K: Ord + Clone> Timers<K> {
+    /// Asks for `key` to be called at event time `at`.
     pub fn register(&mut self, at: i64, key: K) {
         self.due.insert((at, key));
     }
@@ -161,10 +171,12 @@ impl<K: Ord + Clone> Timers<K> {
         out
     }
 
+    /// How many timers are waiting.
     pub fn len(&self) -> usize {
         self.due.len()
     }
 
+    /// Whether no timer is waiting.
     pub fn is_empty(&self) -> bool {
         self.due.is_empty()
     }
@@ -186,6 +198,7 @@ pub fn to_snapshot<T: Serialize>(t: &T) -> Result<Snapshot, StateError> {
     serde_json::value::to_raw_value(t).map_err(|e| StateError::Unsaved(e.to_string()))
 }
 
+/// Reads a state written by [`to_snapshot`]; a state in another form is an error.
 pub fn from_snapshot<'a, T: serde::Deserialize<'a>>(
     s: &'a serde_json::value::RawValue,
 ) -> Result<T, StateError> {
@@ -215,6 +228,7 @@ pub mod pairs {
     use serde::de::DeserializeOwned;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+    /// Writes the map as `[[key, value], ...]`.
     pub fn serialize<'a, M, K, V, S>(m: &'a M, s: S) -> Result<S::Ok, S::Error>
     where
         &'a M: IntoIterator<Item = (&'a K, &'a V)>,
@@ -225,6 +239,7 @@ pub mod pairs {
         s.collect_seq(m)
     }
 
+    /// Reads `[[key, value], ...]` back into a map.
     pub fn deserialize<'de, M, K, V, D>(d: D) -> Result<M, D::Error>
     where
         M: FromIterator<(K, V)>,

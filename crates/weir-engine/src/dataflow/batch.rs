@@ -10,6 +10,7 @@ use super::{BuildError, Dataflow, EngineConfig, LateEvent};
 pub struct BatchResult {
     /// Events per requested output stream, in arrival order.
     pub outputs: std::collections::BTreeMap<String, Vec<Event>>,
+    /// Events that came after the watermark had passed them, with the reason.
     pub late: Vec<LateEvent>,
     /// Rows the ingest refused, with the reason.
     pub rejected: Vec<(String, Row, String)>,

@@ -16,10 +16,13 @@ use crate::operator::held_back;
 /// rules does not make its producer copy for all of them.
 #[derive(Debug, Clone)]
 pub enum Msg {
+    /// A batch of events, shared by every consumer of the channel.
     Data(Arc<Vec<Event>>),
+    /// Event time (ms) below which no more events come.
     Watermark(i64),
     /// Checkpoint barrier of an epoch.
     Barrier(u64),
+    /// The input is over: operators flush what they hold.
     End,
 }
 

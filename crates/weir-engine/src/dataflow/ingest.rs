@@ -397,6 +397,7 @@ impl Ingest {
         }
     }
 
+    /// A copy of the stamping, for decoders that stamp rows on threads of their own.
     pub fn stamp(&self) -> Stamp {
         self.stamp.clone()
     }
@@ -454,6 +455,7 @@ impl Ingest {
         block_on(self.end())
     }
 
+    /// The definition of the stream this ingest feeds.
     pub fn stream(&self) -> &StreamDef {
         &self.stamp.def
     }

@@ -52,6 +52,7 @@ pub struct EngineConfig {
     pub channel_capacity: usize,
     /// Events per batch at ingest.
     pub batch_size: usize,
+    /// The time source of processing time and `received_at` (injected, so tests set it).
     pub clock: Arc<dyn Clock>,
     /// Per-key state unused for this long (event time, ms) is dropped.
     pub state_ttl_ms: Option<i64>,
@@ -82,13 +83,18 @@ impl Default for EngineConfig {
 /// Errors building a dataflow.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A setting out of its range.
     #[error("invalid engine setting: {0}")]
     Config(String),
+    /// An input or output that the program does not declare.
     #[error("unknown stream '{0}'")]
     UnknownStream(String),
+    /// A checkpoint that the rule's operators cannot take back.
     #[error("the saved state does not fit {rule}: {error}")]
     Restore {
+        /// The rule whose state it is.
         rule: String,
+        /// Why the state does not fit.
         error: crate::state::StateError,
     },
 }
@@ -182,6 +188,7 @@ pub fn check_update(old: &Program, new: &Program, workers: usize) -> Result<(), 
 }
 
 impl EngineConfig {
+    /// Every setting out of its range, at once.
     pub fn validate(&self) -> Result<(), BuildError> {
         let mut problems = Vec::new();
         if self.workers == 0 || self.workers > 256 {
@@ -211,14 +218,18 @@ impl EngineConfig {
 /// An event that arrived after its time had passed, with the rule and the reason.
 #[derive(Debug, Clone)]
 pub struct LateEvent {
+    /// The rule that refused it.
     pub rule: String,
+    /// Why: which window or bound it missed.
     pub reason: String,
+    /// The event as it arrived.
     pub event: Event,
 }
 
 /// One operator chain's state at a checkpoint barrier.
 #[derive(Debug)]
 pub struct OperatorSnapshot {
+    /// The checkpoint epoch it belongs to.
     pub epoch: u64,
     /// Which chain: rules in program order, then workers in order (see [`Dataflow::chains`]).
     pub index: usize,
@@ -229,9 +240,13 @@ pub struct OperatorSnapshot {
 /// Live counters of one rule.
 #[derive(Debug, Default)]
 pub struct RuleStats {
+    /// The rule's name.
     pub name: String,
+    /// Events the rule took in.
     pub events_in: AtomicU64,
+    /// Results it gave.
     pub events_out: AtomicU64,
+    /// Events it refused as late.
     pub late: AtomicU64,
 }
 
@@ -459,6 +474,7 @@ impl Dataflow {
         Some(self.ingests.swap_remove(i))
     }
 
+    /// The results of output `stream`, once: `None` if it was taken or is not an output.
     pub fn take_output(&mut self, stream: &str) -> Option<OutputStream> {
         let i = self
             .outputs
@@ -472,6 +488,7 @@ impl Dataflow {
         self.late.take()
     }
 
+    /// Counters of each rule, in program order.
     pub fn stats(&self) -> &[Arc<RuleStats>] {
         &self.stats
     }

@@ -15,7 +15,9 @@ pub struct OutputStream {
 /// (every event before it has been delivered).
 #[derive(Debug)]
 pub enum Delivered {
+    /// Results, in order.
     Events(Vec<Event>),
+    /// Every result of this checkpoint epoch came before it.
     Barrier(u64),
 }
 

@@ -8,31 +8,48 @@ use serde::{Deserialize, Serialize};
 use weir_core::Value;
 use weir_lang::plan::{AggCall, AggFunc};
 
+/// The running state of one aggregate function over one group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Acc {
+    /// count: the rows (or non-null values) seen.
     Count(i64),
+    /// sum: exact in integers until a fractional value or an overflow, then in floating point.
     Sum {
+        /// The sum while it is exact.
         int: i64,
+        /// The sum once it is in floating point.
         float: f64,
+        /// Whether the sum is in `float`.
         floats: bool,
+        /// How many values were added (a sum of none is null).
         n: i64,
     },
     /// Count, sum, mean and sum of squared deviations (Welford); serves avg (the sum over
     /// the count, as Flink and PostgreSQL compute it, so a result that rounds to a boundary
     /// rounds alike), stddev and variance.
     Moments {
+        /// How many values.
         n: i64,
+        /// Their sum.
         sum: f64,
+        /// Their running mean.
         mean: f64,
+        /// The sum of squared deviations from the mean.
         m2: f64,
     },
+    /// min: the smallest value so far (null before any).
     Min(Value),
+    /// max: the largest value so far.
     Max(Value),
+    /// Every value, for percentiles (median included).
     Values(Vec<f64>),
     /// Earliest or latest by event time: (ts, value).
     First(Option<(i64, Value)>),
+    /// The latest by event time: (ts, value).
     Last(Option<(i64, Value)>),
+    /// Least-squares sums for regr_slope and regr_intercept.
     Regr(Regression),
+    /// Every value with its event time, for collect.
     Collect(Vec<(i64, Value)>),
 }
 
@@ -100,6 +117,7 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
+    /// An empty accumulator for `call`.
     pub fn new(call: &AggCall) -> Accumulator {
         Accumulator {
             acc: Acc::new(call.func),
@@ -107,6 +125,8 @@ impl Accumulator {
         }
     }
 
+    /// Adds one row's arguments at event time `ts` (under DISTINCT, a value seen before is
+    /// skipped).
     pub fn add(&mut self, args: &[Value], ts: i64) {
         if let (Some(seen), Some(v)) = (self.seen.as_mut(), args.first()) {
             if !seen.insert(v.clone()) {
@@ -116,6 +136,7 @@ impl Accumulator {
         self.acc.add(args, ts);
     }
 
+    /// Takes in another group's accumulator (session windows that merge).
     pub fn merge(&mut self, other: &Accumulator) {
         match (self.seen.as_mut(), other.seen.as_ref()) {
             (Some(mine), Some(theirs)) => {
@@ -128,12 +149,14 @@ impl Accumulator {
         }
     }
 
+    /// The aggregate's value now.
     pub fn result(&self, func: AggFunc) -> Value {
         self.acc.result(func)
     }
 }
 
 impl Acc {
+    /// The empty state of function `f`.
     pub fn new(f: AggFunc) -> Acc {
         match f {
             AggFunc::Count | AggFunc::CountStar => Acc::Count(0),
@@ -243,6 +266,7 @@ impl Acc {
         }
     }
 
+    /// Takes in the state of another group of the same function.
     pub fn merge(&mut self, other: &Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
@@ -304,6 +328,7 @@ impl Acc {
         }
     }
 
+    /// The value of function `f` over what was added.
     pub fn result(&self, f: AggFunc) -> Value {
         match self {
             Acc::Count(n) => Value::Int(*n),

@@ -20,6 +20,8 @@ use weir_lang::plan::{JoinSpec, JoinTime};
 use crate::operator::{judged_by, Operator, Output};
 use crate::state::{state_hooks, Key, KeyedState, Timers};
 
+/// An interval join of two inputs on a key, judged per input by event time (see the module
+/// doc); its state is each side's rows still within the bound.
 pub struct JoinOp {
     spec: JoinSpec,
     state: JoinState,
@@ -36,10 +38,13 @@ struct JoinState {
     expiry: [Timers<Key>; 2],
 }
 
+/// The input number of the join's left side.
 pub const LEFT: usize = 0;
+/// The input number of the join's right side.
 pub const RIGHT: usize = 1;
 
 impl JoinOp {
+    /// A join with no rows waiting.
     pub fn new(spec: JoinSpec) -> JoinOp {
         JoinOp {
             spec,

@@ -10,6 +10,8 @@ use weir_core::Event;
 use crate::operator::{judged_by, Output};
 use crate::state::pairs;
 
+/// Events of one key held until the watermark passes them, then given out in event-time
+/// order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EventOrder {
     #[serde(with = "pairs")]

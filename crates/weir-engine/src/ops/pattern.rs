@@ -16,6 +16,7 @@ use crate::ops::aggregate::Acc;
 use crate::ops::order::EventOrder;
 use crate::state::{state_hooks, Key, KeyedState, Timers};
 
+/// `MATCH_RECOGNIZE`: per key, the partial matches of a pattern over events in time order.
 pub struct PatternOp {
     def: Definition,
     state: PatternState,
@@ -293,6 +294,8 @@ impl Scope for MatchScope<'_, '_> {
 }
 
 impl PatternOp {
+    /// A pattern operator with no partial matches; `arrival` matches in arrival order rather than
+    /// event-time order.
     pub fn new(spec: PatternSpec, arrival: bool) -> PatternOp {
         let mut history = 0;
         let mut exprs: Vec<Expr> = spec.defines.iter().flatten().cloned().collect();

@@ -12,6 +12,8 @@ use crate::operator::{Operator, Output};
 use crate::ops::order::EventOrder;
 use crate::state::{state_hooks, Key, KeyedState};
 
+/// Filter and projection (`WHERE`, `SELECT` expressions), with the per-key state of the
+/// functions that remember (changes, lag, ...).
 pub struct ProjectOp {
     filter: Option<Expr>,
     items: Vec<SelectItem>,
@@ -31,6 +33,7 @@ struct ChangeState {
 }
 
 impl ProjectOp {
+    /// A projection with no remembered values yet.
     pub fn new(
         filter: Option<Expr>,
         items: Vec<SelectItem>,

@@ -23,6 +23,7 @@ pub struct AggCore {
 type Args = Vec<Vec<Value>>;
 
 impl AggCore {
+    /// The aggregation of `spec`, taking only rows that pass the window's `filter`.
     pub fn new(filter: Option<Expr>, spec: Aggregate) -> AggCore {
         AggCore { filter, spec }
     }
