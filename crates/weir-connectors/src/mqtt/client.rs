@@ -104,7 +104,9 @@ macro_rules! mqtt_client {
             // Sources acknowledge after handing a message on; sinks receive nothing to ack.
             o.set_manual_acks(role == "source");
             tune(&mut o, c.persistent);
-            Ok(AsyncClient::new(o, 512))
+            let (client, mut events) = AsyncClient::new(o, 512);
+            prompt(&mut events);
+            Ok((client, events))
         }
 
         pub(super) async fn run_source(
@@ -278,6 +280,13 @@ macro_rules! mqtt_client {
 mod v4 {
     use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet as Incoming, QoS};
 
+    /// Small packets go out at once (TCP_NODELAY): with Nagle's algorithm a publish or an
+    /// acknowledgement waits while the one before it is unacknowledged, up to the broker's
+    /// delayed ACK (40 ms). Throughput is the same either way (BENCHMARKS.md).
+    fn prompt(e: &mut EventLoop) {
+        e.network_options.set_tcp_nodelay(true);
+    }
+
     fn tune(o: &mut MqttOptions, persistent: bool) {
         o.set_clean_session(!persistent);
         o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -290,6 +299,13 @@ mod v5 {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::{AsyncClient, Event, EventLoop, Incoming, MqttOptions};
     use rumqttc::Outgoing;
+
+    /// As version 3.1.1's `prompt`: no Nagle's algorithm.
+    fn prompt(e: &mut EventLoop) {
+        let mut n = e.options.network_options();
+        n.set_tcp_nodelay(true);
+        e.options.set_network_options(n);
+    }
 
     fn tune(o: &mut MqttOptions, persistent: bool) {
         o.set_clean_start(!persistent);

@@ -174,10 +174,8 @@ fn now_us() -> u64 {
 
 /// An MQTT 3.1.1 client whose small publishes go out at once: with Nagle's algorithm a publish
 /// waits while the one before it is unacknowledged, up to the peer's delayed ACK (40 ms). The
-/// benchmarks' clients use it, so that what they time is weir and not their own sockets.
-/// weir's MQTT connectors do not: against a broker that keeps Nagle's algorithm (Mosquitto's
-/// default), connector clients that turned it off saw a median latency of 10 ms instead of
-/// 0.3 ms at 1,000 events/s.
+/// benchmarks' clients use it, so that what they time is weir and not their own sockets
+/// (weir's MQTT connectors turn Nagle's algorithm off too).
 pub fn prompt_client(
     o: rumqttc::MqttOptions,
     capacity: usize,
