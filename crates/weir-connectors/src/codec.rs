@@ -9,7 +9,10 @@ use weir_core::{parse_json_row, Row, Value};
 /// The formats a file connector reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One JSON object per line.
     JsonLines,
+    /// Comma (or `delimiter`) separated values, the first record naming the columns unless
+    /// `header` does.
     Csv,
     /// The DEBS 2012 Grand Challenge's tab-separated records ([`crate::debs`]).
     Debs2012,
@@ -53,11 +56,14 @@ impl Format {
 /// alike. Without `header`, the first record names the columns.
 #[derive(Debug, Clone)]
 pub struct CsvOptions {
+    /// The byte between fields.
     pub delimiter: u8,
+    /// The column names, when the data has no header record.
     pub header: Option<Vec<Arc<str>>>,
 }
 
 impl CsvOptions {
+    /// The CSV options of a stream's `WITH (...)` options.
     pub fn from_options(
         options: &std::collections::BTreeMap<String, String>,
     ) -> Result<Self, String> {
@@ -234,6 +240,7 @@ pub struct MessageDecoder {
 }
 
 impl MessageDecoder {
+    /// A decoder of message payloads in the format the stream's options name.
     pub fn new(options: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
         Ok(MessageDecoder {
             format: Format::of_messages(options)?,

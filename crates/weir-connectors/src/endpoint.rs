@@ -31,19 +31,25 @@ use tokio::task::JoinHandle;
 pub enum Endpoint {
     /// A topic of the node's own hub (its embedded MQTT endpoint, HTTP ingest, other rules).
     Embedded {
+        /// The topic's name (the stream's, unless `topic` says otherwise).
         topic: String,
     },
     #[cfg(feature = "mqtt")]
+    /// An MQTT broker.
     Mqtt(MqttConfig),
     #[cfg(feature = "amqp")]
+    /// An AMQP broker.
     Amqp(AmqpConfig),
     #[cfg(feature = "nats")]
+    /// A NATS server, core or JetStream.
     Nats(NatsConfig),
     /// Webhook sink; as a source, events arrive by HTTP ingest.
     #[cfg(feature = "http")]
     Http(HttpConfig),
+    /// A file, or stdin/stdout.
     File(FileConfig),
     #[cfg(feature = "kafka")]
+    /// A Kafka broker.
     Kafka(KafkaConfig),
 }
 

@@ -14,9 +14,13 @@ use crate::Endpoint;
 
 /// What a group member hears next.
 pub enum GroupEvent {
+    /// A message of a partition this member holds.
     Message {
+        /// Its partition.
         partition: i32,
+        /// Its position there (Kafka offset, JetStream stream sequence).
         offset: u64,
+        /// Its payload.
         payload: Bytes,
     },
     /// Partitions given to this member.
@@ -33,8 +37,10 @@ pub enum GroupEvent {
 #[derive(Debug, Clone)]
 pub enum GroupLog {
     #[cfg(feature = "kafka")]
+    /// A Kafka topic, whose group protocol shares the partitions.
     Kafka(KafkaConfig),
     #[cfg(feature = "nats")]
+    /// A JetStream stream over partitioned subjects, shared by pinned-client priority groups.
     JetStream(Box<NatsConfig>),
 }
 
@@ -89,8 +95,10 @@ impl GroupLog {
 /// One node's membership of a group.
 pub enum GroupMember {
     #[cfg(feature = "kafka")]
+    /// A member of a Kafka consumer group.
     Kafka(KafkaMember),
     #[cfg(feature = "nats")]
+    /// A member of JetStream's priority groups.
     JetStream(Box<JetStreamMember>),
 }
 
@@ -102,6 +110,7 @@ pub enum GroupMember {
     )
 )]
 impl GroupMember {
+    /// Waits for what the member hears next.
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
         match *self {
             #[cfg(feature = "kafka")]

@@ -8,10 +8,6 @@
 //! network connectors share (health, backoff). The file connector also has a batch form for `weir run`
 //! that feeds an [`weir_engine::Ingest`] directly.
 
-// The workspace asks for docs on every public item (missing_docs); this crate's older items
-// are not all documented yet. Remove this allow once `cargo check` finds none here.
-#![allow(missing_docs)]
-
 pub mod amqp;
 pub mod check;
 pub mod codec;
@@ -39,14 +35,19 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     #[error("{path}: {source}")]
+    /// A file could not be read or written.
     Io {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
     #[error("invalid connector setting: {0}")]
+    /// The stream's settings are wrong: the user's to fix.
     Config(String),
     #[error("cannot reach {0}")]
+    /// A broker or server could not be reached: it may come back.
     Unreachable(String),
 }
 
@@ -65,14 +66,18 @@ impl weir_core::Classify for ConnectorError {
 /// output so that bad input is never silently lost.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// The stream the record came in on.
     pub stream: String,
     /// 1-based line (or record) number in the input.
     pub line: u64,
+    /// Why it is not an event.
     pub reason: String,
+    /// The record as it came.
     pub raw: String,
 }
 
 impl DeadLetter {
+    /// The dead letter as one JSON object.
     pub fn to_json(&self) -> String {
         serde_json::json!({
             "stream": self.stream,

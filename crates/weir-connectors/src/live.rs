@@ -27,6 +27,7 @@ pub enum PayloadTx {
 /// A durable rule's input log as its sources see it.
 #[derive(Clone)]
 pub struct DurableInput {
+    /// The log the source appends what it takes to, before acknowledging it.
     pub log: weir_state::StreamLog,
     /// Set when the rule stops: sends fail, and the source ends without acknowledging.
     pub closed: Arc<AtomicBool>,
@@ -42,6 +43,7 @@ pub struct DurableInput {
 pub struct Stop(tokio::sync::watch::Receiver<bool>);
 
 impl Stop {
+    /// A stop signal: the sender says stop, sources watch the receiver.
     pub fn channel() -> (tokio::sync::watch::Sender<bool>, Stop) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         (tx, Stop(rx))
@@ -63,6 +65,7 @@ impl Stop {
 pub struct Closed;
 
 impl PayloadTx {
+    /// Appends `payload` to the rule's input log and hands it on; fails once the rule stopped.
     pub async fn send(&self, payload: Bytes) -> Result<(), Closed> {
         self.send_numbered(payload, None).await
     }
@@ -99,6 +102,7 @@ impl PayloadTx {
         }
     }
 
+    /// Whether the rule stopped taking input.
     pub fn is_closed(&self) -> bool {
         match self {
             PayloadTx::Channel(tx) => tx.is_closed(),
@@ -134,7 +138,9 @@ pub type PayloadRx = tokio::sync::mpsc::Receiver<Outgoing>;
 /// crash, so a broker that deduplicates (JetStream's Nats-Msg-Id) keeps it once.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// The encoded result.
     pub payload: Bytes,
+    /// A stable id for brokers that drop duplicates.
     pub id: Option<String>,
 }
 
@@ -155,11 +161,14 @@ const DOWN: u8 = 2;
 #[derive(Debug, Default)]
 pub struct Health {
     state: AtomicU8,
+    /// Messages taken or sent.
     pub messages: AtomicU64,
     /// Messages a sink is done with, in order: confirmed by the far side, or refused for good.
     /// Store-and-forward outboxes advance by it.
     pub settled: AtomicU64,
+    /// Failures seen (each also kept as the last error).
     pub errors: AtomicU64,
+    /// Connections made again after one was lost.
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -167,14 +176,20 @@ pub struct Health {
 /// A copy of [`Health`] for status documents.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HealthReport {
+    /// connecting, up or down.
     pub state: &'static str,
+    /// Messages taken or sent.
     pub messages: u64,
+    /// Failures seen.
     pub errors: u64,
+    /// Connections made again.
     pub reconnects: u64,
+    /// The last failure, if any.
     pub last_error: Option<String>,
 }
 
 impl Health {
+    /// The connection is up (a reconnect if it had been down).
     pub fn up(&self) {
         self.state.store(UP, Ordering::Relaxed);
     }
@@ -193,6 +208,7 @@ impl Health {
         }
     }
 
+    /// Whether the connection is up.
     pub fn is_up(&self) -> bool {
         self.state.load(Ordering::Relaxed) == UP
     }
@@ -210,6 +226,7 @@ impl Health {
         tracing::warn!(error = %why, "message refused");
     }
 
+    /// A copy for status documents.
     pub fn report(&self) -> HealthReport {
         HealthReport {
             state: match self.state.load(Ordering::Relaxed) {
@@ -245,11 +262,13 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(10);
 
+    /// Sleeps for the current delay, then doubles it (at most 10 s).
     pub async fn wait(&mut self) {
         tokio::time::sleep(self.next).await;
         self.next = (self.next * 2).min(Self::MAX);
     }
 
+    /// Back to the first delay, after a success.
     pub fn reset(&mut self) {
         self.next = Self::FIRST;
     }
@@ -259,9 +278,13 @@ impl Backoff {
 /// not parse itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Url {
+    /// `mqtt`, `amqps`, `nats`, ...
     pub scheme: String,
+    /// Host name or address.
     pub host: String,
+    /// The port, when the URL gives one.
     pub port: Option<u16>,
+    /// What follows the host, without its leading `/`.
     pub path: String,
     /// `user:password@` before the host.
     pub login: Option<Login>,
@@ -270,7 +293,9 @@ pub struct Url {
 /// A user name and password from a URL; the password never shows in debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Login {
+    /// The user name.
     pub user: String,
+    /// The password (never shown).
     pub password: String,
 }
 
@@ -304,6 +329,7 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Url {
+    /// Splits `text`, or says what is wrong with it.
     pub fn parse(text: &str) -> Result<Url, String> {
         // Errors quote the URL without its password.
         let shown = weir_core::redact::secrets(text);

@@ -22,9 +22,11 @@ use crate::tls::TlsOptions;
 /// Settings of an AMQP stream.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
+    /// The broker, `amqp://` or `amqps://` with the virtual host in the path.
     pub url: String,
     /// Empty for the default exchange (routing key = queue name).
     pub exchange: String,
+    /// direct, topic, fanout or headers; declared when missing.
     pub exchange_type: String,
     /// The queue a source consumes; a rule names one of its own when the stream names none
     /// ([`AmqpConfig::queue_of_rule`]).
@@ -32,8 +34,11 @@ pub struct AmqpConfig {
     /// A queue of a rule's own is deleted by the broker after this long without a consumer
     /// (it outlives the rule's restarts and moves, not the rule).
     pub expires_ms: Option<u64>,
+    /// What sinks publish with, and what a source's queue is bound by.
     pub routing_key: String,
+    /// Whether declared exchanges and queues survive a broker restart.
     pub durable: bool,
+    /// How many unacknowledged deliveries a source may hold.
     pub prefetch: u16,
     /// TLS with `amqps://` (port 5671 unless the URL says otherwise).
     pub tls: TlsOptions,
@@ -145,6 +150,7 @@ impl AmqpConfig {
             .await
     }
 
+    /// Consumes into `tx` until `stop`, acknowledging each message once its rule has taken it.
     pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let mut backoff = Backoff::default();
         while !stop.is_set() {
@@ -203,6 +209,7 @@ impl AmqpConfig {
         }
     }
 
+    /// Publishes what arrives on `rx`, waiting for the broker's confirmation of each.
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
         let mut backoff = Backoff::default();
         let routing_key = match (self.routing_key.is_empty(), &self.queue) {
@@ -269,6 +276,7 @@ impl AmqpConfig {
         }
     }
 
+    /// Opens a connection and a channel, then closes them (3 s).
     pub async fn check(&self) -> Result<(), String> {
         let connect = async {
             let (conn, _channel) = self.channel().await.map_err(|e| e.to_string())?;

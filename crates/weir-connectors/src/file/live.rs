@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::FileConfig;
 use crate::live::{Health, PayloadRx, PayloadTx, Stop};
 
+/// Reads the file into `tx`, for a rule whose stream names one.
 pub async fn run_source(c: FileConfig, tx: PayloadTx, health: Arc<Health>, stop: Stop) {
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let file = std::fs::File::open(&c.path)?;
@@ -34,6 +35,7 @@ pub async fn run_source(c: FileConfig, tx: PayloadTx, health: Arc<Health>, stop:
     }
 }
 
+/// Appends what arrives on `rx` to the file.
 pub async fn run_sink(c: FileConfig, mut rx: PayloadRx, health: Arc<Health>) {
     let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new()

@@ -19,7 +19,9 @@ use crate::ConnectorError;
 pub struct FileConfig {
     /// A path, or `-` for stdin / stdout.
     pub path: String,
+    /// How records are written in it.
     pub format: Format,
+    /// How CSV is read, when the format is CSV.
     pub csv: CsvOptions,
 }
 
@@ -48,6 +50,7 @@ impl FileConfig {
         FileConfig::new(path, &BTreeMap::new(), Some("json"))
     }
 
+    /// Whether the path is `-` (stdin or stdout).
     pub fn is_std(&self) -> bool {
         self.path == "-"
     }

@@ -14,7 +14,9 @@ use crate::{ConnectorError, DeadLetter};
 /// What a source read.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SourceStats {
+    /// Records read.
     pub records: u64,
+    /// Records that went to the dead letters.
     pub dead: u64,
 }
 

@@ -31,6 +31,7 @@ fn retry_after(answer: &reqwest::Response) -> Option<Duration> {
 pub struct HttpConfig {
     /// The webhook a sink calls; sources need none.
     pub url: Option<String>,
+    /// POST or PUT.
     pub method: reqwest::Method,
     /// TLS of `https://` webhooks: the CA to trust, a client certificate.
     pub tls: TlsOptions,
@@ -49,6 +50,7 @@ impl HttpConfig {
         builder.build().map_err(|e| e.to_string())
     }
 
+    /// Sends each result on `rx` to the webhook, retrying while the server fails or is away.
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
         let Some(url) = self.url.clone() else {
             // No webhook: the stream is only read through the node (tail, other rules).

@@ -26,6 +26,7 @@ const WINDOW: usize = 256;
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: String,
+    /// The topic read or written.
     pub topic: String,
     /// Consumer group of sources; by default one per rule and stream (see
     /// [`crate::Endpoint::for_rule`]), so the rule's copies on several nodes share the
@@ -107,10 +108,12 @@ impl KafkaConfig {
         }
     }
 
+    /// Fetches the cluster's metadata (5 s).
     pub async fn check(&self) -> Result<(), String> {
         self.metadata(None).await.map(|_| ())
     }
 
+    /// Consumes into `tx` until `stop` (see the module doc for how positions are kept).
     pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let mut backoff = Backoff::default();
         while !stop.is_set() {
@@ -177,6 +180,7 @@ impl KafkaConfig {
         }
     }
 
+    /// Produces what arrives on `rx`, waiting for the broker's acknowledgement of each.
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
         if let Err(e) = self.ensure_topic().await {
             health.down(e);
@@ -331,6 +335,7 @@ impl KafkaConfig {
 }
 
 impl KafkaMember {
+    /// Waits for what the member hears next.
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
         loop {
             // Rebalances first: librdkafka reports an assignment before it hands out the

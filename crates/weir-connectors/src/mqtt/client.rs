@@ -15,12 +15,17 @@ const MAX_PACKET: usize = (1 << 20) + 4096;
 /// Settings of an MQTT stream.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
+    /// The broker's host.
     pub host: String,
+    /// The broker's port (1883, or 8883 with TLS, unless the URL says).
     pub port: u16,
     /// A topic filter for sources, a topic for sinks.
     pub topic: String,
+    /// 0 or 1.
     pub qos: u8,
+    /// MQTT 5 rather than 3.1.1.
     pub v5: bool,
+    /// The client id; one is made up when none is given.
     pub client_id: Option<String>,
     /// Keep the session (and QoS 1 messages) across disconnects; needs a client_id.
     pub persistent: bool,
@@ -49,6 +54,8 @@ impl MqttConfig {
         })
     }
 
+    /// Subscribes and hands messages to `tx` until `stop`, acknowledging a QoS 1 message once its
+    /// rule has taken it.
     pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, stop: Stop) {
         if self.v5 {
             v5::run_source(self, tx, health, stop).await
@@ -57,6 +64,7 @@ impl MqttConfig {
         }
     }
 
+    /// Publishes what arrives on `rx`.
     pub async fn run_sink(self, rx: PayloadRx, health: Arc<Health>) {
         if self.v5 {
             v5::run_sink(self, rx, health).await
@@ -65,6 +73,7 @@ impl MqttConfig {
         }
     }
 
+    /// Connects and waits for the broker's CONNACK (3 s).
     pub async fn check(&self) -> Result<(), String> {
         if self.v5 {
             v5::check(self).await

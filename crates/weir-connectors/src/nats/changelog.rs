@@ -16,6 +16,7 @@ use bytes::Bytes;
 const STREAM: &str = "WEIR_CHANGELOG";
 const PART: usize = 512 * 1024;
 
+/// A rule's changelog: one compacted JetStream stream, a key per state partition.
 pub struct Changelog {
     js: jetstream::Context,
     prefix: String,

@@ -15,7 +15,9 @@ use crate::tls::TlsOptions;
 /// Settings of a NATS stream.
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
+    /// The server, `nats://` or `tls://`.
     pub url: String,
+    /// The subject read or written (with `partitions`, the prefix of the partitions' subjects).
     pub subject: String,
     /// Core queue group: members share the messages.
     pub queue: Option<String>,
@@ -42,6 +44,7 @@ pub struct NatsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum NatsAuth {
     #[default]
+    /// No credentials.
     None,
     /// `nats://user:password@host`.
     Login(Login),
@@ -165,6 +168,7 @@ impl NatsConfig {
             .map_err(|e| e.to_string())
     }
 
+    /// Subscribes (core) or consumes (JetStream) into `tx` until `stop`.
     pub async fn run_source(self, tx: PayloadTx, health: Arc<Health>, mut stop: Stop) {
         let client = match self.connect(&health).await {
             Ok(c) => c,
@@ -329,6 +333,7 @@ impl NatsConfig {
         client.flush().await.map_err(|e| e.to_string())
     }
 
+    /// Publishes what arrives on `rx` (on JetStream, waiting for each acknowledgement).
     pub async fn run_sink(self, mut rx: PayloadRx, health: Arc<Health>) {
         let client = match self.connect(&health).await {
             Ok(c) => c,
@@ -391,6 +396,7 @@ impl NatsConfig {
         }
     }
 
+    /// Connects, logs in and flushes (3 s).
     pub async fn check(&self) -> Result<(), String> {
         let connect = self.options().await?.connect(&self.url);
         let client = tokio::time::timeout(Duration::from_secs(3), connect)

@@ -95,6 +95,7 @@ pub struct JetStreamMember {
 }
 
 impl JetStreamMember {
+    /// Joins the stream's group: one pinned-client consumer per partition.
     pub async fn join(config: &NatsConfig) -> Result<JetStreamMember, String> {
         let (Some(name), Some(n)) = (&config.stream, config.partitions) else {
             return Err("a JetStream group needs stream and partitions".into());
@@ -245,6 +246,7 @@ impl JetStreamMember {
         Ok(())
     }
 
+    /// Waits for what the member hears next.
     pub async fn next(&mut self) -> Result<GroupEvent, String> {
         loop {
             if let Some(event) = self.pending.pop_front() {
