@@ -5,7 +5,9 @@ use std::fmt;
 /// A position in rule text, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Pos {
+    /// Line, from 1.
     pub line: u32,
+    /// Column, from 1.
     pub col: u32,
 }
 
@@ -27,12 +29,16 @@ impl From<sqlparser::tokenizer::Span> for Pos {
 /// One problem found in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Where the problem is.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it, when weir can tell.
     pub hint: Option<String>,
 }
 
 impl Diagnostic {
+    /// A problem at `pos`, without a hint.
     pub fn new(pos: impl Into<Pos>, message: impl Into<String>) -> Self {
         Diagnostic {
             pos: pos.into(),
@@ -41,6 +47,7 @@ impl Diagnostic {
         }
     }
 
+    /// The same problem with a hint.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self

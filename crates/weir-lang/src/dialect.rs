@@ -12,6 +12,8 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 #[derive(Debug, Default)]
+/// The SQL dialect of rule files: sqlparser's generic dialect plus weir's window and
+/// stream syntax.
 pub struct WeirDialect {
     generic: GenericDialect,
 }

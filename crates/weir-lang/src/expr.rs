@@ -37,7 +37,10 @@ impl Scope for Row {
 
 /// A row plus slots: what grouped and stateful projections evaluate against.
 pub struct SlotScope<'a> {
+    /// The row.
     pub row: &'a Row,
+    /// The values an operator computed for it (window bounds, keys, aggregates, change
+    /// functions).
     pub slots: &'a [Value],
 }
 
@@ -51,27 +54,44 @@ impl Scope for SlotScope<'_> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A binary operator.
 pub enum BinOp {
+    /// `+`
     Add,
+    /// `-`
     Sub,
+    /// `*`
     Mul,
+    /// `/`
     Div,
+    /// `%`
     Mod,
+    /// `=`
     Eq,
+    /// `<>` or `!=`
     NotEq,
+    /// `<`
     Lt,
+    /// `<=`
     LtEq,
+    /// `>`
     Gt,
+    /// `>=`
     GtEq,
+    /// `AND`
     And,
+    /// `OR`
     Or,
+    /// `||`
     Concat,
 }
 
 /// One step into a nested value: an object key or an array index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PathSeg {
+    /// An object key.
     Key(Arc<str>),
+    /// An array index (negative counts from the end).
     Index(i64),
 }
 
@@ -93,55 +113,85 @@ pub enum Nav {
 pub struct PatternRef {
     /// Index of the symbol, `None` for "any symbol" (unqualified column).
     pub symbol: Option<usize>,
+    /// Which row of the match.
     pub nav: Nav,
+    /// The field of that row.
     pub field: Arc<str>,
+    /// Steps into the field's nested value.
     pub path: Vec<PathSeg>,
 }
 
 /// An aggregate over the rows of a match mapped to one symbol (or all rows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatternAgg {
+    /// The aggregate.
     pub func: crate::plan::AggFunc,
+    /// The symbol whose rows it reads, `None` for every row of the match.
     pub symbol: Option<usize>,
     /// Evaluated against each row of the symbol; `None` for `COUNT(*)`.
     pub arg: Option<Box<Expr>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A bound expression, evaluated against a row (and an operator's slots).
 pub enum Expr {
+    /// A literal.
     Lit(Value),
+    /// A field of the row.
     Field(Arc<str>),
     /// Nested access into a JSON value: `a.b[0]`, `a['k']`.
     Path(Box<Expr>, Vec<PathSeg>),
+    /// A value the operator computed (see [`SlotScope`]).
     Slot(usize),
+    /// Arithmetic negation.
     Neg(Box<Expr>),
+    /// Logical negation.
     Not(Box<Expr>),
+    /// A binary operation.
     Binary(BinOp, Box<Expr>, Box<Expr>),
+    /// `IS NULL`, or `IS NOT NULL` when the flag is set.
     IsNull(Box<Expr>, bool),
+    /// `IN (...)`, or `NOT IN` when the flag is set.
     InList(Box<Expr>, Vec<Expr>, bool),
+    /// `BETWEEN low AND high`, or `NOT BETWEEN` when the flag is set.
     Between(Box<Expr>, Box<Expr>, Box<Expr>, bool),
+    /// `LIKE` (or `ILIKE`) with `%` and `_`.
     Like {
+        /// The text matched.
         expr: Box<Expr>,
+        /// The pattern.
         pattern: Box<Expr>,
+        /// `NOT LIKE`.
         negated: bool,
+        /// `ILIKE`.
         case_insensitive: bool,
     },
+    /// `CASE [operand] WHEN ... THEN ... [ELSE ...] END`.
     Case {
+        /// The value compared with each `WHEN`, if any.
         operand: Option<Box<Expr>>,
+        /// Each `WHEN` and its `THEN`.
         whens: Vec<(Expr, Expr)>,
+        /// `ELSE`.
         otherwise: Option<Box<Expr>>,
     },
+    /// `CAST(x AS type)`, or `TRY_CAST` (null instead of an error) when the flag is set.
     Cast(Box<Expr>, DataType, bool),
+    /// A built-in scalar function.
     Call(Func, Vec<Expr>),
+    /// A field of a row of a `MATCH_RECOGNIZE` match.
     Pattern(PatternRef),
+    /// An aggregate over rows of a match.
     PatternAgg(PatternAgg),
 }
 
 impl Expr {
+    /// The field `name`.
     pub fn field(name: &str) -> Expr {
         Expr::Field(Arc::from(name))
     }
 
+    /// The value of the expression for `s`.
     pub fn eval<S: Scope + ?Sized>(&self, s: &S) -> Value {
         match self {
             Expr::Lit(v) => v.clone(),

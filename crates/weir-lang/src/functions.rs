@@ -16,16 +16,21 @@ macro_rules! functions {
     ($($variant:ident $name:literal $min:tt $max:tt $cat:literal $doc:literal;)*) => {
         /// A built-in scalar function.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Func { $($variant),* }
+        pub enum Func { $(#[doc = $doc] $variant),* }
 
         /// Name, arity, category and description of a built-in.
         pub struct FuncInfo {
+            /// Which function.
             pub func: Func,
+            /// Its name in SQL.
             pub name: &'static str,
+            /// The fewest arguments it takes.
             pub min_args: usize,
             /// `usize::MAX` for variadic functions.
             pub max_args: usize,
+            /// What kind of function it is (math, text, time, ...), for listings.
             pub category: &'static str,
+            /// What it does.
             pub doc: &'static str,
         }
 
@@ -152,6 +157,7 @@ impl Func {
         FUNCTIONS.iter().find(|f| f.name == canonical)
     }
 
+    /// Evaluates the function on `args` for `s`.
     pub fn call<S: Scope + ?Sized>(&self, args: &[Expr], s: &S) -> Value {
         let vals: Vec<Value> = args.iter().map(|a| a.eval(s)).collect();
         self.apply(&vals)

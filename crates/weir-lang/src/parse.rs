@@ -14,7 +14,9 @@ use crate::dialect::WeirDialect;
 /// One parsed statement and what was lifted out of it.
 #[derive(Debug)]
 pub struct ParsedStatement {
+    /// The statement.
     pub statement: Statement,
+    /// Where it starts.
     pub pos: Pos,
     /// `WITHIN` bounds in milliseconds, in the order their `MATCH_RECOGNIZE` clauses appear.
     pub within: Vec<(i64, Pos)>,
@@ -34,6 +36,7 @@ pub struct WindowTvf {
     pub args: Vec<ast::Expr>,
     /// `TABLE s PARTITION BY k` (a session window's keys).
     pub partition: Vec<ast::Expr>,
+    /// Where the window function is written.
     pub pos: Pos,
 }
 

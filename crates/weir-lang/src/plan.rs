@@ -11,11 +11,14 @@ use crate::types::DataType;
 /// A whole rule file: its streams and its rules.
 #[derive(Debug, Clone, Default)]
 pub struct Program {
+    /// The streams, declared or implied by a rule.
     pub streams: Vec<StreamDef>,
+    /// The rules, in file order.
     pub rules: Vec<Rule>,
 }
 
 impl Program {
+    /// The stream called `name` (in any case).
     pub fn stream(&self, name: &str) -> Option<&StreamDef> {
         self.streams
             .iter()
@@ -24,6 +27,7 @@ impl Program {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a stream's event time comes from.
 pub enum TimeMode {
     /// Time is read from the event's timestamp field.
     Event,
@@ -34,10 +38,13 @@ pub enum TimeMode {
 /// A declared (or implied) stream.
 #[derive(Debug, Clone)]
 pub struct StreamDef {
+    /// The stream's name.
     pub name: String,
     /// `None` for schemaless streams.
     pub columns: Option<Vec<Column>>,
+    /// The field that holds the event time, when time is event time.
     pub timestamp: Option<Arc<str>>,
+    /// Event or processing time.
     pub time: TimeMode,
     /// Bounded out-of-orderness: how far behind the newest event time the watermark stays.
     pub watermark_ms: i64,
@@ -62,10 +69,12 @@ pub struct StreamDef {
     pub option_pos: BTreeMap<String, Pos>,
     /// False for streams that exist only because a rule writes to them.
     pub declared: bool,
+    /// Where it is declared.
     pub pos: Pos,
 }
 
 impl StreamDef {
+    /// A stream a rule writes without declaring it: schemaless, with no options.
     pub fn implied(name: &str) -> StreamDef {
         StreamDef {
             name: name.to_owned(),
@@ -86,6 +95,7 @@ impl StreamDef {
         }
     }
 
+    /// The declared column `name` (in any case).
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns
             .as_ref()?
@@ -95,8 +105,11 @@ impl StreamDef {
 }
 
 #[derive(Debug, Clone)]
+/// A declared column.
 pub struct Column {
+    /// Its name.
     pub name: Arc<str>,
+    /// Its type; values that do not fit are dead letters.
     pub ty: DataType,
     /// `NOT NULL`: a record without a value for it is a dead letter.
     pub not_null: bool,
@@ -107,11 +120,15 @@ pub struct Column {
 pub struct Rule {
     /// A readable name: `rule N (line L) -> sink`.
     pub name: String,
+    /// The stream the results go to.
     pub sink: String,
+    /// What it reads.
     pub input: Input,
     /// `WHERE`, applied to each input row (after change functions are computed).
     pub filter: Option<Expr>,
+    /// What it computes.
     pub body: Body,
+    /// Where it is written.
     pub pos: Pos,
 }
 
@@ -187,9 +204,13 @@ impl Rule {
 }
 
 #[derive(Debug, Clone)]
+/// What a rule reads.
 pub enum Input {
+    /// One stream.
     Stream(String),
+    /// An interval join of two streams.
     Join(Box<JoinSpec>),
+    /// A `MATCH_RECOGNIZE` over one stream.
     Pattern(Box<PatternSpec>),
 }
 
@@ -198,13 +219,21 @@ pub enum Input {
 /// join emits each left row once, as it is, when some right row matches it.
 #[derive(Debug, Clone)]
 pub struct JoinSpec {
+    /// The left stream.
     pub left: String,
+    /// The right stream.
     pub right: String,
+    /// The left side's name in the joined row.
     pub left_alias: Arc<str>,
+    /// The right side's name in the joined row.
     pub right_alias: Arc<str>,
+    /// The left side's key expressions.
     pub left_keys: Vec<Expr>,
+    /// The right side's key expressions, pairwise equal to the left's.
     pub right_keys: Vec<Expr>,
+    /// The least `right.ts - left.ts` that joins (ms).
     pub lower_ms: i64,
+    /// The most `right.ts - left.ts` that joins (ms).
     pub upper_ms: i64,
     /// Further `ON` conditions, over the joined row.
     pub residual: Option<Expr>,
@@ -219,72 +248,104 @@ pub struct JoinSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JoinTime {
     #[default]
+    /// The later of the two rows' times.
     Latest,
+    /// The left row's time.
     Left,
+    /// The right row's time.
     Right,
 }
 
 /// A `MATCH_RECOGNIZE` clause. Its output rows hold the partition columns and the measures.
 #[derive(Debug, Clone)]
 pub struct PatternSpec {
+    /// The stream matched.
     pub stream: String,
+    /// `PARTITION BY` expressions.
     pub partition: Vec<Expr>,
+    /// Their names in the output rows.
     pub partition_names: Vec<Arc<str>>,
+    /// The symbols of `PATTERN`, in order of first use.
     pub symbols: Vec<Arc<str>>,
     /// `DEFINE` per symbol; `None` matches any row.
     pub defines: Vec<Option<Expr>>,
+    /// The pattern, over symbol indices.
     pub pattern: Pattern,
+    /// `MEASURES`: output name and expression.
     pub measures: Vec<(Arc<str>, Expr)>,
+    /// `AFTER MATCH SKIP`.
     pub skip: Skip,
+    /// `WITHIN`: the longest a match may last (ms).
     pub within_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// A row pattern.
 pub enum Pattern {
+    /// One row of the symbol with this index.
     Symbol(usize),
+    /// One pattern after another.
     Concat(Vec<Pattern>),
+    /// One of several patterns (`|`).
     Alt(Vec<Pattern>),
     /// `inner{min,max}`: greedy takes as many repetitions as it can, reluctant (`+?`, `*?`,
     /// `??`, `{n,m}?`) as few.
     Repeat {
+        /// The pattern repeated.
         inner: Box<Pattern>,
+        /// The fewest repetitions.
         min: u32,
+        /// The most, `None` for no limit.
         max: Option<u32>,
+        /// Whether it takes as many as it can.
         greedy: bool,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where matching resumes after a match.
 pub enum Skip {
+    /// After the match's last row.
     PastLastRow,
+    /// At the row after the match's first.
     ToNextRow,
+    /// At the first row of this symbol in the match.
     ToFirst(usize),
+    /// At the last row of this symbol in the match.
     ToLast(usize),
 }
 
 #[derive(Debug, Clone)]
+/// What a rule computes from its input rows.
 pub enum Body {
+    /// A row per input row.
     Project(Projection),
+    /// A row per group and window.
     Aggregate(Aggregate),
 }
 
 /// A per-row projection, possibly with per-key change functions.
 #[derive(Debug, Clone)]
 pub struct Projection {
+    /// The select list.
     pub items: Vec<SelectItem>,
     /// Change functions, computed per partition into slots `0..changes.len()`.
     pub changes: Vec<ChangeCall>,
+    /// `PARTITION BY` of the change functions (the stream's key when none).
     pub partition: Vec<Expr>,
 }
 
 #[derive(Debug, Clone)]
+/// One item of a select list.
 pub enum SelectItem {
     /// `*`: every field of the input row.
     Star,
+    /// An output field and its expression.
     Expr(Arc<str>, Expr),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which change function.
 pub enum ChangeKind {
     /// `changed(x)`: true when x differs from its previous value for the key (true the first time).
     Changed,
@@ -295,9 +356,13 @@ pub enum ChangeKind {
 }
 
 #[derive(Debug, Clone)]
+/// One change function of a projection.
 pub struct ChangeCall {
+    /// Which function.
     pub kind: ChangeKind,
+    /// Its argument.
     pub arg: Expr,
+    /// Its value when there is no previous row for the key.
     pub default: Option<Expr>,
 }
 
@@ -305,58 +370,108 @@ pub struct ChangeCall {
 /// `[window_start, window_end, keys..., aggregates...]`.
 #[derive(Debug, Clone)]
 pub struct Aggregate {
+    /// `GROUP BY` keys besides the window.
     pub keys: Vec<Expr>,
+    /// The window.
     pub window: Window,
+    /// The aggregates computed per group.
     pub aggs: Vec<AggCall>,
+    /// The select list, over the slots.
     pub items: Vec<(Arc<str>, Expr)>,
+    /// `HAVING`, over the slots.
     pub having: Option<Expr>,
 }
 
 impl Aggregate {
+    /// The slot of the window's start.
     pub const WINDOW_START: usize = 0;
+    /// The slot of the window's end.
     pub const WINDOW_END: usize = 1;
+    /// The slot of grouping key `i`.
     pub fn key_slot(i: usize) -> usize {
         2 + i
     }
+    /// The slot of aggregate `i`.
     pub fn agg_slot(&self, i: usize) -> usize {
         2 + self.keys.len() + i
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A window of an aggregation.
 pub enum Window {
     /// `TUMBLE(ts, size)`.
-    Tumble { size: i64 },
+    /// Fixed, non-overlapping windows of `size` ms.
+    Tumble {
+        /// ms
+        size: i64,
+    },
     /// `HOP(ts, slide, size)`.
-    Hop { slide: i64, size: i64 },
+    /// Windows of `size` ms starting every `slide` ms.
+    Hop {
+        /// ms between window starts
+        slide: i64,
+        /// ms
+        size: i64,
+    },
     /// `SESSION(ts, gap)`.
-    Session { gap: i64 },
+    /// Windows of activity, closed by `gap` ms without events.
+    Session {
+        /// ms without events that closes a session
+        gap: i64,
+    },
     /// `SLIDING(ts, size)`: one output per event, over the events of the last `size` ms.
-    Sliding { size: i64 },
+    /// One window per event, over the `size` ms before it.
+    Sliding {
+        /// ms
+        size: i64,
+    },
     /// `COUNT_WINDOW(n [, slide])`: every `slide` events, over the last `n` events.
-    Count { size: u64, slide: u64 },
+    /// Windows over the last `size` events, every `slide` events.
+    Count {
+        /// events per window
+        size: u64,
+        /// events between windows
+        slide: u64,
+    },
     /// No window: a running aggregate, one updated row per event.
     Unbounded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
+/// An aggregate function.
 pub enum AggFunc {
+    /// `count(x)`: non-null values.
     Count,
+    /// `count(*)`: rows.
     CountStar,
+    /// `sum`
     Sum,
+    /// `avg`
     Avg,
+    /// `min`
     Min,
+    /// `max`
     Max,
+    /// `stddev_samp`
     StddevSamp,
+    /// `stddev_pop`
     StddevPop,
+    /// `var_samp`
     VarSamp,
+    /// `var_pop`
     VarPop,
     /// Continuous percentile, fraction in [0, 1].
     Percentile(f64),
+    /// `first_value`: the earliest by event time.
     FirstValue,
+    /// `last_value`: the latest by event time.
     LastValue,
+    /// `regr_slope(y, x)`
     RegrSlope,
+    /// `regr_intercept(y, x)`
     RegrIntercept,
+    /// `collect`: every value, as an array.
     Collect,
 }
 
@@ -395,9 +510,13 @@ impl AggFunc {
 }
 
 #[derive(Debug, Clone)]
+/// One aggregate of an aggregation.
 pub struct AggCall {
+    /// Which function.
     pub func: AggFunc,
+    /// Its arguments.
     pub args: Vec<Expr>,
+    /// `DISTINCT`: each value once.
     pub distinct: bool,
     /// `FILTER (WHERE ...)`.
     pub filter: Option<Expr>,

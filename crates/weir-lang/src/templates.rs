@@ -12,16 +12,22 @@ use crate::functions::parse_json_path;
 /// One parameter of a template.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Param {
+    /// The parameter's name.
     pub name: &'static str,
+    /// Whether it must be given.
     pub required: bool,
+    /// What it is for.
     pub doc: &'static str,
 }
 
 /// A parameterised rule.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Template {
+    /// The template's name.
     pub name: &'static str,
+    /// What the rule does.
     pub description: &'static str,
+    /// Its parameters.
     pub params: &'static [Param],
 }
 
@@ -64,6 +70,7 @@ const AGGREGATION: [Param; 6] = [
     ),
 ];
 
+/// Every template.
 pub const TEMPLATES: &[Template] = &[
     Template {
         name: "single-filter",
@@ -123,6 +130,7 @@ pub const TEMPLATES: &[Template] = &[
 #[error("{}", .0.join("; "))]
 pub struct TemplateError(pub Vec<String>);
 
+/// The template called `name`.
 pub fn find(name: &str) -> Option<&'static Template> {
     TEMPLATES.iter().find(|t| t.name == name)
 }

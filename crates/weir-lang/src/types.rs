@@ -8,10 +8,15 @@ use weir_core::Value;
 /// The SQL types weir knows. Timestamps are epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
+    /// `BOOLEAN`
     Boolean,
+    /// `BIGINT`
     BigInt,
+    /// `DOUBLE`
     Double,
+    /// `STRING` (or `VARCHAR`, `TEXT`, `CHAR`)
     String,
+    /// `TIMESTAMP`, as epoch milliseconds.
     Timestamp,
     /// Arrays, objects, JSON: any value, left as it is.
     Any,
