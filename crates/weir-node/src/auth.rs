@@ -24,14 +24,19 @@ use subtle::ConstantTimeEq;
 /// What a request may need, in growing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
+    /// Reads: listings, status, stream tails, metrics; validates rules.
     Viewer,
+    /// Also starts, stops and restarts rules, posts events and reads dead letters.
     Operator,
+    /// Also everything else: installs, updates, deletes and moves rules, creates streams,
+    /// exports checkpoints.
     Admin,
     /// Another node of the cluster.
     Node,
 }
 
 impl Role {
+    /// The role as the token file and answers spell it.
     pub fn name(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -88,13 +93,20 @@ pub enum Refusal {
     /// No token, or one that is not known (401).
     Unknown,
     /// A known token whose role is too small (403).
-    TooSmall { needs: Role, has: Role },
+    TooSmall {
+        /// The role the request needs.
+        needs: Role,
+        /// The token's role.
+        has: Role,
+    },
 }
 
 /// Who a token is: its role, and the name the token file gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// What the token may do.
     pub role: Role,
+    /// The name the token file gives it, for topic rules and logs.
     pub name: Option<String>,
 }
 

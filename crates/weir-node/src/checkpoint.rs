@@ -32,8 +32,11 @@ use crate::outbox::Outbox;
 /// partitions (operator chains), and the source positions that go with them.
 #[derive(Clone)]
 pub struct PartitionStates {
+    /// The checkpoint's epoch.
     pub epoch: u64,
+    /// The state of each partition.
     pub operators: Vec<weir_engine::Snapshot>,
+    /// Where the inputs were.
     pub inputs: ChangelogInputs,
 }
 
@@ -41,7 +44,9 @@ pub struct PartitionStates {
 /// watermark of each input stream.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ChangelogInputs {
+    /// Broker positions by input (`broker:` names).
     pub positions: BTreeMap<String, u64>,
+    /// The watermark of each input stream.
     pub watermarks: BTreeMap<String, i64>,
 }
 
@@ -62,6 +67,7 @@ pub struct FeedCtl {
 }
 
 impl FeedCtl {
+    /// A feed control with no barrier asked for yet.
     pub fn new(wake: Box<dyn Fn() + Send + Sync>) -> FeedCtl {
         FeedCtl {
             requested: AtomicU64::new(0),
@@ -79,39 +85,57 @@ pub enum Report {
     /// have no log), when the stream had reached `watermark` (event-time streams: a
     /// processing-time stream's watermark is the clock's, nothing to keep).
     Position {
+        /// The epoch of the barrier.
         epoch: u64,
+        /// The feed's durable log, if it has one.
         log: Option<String>,
+        /// The barrier's offset in that log.
         offset: u64,
+        /// The input stream.
         stream: String,
+        /// The stream's watermark at the barrier.
         watermark: Option<i64>,
     },
     /// An exactly-once output's results of an epoch.
     Staged {
+        /// The epoch.
         epoch: u64,
+        /// The output stream.
         stream: String,
+        /// The encoded results.
         payloads: Vec<Bytes>,
     },
+    /// An operator chain's state at a barrier.
     Operator(OperatorSnapshot),
 }
 
 /// A rule's checkpointing, for status documents.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckpointStatus {
+    /// at_most_once, at_least_once or exactly_once.
     pub delivery: &'static str,
+    /// How often checkpoints are taken.
     pub interval_ms: u64,
     /// The newest complete checkpoint.
     pub epoch: u64,
     /// Rounds of barriers through the rule, whether they found new state to write or not
     /// (an idle rule whose state only input changes takes none).
     pub rounds: u64,
+    /// Checkpoints written.
     pub completed: u64,
+    /// Checkpoints that failed.
     pub failed: u64,
+    /// When the newest was written (epoch ms).
     pub last_at_ms: Option<i64>,
+    /// How long it took.
     pub last_duration_ms: Option<u64>,
     /// Size of the newest checkpoint: the rule's whole state.
     pub state_bytes: u64,
+    /// The limit on the rule's state, if any.
     pub max_state_bytes: Option<u64>,
+    /// Why the last failed checkpoint failed.
     pub last_failure: Option<String>,
+    /// The epoch the rule started from, if it restored one.
     pub restored_from: Option<u64>,
     /// Why newer checkpoints were passed over at the last start.
     pub restore_notes: Vec<String>,
@@ -124,17 +148,22 @@ pub struct CheckpointStatus {
     /// changelog trails the newest checkpoint under load.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub changelog_positions: BTreeMap<String, u64>,
+    /// Why the changelog was not written last time, if it was not.
     pub changelog_error: Option<String>,
 }
 
 /// Where an output stream's committed results go: its hub topic, and for a JetStream sink
 /// its outbox.
 pub struct OutputTarget {
+    /// The output stream.
     pub stream: String,
+    /// Its hub topic.
     pub topic: String,
+    /// Its outbox, for a JetStream sink.
     pub outbox: Option<Arc<Outbox>>,
 }
 
+/// What the rule asks of its coordinator.
 pub enum Command {
     /// Take a last checkpoint, then tell the feeds to leave.
     Stop,
@@ -143,13 +172,22 @@ pub enum Command {
     Abandon,
 }
 
+/// Takes a rule's checkpoints: sends barriers through its feeds, gathers positions, staged
+/// results and operator states per epoch, and writes each complete checkpoint.
 pub struct Coordinator {
+    /// The rule.
     pub id: String,
+    /// Its delivery guarantee.
     pub delivery: Delivery,
+    /// Time between checkpoints.
     pub interval: Duration,
+    /// The next epoch.
     pub epoch: u64,
+    /// Partitions of keyed stages.
     pub workers: usize,
+    /// Operator chains, each with a state partition.
     pub chains: usize,
+    /// The rule's feeds, which put barriers into their streams.
     pub feeds: Vec<Arc<FeedCtl>>,
     /// Output streams whose results commit with checkpoints (exactly-once), with their topics.
     pub staged_outputs: Vec<OutputTarget>,
@@ -157,12 +195,19 @@ pub struct Coordinator {
     pub private_logs: Vec<StreamLog>,
     /// Shared topic logs the rule reads or writes, kept to `retention` entries.
     pub topic_logs: Vec<StreamLog>,
+    /// Entries kept per shared topic log.
     pub retention: u64,
+    /// The limit on the rule's state, if any.
     pub max_state_bytes: Option<u64>,
+    /// What the rule's tasks report.
     pub reports: UnboundedReceiver<Report>,
+    /// What the rule asks.
     pub commands: UnboundedReceiver<Command>,
+    /// Where checkpoints are written.
     pub store: Arc<dyn CheckpointStore>,
+    /// The node's hub, where committed results are published.
     pub hub: Arc<Hub>,
+    /// What status shows of the checkpoints.
     pub status: Arc<Mutex<CheckpointStatus>>,
     /// Set when the rule must stop (state over its limit); status shows it.
     pub failure: Arc<Mutex<Option<String>>>,
@@ -264,6 +309,7 @@ pub fn committed_key(rule: &str, stream: &str) -> String {
 }
 
 impl Coordinator {
+    /// Takes checkpoints until stopped or abandoned.
     pub async fn run(mut self) {
         if let Some(c) = self.recovered.take() {
             self.publish(&c).await;

@@ -16,11 +16,13 @@ use crate::node::Node;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeReport {
+    /// The node's name, unique in its control plane.
     pub name: String,
     /// `edge` or `core`.
     pub role: String,
     /// Where its REST API answers, as `http://host:port`.
     pub address: String,
+    /// How busy it is.
     pub load: Load,
     /// `ok`, or what is wrong (a rule that failed, a connector that is down).
     pub health: String,
@@ -34,9 +36,13 @@ pub struct NodeReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hosted {
+    /// The rule's id.
     pub id: String,
+    /// Its text.
     pub sql: String,
+    /// Its options.
     pub options: crate::registry::RuleOptions,
+    /// Whether it runs.
     pub running: bool,
     /// Events the rule read per second since the previous report.
     pub events_per_s: f64,
@@ -44,10 +50,13 @@ pub struct Hosted {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A node's load in a heartbeat.
 pub struct Load {
     /// Share of one core the process used since the previous report.
     pub cpu_percent: f64,
+    /// The process's resident memory.
     pub memory_bytes: u64,
+    /// Rules installed.
     pub rules: usize,
     /// Events the node's rules read per second since the previous report.
     pub events_per_s: f64,
@@ -61,9 +70,11 @@ pub struct Load {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     #[serde(flatten)]
+    /// What the node last said.
     pub report: NodeReport,
     /// `up`, or `lost` once no report came for `lost_after`.
     pub state: String,
+    /// How long ago it said it.
     pub last_seen_ms_ago: u64,
 }
 
@@ -74,6 +85,7 @@ pub struct Members {
 }
 
 impl Members {
+    /// A registry that calls a node lost after `lost_after` without a report.
     pub fn new(lost_after: Duration) -> Members {
         Members {
             nodes: Mutex::new(BTreeMap::new()),
@@ -81,6 +93,7 @@ impl Members {
         }
     }
 
+    /// Takes a node's report.
     pub fn heartbeat(&self, report: NodeReport) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         if !nodes.contains_key(&report.name) {
@@ -89,6 +102,7 @@ impl Members {
         nodes.insert(report.name.clone(), (report, Instant::now()));
     }
 
+    /// Every node, up or lost.
     pub fn list(&self) -> Vec<Member> {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         nodes
@@ -104,6 +118,7 @@ impl Members {
             .collect()
     }
 
+    /// The node called `name`.
     pub fn get(&self, name: &str) -> Option<Member> {
         self.list().into_iter().find(|m| m.report.name == name)
     }

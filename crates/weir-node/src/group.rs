@@ -24,6 +24,7 @@ use crate::rule::{Fed, Launch, RuleMetrics, RunningRule, Stage, BROKER_POSITION}
 
 /// A running group rule on this node.
 pub struct GroupRule {
+    /// Figures of the rule's tasks on this node.
     pub metrics: Arc<RuleMetrics>,
     stop: oneshot::Sender<()>,
     member: tokio::task::JoinHandle<()>,

@@ -21,14 +21,18 @@ use weir_state::{Store, StoreError, StreamLog};
 /// A message on an embedded topic.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The topic.
     pub topic: Arc<str>,
+    /// The payload.
     pub payload: Bytes,
 }
 
 /// One publish as its readers get it: the payloads, and what each way of reading them made of
 /// them. Thousands of rules reading one stream decode and stamp each batch once, not once each.
 pub struct Published {
+    /// The topic published to.
     pub topic: Arc<str>,
+    /// The payloads, in order.
     pub payloads: Vec<Bytes>,
     /// Each an `Arc<OnceLock<T>>`, by the key that names how it was made from the payloads.
     made: Mutex<Vec<(String, Arc<dyn Any + Send + Sync>)>>,
@@ -39,6 +43,7 @@ pub struct Published {
 pub type Decoded = Vec<(usize, Result<Row, String>)>;
 
 impl Published {
+    /// A publish nothing has read yet.
     pub fn new(topic: Arc<str>, payloads: Vec<Bytes>) -> Published {
         Published {
             topic,
@@ -108,11 +113,15 @@ fn is_exact(filter: &str) -> bool {
     !filter.contains(['+', '#'])
 }
 
+/// The node's topics: rules, the MQTT endpoint and HTTP ingest publish to it, and their
+/// readers subscribe by topic filter; topics with a durable log keep what is published.
 pub struct Hub {
     store: Arc<Store>,
     subs: RwLock<Subs>,
     next: AtomicU64,
+    /// Publishes so far.
     pub published: AtomicU64,
+    /// Messages a slow reader missed (non-durable subscriptions).
     pub dropped: AtomicU64,
 }
 
@@ -162,6 +171,7 @@ pub fn matches(topic: &str, filter: &str) -> bool {
 type Pending = Vec<(mpsc::Sender<Arc<Published>>, Arc<Published>)>;
 
 impl Hub {
+    /// A hub whose durable logs are in `store`.
     pub fn new(store: Arc<Store>) -> Arc<Hub> {
         Arc::new(Hub {
             store,
@@ -172,6 +182,7 @@ impl Hub {
         })
     }
 
+    /// The store of the topics' logs.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }

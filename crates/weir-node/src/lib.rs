@@ -4,10 +4,6 @@
 //! rules ([`rule`]); [`api`] is the REST control plane; [`hub`] carries embedded topics, which
 //! [`mqtt_endpoint`] serves to MQTT clients; [`metrics`] renders Prometheus text.
 
-// The workspace asks for docs on every public item (missing_docs); this crate's older items
-// are not all documented yet. Remove this allow once `cargo check` finds none here.
-#![allow(missing_docs)]
-
 pub mod api;
 pub mod auth;
 pub mod checkpoint;
@@ -35,8 +31,11 @@ pub use node::Node;
 
 /// A started node: its addresses and a handle to stop it.
 pub struct Running {
+    /// The node.
     pub node: Arc<Node>,
+    /// Where its REST API listens.
     pub http: std::net::SocketAddr,
+    /// Where its MQTT endpoint listens, if it has one.
     pub mqtt: Option<std::net::SocketAddr>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
@@ -47,12 +46,17 @@ pub struct Running {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a node did not start.
 pub enum StartError {
     #[error(transparent)]
+    /// Its registry or store could not be opened.
     Node(#[from] node::NodeError),
     #[error("cannot listen on {addr}: {source}")]
+    /// An address could not be listened on.
     Listen {
+        /// The address.
         addr: std::net::SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
 }

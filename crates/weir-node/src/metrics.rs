@@ -201,6 +201,7 @@ impl Collector for Rules {
     }
 }
 
+/// The node's figures in Prometheus' text format.
 pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Rules(

@@ -42,10 +42,14 @@ pub use transfer::Package;
 /// A problem with rule or stream text, at a position.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
+    /// Line, from 1.
     pub line: u32,
+    /// Column, from 1.
     pub column: u32,
+    /// What is wrong.
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// How to fix it.
     pub hint: Option<String>,
 }
 
@@ -53,29 +57,49 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("{kind} '{name}' does not exist")]
-    NotFound { kind: &'static str, name: String },
+    /// No such rule or stream (404).
+    NotFound {
+        /// `rule` or `stream`.
+        kind: &'static str,
+        /// What was asked for.
+        name: String,
+    },
     #[error("{0}")]
+    /// It exists already, or the request does not fit its state (409).
     Conflict(String),
     #[error("{message}")]
+    /// The request is wrong (400), with each problem at its position.
     Invalid {
+        /// What is wrong, in short.
         message: String,
+        /// Each problem, at its position.
         problems: Vec<Problem>,
     },
     #[error("{0}")]
+    /// A limit was reached (rules per node, payload size): 422.
     Limit(String),
     #[error("{0}")]
+    /// Not something this node does (501).
     Unsupported(String),
     #[error("rule could not start: {0}")]
+    /// The rule did not start; its blame says whose fault that is.
     Start(crate::start_error::StartError),
     /// Another node, or the control plane, cannot be reached or is lost.
     #[error("{0}")]
     Unavailable(String),
     /// Another node refused a request it was handed, with its status.
     #[error("{message}")]
-    Remote { status: u16, message: String },
+    Remote {
+        /// The other node's status code, passed on.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
     #[error("data directory: {0}")]
+    /// The data directory could not be read or written (500).
     Io(#[from] std::io::Error),
     #[error("durable store: {0}")]
+    /// The durable store failed.
     Store(#[from] weir_state::StoreError),
 }
 
@@ -107,8 +131,11 @@ impl NodeError {
 /// A stream as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct StreamView {
+    /// The stream's name.
     pub name: String,
+    /// Its `CREATE STREAM` text.
     pub sql: String,
+    /// Its connector.
     pub connector: &'static str,
     /// Where the node publishes and takes this stream's events on its hub.
     pub topic: String,
@@ -117,14 +144,19 @@ pub struct StreamView {
 /// A rule as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct RuleView {
+    /// The rule's id.
     pub id: String,
     /// The node that holds the rule (any node of a control plane answers for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Its text.
     pub sql: String,
+    /// Its options.
     pub options: RuleOptions,
+    /// INSTALLED, STARTING, RUNNING, STOPPED or FAILED.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why it failed, if it did.
     pub last_error: Option<String>,
     /// The nodes the rule moved between, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -149,19 +181,30 @@ pub enum SavedState {
 /// A rule's live status.
 #[derive(Debug, Serialize)]
 pub struct RuleStatus {
+    /// The rule's id.
     pub id: String,
     /// The node that holds the rule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// INSTALLED, STARTING, RUNNING, STOPPED or FAILED.
     pub state: &'static str,
+    /// Why it failed, if it did.
     pub last_error: Option<String>,
+    /// How long it has run.
     pub uptime_ms: u64,
+    /// The streams it reads.
     pub inputs: Vec<String>,
+    /// The streams it writes.
     pub outputs: Vec<String>,
+    /// Records that could not be events.
     pub dead_letters: u64,
+    /// The reason of the newest one.
     pub last_dead_letter: Option<String>,
+    /// Events refused as late.
     pub late_events: u64,
+    /// Where its dead letters are published.
     pub dead_letter_topic: String,
+    /// Each source, operator chain and sink with its figures.
     pub operators: Vec<OperatorStatus>,
     /// Delivery guarantee, checkpoints and state size.
     pub checkpoint: CheckpointStatus,
@@ -226,15 +269,20 @@ struct State {
     failed: HashMap<String, String>,
 }
 
+/// A node: its catalogue of streams and rules, the rules it runs, its hub and its settings.
 pub struct Node {
+    /// Its settings.
     pub config: NodeConfig,
+    /// Its topics.
     pub hub: Arc<Hub>,
+    /// When it started.
     pub started: Instant,
     state: Mutex<State>,
     /// Operations on one rule take turns here (see [`Node::rule_turn`]).
     rule_turns: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Figures of running rules, readable without waiting for an operation to finish.
     metrics: RwLock<BTreeMap<String, Arc<RuleMetrics>>>,
+    /// Where rules' checkpoints are kept.
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// Journal subscriptions of installed durable rules: their logs keep filling while they
     /// are stopped, so they resume where they stopped.

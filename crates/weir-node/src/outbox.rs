@@ -36,12 +36,18 @@ pub enum WhenFull {
 /// An outbox, for status documents.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxStatus {
+    /// Results waiting.
     pub depth: u64,
+    /// The most it holds.
     pub capacity: u64,
+    /// What a full outbox does.
     pub when_full: WhenFull,
+    /// Results dropped because it was full.
     pub dropped: u64,
 }
 
+/// A durable rule's store-and-forward queue in front of an external sink: results are kept
+/// until the far side confirms them.
 pub struct Outbox {
     log: StreamLog,
     store: Arc<Store>,
@@ -62,6 +68,7 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
+    /// Opens (or creates) the outbox of `stream` of rule `rule`.
     pub fn open(
         store: &Arc<Store>,
         rule: &str,
@@ -113,6 +120,7 @@ impl Outbox {
             .map(|_| ())
     }
 
+    /// Its figures.
     pub fn status(&self) -> OutboxStatus {
         OutboxStatus {
             depth: self.log.end() - self.log.first(),

@@ -29,18 +29,24 @@ const SUSTAINED: u32 = 3;
 /// One decision of a placement policy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
+    /// When (epoch ms).
     pub at_ms: i64,
+    /// The rule.
     pub rule: String,
+    /// The node it left.
     pub from: String,
+    /// The node it went to.
     pub to: String,
     /// `failover`, `offload`, `return` or `retire` (a returning node's stale copy deleted).
     pub action: &'static str,
+    /// Why.
     pub reason: String,
     /// `done`, or what went wrong.
     pub outcome: String,
 }
 
 #[derive(Default)]
+/// The newest decisions, at most 1,000.
 pub struct Decisions(Mutex<VecDeque<Decision>>);
 
 impl Decisions {
@@ -53,6 +59,7 @@ impl Decisions {
         all.push_back(d);
     }
 
+    /// The decisions kept, oldest first.
     pub fn list(&self) -> Vec<Decision> {
         let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         all.iter().cloned().collect()

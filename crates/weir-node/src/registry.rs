@@ -18,15 +18,22 @@ use crate::outbox::WhenFull;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RuleState {
+    /// Installed, not started.
     Installed,
+    /// Started.
     Running,
+    /// Stopped by a request.
     Stopped,
+    /// Deleted (paper jobs keep the record).
     Uninstalled,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// A stream as the catalogue keeps it.
 pub struct StreamRecord {
+    /// Its name.
     pub name: String,
+    /// Its `CREATE STREAM` text.
     pub sql: String,
 }
 
@@ -163,19 +170,28 @@ impl RuleOptions {
 /// What seed paper 001's jobinfo object adds to a rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
+    /// The runtime the job was installed for.
     pub runtime: String,
+    /// The paper's jobType.
     pub job_type: String,
+    /// The paper's configFileName.
     pub config_file_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+/// A rule as the catalogue keeps it.
 pub struct RuleRecord {
+    /// Its id.
     pub id: String,
+    /// Its text.
     pub sql: String,
     #[serde(default)]
+    /// Its options.
     pub options: RuleOptions,
+    /// Its lifecycle state.
     pub state: RuleState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its paper job record, if installed as a job.
     pub job: Option<JobRecord>,
     /// Where the rule has been: its moves between nodes, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -185,16 +201,22 @@ pub struct RuleRecord {
 /// One move of a rule between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MoveRecord {
+    /// The node it left.
     pub from: String,
+    /// The node it went to.
     pub to: String,
+    /// When (epoch ms).
     pub at_ms: i64,
     /// The checkpoint the rule resumed from.
     pub epoch: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+/// The node's streams and rules, kept in its data directory.
 pub struct Catalog {
+    /// Streams by name.
     pub streams: BTreeMap<String, StreamRecord>,
+    /// Rules by id.
     pub rules: BTreeMap<String, RuleRecord>,
 }
 
@@ -202,6 +224,7 @@ pub struct Catalog {
 pub struct Registry {
     /// The data directory.
     dir: PathBuf,
+    /// What it holds.
     pub catalog: Catalog,
 }
 
@@ -268,6 +291,7 @@ impl Registry {
         }
     }
 
+    /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -27,8 +27,11 @@ pub struct MoveRequest {
 /// What a move did, and how long the rule processed nothing.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MoveReport {
+    /// The rule moved.
     pub rule: String,
+    /// The node it left.
     pub from: String,
+    /// The node it went to.
     pub to: String,
     /// From the stop request to the target's answer that the rule runs: the time no event of
     /// the rule was processed.
@@ -37,6 +40,7 @@ pub struct MoveReport {
     pub stop_ms: f64,
     /// The checkpoint the rule resumed from on the target.
     pub epoch: u64,
+    /// The size of the package sent.
     pub package_bytes: u64,
     /// Input entries read on the source but not covered by the checkpoint, carried along.
     pub carried_entries: usize,

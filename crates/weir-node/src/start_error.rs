@@ -4,8 +4,11 @@
 use weir_core::{Blame, Classify};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a rule did not start, and whose fault that is.
 pub struct StartError {
+    /// Whose fault: the user's, an outside system's or weir's.
     pub blame: Blame,
+    /// What went wrong.
     pub message: String,
 }
 

@@ -28,6 +28,7 @@ pub struct Reloading {
 }
 
 impl Reloading {
+    /// Loads the certificate and key, and reads them again when they change.
     pub fn open(cert: &Path, key: &Path) -> Result<Arc<Reloading>, String> {
         let loaded = load(cert, key)?;
         let r = Arc::new(Reloading {
@@ -132,6 +133,7 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
+    /// Accepts TLS connections on `listener`, each handshake on a task of its own.
     pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(64);

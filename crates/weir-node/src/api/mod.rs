@@ -138,6 +138,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A 400 answer with `message`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -231,4 +232,5 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a handler answers: JSON, or an error with its status.
 pub type ApiResult<T> = Result<Json<T>, ApiError>;

@@ -97,6 +97,7 @@ impl Node {
         Ok((has_rules(program, id)?, st))
     }
 
+    /// Creates a stream from its `CREATE STREAM` text.
     pub async fn create_stream(&self, sql: &str) -> Result<StreamView, NodeError> {
         let (program, mut st) = self.compile_unlocked("stream", sql).await?;
         let known = st.registry.catalog.streams.len();
@@ -121,6 +122,7 @@ impl Node {
         Ok(view(def, sql, &endpoint))
     }
 
+    /// Every stream.
     pub async fn streams(&self) -> Vec<StreamView> {
         let st = self.state.lock().await;
         st.registry
@@ -131,6 +133,7 @@ impl Node {
             .collect()
     }
 
+    /// The stream called `name`.
     pub async fn stream(&self, name: &str) -> Result<StreamView, NodeError> {
         let st = self.state.lock().await;
         Self::find_stream(&st, name)
@@ -149,6 +152,7 @@ impl Node {
             .find(|s| s.name.eq_ignore_ascii_case(name))
     }
 
+    /// Deletes a stream no rule reads or writes.
     pub async fn delete_stream(&self, name: &str) -> Result<(), NodeError> {
         let mut st = self.state.lock().await;
         let key = Self::find_stream(&st, name)

@@ -41,6 +41,7 @@ impl Node {
         Ok(rule::boundary(&p))
     }
 
+    /// Installs a rule and starts it unless its options say stopped.
     pub async fn install_rule(
         &self,
         id: &str,
@@ -191,6 +192,7 @@ impl Node {
         Ok((self.view(&st, id), saved))
     }
 
+    /// Stops and deletes a rule.
     pub async fn delete_rule(&self, id: &str) -> Result<RuleView, NodeError> {
         let _turn = self.rule_turn(id).await;
         let running = {
@@ -241,6 +243,7 @@ impl Node {
         Ok(self.view(&st, id))
     }
 
+    /// Stops a rule, with a last checkpoint.
     pub async fn stop_rule(&self, id: &str) -> Result<RuleView, NodeError> {
         let _turn = self.rule_turn(id).await;
         self.ensure_rule(&*self.state.lock().await, id)?;
@@ -251,6 +254,7 @@ impl Node {
         Ok(self.view(&st, id))
     }
 
+    /// Stops and starts a rule again; `reset` starts it with empty state.
     pub async fn restart_rule(&self, id: &str, reset: bool) -> Result<RuleView, NodeError> {
         let _turn = self.rule_turn(id).await;
         self.ensure_rule(&*self.state.lock().await, id)?;
@@ -296,6 +300,7 @@ impl Node {
         }
     }
 
+    /// Every rule.
     pub async fn rules(&self) -> Vec<RuleView> {
         let st = self.state.lock().await;
         st.registry
@@ -319,6 +324,7 @@ impl Node {
             .collect()
     }
 
+    /// The rule `id`, with its paper job record if it is one.
     pub async fn rule(&self, id: &str) -> Result<(RuleView, Option<JobRecord>), NodeError> {
         let st = self.state.lock().await;
         self.ensure_rule(&st, id)?;
@@ -328,6 +334,7 @@ impl Node {
         ))
     }
 
+    /// The live status of rule `id`.
     pub async fn status(&self, id: &str) -> Result<RuleStatus, NodeError> {
         // What the node holds is copied out under its lock; compiling and reading the disk
         // happen after it is let go.

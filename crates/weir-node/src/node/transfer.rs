@@ -27,6 +27,7 @@ const MAGIC: &[u8; 8] = b"WEIRMOVE";
 /// A rule in transit: a JSON header, then the carried payloads as length-prefixed frames, input
 /// logs first, in header order.
 pub struct Package {
+    /// What the package holds: the rule, its checkpoint and what is carried.
     pub header: Header,
     /// One list per carried input log, then one per carried outbox.
     pub payloads: Vec<Vec<Bytes>>,
@@ -63,6 +64,7 @@ pub struct CarriedOutbox {
 }
 
 impl Package {
+    /// The package as bytes.
     pub fn encode(&self) -> Result<Vec<u8>, NodeError> {
         let header =
             serde_json::to_vec(&self.header).map_err(|e| NodeError::invalid(e.to_string()))?;
@@ -77,6 +79,7 @@ impl Package {
         Ok(out)
     }
 
+    /// Reads a package, or says what is wrong with it.
     pub fn decode(bytes: &[u8]) -> Result<Package, NodeError> {
         let bad = |why: &str| NodeError::invalid(format!("not a weir rule package: {why}"));
         let mut rest = bytes.strip_prefix(MAGIC).ok_or_else(|| bad("bad header"))?;

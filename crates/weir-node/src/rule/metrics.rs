@@ -16,13 +16,17 @@ use crate::outbox::{Outbox, OutboxStatus};
 /// Counters of one stage (a source or a sink) of a rule.
 #[derive(Debug)]
 pub struct Stage {
+    /// `source:<stream>` or `sink:<stream>`.
     pub name: String,
+    /// Its connector.
     pub connector: &'static str,
+    /// Its connection state.
     pub health: Arc<Health>,
     /// Payloads taken (sources) or events handed to the connector (sinks).
     pub received: AtomicU64,
     /// Events produced (sources) or published on an embedded topic (sinks).
     pub events: AtomicU64,
+    /// Failures.
     pub errors: AtomicU64,
     /// Input waiting to be read (sources): entries of its durable log beyond the rule's
     /// position, or payloads queued for it. The node's load sums it as input lag.
@@ -49,15 +53,22 @@ impl Stage {
 /// Live figures of a running rule, read by status and /metrics.
 #[derive(Debug)]
 pub struct RuleMetrics {
+    /// The rule's sources.
     pub sources: Vec<Arc<Stage>>,
+    /// Its operator chains' counters.
     pub engine: Vec<Arc<RuleStats>>,
+    /// Its sinks.
     pub sinks: Vec<Arc<Stage>>,
+    /// Records that could not be events.
     pub dead_letters: AtomicU64,
+    /// Events refused as late.
     pub late: AtomicU64,
+    /// The reason of the newest dead letter.
     pub last_dead_letter: Mutex<Option<String>>,
     /// Seconds from an event's time to its result leaving weir (for processing-time streams,
     /// the processing latency).
     pub lag: Histogram,
+    /// What status shows of the checkpoints.
     pub checkpoint: Arc<Mutex<CheckpointStatus>>,
     /// Why the rule stopped by itself (its state outgrew its limit).
     pub failure: Arc<Mutex<Option<String>>>,
@@ -66,15 +77,22 @@ pub struct RuleMetrics {
 /// One operator's figures in a status document.
 #[derive(Debug, Serialize)]
 pub struct OperatorStatus {
+    /// `source:<stream>`, a chain's name, or `sink:<stream>`.
     pub name: String,
+    /// Events in.
     pub events_in: u64,
+    /// Events out.
     pub events_out: u64,
+    /// Failures.
     pub errors: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its connector (sources and sinks).
     pub connector: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its connection state (sources and sinks).
     pub health: Option<HealthReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Its outbox, if it has one.
     pub outbox: Option<OutboxStatus>,
     /// Input waiting to be read (sources).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +100,7 @@ pub struct OperatorStatus {
 }
 
 impl RuleMetrics {
+    /// Figures of a rule with these sources, before any event.
     pub fn new(
         sources: Vec<Arc<Stage>>,
         checkpoint: Arc<Mutex<CheckpointStatus>>,
@@ -103,6 +122,7 @@ impl RuleMetrics {
         }
     }
 
+    /// Each source, chain and sink with its figures.
     pub fn operators(&self) -> Vec<OperatorStatus> {
         // An external sink's output is what its connector has sent.
         let stage = |s: &Arc<Stage>| OperatorStatus {

@@ -68,6 +68,7 @@ pub fn tap_topic(def: &StreamDef, endpoint: &Endpoint) -> String {
     }
 }
 
+/// The hub topic a rule's dead letters are published on.
 pub fn dead_letter_topic(rule: &str) -> String {
     format!("weir/dead_letters/{rule}")
 }
@@ -80,11 +81,15 @@ pub fn topic_log(topic: &str) -> String {
 /// A log a durable rule keeps: what the hub stores in it, and whether the rule alone reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalSpec {
+    /// The stream.
     pub stream: String,
     /// The hub filter whose messages go into the log.
     pub filter: String,
+    /// The log's name.
     pub log: String,
+    /// Whether the rule reads it (an input) rather than writes it.
     pub input: bool,
+    /// Whether the rule alone reads it (trimmed to its checkpoint).
     pub private: bool,
 }
 
@@ -123,14 +128,23 @@ pub fn journals(id: &str, program: &Program) -> Vec<JournalSpec> {
 
 /// Settings a rule starts with.
 pub struct Launch {
+    /// The rule's id.
     pub id: String,
+    /// Its compiled program.
     pub program: Program,
+    /// Engine settings (workers, batch size, clock).
     pub engine: EngineConfig,
+    /// The node's hub.
     pub hub: Arc<Hub>,
+    /// The largest payload taken.
     pub max_payload: usize,
+    /// Its delivery guarantee.
     pub delivery: Delivery,
+    /// Time between checkpoints.
     pub interval: Duration,
+    /// The limit on its state, if any.
     pub max_state_bytes: Option<u64>,
+    /// Where checkpoints are kept.
     pub checkpoints: Arc<dyn CheckpointStore>,
     /// Entries kept per embedded topic log.
     pub retention: u64,
@@ -148,8 +162,11 @@ pub struct Launch {
 /// An input a node feeds to a rule itself, each payload with its broker offset (`None` is a
 /// tick). The checkpoint keeps the next offset under `position`, a [`BROKER_POSITION`] name.
 pub struct Fed {
+    /// The stream it feeds.
     pub stream: String,
+    /// The checkpoint name of the position.
     pub position: String,
+    /// The payloads, each with its offset.
     pub rx: mpsc::Receiver<(Bytes, Option<u64>)>,
     /// For ticks and barrier wake-ups; weak, so the feeder's leaving ends the input.
     pub tx: mpsc::WeakSender<(Bytes, Option<u64>)>,
@@ -157,6 +174,7 @@ pub struct Fed {
 
 /// A started rule. Dropping it without [`RunningRule::stop`] leaves its tasks running.
 pub struct RunningRule {
+    /// Its live figures.
     pub metrics: Arc<RuleMetrics>,
     /// What takes input in: connector sources and the forwarders of the node's own topics.
     sources: Vec<JoinHandle<()>>,
