@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::openapi::Document;
 use common::*;
 use futures::StreamExt as _;
 use lapin::options::BasicPublishOptions;
@@ -188,7 +189,18 @@ async fn the_control_plane_is_the_proxy_for_jobs_on_every_node() {
     // Installed through the control plane on the edge node, named by its URL.
     let mut body = installation("edge", "sum-aggregation", &unique("proxy"), props);
     body["headers"]["targetResource"] = json!(edge.base);
-    let (s, info) = core.post("/api/install", body).await;
+    // Every answer of the paper's API is checked against the OpenAPI document.
+    let doc = Document::load();
+    let post = reqwest::Method::POST;
+    let (s, info) = doc
+        .check(
+            core,
+            post.clone(),
+            "/api/install",
+            "/api/install",
+            Some(body),
+        )
+        .await;
     assert_eq!(s, 200, "{info}");
     assert_eq!(
         (
@@ -211,7 +223,15 @@ async fn the_control_plane_is_the_proxy_for_jobs_on_every_node() {
         (200, Some("RUNNING")),
         "{status}"
     );
-    let (s, v) = core.post("/api/stop", info.clone()).await;
+    let (s, v) = doc
+        .check(
+            core,
+            post.clone(),
+            "/api/stop",
+            "/api/stop",
+            Some(info.clone()),
+        )
+        .await;
     assert_eq!((s, v["jobStatus"].as_str()), (200, Some("STOPPED")), "{v}");
     let (_, rule) = edge.get(&format!("/v1/rules/{id}")).await;
     assert_eq!(rule["state"], "STOPPED", "it stopped where it runs");
@@ -222,10 +242,13 @@ async fn the_control_plane_is_the_proxy_for_jobs_on_every_node() {
     let mut stale = info.clone();
     stale["jobStatus"] = json!("STOPPED");
     stale["runtime"] = json!("edge");
-    let (s, moved) = core
-        .post(
+    let (s, moved) = doc
+        .check(
+            core,
+            post.clone(),
             "/api/move",
-            json!({"target_runtime": "core", "targetResource": "core-1", "jobInfo": stale}),
+            "/api/move",
+            Some(json!({"target_runtime": "core", "targetResource": "core-1", "jobInfo": stale})),
         )
         .await;
     assert_eq!(s, 200, "{moved}");

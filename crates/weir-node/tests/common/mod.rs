@@ -212,6 +212,7 @@ pub fn tap(hub: &std::sync::Arc<Hub>, filter: &str) -> (Subscription, mpsc::Rece
 }
 
 pub mod cluster;
+pub mod openapi;
 pub mod private;
 pub mod tansu;
 #[allow(unused_imports)] // only the tests of several nodes use them
