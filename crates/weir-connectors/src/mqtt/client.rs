@@ -84,7 +84,7 @@ impl MqttConfig {
 }
 
 /// The client code, once for each protocol version: the two rumqttc APIs differ only in the
-/// names each version module imports and in `tune`.
+/// names each version module imports and in `tune` and `prompt`.
 macro_rules! mqtt_client {
     () => {
         use super::*;
